@@ -1,0 +1,1 @@
+"""Thin @hydra.main entry points (console scripts) around the plain ``run(cfg)`` functions."""

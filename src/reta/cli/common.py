@@ -1,0 +1,52 @@
+"""What every entry point shares: a one-line check of config-group choices before Hydra composes, and the
+mapping of :class:`RetaError` to one line on stderr + exit status 2."""
+
+from __future__ import annotations
+
+import functools
+import logging
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+from reta.errors import RetaError
+
+CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
+
+
+def group_options(group: str) -> list[str]:
+    d = CONF_DIR / group
+    return sorted(p.stem for p in d.glob("*.yaml")) if d.is_dir() else []
+
+
+def check_group_choices(argv: list[str]) -> None:
+    """Reject ``group=option`` overrides whose option does not exist, naming the valid ones (one line, exit 2).
+
+    Hydra's own message for this spans many lines; researchers mistyping ``dataset=fmnist`` deserve one.
+    """
+    for arg in argv:
+        if "=" not in arg or arg.startswith(("hydra.", "+", "~", "-")):
+            continue
+        key, value = arg.split("=", 1)
+        group = key.split("@", 1)[0].lstrip("+")
+        if "." in group or not (CONF_DIR / group).is_dir() or "," in value or value.startswith(("$", "choice(", "range(", "glob(")):
+            continue
+        options = group_options(group)
+        if value not in options and value != "null":
+            print(f"error: unknown {group} {value!r}; valid: {', '.join(options)}", file=sys.stderr)
+            sys.exit(2)
+
+
+def one_line_errors(fn: Callable) -> Callable:
+    """Run ``fn(cfg)``; a :class:`RetaError` becomes ``error: <message>`` on stderr and exit status 2."""
+
+    @functools.wraps(fn)
+    def wrapper(cfg):
+        try:
+            return fn(cfg)
+        except RetaError as err:
+            logging.getLogger("reta").debug("error", exc_info=True)
+            print(f"error: {err}", file=sys.stderr)
+            sys.exit(2)
+
+    return wrapper

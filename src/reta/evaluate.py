@@ -1,0 +1,157 @@
+"""Evaluation stage as plain functions: students on a distilled set and on a random real subset of the same IPC,
+under the identical protocol, once per seed (DESIGN.md "Evaluation" contract, METHODS.md §5.3)."""
+
+from __future__ import annotations
+
+import logging
+import statistics
+import time
+from collections.abc import Mapping
+
+import torch
+from omegaconf import DictConfig
+from torch import nn
+
+from reta.data.base import ImageDataset
+from reta.data.distilled import DistilledSet, load_distilled, save_distilled
+from reta.data.registry import load_split, sample_per_class
+from reta.errors import RetaError
+from reta.squeeze import get_teacher
+from reta.training.common import build_logger, build_trainer, seed_everything, set_threads
+from reta.training.student import Protocol, StudentModule, student_loader
+from reta.training.teacher import new_model
+from reta.utils.config import output_dir, plain, require_positive_int
+from reta.utils.io import atomic_write_json
+
+log = logging.getLogger(__name__)
+
+
+def train_student(
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    protocol: Protocol,
+    student_cfg: Mapping,
+    dataset_cfg: Mapping,
+    test: ImageDataset,
+    seed: int,
+    teacher: nn.Module | None,
+    trainer_cfg: Mapping,
+    logger_cfg: Mapping | None,
+    out_dir: str,
+    run_name: str,
+    progress_bar: bool,
+) -> dict:
+    """Train one fresh student on ``images`` (pixel space [0, 1]) and return its accuracies and wall time."""
+    seed_everything(seed)
+    model = new_model(student_cfg, dataset_cfg)
+    loader = student_loader(images, labels, protocol.batch_size, seed)
+    module = StudentModule(
+        model, protocol, dataset_cfg["mean"], dataset_cfg["std"], len(loader), seed, test_set=test, teacher=teacher
+    )
+    trainer = build_trainer(trainer_cfg, protocol.epochs, build_logger(logger_cfg, out_dir, run_name), progress_bar, out_dir)
+    start = time.perf_counter()
+    trainer.fit(module, loader)
+    seconds = time.perf_counter() - start
+    accs = [a for _, a in module.history]
+    return {"acc_last": accs[-1], "acc_best": max(accs), "seconds": seconds, "history": module.history}
+
+
+def summarize(runs: list[dict]) -> dict:
+    last = [r["acc_last"] for r in runs]
+    return {
+        "acc_last": last,
+        "acc_best": [r["acc_best"] for r in runs],
+        "acc_mean": statistics.fmean(last),
+        "acc_std": statistics.pstdev(last) if len(last) > 1 else 0.0,
+        "seconds": [round(r["seconds"], 2) for r in runs],
+    }
+
+
+def check_compatible(ds: DistilledSet, dataset_cfg: Mapping, source: str) -> None:
+    """The distilled set must belong to the configured dataset (name, classes, image shape)."""
+    expect = [dataset_cfg["channels"], dataset_cfg["image_size"], dataset_cfg["image_size"]]
+    if ds.meta.get("dataset") != dataset_cfg["name"]:
+        raise RetaError(f"distilled set {source} is for dataset {ds.meta.get('dataset')!r}, config says {dataset_cfg['name']!r}")
+    if ds.num_classes != dataset_cfg["num_classes"] or list(ds.images.shape[1:]) != expect:
+        raise RetaError(
+            f"distilled set {source}: {ds.num_classes} classes of {list(ds.images.shape[1:])}, "
+            f"dataset {dataset_cfg['name']} has {dataset_cfg['num_classes']} of {expect}"
+        )
+
+
+def run(cfg: DictConfig) -> dict:
+    """Evaluate; writes ``metrics.json`` in the output dir and returns the same dict."""
+    set_threads(cfg.get("num_threads"))
+    ipc = require_positive_int(cfg.ipc, "ipc")
+    seeds = [int(s) for s in (cfg.seeds or [])]
+    if not seeds:
+        raise RetaError("seeds must be a non-empty list, e.g. seeds=[0,1,2]")
+    protocol = Protocol.from_cfg(plain(cfg.protocol))
+    ds_cfg, student_cfg = plain(cfg.dataset), plain(cfg.student)
+    distilled = None
+    if cfg.get("distilled"):
+        distilled = load_distilled(cfg.distilled)
+        check_compatible(distilled, ds_cfg, str(cfg.distilled))
+        if distilled.ipc != ipc:
+            log.warning("ipc=%d overridden by the distilled set's ipc=%d", ipc, distilled.ipc)
+            ipc = distilled.ipc
+    train = load_split(cfg.dataset, "train", cfg.paths.data_dir)
+    test = load_split(cfg.dataset, "test", cfg.paths.data_dir)
+    teacher, teacher_meta = None, {"name": None, "test_acc": None}
+    if protocol.name == "kd":
+        teacher, teacher_meta = get_teacher(cfg, train, test)
+    out = output_dir(cfg)
+    common = dict(
+        protocol=protocol,
+        student_cfg=student_cfg,
+        dataset_cfg=ds_cfg,
+        test=test,
+        teacher=teacher,
+        trainer_cfg=plain(cfg.trainer),
+        logger_cfg=plain(cfg.logger),
+        out_dir=str(out),
+        progress_bar=bool(cfg.progress_bar),
+    )
+    sets: dict[str, list[dict]] = {}
+    if cfg.get("baseline", True):
+        for seed in seeds:
+            idx = sample_per_class(train.targets, ds_cfg["num_classes"], ipc, seed)
+            images, labels = train.gather(idx), train.targets[idx]
+            sets.setdefault("random", []).append(train_student(images, labels, seed=seed, run_name=f"random_seed{seed}", **common))
+            log.info("random seed %d: acc %.4f", seed, sets["random"][-1]["acc_last"])
+    if distilled is not None:
+        for seed in seeds:
+            r = train_student(distilled.images, distilled.labels, seed=seed, run_name=f"distilled_seed{seed}", **common)
+            sets.setdefault("distilled", []).append(r)
+            log.info("distilled seed %d: acc %.4f", seed, r["acc_last"])
+    if not sets:
+        raise RetaError("nothing to evaluate: baseline=false and no distilled=DIR given")
+    metrics = {
+        "dataset": ds_cfg["name"],
+        "ipc": ipc,
+        "protocol": protocol.name,
+        "protocol_config": protocol.__dict__,
+        "student": student_cfg["name"],
+        "student_config": student_cfg,
+        "teacher": {"name": teacher_meta.get("name"), "test_acc": teacher_meta.get("test_acc")},
+        "seeds": seeds,
+        "distilled": str(cfg.distilled) if distilled is not None else None,
+        "method": distilled.meta.get("method") if distilled is not None else "random",
+        "sets": {name: summarize(runs) for name, runs in sets.items()},
+    }
+    atomic_write_json(out / "metrics.json", metrics)
+    if cfg.get("save_random_subset", False):
+        idx = sample_per_class(train.targets, ds_cfg["num_classes"], ipc, seeds[0])
+        meta = {"dataset": ds_cfg["name"], "num_classes": ds_cfg["num_classes"], "ipc": ipc, "mean": ds_cfg["mean"],
+                "std": ds_cfg["std"], "method": "random", "seed": seeds[0]}
+        save_distilled(out / "random_subset", train.gather(idx), train.targets[idx], meta, class_names=train.class_names)
+    print(format_metrics(metrics))
+    print(f"metrics: {out / 'metrics.json'}")
+    return metrics
+
+
+def format_metrics(m: dict) -> str:
+    lines = [f"{m['dataset']} IPC {m['ipc']}, protocol {m['protocol']}, student {m['student']}, seeds {m['seeds']}"]
+    for name, s in m["sets"].items():
+        lines.append(f"  {name:<10} {100 * s['acc_mean']:6.2f} ± {100 * s['acc_std']:.2f} %   (last epoch; best {', '.join(f'{100 * a:.2f}' for a in s['acc_best'])})")
+    return "\n".join(lines)

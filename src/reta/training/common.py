@@ -1,0 +1,139 @@
+"""Pieces shared by every training loop: seeding, optimisers, LR schedules, test accuracy, Trainer/logger set-up."""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Iterable, Mapping
+
+import lightning as L
+import torch
+from torch import nn
+
+from reta.data.augment import normalize
+from reta.data.base import ImageDataset
+from reta.errors import RetaError
+
+OPTIMIZERS = ("sgd", "adam", "adamw")
+SCHEDULES = ("cosine", "step_half", "constant")
+
+
+def set_threads(num_threads: int | None) -> None:
+    """Pin torch's intra-op CPU threads (``None``: leave torch's default)."""
+    if num_threads:
+        torch.set_num_threads(int(num_threads))
+
+
+def seed_everything(seed: int) -> torch.Generator:
+    """Seed Python, numpy and torch (Lightning's helper) and return a fresh CPU generator for augmentation."""
+    L.seed_everything(int(seed), workers=True, verbose=False)
+    return torch.Generator().manual_seed(int(seed))
+
+
+def make_optimizer(
+    params: Iterable[tuple[str, nn.Parameter]],
+    name: str,
+    lr: float,
+    weight_decay: float,
+    momentum: float = 0.9,
+    decay_only_weights: bool = False,
+) -> torch.optim.Optimizer:
+    """SGD / Adam / AdamW. ``decay_only_weights`` puts weight decay only on >1-d ``weight`` tensors
+    (the FKD/FADRM student recipe, METHODS.md §5.1)."""
+    named = list(params)
+    if decay_only_weights:
+        decay = [p for n, p in named if p.ndim > 1 and n.endswith("weight")]
+        no_decay = [p for n, p in named if not (p.ndim > 1 and n.endswith("weight"))]
+        groups = [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    else:
+        groups = [{"params": [p for _, p in named], "weight_decay": weight_decay}]
+    if name == "sgd":
+        return torch.optim.SGD(groups, lr=lr, momentum=momentum)
+    if name == "adam":
+        return torch.optim.Adam(groups, lr=lr)
+    if name == "adamw":
+        return torch.optim.AdamW(groups, lr=lr)
+    raise RetaError(f"unknown optimizer {name!r}; valid: {', '.join(OPTIMIZERS)}")
+
+
+def lr_lambda(schedule: str, total_steps: int, cosine_eta: float = 1.0):
+    """Multiplier of the base LR at optimizer step ``t``.
+
+    ``cosine``: ½(1 + cos(π t / (T η))) — η = 1 decays to 0, η = 2 ends at ½ (FKD/FADRM student, METHODS.md §5.1).
+    ``step_half``: ×0.1 after half of the steps (DC/DM ``evaluate_synset``, METHODS.md §5.2). ``constant``: 1.
+    """
+    if schedule not in SCHEDULES:
+        raise RetaError(f"unknown schedule {schedule!r}; valid: {', '.join(SCHEDULES)}")
+    total = max(int(total_steps), 1)
+
+    def f(t: int) -> float:
+        if schedule == "cosine":
+            return 0.5 * (1.0 + math.cos(math.pi * min(t, total) / (total * cosine_eta)))
+        if schedule == "step_half":
+            return 0.1 if t >= total // 2 else 1.0
+        return 1.0
+
+    return f
+
+
+@torch.no_grad()
+def test_accuracy(
+    model: nn.Module, dataset: ImageDataset, mean, std, batch_size: int = 500, device: torch.device | str = "cpu"
+) -> float:
+    """Top-1 accuracy (fraction) of ``model`` in eval mode on every image of ``dataset``."""
+    was_training = model.training
+    model.eval()
+    correct, n = 0, len(dataset)
+    for start in range(0, n, batch_size):
+        idx = torch.arange(start, min(start + batch_size, n))
+        x = normalize(dataset.gather(idx).to(device), mean, std)
+        correct += int((model(x).argmax(1).cpu() == dataset.targets[idx]).sum())
+    model.train(was_training)
+    return correct / max(n, 1)
+
+
+def build_logger(logger_cfg: Mapping | None, save_dir: str, run_name: str, group: str | None = None):
+    """``csv`` (default), ``wandb`` (offline unless an API key is configured) or ``none``."""
+    kind = (logger_cfg or {}).get("kind", "none")
+    if kind == "none":
+        return False
+    if kind == "csv":
+        from lightning.pytorch.loggers import CSVLogger
+
+        return CSVLogger(save_dir=save_dir, name=logger_cfg.get("name", "logs"), version=run_name)
+    if kind == "wandb":
+        from lightning.pytorch.loggers import WandbLogger
+
+        has_key = bool(os.environ.get("WANDB_API_KEY")) or os.path.exists(os.path.expanduser("~/.netrc"))
+        offline = bool(logger_cfg.get("offline", False)) or not has_key
+        return WandbLogger(
+            project=logger_cfg.get("project", "reta"),
+            entity=logger_cfg.get("entity"),
+            name=run_name,
+            group=group,
+            save_dir=save_dir,
+            offline=offline,
+        )
+    raise RetaError(f"unknown logger kind {kind!r}; valid: csv, wandb, none")
+
+
+def build_trainer(
+    trainer_cfg: Mapping, max_epochs: int, logger, progress_bar: bool, default_root_dir: str, **extra
+) -> L.Trainer:
+    """A Lightning Trainer from the ``trainer`` config group (accelerator, devices, strategy, precision, …)."""
+    kwargs = dict(trainer_cfg)
+    kwargs.update(
+        max_epochs=max_epochs,
+        logger=logger,
+        enable_progress_bar=progress_bar,
+        enable_model_summary=False,
+        default_root_dir=default_root_dir,
+        num_sanity_val_steps=0,
+        log_every_n_steps=kwargs.pop("log_every_n_steps", 10),
+    )
+    kwargs.update(extra)
+    kwargs.setdefault("enable_checkpointing", False)
+    try:
+        return L.Trainer(**kwargs)
+    except TypeError as err:
+        raise RetaError(f"bad trainer config {sorted(trainer_cfg)}: {err}") from err

@@ -1,0 +1,157 @@
+"""Student evaluation: one fresh network trained on a small image set under a fixed protocol.
+
+Protocols (METHODS.md §5):
+- ``kd`` — FKD/SRe2L/FADRM soft-label protocol: per-sample RandomResizedCrop + flip, CutMix on the batch, the frozen
+  teacher labels the *mixed* view online, loss KL(softmax(t/T) ‖ softmax(s/T)) with ``batchmean`` and no T² factor
+  [code: Jiacheng8/FADRM `validate/train_fkd.py`], AdamW with decay only on >1-d weights, cosine with η.
+- ``hard`` — DC/DM protocol: CE on hard labels, SGD, lr ×0.1 at half, DSA on every batch
+  [code: VICO-UoE/DatasetCondensation `utils.py` `evaluate_synset`].
+Test accuracy is measured every ``eval_every`` epochs and at the last epoch; the last value is the headline and
+the maximum is reported only as a secondary figure — nothing is selected on the test set.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+import lightning as L
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.utils.data import DataLoader, TensorDataset
+
+from reta.data.augment import cutmix, normalize, random_crop_flip, random_resized_crop_flip
+from reta.data.base import ImageDataset
+from reta.errors import RetaError
+from reta.training.common import lr_lambda, make_optimizer, test_accuracy
+
+PROTOCOLS = ("kd", "hard")
+
+
+@dataclass(frozen=True)
+class Protocol:
+    """Everything that defines how a student is trained (the ``protocol`` config group)."""
+
+    name: str
+    optimizer: str
+    lr: float
+    momentum: float
+    weight_decay: float
+    decay_only_weights: bool
+    batch_size: int
+    epochs: int
+    schedule: str
+    cosine_eta: float
+    temperature: float
+    rrc_scale_min: float
+    crop_pad: int
+    flip: bool
+    cutmix: bool
+    dsa: bool
+    teacher_mode: str
+    eval_every: int
+
+    @classmethod
+    def from_cfg(cls, cfg: Mapping) -> Protocol:
+        fields = cls.__dataclass_fields__
+        unknown = sorted(set(cfg) - set(fields))
+        missing = sorted(set(fields) - set(cfg))
+        if unknown or missing:
+            raise RetaError(f"protocol config: unknown keys {unknown}, missing keys {missing}")
+        p = cls(**{k: cfg[k] for k in fields})
+        if p.name not in PROTOCOLS:
+            raise RetaError(f"unknown protocol {p.name!r}; valid: {', '.join(PROTOCOLS)}")
+        if p.epochs <= 0 or p.batch_size <= 0:
+            raise RetaError(f"protocol {p.name}: epochs and batch_size must be > 0")
+        if p.teacher_mode not in ("eval", "train"):
+            raise RetaError(f"protocol teacher_mode must be eval or train, got {p.teacher_mode!r}")
+        return p
+
+
+def kd_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperature: float) -> torch.Tensor:
+    """KL(softmax(t/T) ‖ softmax(s/T)), batch mean, no T² factor (METHODS.md §5.1)."""
+    t = temperature
+    return F.kl_div(F.log_softmax(student_logits / t, 1), F.log_softmax(teacher_logits / t, 1), reduction="batchmean", log_target=True)
+
+
+class StudentModule(L.LightningModule):
+    """Trains ``model`` on pixel-space images under ``protocol``; tracks test accuracy without selecting on it."""
+
+    def __init__(
+        self,
+        model: nn.Module,
+        protocol: Protocol,
+        mean,
+        std,
+        steps_per_epoch: int,
+        seed: int,
+        test_set: ImageDataset | None = None,
+        teacher: nn.Module | None = None,
+    ) -> None:
+        super().__init__()
+        if protocol.name == "kd" and teacher is None:
+            raise RetaError("protocol kd needs a teacher")
+        self.model = model
+        self.p = protocol
+        self.mean, self.std = list(mean), list(std)
+        self.steps_per_epoch = steps_per_epoch
+        self.test_set = test_set
+        self.teacher = teacher
+        if teacher is not None:
+            teacher.requires_grad_(False)
+        self.gen = torch.Generator().manual_seed(int(seed) * 7919 + 17)
+        self.dsa = None
+        if protocol.dsa:
+            from reta.data.dsa import DSA, DSAParams
+
+            self.dsa = DSA(DSAParams())
+        self.history: list[tuple[int, float]] = []
+
+    def _view(self, x: torch.Tensor) -> torch.Tensor:
+        p = self.p
+        if p.rrc_scale_min > 0:
+            x = random_resized_crop_flip(x, x.shape[-1], (p.rrc_scale_min, 1.0), self.gen, flip=p.flip)
+        elif p.crop_pad > 0 or p.flip:
+            x = random_crop_flip(x, p.crop_pad, p.flip, self.gen)
+        if p.cutmix:
+            x, _, _ = cutmix(x, self.gen)
+        x = normalize(x, self.mean, self.std)
+        if self.dsa is not None:
+            x = self.dsa(x, self.gen)
+        return x
+
+    def training_step(self, batch, batch_idx):
+        x, y = batch
+        x = self._view(x)
+        logits = self.model(x)
+        if self.p.name == "kd":
+            self.teacher.train(self.p.teacher_mode == "train")
+            with torch.no_grad():
+                t_logits = self.teacher(x)
+            loss = kd_loss(logits, t_logits, self.p.temperature)
+        else:
+            loss = F.cross_entropy(logits, y)
+        if not torch.isfinite(loss):
+            raise RetaError(f"student loss ({self.p.name}) became {loss.item()} at step {self.global_step}")
+        self.log("train/loss", loss, prog_bar=True, on_step=False, on_epoch=True)
+        return loss
+
+    def on_train_epoch_end(self) -> None:
+        e = self.current_epoch + 1
+        if self.test_set is not None and (e % self.p.eval_every == 0 or e == self.trainer.max_epochs):
+            acc = test_accuracy(self.model, self.test_set, self.mean, self.std, device=self.device)
+            self.history.append((e, acc))
+            self.log("test/acc", acc, prog_bar=True)
+
+    def configure_optimizers(self):
+        p = self.p
+        opt = make_optimizer(self.model.named_parameters(), p.optimizer, p.lr, p.weight_decay, p.momentum, p.decay_only_weights)
+        total = p.epochs * self.steps_per_epoch
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda(p.schedule, total, p.cosine_eta))
+        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+
+
+def student_loader(images: torch.Tensor, labels: torch.Tensor, batch_size: int, seed: int) -> DataLoader:
+    g = torch.Generator().manual_seed(int(seed))
+    return DataLoader(TensorDataset(images, labels), batch_size=min(batch_size, len(labels)), shuffle=True, generator=g)

@@ -1,0 +1,172 @@
+"""Squeeze: train a teacher with a recipe, cache it, or load a given checkpoint (METHODS.md §2).
+
+The cache key hashes everything that changes the weights: dataset (name, resolution, normalisation), model
+config, recipe and seed. A cache entry is a directory ``<cache_dir>/teachers/<dataset>_<model>_<key>/`` with
+``model.pt`` (a plain state dict, loaded with ``weights_only=True``) and ``meta.json`` (recipe, test accuracy,
+training time), written atomically so an interrupted squeeze leaves no entry behind.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+import tempfile
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+import lightning as L
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, TensorDataset
+
+from reta.data.augment import normalize, random_crop_flip, random_resized_crop_flip
+from reta.data.base import ImageDataset, TensorImageDataset
+from reta.errors import CheckpointError
+from reta.models import build_model
+from reta.training.common import lr_lambda, make_optimizer, test_accuracy
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """A teacher training recipe (METHODS.md §2); every field is part of the cache key."""
+
+    optimizer: str = "sgd"
+    lr: float = 0.01
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    batch_size: int = 256
+    epochs: int = 20
+    schedule: str = "cosine"
+    crop_pad: int = 2
+    rrc_scale_min: float = 0.0  # > 0: RandomResizedCrop(scale=(min, 1)) instead of padded crop
+    flip: bool = True
+
+
+class TeacherModule(L.LightningModule):
+    """Plain cross-entropy training of ``model`` on normalised, augmented real batches."""
+
+    def __init__(self, model: nn.Module, mean, std, recipe: Recipe, steps_per_epoch: int, seed: int) -> None:
+        super().__init__()
+        self.model = model
+        self.mean, self.std = list(mean), list(std)
+        self.recipe = recipe
+        self.steps_per_epoch = steps_per_epoch
+        self.gen = torch.Generator().manual_seed(seed + 1)
+
+    def _augment(self, x: torch.Tensor) -> torch.Tensor:
+        r = self.recipe
+        if r.rrc_scale_min > 0:
+            return random_resized_crop_flip(x, x.shape[-1], (r.rrc_scale_min, 1.0), self.gen, flip=r.flip)
+        return random_crop_flip(x, r.crop_pad, r.flip, self.gen)
+
+    def training_step(self, batch, batch_idx):
+        x, y = batch
+        x = x.float() / 255.0 if x.dtype == torch.uint8 else x
+        logits = self.model(normalize(self._augment(x), self.mean, self.std))
+        loss = nn.functional.cross_entropy(logits, y)
+        acc = (logits.argmax(1) == y).float().mean()
+        self.log_dict({"train/loss": loss, "train/acc": acc}, prog_bar=True, on_step=False, on_epoch=True)
+        return loss
+
+    def configure_optimizers(self):
+        r = self.recipe
+        opt = make_optimizer(self.model.named_parameters(), r.optimizer, r.lr, r.weight_decay, r.momentum)
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda(r.schedule, r.epochs * self.steps_per_epoch))
+        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+
+
+def cache_key(dataset_cfg: Mapping, model_cfg: Mapping, recipe: Recipe, seed: int) -> str:
+    """12-hex digest of the weight-determining configuration."""
+    payload = {
+        "dataset": {k: dataset_cfg[k] for k in ("name", "image_size", "channels", "mean", "std", "num_classes")},
+        "model": model_cfg,
+        "recipe": recipe.__dict__,
+        "seed": int(seed),
+    }
+    blob = json.dumps(payload, sort_keys=True, default=str).encode()
+    return hashlib.sha256(blob).hexdigest()[:12]
+
+
+def train_loader(dataset: ImageDataset, batch_size: int, seed: int, num_workers: int = 0) -> DataLoader:
+    """Shuffled loader; in-memory datasets yield uint8 batches (converted on the fly), others float."""
+    g = torch.Generator().manual_seed(seed)
+    ds = TensorDataset(dataset.images, dataset.targets) if isinstance(dataset, TensorImageDataset) else dataset
+    return DataLoader(ds, batch_size=batch_size, shuffle=True, generator=g, num_workers=num_workers, drop_last=False)
+
+
+def load_state_dict_file(path: str | Path) -> dict:
+    """Read a checkpoint file weights-only; accepts a state dict, ``{'state_dict': …}`` or a Lightning checkpoint."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint {path} does not exist")
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # noqa: BLE001 - any unpickling failure means a corrupt file
+        raise CheckpointError(f"checkpoint {path} could not be read ({type(err).__name__}); is it a torch file?") from err
+    if isinstance(obj, Mapping) and "state_dict" in obj and isinstance(obj["state_dict"], Mapping):
+        obj = obj["state_dict"]
+    if not isinstance(obj, Mapping) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
+        raise CheckpointError(f"checkpoint {path} holds no state dict of tensors")
+    if all(k.startswith("model.") for k in obj):  # a TeacherModule/StudentModule Lightning checkpoint
+        obj = {k[len("model.") :]: v for k, v in obj.items()}
+    return dict(obj)
+
+
+def load_weights(model: nn.Module, state: Mapping, source: str) -> None:
+    """``load_state_dict(strict=True)`` with a one-line error naming the first mismatches."""
+    own = model.state_dict()
+    missing = [k for k in own if k not in state]
+    unexpected = [k for k in state if k not in own]
+    shape = [k for k in own if k in state and own[k].shape != state[k].shape]
+    if missing or unexpected or shape:
+        detail = []
+        if shape:
+            k = shape[0]
+            detail.append(f"shape of {k}: checkpoint {tuple(state[k].shape)} vs model {tuple(own[k].shape)}")
+        if missing:
+            detail.append(f"{len(missing)} missing keys (e.g. {missing[0]})")
+        if unexpected:
+            detail.append(f"{len(unexpected)} unexpected keys (e.g. {unexpected[0]})")
+        raise CheckpointError(f"checkpoint {source} does not fit the model: {'; '.join(detail)}")
+    model.load_state_dict(state, strict=True)
+
+
+def write_cache_entry(entry: Path, model: nn.Module, meta: dict) -> None:
+    """Write ``model.pt`` + ``meta.json`` into a temporary sibling dir, then rename it to ``entry``."""
+    entry.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{entry.name}.", dir=entry.parent))
+    try:
+        torch.save(model.state_dict(), tmp / "model.pt")
+        (tmp / "meta.json").write_text(json.dumps(meta, indent=2, sort_keys=True))
+        if entry.exists():
+            shutil.rmtree(entry)
+        tmp.rename(entry)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def new_model(model_cfg: Mapping, dataset_cfg: Mapping) -> nn.Module:
+    return build_model(model_cfg, dataset_cfg["num_classes"], dataset_cfg["channels"], dataset_cfg["image_size"])
+
+
+def fit_teacher(
+    model: nn.Module, train: ImageDataset, dataset_cfg: Mapping, recipe: Recipe, seed: int, trainer_factory
+) -> float:
+    """Train ``model`` in place with ``recipe``; returns wall seconds. ``trainer_factory(max_epochs)`` → Trainer."""
+    loader = train_loader(train, recipe.batch_size, seed)
+    module = TeacherModule(model, dataset_cfg["mean"], dataset_cfg["std"], recipe, len(loader), seed)
+    start = time.perf_counter()
+    trainer_factory(recipe.epochs).fit(module, loader)
+    return time.perf_counter() - start
+
+
+def timestamp() -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%S")
+
+
+def evaluate_teacher(model: nn.Module, test: ImageDataset, dataset_cfg: Mapping) -> float:
+    return test_accuracy(model, test, dataset_cfg["mean"], dataset_cfg["std"])

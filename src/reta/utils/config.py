@@ -1,0 +1,44 @@
+"""Config helpers: plain containers, output dir resolution, required-key checks."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig, ListConfig, OmegaConf
+
+from reta.errors import RetaError
+
+
+def plain(cfg: Any) -> Any:
+    """A resolved plain ``dict``/``list`` copy of an OmegaConf node (anything else is returned as is)."""
+    if isinstance(cfg, (DictConfig, ListConfig)):
+        return OmegaConf.to_container(cfg, resolve=True)
+    return cfg
+
+
+def output_dir(cfg: DictConfig) -> Path:
+    """The run's output dir: Hydra's job dir when Hydra runs the job (multirun jobs get their own), else
+    ``cfg.paths.output_dir``. Created if missing."""
+    try:
+        from hydra.core.hydra_config import HydraConfig
+
+        if HydraConfig.initialized():
+            path = Path(HydraConfig.get().runtime.output_dir)
+            path.mkdir(parents=True, exist_ok=True)
+            return path
+    except ImportError:  # pragma: no cover
+        pass
+    path = Path(cfg.paths.output_dir)
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def require_positive_int(value: Any, name: str) -> int:
+    try:
+        v = int(value)
+    except (TypeError, ValueError) as err:
+        raise RetaError(f"{name} must be a positive integer, got {value!r}") from err
+    if v <= 0 or v != value:
+        raise RetaError(f"{name} must be a positive integer, got {value!r}")
+    return v

@@ -1,0 +1,74 @@
+"""Atomic file writes: a temporary file in the destination's directory, then ``os.replace``.
+
+A reader therefore sees either the old file or the complete new one, never a torn write; a failure
+removes the temporary file and leaves the old file untouched.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+from typing import IO, Any
+
+import torch
+
+
+def json_default(obj: Any) -> Any:
+    """``json.dumps(default=…)`` for the values metadata tends to contain: paths, tensors, numpy values."""
+    if isinstance(obj, os.PathLike):
+        return os.fspath(obj)
+    if isinstance(obj, torch.Tensor):
+        return obj.detach().cpu().tolist()
+    if hasattr(obj, "tolist") and callable(obj.tolist):  # numpy arrays and scalars
+        return obj.tolist()
+    if isinstance(obj, (set, frozenset, tuple)):
+        return list(obj)
+    raise TypeError(f"object of type {type(obj).__name__} is not JSON serializable")
+
+
+def _atomic(path: str | os.PathLike, mode: str, write: Callable[[IO], None]) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    # open(..., "x") rather than mkstemp: the file gets the usual umask permissions, not 0600
+    tmp = path.parent / f".{path.name}.{uuid.uuid4().hex[:12]}.tmp"
+    try:
+        with open(tmp, mode.replace("w", "x")) as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+        raise
+    return path
+
+
+def _sanitize_nonfinite(obj: Any) -> Any:
+    """NaN/inf floats → None, so the file is strict JSON that every parser accepts."""
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    if isinstance(obj, dict):
+        return {k: _sanitize_nonfinite(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_sanitize_nonfinite(v) for v in obj]
+    return obj
+
+
+def atomic_write_json(path: str | os.PathLike, obj: Any) -> Path:
+    """Write ``obj`` as indented UTF-8 JSON (NaN/inf written as null) atomically; returns the path."""
+    text = json.dumps(
+        _sanitize_nonfinite(json.loads(json.dumps(obj, default=json_default))), indent=2, allow_nan=False
+    )
+    return _atomic(path, "w", lambda f: f.write(text + "\n"))
+
+
+def atomic_torch_save(obj: Any, path: str | os.PathLike) -> Path:
+    """``torch.save(obj, path)`` atomically; returns the path."""
+    return _atomic(path, "wb", lambda f: torch.save(obj, f))
