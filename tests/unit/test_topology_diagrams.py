@@ -27,11 +27,14 @@ def _sorted_pairs(b: np.ndarray, d: np.ndarray) -> np.ndarray:
     return pairs[np.lexsort((pairs[:, 1], pairs[:, 0]))]
 
 
-CASES = [(int(n), int(d), int(k)) for n, d, k in zip(
-    np.random.default_rng(0).integers(12, 61, 12),
-    np.random.default_rng(1).choice([8, 32, 128, 512], 12),
-    np.random.default_rng(2).integers(5, 16, 12),
-)]
+CASES = [
+    (int(n), int(d), int(k))
+    for n, d, k in zip(
+        np.random.default_rng(0).integers(12, 61, 12),
+        np.random.default_rng(1).choice([8, 32, 128, 512], 12),
+        np.random.default_rng(2).integers(5, 16, 12),
+    )
+]
 
 
 @pytest.mark.parametrize("case", range(len(CASES)))

@@ -22,7 +22,9 @@ def _random_bars(seed: int, m: int, kappa: float) -> tuple[np.ndarray, np.ndarra
     return births, deaths
 
 
-def _persim(births: np.ndarray, deaths: np.ndarray, kappa: float, grid: int, sigma: float, power: float) -> np.ndarray:
+def _persim(
+    births: np.ndarray, deaths: np.ndarray, kappa: float, grid: int, sigma: float, power: float
+) -> np.ndarray:
     imager = PersistenceImager(
         birth_range=(0, 1),
         pers_range=(0, 1),
@@ -37,13 +39,19 @@ def _persim(births: np.ndarray, deaths: np.ndarray, kappa: float, grid: int, sig
     return imager.transform(np.stack([b, d], axis=1), skew=True)
 
 
-@pytest.mark.parametrize("grid,sigma,power", [(8, 0.2, 1.0), (20, 0.05, 1.0), (32, 0.05, 1.0), (32, 0.01, 2.0), (5, 0.5, 1.5)])
+@pytest.mark.parametrize(
+    "grid,sigma,power", [(8, 0.2, 1.0), (20, 0.05, 1.0), (32, 0.05, 1.0), (32, 0.01, 2.0), (5, 0.5, 1.5)]
+)
 def test_integrated_kernel_equals_persim(grid: int, sigma: float, power: float) -> None:
     kappa = 1.7
     births, deaths = _random_bars(grid, 12, kappa)
     ours = persistence_images(
-        torch.from_numpy(births)[None], torch.from_numpy(deaths)[None], torch.tensor([kappa], dtype=torch.float64),
-        grid=grid, sigma=sigma, power=power,
+        torch.from_numpy(births)[None],
+        torch.from_numpy(deaths)[None],
+        torch.tensor([kappa], dtype=torch.float64),
+        grid=grid,
+        sigma=sigma,
+        power=power,
     )[0]
     theirs = _persim(births, deaths, kappa, grid, sigma, power)
     assert ours.shape == (grid, grid) and ours.dtype == torch.float64
@@ -55,8 +63,12 @@ def test_sampled_kernel_equals_direct_formula() -> None:
     grid, sigma, kappa = 10, 0.1, 2.0
     births, deaths = _random_bars(3, 9, kappa)
     ours = persistence_images(
-        torch.from_numpy(births)[None], torch.from_numpy(deaths)[None], torch.tensor([kappa], dtype=torch.float64),
-        grid=grid, sigma=sigma, kernel="sampled",
+        torch.from_numpy(births)[None],
+        torch.from_numpy(deaths)[None],
+        torch.tensor([kappa], dtype=torch.float64),
+        grid=grid,
+        sigma=sigma,
+        kernel="sampled",
     )[0].numpy()
     b = np.minimum(births, kappa) / kappa
     p = np.minimum(deaths, kappa) / kappa - b
@@ -73,14 +85,27 @@ def test_batched_padded_multiplicity_matches_single_images() -> None:
     kappas = [1.0, 2.5, 0.7]
     bars = [_random_bars(s, m, k) for s, m, k in zip((1, 2, 3), (6, 11, 8), kappas)]
     width = max(len(b) for b, _ in bars)
-    births, deaths, mult = torch.zeros(3, width, dtype=torch.float64), torch.zeros(3, width, dtype=torch.float64), torch.zeros(3, width, dtype=torch.float64)
+    births, deaths, mult = (
+        torch.zeros(3, width, dtype=torch.float64),
+        torch.zeros(3, width, dtype=torch.float64),
+        torch.zeros(3, width, dtype=torch.float64),
+    )
     for c, (b, d) in enumerate(bars):
-        births[c, : len(b)], deaths[c, : len(b)], mult[c, : len(b)] = torch.from_numpy(b), torch.from_numpy(d), 0.25
-    batch = persistence_images(births, deaths, torch.tensor(kappas, dtype=torch.float64), mult, grid=12, sigma=0.1)
+        births[c, : len(b)], deaths[c, : len(b)], mult[c, : len(b)] = (
+            torch.from_numpy(b),
+            torch.from_numpy(d),
+            0.25,
+        )
+    batch = persistence_images(
+        births, deaths, torch.tensor(kappas, dtype=torch.float64), mult, grid=12, sigma=0.1
+    )
     for c, (b, d) in enumerate(bars):
         single = persistence_images(
-            torch.from_numpy(b)[None], torch.from_numpy(d)[None], torch.tensor([kappas[c]], dtype=torch.float64),
-            grid=12, sigma=0.1,
+            torch.from_numpy(b)[None],
+            torch.from_numpy(d)[None],
+            torch.tensor([kappas[c]], dtype=torch.float64),
+            grid=12,
+            sigma=0.1,
         )[0]
         torch.testing.assert_close(batch[c], 0.25 * single, rtol=0, atol=1e-14)
 

@@ -100,7 +100,9 @@ def image_complexity(
     ``check_range`` values outside [0, 1] raise instead of producing a silently rescaled score.
     """
     if check_range and images.numel() and (float(images.min()) < 0.0 or float(images.max()) > 1.0):
-        raise ValueError("image_complexity expects pixel-space images in [0, 1] (denormalise and clamp first)")
+        raise ValueError(
+            "image_complexity expects pixel-space images in [0, 1] (denormalise and clamp first)"
+        )
     y = gaussian_blur(luma(images), sigma)
     gx, gy = image_gradients(y, gradient)
     energy = (gx * gx + gy * gy).flatten(1)
@@ -115,7 +117,8 @@ def normalize_complexity(complexity: torch.Tensor, method: str = "minmax") -> to
         lo, hi = complexity.min(), complexity.max()
         return (complexity - lo) / (hi - lo + _NORM_EPS)
     if method == "median":
-        return complexity / (complexity.median() + _NORM_EPS)
+        # quantile(0.5) averages the two middle values (numpy's median); torch.median takes the lower one
+        return complexity / (torch.quantile(complexity, 0.5) + _NORM_EPS)
     if method == "none":
         return complexity
     raise ValueError(f"unknown normalisation {method!r}; expected one of {NORMALIZATIONS}")
@@ -128,9 +131,13 @@ def fit_complexity_scores(
     if not 0.0 <= lam <= 1.0:
         raise ValueError(f"lambda must be in [0, 1], got {lam}")
     if query_feats.dim() != 2 or pool_feats.dim() != 2 or query_feats.shape[1] != pool_feats.shape[1]:
-        raise ValueError(f"need [Q, D] and [P, D] features, got {tuple(query_feats.shape)} and {tuple(pool_feats.shape)}")
+        raise ValueError(
+            f"need [Q, D] and [P, D] features, got {tuple(query_feats.shape)} and {tuple(pool_feats.shape)}"
+        )
     if pool_complexity_norm.shape != pool_feats.shape[:1]:
-        raise ValueError(f"pool complexity must be [P] = {pool_feats.shape[0]}, got {tuple(pool_complexity_norm.shape)}")
+        raise ValueError(
+            f"pool complexity must be [P] = {pool_feats.shape[0]}, got {tuple(pool_complexity_norm.shape)}"
+        )
     q = F.normalize(query_feats, dim=1)
     z = F.normalize(pool_feats.to(q), dim=1)
     fit = (2.0 - 2.0 * q @ z.T).clamp_min(0.0)
@@ -165,7 +172,9 @@ def retrieve(
     """
     if reuse not in REUSE_POLICIES:
         raise ValueError(f"unknown reuse policy {reuse!r}; expected one of {REUSE_POLICIES}")
-    scores = fit_complexity_scores(query_feats, pool_feats, normalize_complexity(pool_complexity, normalization), lam)
+    scores = fit_complexity_scores(
+        query_feats, pool_feats, normalize_complexity(pool_complexity, normalization), lam
+    )
     num_q, num_p = scores.shape
     fell_back = torch.zeros(num_q, dtype=torch.bool, device=scores.device)
     if reuse == "allow":

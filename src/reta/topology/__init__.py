@@ -7,11 +7,18 @@ from reta.topology.diagrams import (
     PaddedBars,
     UnionPairing,
     edge_lengths,
+    pairing_bars,
     persistence_pairings,
     resolve_cutoff,
     union_bars,
 )
-from reta.topology.graph import UnionGraph, effective_k, mutual_knn_graphs, pairwise_sq_distances
+from reta.topology.graph import (
+    UnionGraph,
+    effective_k,
+    mutual_knn_graphs,
+    mutual_knn_graphs_from_sq_distances,
+    pairwise_sq_distances,
+)
 from reta.topology.images import persistence_images
 from reta.topology.loss import (
     RealTarget,
@@ -34,6 +41,8 @@ __all__ = [
     "edge_lengths",
     "effective_k",
     "mutual_knn_graphs",
+    "mutual_knn_graphs_from_sq_distances",
+    "pairing_bars",
     "pairwise_sq_distances",
     "per_class_topology_loss",
     "persistence_images",

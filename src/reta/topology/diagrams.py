@@ -140,13 +140,13 @@ def _flag_generators(graph: UnionGraph, edge_mask: np.ndarray) -> tuple[np.ndarr
     if len(edges):
         st.insert_batch(edges.T.copy(), graph.weights[edge_mask])
     st.expansion(2)
-    st.compute_persistence(
-        homology_coeff_field=2, min_persistence=-1, persistence_dim_max=False
-    )
+    st.compute_persistence(homology_coeff_field=2, min_persistence=-1, persistence_dim_max=st.dimension() < 2)
     _, finite, _, essential = st.flag_persistence_generators()
     fin = np.asarray(finite[0], dtype=np.int64).reshape(-1, 4) if len(finite) else np.zeros((0, 4), np.int64)
     ess = (
-        np.asarray(essential[0], dtype=np.int64).reshape(-1, 2) if len(essential) else np.zeros((0, 2), np.int64)
+        np.asarray(essential[0], dtype=np.int64).reshape(-1, 2)
+        if len(essential)
+        else np.zeros((0, 2), np.int64)
     )
     return fin, ess
 
@@ -206,7 +206,9 @@ def persistence_pairings(graph: UnionGraph, with_h1: bool = True) -> UnionPairin
 # ----------------------------------------------------------------------------------------------
 
 
-def edge_lengths(points: torch.Tensor, edges: np.ndarray | torch.Tensor, squared: bool = False) -> torch.Tensor:
+def edge_lengths(
+    points: torch.Tensor, edges: np.ndarray | torch.Tensor, squared: bool = False
+) -> torch.Tensor:
     """Lengths ``[m]`` of ``edges [m, 2]`` (row indices into ``points [N, d]``), differentiable.
 
     ℓ = sqrt(‖z_u − z_v‖² + 1e-12) by explicit differences (METHODS §4.2); the ε keeps the gradient
@@ -261,6 +263,32 @@ def pad_bars(
     return PaddedBars(*out)
 
 
+def _assemble_bars(
+    h0_deaths: torch.Tensor,
+    h1_births: torch.Tensor,
+    h1_deaths: torch.Tensor,
+    pairing: UnionPairing,
+    groups: np.ndarray,
+    num_groups: int,
+    multiplicity: float,
+) -> tuple[PaddedBars, PaddedBars]:
+    """H0 = finite (0, death) + ``extra_components`` × (0, +inf); H1 as given; pooled into groups."""
+    groups = np.asarray(groups, dtype=np.int64)
+    if groups.shape != (pairing.num_clouds,):
+        raise ValueError(
+            f"groups must map each of the {pairing.num_clouds} clouds to a group, got {groups.shape}"
+        )
+    extra_group = np.repeat(groups, pairing.extra_components)
+    inf = torch.full((len(extra_group),), float("inf"), dtype=h0_deaths.dtype, device=h0_deaths.device)
+    h0_d = torch.cat([h0_deaths, inf])
+    h0_group = np.concatenate([groups[pairing.h0_cloud], extra_group]).astype(np.int64)
+    h0 = pad_bars(torch.zeros_like(h0_d), h0_d, torch.full_like(h0_d, multiplicity), h0_group, num_groups)
+    h1 = pad_bars(
+        h1_births, h1_deaths, torch.full_like(h1_births, multiplicity), groups[pairing.h1_cloud], num_groups
+    )
+    return h0, h1
+
+
 def union_bars(
     points: torch.Tensor,
     pairing: UnionPairing,
@@ -272,27 +300,38 @@ def union_bars(
     """Differentiable H0 and H1 bars of all clouds, pooled into ``num_groups`` groups.
 
     ``points [N, d]`` is the concatenation of the clouds in union order (global vertex ids index
-    its rows); ``groups [C]`` maps cloud → group (identity for one group per cloud; class id when a
-    class owns M real subsets). Every bar gets ``multiplicity``. H0: finite bars (0, ℓ(death edge))
-    plus ``extra_components`` bars (0, +inf); H1: (ℓ(birth edge), ℓ(death edge) or +inf).
+    its rows); ``groups [C]`` maps cloud → group (identity for one group per cloud). Every bar gets
+    ``multiplicity``. H0: finite bars (0, ℓ(death edge)) plus ``extra_components`` bars (0, +inf);
+    H1: (ℓ(birth edge), ℓ(death edge) or +inf), ℓ re-evaluated by :func:`edge_lengths`.
     """
-    groups = np.asarray(groups, dtype=np.int64)
-    dtype, dev = points.dtype, points.device
-    extra = pairing.extra_components
-    extra_group = np.repeat(groups, extra)
-    h0_d = torch.cat(
-        [edge_lengths(points, pairing.h0_death_edges, squared), torch.full((len(extra_group),), float("inf"), dtype=dtype, device=dev)]
-    )
-    h0_b = torch.zeros_like(h0_d)
-    h0_group = np.concatenate([groups[pairing.h0_cloud], extra_group]).astype(np.int64)
+    h0_d = edge_lengths(points, pairing.h0_death_edges, squared)
     h1_b = edge_lengths(points, pairing.h1_birth_edges, squared)
-    finite = torch.as_tensor(~np.isinf(pairing.h1_deaths), device=dev)
+    finite = torch.as_tensor(~np.isinf(pairing.h1_deaths), device=points.device)
     safe_death_edges = np.where(pairing.h1_death_edges >= 0, pairing.h1_death_edges, pairing.h1_birth_edges)
-    h1_d = torch.where(finite, edge_lengths(points, safe_death_edges, squared), torch.full_like(h1_b, float("inf")))
-    h1_group = groups[pairing.h1_cloud]
-    h0 = pad_bars(h0_b, h0_d, torch.full_like(h0_d, multiplicity), h0_group, num_groups)
-    h1 = pad_bars(h1_b, h1_d, torch.full_like(h1_b, multiplicity), h1_group, num_groups)
-    return h0, h1
+    h1_d = torch.where(
+        finite, edge_lengths(points, safe_death_edges, squared), torch.full_like(h1_b, float("inf"))
+    )
+    return _assemble_bars(h0_d, h1_b, h1_d, pairing, groups, num_groups, multiplicity)
+
+
+def pairing_bars(
+    pairing: UnionPairing, groups: np.ndarray, num_groups: int, multiplicity: float = 1.0
+) -> tuple[PaddedBars, PaddedBars]:
+    """Like :func:`union_bars` but from the pairing's detached float64 values (no points, no gradient).
+
+    For targets that never need a gradient (real subsets); values are the graph's edge weights,
+    i.e. without the ε of :func:`edge_lengths`.
+    """
+    as_t = lambda a: torch.as_tensor(a, dtype=torch.float64)  # noqa: E731
+    return _assemble_bars(
+        as_t(pairing.h0_deaths),
+        as_t(pairing.h1_births),
+        as_t(pairing.h1_deaths),
+        pairing,
+        groups,
+        num_groups,
+        multiplicity,
+    )
 
 
 def resolve_cutoff(
@@ -312,7 +351,11 @@ def resolve_cutoff(
     elif policy in ("joint", "real"):
         if real_longest is None:
             raise ValueError(f"cutoff policy {policy!r} needs the real longest edges")
-        kappa = real_longest.to(syn_longest) if policy == "real" else torch.maximum(real_longest.to(syn_longest), syn_longest)
+        kappa = (
+            real_longest.to(syn_longest)
+            if policy == "real"
+            else torch.maximum(real_longest.to(syn_longest), syn_longest)
+        )
     else:
         raise ValueError(f"unknown cutoff policy {policy!r}; expected 'joint', 'real' or a float")
     if bool((kappa <= 0).any()):

@@ -8,8 +8,9 @@ step form one disjoint union that a single combinatorial call (``diagrams.py``) 
 
 Everything here works on detached values and returns numpy arrays: the graph only decides *which*
 edges exist; differentiable lengths are re-evaluated later (``diagrams.edge_lengths``).
-Distances are computed by explicit differences in float64 (not ``cdist``/Gram matrices), so they
-agree with the re-evaluated lengths to rounding and exact duplicates have distance exactly 0.
+Distances are sums of squared differences in float64 (no Gram-matrix formula), so they agree with
+the re-evaluated lengths to rounding and exact duplicates have distance exactly 0. Graphs can also
+be built from given squared-distance matrices (sub-blocks of a pool's matrix for random subsets).
 """
 
 from __future__ import annotations
@@ -19,9 +20,6 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-
-# Upper bound on elements of the [B, n, n, d] difference tensor materialised at once.
-_MAX_DIFF_ELEMENTS = 1 << 24
 
 
 @dataclass(frozen=True)
@@ -79,23 +77,17 @@ def effective_k(k: int, n: int) -> int:
 
 
 def pairwise_sq_distances(points: torch.Tensor) -> torch.Tensor:
-    """Squared Euclidean distances ``[B, n, n]`` of ``points [B, n, d]`` by explicit differences.
+    """Squared Euclidean distances ``[B, n, n]`` of ``points [B, n, d]``, detached, float64.
 
-    Computed in float64 on detached values, chunked over B to bound memory.
+    Uses ``torch.cdist`` with ``compute_mode="donot_use_mm_for_euclid_dist"``: a sum of squared
+    differences per pair (no Gram-matrix cancellation), so duplicates get exactly 0 — without
+    materialising the ``[B, n, n, d]`` difference tensor.
     """
     if points.dim() != 3:
         raise ValueError(f"points must be [B, n, d], got shape {tuple(points.shape)}")
     x = points.detach().to(torch.float64)
-    b, n, d = x.shape
-    chunk = max(1, _MAX_DIFF_ELEMENTS // max(1, n * n * d))
-    parts = []
-    for start in range(0, b, chunk):
-        xs = x[start : start + chunk]
-        diff = xs[:, :, None, :] - xs[:, None, :, :]
-        parts.append((diff * diff).sum(-1))
-    if not parts:
-        return x.new_zeros((0, n, n))
-    return torch.cat(parts, dim=0)
+    dist = torch.cdist(x, x, compute_mode="donot_use_mm_for_euclid_dist")
+    return dist * dist
 
 
 def mutual_knn_mask(sq_dist: torch.Tensor, k: int) -> torch.Tensor:
@@ -118,49 +110,65 @@ def mutual_knn_mask(sq_dist: torch.Tensor, k: int) -> torch.Tensor:
     return knn & knn.transpose(1, 2)
 
 
-def _group_by_size(clouds: Sequence[torch.Tensor]) -> dict[int, list[int]]:
+def _validate_clouds(clouds: Sequence[torch.Tensor]) -> None:
+    if len(clouds) == 0:
+        raise ValueError("need at least one point cloud")
+    for c in clouds:
+        if c.dim() != 2 or c.shape[0] < 1:
+            raise ValueError(f"every cloud must be [n >= 1, d], got shape {tuple(c.shape)}")
+    dims = {int(c.shape[-1]) for c in clouds}
+    if len(dims) != 1:
+        raise ValueError(f"all clouds must share the feature dimension, got {sorted(dims)}")
+
+
+def _size_groups(sizes: Sequence[int]) -> dict[int, list[int]]:
     groups: dict[int, list[int]] = {}
-    for i, cloud in enumerate(clouds):
-        groups.setdefault(int(cloud.shape[0]), []).append(i)
+    for i, n in enumerate(sizes):
+        groups.setdefault(int(n), []).append(i)
     return groups
 
 
-def _validate_clouds(clouds: Sequence[torch.Tensor]) -> int:
-    if len(clouds) == 0:
-        raise ValueError("need at least one point cloud")
-    dims = {int(c.shape[-1]) for c in clouds}
-    for c in clouds:
-        if c.dim() != 2:
-            raise ValueError(f"every cloud must be [n, d], got shape {tuple(c.shape)}")
-        if c.shape[0] < 1:
-            raise ValueError("every cloud needs at least one point")
-    if len(dims) != 1:
-        raise ValueError(f"all clouds must share the feature dimension, got {sorted(dims)}")
-    return dims.pop()
-
-
-def mutual_knn_graphs(clouds: Sequence[torch.Tensor], k: int, squared: bool = False) -> UnionGraph:
-    """Mutual k-NN graphs of all ``clouds`` (each ``[n_c, d]``) as one :class:`UnionGraph`.
+def mutual_knn_graphs_from_sq_distances(
+    sq_distances: Sequence[torch.Tensor], k: int, squared: bool = False
+) -> UnionGraph:
+    """Mutual k-NN graphs from squared-distance matrices ``[n_c, n_c]`` (one per cloud), as a union.
 
     Clouds of equal size are processed as one batch. Edge ``(u, v)`` with ``u < v`` in local ids is
     shifted by the cloud's vertex offset (the sum of the sizes of the clouds before it).
     """
-    _validate_clouds(clouds)
-    sizes = np.array([int(c.shape[0]) for c in clouds], dtype=np.int64)
+    if len(sq_distances) == 0:
+        raise ValueError("need at least one point cloud")
+    sizes = [int(m.shape[0]) for m in sq_distances]
+    for m in sq_distances:
+        if m.dim() != 2 or m.shape[0] != m.shape[1] or m.shape[0] < 1:
+            raise ValueError(f"every distance matrix must be [n, n] with n >= 1, got {tuple(m.shape)}")
     vertex_offsets = np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)
-    per_cloud: list[tuple[np.ndarray, np.ndarray]] = [None] * len(clouds)  # type: ignore[list-item]
-    for n, members in _group_by_size(clouds).items():
-        stacked = torch.stack([clouds[i].detach().cpu() for i in members])
-        sq = pairwise_sq_distances(stacked)
+    cloud_ids, edge_parts, weight_parts = [], [], []
+    for members in _size_groups(sizes).values():
+        sq = torch.stack([sq_distances[i].detach().to("cpu", torch.float64) for i in members])
         mask = torch.triu(mutual_knn_mask(sq, k), diagonal=1)
-        for slot, cloud_idx in enumerate(members):
-            uv = mask[slot].nonzero().numpy().astype(np.int64)  # row-major: sorted by (u, v)
-            w = sq[slot][mask[slot]].numpy()
-            if not squared:
-                w = np.sqrt(w)
-            per_cloud[cloud_idx] = (uv + vertex_offsets[cloud_idx], w.astype(np.float64))
-    counts = np.array([len(e) for e, _ in per_cloud], dtype=np.int64)
+        b, u, v = mask.nonzero(as_tuple=True)  # row-major: by cloud, then (u, v)
+        cloud = torch.as_tensor(members, dtype=torch.long)[b].numpy()
+        cloud_ids.append(cloud)
+        edge_parts.append(np.stack([u.numpy(), v.numpy()], axis=1) + vertex_offsets[cloud][:, None])
+        weight_parts.append(sq[b, u, v].numpy())
+    cloud = np.concatenate(cloud_ids)
+    order = np.argsort(cloud, kind="stable")
+    edges = np.concatenate(edge_parts).reshape(-1, 2)[order].astype(np.int64)
+    weights = np.concatenate(weight_parts)[order].astype(np.float64)
+    if not squared:
+        weights = np.sqrt(weights)
+    counts = np.bincount(cloud, minlength=len(sizes))
     edge_offsets = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
-    edges = np.concatenate([e for e, _ in per_cloud]).reshape(-1, 2).astype(np.int64)
-    weights = np.concatenate([w for _, w in per_cloud]).astype(np.float64)
     return UnionGraph(edges, weights, vertex_offsets, edge_offsets, squared)
+
+
+def mutual_knn_graphs(clouds: Sequence[torch.Tensor], k: int, squared: bool = False) -> UnionGraph:
+    """Mutual k-NN graphs of all ``clouds`` (each ``[n_c, d]``) as one :class:`UnionGraph`."""
+    _validate_clouds(clouds)
+    sq: list[torch.Tensor] = [None] * len(clouds)  # type: ignore[list-item]
+    for members in _size_groups([int(c.shape[0]) for c in clouds]).values():
+        batch = pairwise_sq_distances(torch.stack([clouds[i].detach().cpu() for i in members]))
+        for slot, i in enumerate(members):
+            sq[i] = batch[slot]
+    return mutual_knn_graphs_from_sq_distances(sq, k, squared)

@@ -74,7 +74,9 @@ def persistence_images(
     """
     _validate(grid, sigma, power, kernel)
     if births.shape != deaths.shape or births.dim() != 2:
-        raise ValueError(f"births/deaths must both be [B, m], got {tuple(births.shape)} and {tuple(deaths.shape)}")
+        raise ValueError(
+            f"births/deaths must both be [B, m], got {tuple(births.shape)} and {tuple(deaths.shape)}"
+        )
     if cutoff.shape != births.shape[:1]:
         raise ValueError(f"cutoff must be [B] = {births.shape[0]}, got {tuple(cutoff.shape)}")
     bhat, phat = normalized_points(births, deaths, cutoff)

@@ -10,8 +10,8 @@ the loss form, the reduction and the size-matched real target are [recon] there.
   bars, so the mean equals the image of all M subsets' bars with multiplicity 1/M — which is what
   :class:`RealTarget` stores (detached), so that the image can be redrawn for any cutoff κ.
 * Cutoff κ per class, detached: ``joint`` = max(longest edge of the class's real-subset graphs,
-  longest edge of its synthetic graph); ``real``; or a fixed float. For ``real``/float the real
-  images are computed once and cached in the target.
+  longest edge of its synthetic graph); ``real``; or a fixed float. The real images are drawn once
+  at the real-only cutoff and redrawn from the stored bars only for classes whose κ differs.
 * Edge behaviour: a cloud with n_s = 1 has no edge and contributes nothing (if no cloud has ≥ 2
   points the loss is a constant 0 without gradient; the caller warns); n_s ≤ 3 → H0 only (no loop
   survives in < 4 points); k ≥ n → complete graph; duplicate points keep finite gradients (ε in the
@@ -27,8 +27,15 @@ import numpy as np
 import torch
 from torch import nn
 
-from reta.topology.diagrams import MIN_POINTS_FOR_H1, PaddedBars, persistence_pairings, resolve_cutoff, union_bars
-from reta.topology.graph import mutual_knn_graphs
+from reta.topology.diagrams import (
+    MIN_POINTS_FOR_H1,
+    PaddedBars,
+    pairing_bars,
+    persistence_pairings,
+    resolve_cutoff,
+    union_bars,
+)
+from reta.topology.graph import mutual_knn_graphs, mutual_knn_graphs_from_sq_distances, pairwise_sq_distances
 from reta.topology.images import KERNELS, persistence_images
 
 REDUCTIONS = ("mean", "sum")
@@ -69,8 +76,10 @@ class RealTarget:
     """Size-matched real target of one class: pooled bars of M subsets (multiplicity 1/M), detached.
 
     ``h0``/``h1`` are ``(births, deaths, multiplicity)`` float64 CPU tensors, deaths +inf for
-    essential bars; ``longest_edge`` is the longest edge over the M subset graphs; ``images`` holds
-    the (PI⁰, PI¹) pair ``[G, G]`` when the cutoff does not depend on the synthetic cloud.
+    essential bars; ``longest_edge`` is the longest edge over the M subset graphs. ``images`` is the
+    (PI⁰, PI¹) pair ``[G, G]`` drawn at ``image_cutoff`` (the fixed cutoff, or the real longest
+    edge for ``real``/``joint``); the loss reuses it whenever the class's κ equals that value and
+    redraws the image from the bars otherwise (``joint`` with a longer synthetic edge).
     """
 
     subset_size: int
@@ -78,7 +87,8 @@ class RealTarget:
     h0: tuple[torch.Tensor, torch.Tensor, torch.Tensor]
     h1: tuple[torch.Tensor, torch.Tensor, torch.Tensor]
     config: TopologyConfig
-    images: tuple[torch.Tensor, torch.Tensor] | None = None
+    image_cutoff: float
+    images: tuple[torch.Tensor, torch.Tensor]
 
 
 def _pad_targets(parts: Sequence[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]) -> PaddedBars:
@@ -92,8 +102,28 @@ def _pad_targets(parts: Sequence[tuple[torch.Tensor, torch.Tensor, torch.Tensor]
 
 def _images(bars: PaddedBars, kappa: torch.Tensor, config: TopologyConfig) -> torch.Tensor:
     return persistence_images(
-        bars.births, bars.deaths, kappa, bars.multiplicity, config.grid, config.sigma, config.power, config.kernel
+        bars.births,
+        bars.deaths,
+        kappa,
+        bars.multiplicity,
+        config.grid,
+        config.sigma,
+        config.power,
+        config.kernel,
     )
+
+
+def _pool_sq_distances(pools: Sequence[torch.Tensor]) -> list[torch.Tensor]:
+    """Squared-distance matrix of every pool, batched over pools of equal size."""
+    out: list[torch.Tensor] = [None] * len(pools)  # type: ignore[list-item]
+    by_size: dict[int, list[int]] = {}
+    for i, pool in enumerate(pools):
+        by_size.setdefault(int(pool.shape[0]), []).append(i)
+    for members in by_size.values():
+        sq = pairwise_sq_distances(torch.stack([pools[i].detach().cpu() for i in members]))
+        for slot, i in enumerate(members):
+            out[i] = sq[slot]
+    return out
 
 
 def build_real_targets(
@@ -107,24 +137,23 @@ def build_real_targets(
     if subset_size < 2:
         raise ValueError(f"a real target needs subsets of >= 2 points, got {subset_size}")
     m = config.num_subsets
-    subsets: list[torch.Tensor] = []
+    blocks: list[torch.Tensor] = []  # squared distances of every subset: sub-blocks of the pool's matrix
     for c, pool in enumerate(pools):
         if pool.dim() != 2 or pool.shape[0] < subset_size:
             raise ValueError(f"pool {c} has shape {tuple(pool.shape)}; need [P >= {subset_size}, d]")
-        pool64 = pool.detach().to("cpu", torch.float64)
+    pool_sq = _pool_sq_distances(pools)
+    for pool, sq in zip(pools, pool_sq):
         for _ in range(m):
-            subsets.append(pool64[torch.randperm(pool.shape[0], generator=generator)[:subset_size]])
-    graph = mutual_knn_graphs(subsets, config.k, config.squared)
+            idx = torch.randperm(pool.shape[0], generator=generator)[:subset_size]
+            blocks.append(sq[idx][:, idx])
+    graph = mutual_knn_graphs_from_sq_distances(blocks, config.k, config.squared)
     pairing = persistence_pairings(graph, with_h1=subset_size >= MIN_POINTS_FOR_H1)
-    groups = np.repeat(np.arange(len(pools)), m)
-    h0, h1 = union_bars(torch.cat(subsets), pairing, groups, len(pools), 1.0 / m, config.squared)
+    h0, h1 = pairing_bars(pairing, np.repeat(np.arange(len(pools)), m), len(pools), 1.0 / m)
     longest = graph.longest_edge().reshape(len(pools), m).max(axis=1)
-    fixed = not isinstance(config.cutoff, str) or config.cutoff == "real"
-    images = None
-    if fixed:
-        real_longest = torch.as_tensor(longest, dtype=torch.float64)
-        kappa = resolve_cutoff(config.cutoff, real_longest, real_longest)
-        images = (_images(h0, kappa, config), _images(h1, kappa, config))
+    real_longest = torch.as_tensor(longest, dtype=torch.float64)
+    policy = "real" if config.cutoff == "joint" else config.cutoff
+    kappa = resolve_cutoff(policy, real_longest, real_longest)
+    pi0, pi1 = _images(h0, kappa, config), _images(h1, kappa, config)
     return [
         RealTarget(
             subset_size=subset_size,
@@ -132,7 +161,8 @@ def build_real_targets(
             h0=h0.group(c),
             h1=h1.group(c),
             config=config,
-            images=None if images is None else (images[0][c], images[1][c]),
+            image_cutoff=float(kappa[c]),
+            images=(pi0[c], pi1[c]),
         )
         for c in range(len(pools))
     ]
@@ -141,16 +171,21 @@ def build_real_targets(
 def _real_images(
     targets: Sequence[RealTarget], kappa: torch.Tensor, config: TopologyConfig
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Real (PI⁰, PI¹) ``[C, G, G]`` at the classes' cutoffs, float64 on the CPU."""
-    if all(t.images is not None for t in targets):
-        return torch.stack([t.images[0] for t in targets]), torch.stack([t.images[1] for t in targets])
+    """Real (PI⁰, PI¹) ``[C, G, G]`` at the classes' cutoffs ``kappa``, float64 on the CPU."""
     kappa64 = kappa.detach().to("cpu", torch.float64)
-    pi0 = _images(_pad_targets([t.h0 for t in targets]), kappa64, config)
-    pi1 = _images(_pad_targets([t.h1 for t in targets]), kappa64, config)
+    pi0 = torch.stack([t.images[0] for t in targets])
+    pi1 = torch.stack([t.images[1] for t in targets])
+    stale = [c for c, t in enumerate(targets) if t.image_cutoff != float(kappa64[c])]
+    if stale:
+        idx = torch.as_tensor(stale)
+        pi0[idx] = _images(_pad_targets([targets[c].h0 for c in stale]), kappa64[idx], config)
+        pi1[idx] = _images(_pad_targets([targets[c].h1 for c in stale]), kappa64[idx], config)
     return pi0, pi1
 
 
-def _check_targets(clouds: Sequence[torch.Tensor], targets: Sequence[RealTarget | None], config: TopologyConfig) -> None:
+def _check_targets(
+    clouds: Sequence[torch.Tensor], targets: Sequence[RealTarget | None], config: TopologyConfig
+) -> None:
     for c, (cloud, target) in enumerate(zip(clouds, targets)):
         if target is None:
             raise ValueError(f"class {c}: no real target for a cloud of {cloud.shape[0]} points")
@@ -239,7 +274,9 @@ class TopologyLoss(nn.Module):
         seed: int = 0,
     ) -> None:
         super().__init__()
-        self.config = TopologyConfig(k, grid, sigma, gamma, power, cutoff, kernel, reduction, squared, num_subsets)
+        self.config = TopologyConfig(
+            k, grid, sigma, gamma, power, cutoff, kernel, reduction, squared, num_subsets
+        )
         self.generator = torch.Generator().manual_seed(seed)
         self._targets: dict[int, RealTarget] = {}
 

@@ -1,0 +1,116 @@
+"""The anchor-selection extension point of the residual connection: which real image a synthetic image is merged
+with at the end of a stage.
+
+Source: METHODS.md §3.3 (``anchor(x, i)`` in the stage loop) — the fixed patch P of the image in FADRM
+[code: Jiacheng8/FADRM `recover/recover.py`], a per-stage retrieval from the class pool in RETA's DRC (§4.1).
+
+An :class:`AnchorProvider` is built from config (``method.residual.anchors: {kind: <name>, ...kwargs}``) with an
+explicit constructor, bound to the running :class:`~reta.synthesis.module.SynthesisModule` once by
+:meth:`AnchorProvider.setup`, and asked for anchors by :class:`reta.callbacks.residual.ResidualConnection` at
+every stage end but the last. What a provider may read from the module: ``module.patch_bank`` (FADRM's fixed
+patches), ``module.patch_pool`` + ``module.train_set`` (the ranked class pools, rendered with
+``pool.render(train_set, c)``), ``module.teachers`` and ``module.teacher_features(x)`` (features with BN hooks
+off), ``module.mean``/``module.std``. A provider whose choice depends on the past (e.g. reuse policies)
+keeps that in :meth:`state_dict` so a resumed run continues identically.
+
+Register a new provider with ``@register_anchor_provider("name")`` on the class; RETA's retrieval provider
+registers ``retrieval``. :data:`PROVIDER_MODULES` lists modules imported on first use of a kind.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from reta.data.augment import normalize
+from reta.errors import RetaError
+
+#: kind → module that registers it (imported lazily when the kind is asked for).
+PROVIDER_MODULES: dict[str, str] = {"static": "reta.synthesis.anchors"}
+
+_PROVIDERS: dict[str, type] = {}
+
+
+@dataclass(frozen=True)
+class StageEnd:
+    """What a stage-end event carries: the job (slot, classes), the stage that ended and the next resolution.
+
+    ``images`` is the job's current working batch (normalised space, detached view of the parameter),
+    ``classes`` LongTensor ``[B]`` and ``slot`` its IPC slot; ``next_size`` is ``None`` after the last stage.
+    """
+
+    job: int
+    slot: int
+    classes: torch.Tensor
+    stage: int
+    size: int
+    next_size: int | None
+    images: torch.Tensor
+
+    @property
+    def last_stage(self) -> bool:
+        return self.next_size is None
+
+
+class AnchorProvider:
+    """Base class: return normalised-space anchors ``[B, C, h, w]`` (any resolution; the residual callback
+    resamples) for the images of a stage-end event."""
+
+    #: whether the provider needs the real-patch pool/bank (the synthesis then builds it even with noise init)
+    needs_pool: bool = True
+
+    def setup(self, module) -> None:
+        """Bind to the synthesis module before the first step (read pools, teachers, normalisation)."""
+        self.module = module
+
+    def anchors(self, event: StageEnd) -> torch.Tensor:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def state_dict(self) -> dict[str, Any]:
+        return {}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        pass
+
+    def describe(self) -> dict[str, Any]:
+        return {"kind": getattr(self, "kind", type(self).__name__)}
+
+
+def register_anchor_provider(name: str) -> Callable[[type], type]:
+    def deco(cls: type) -> type:
+        cls.kind = name
+        _PROVIDERS[name] = cls
+        return cls
+
+    return deco
+
+
+def build_anchor_provider(spec: dict | None) -> AnchorProvider:
+    """``{kind: name, **kwargs}`` → provider instance (unknown kind or keys: one-line :class:`RetaError`)."""
+    spec = dict(spec or {"kind": "static"})
+    kind = spec.pop("kind", "static")
+    if kind not in PROVIDER_MODULES and kind not in _PROVIDERS:
+        raise RetaError(f"residual.anchors: unknown kind {kind!r}; valid: {', '.join(sorted(set(PROVIDER_MODULES) | set(_PROVIDERS)))}")
+    if kind not in _PROVIDERS:
+        importlib.import_module(PROVIDER_MODULES[kind])
+    try:
+        return _PROVIDERS[kind](**spec)
+    except TypeError as err:
+        raise RetaError(f"residual.anchors ({kind}): bad keys {sorted(spec)}: {err}") from err
+
+
+@register_anchor_provider("static")
+class StaticPatchAnchors(AnchorProvider):
+    """FADRM: the image's own fixed real patch P (the one it was initialised from, or — with noise init — the
+    patch its (class, slot) would have been initialised from)."""
+
+    def anchors(self, event: StageEnd) -> torch.Tensor:
+        bank = self.module.patch_bank
+        if bank is None:
+            raise RetaError("residual with static anchors needs the real-patch bank (init.kind=patch or a pool)")
+        patches = bank.get(event.classes.cpu(), event.slot).to(event.images.device)
+        return normalize(patches, self.module.mean, self.module.std)

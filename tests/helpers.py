@@ -1,0 +1,47 @@
+"""Config composition and CLI helpers for tests."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from hydra import compose, initialize_config_dir
+from omegaconf import DictConfig
+
+CONF_DIR = str(Path(__file__).resolve().parent.parent / "src" / "reta" / "conf")
+REPO = Path(__file__).resolve().parent.parent
+
+
+def compose_cfg(name: str, overrides: list[str]) -> DictConfig:
+    """Compose primary config ``name`` with ``overrides`` outside a Hydra app (paths must be given)."""
+    with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
+        return compose(config_name=name, overrides=overrides)
+
+
+def tiny_overrides(tmp_path: Path, data_root: Path) -> list[str]:
+    """A Fashion-MNIST-shaped IDX fixture, the tiny ConvNet and one-epoch budgets, all outputs under tmp_path."""
+    return [
+        f"dataset.root={data_root}",
+        f"paths.output_dir={tmp_path / 'out'}",
+        f"paths.cache_dir={tmp_path / 'cache'}",
+        f"paths.data_dir={tmp_path / 'data'}",
+        "model=convnet_tiny",
+        "recipe.epochs=1",
+        "recipe.batch_size=32",
+        "progress_bar=false",
+        "logger=none",
+        "num_threads=1",
+    ]
+
+
+def run_cli(script: str, args: list[str], cwd: Path, timeout: int = 300) -> subprocess.CompletedProcess:
+    """Run a console script of the installed package (``reta-squeeze`` …) in ``cwd``."""
+    exe = Path(sys.executable).parent / script
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "HYDRA_FULL_ERROR": "0"}
+    return subprocess.run([str(exe), *args], cwd=cwd, capture_output=True, text=True, timeout=timeout, env=env)
+
+
+def error_lines(proc: subprocess.CompletedProcess) -> list[str]:
+    return [line for line in proc.stderr.splitlines() if line.startswith("error:")]

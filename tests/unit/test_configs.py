@@ -1,0 +1,60 @@
+"""Every config group option composes with every primary config it belongs to."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from helpers import CONF_DIR, compose_cfg
+from omegaconf import OmegaConf
+
+GROUPS = ["dataset", "model", "recipe", "protocol", "trainer", "logger", "debug"]
+
+
+def options(group: str) -> list[str]:
+    return sorted(p.stem for p in (Path(CONF_DIR) / group).glob("*.yaml"))
+
+
+BASE = ["paths.output_dir=/tmp/x", "paths.cache_dir=/tmp/c"]
+
+
+@pytest.mark.parametrize("group", GROUPS)
+def test_every_option_composes(group):
+    names = options(group)
+    assert names, f"group {group} has no options"
+    for opt in names:
+        primary = "evaluate" if group == "protocol" else "squeeze"
+        extra = ["model.name=resnet18"] if (group == "model" and opt == "timm") else []
+        cfg = compose_cfg(primary, [*BASE, f"{group}={opt}", *extra])
+        node = OmegaConf.to_container(cfg, resolve=True)
+        if group in ("dataset", "model", "recipe", "protocol", "trainer", "logger"):
+            assert node[group], f"{group}={opt} composed to an empty node"
+
+
+def test_recipe_follows_dataset():
+    cfg = compose_cfg("squeeze", [*BASE, "dataset=tiny_imagenet"])
+    assert cfg.recipe.epochs == 50 and cfg.recipe.crop_pad == 4
+
+
+def test_protocol_selects_its_student():
+    kd = compose_cfg("evaluate", [*BASE, "protocol=kd"])
+    hard = compose_cfg("evaluate", [*BASE, "protocol=hard"])
+    assert kd.student.kwargs.norm == "batch"
+    assert hard.student.kwargs.norm == "instance"
+    custom = compose_cfg("evaluate", [*BASE, "protocol=hard", "model@student=resnet18_cifar"])
+    assert custom.student.name == "resnet18_cifar"
+
+
+def test_datasets_are_consistent():
+    for name in options("dataset"):
+        d = compose_cfg("squeeze", [*BASE, f"dataset={name}"]).dataset
+        assert len(d.mean) == len(d.std) == d.channels
+        if d.class_names is not None:
+            assert len(d.class_names) == d.num_classes, name
+
+
+def test_output_dir_override_moves_the_run_dir():
+    cfg = compose_cfg("squeeze", ["paths.output_dir=/tmp/somewhere"])
+    hydra_cfg = OmegaConf.load(Path(CONF_DIR) / "hydra" / "default.yaml")
+    assert OmegaConf.to_container(hydra_cfg, resolve=False)["run"]["dir"] == "${paths.output_dir}"
+    assert cfg.paths.output_dir == "/tmp/somewhere"
