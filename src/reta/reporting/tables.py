@@ -1,0 +1,113 @@
+"""Aggregate many runs' ``metrics.json`` into tables (Markdown + CSV).
+
+A row is one (dataset, IPC, protocol, student, method) cell; the ``random`` set of every run and the ``distilled``
+set (under its method's name) each contribute a row, and rows of the same cell from different runs are merged by
+pooling their per-seed last-epoch accuracies (so a sweep that split seeds over jobs aggregates correctly).
+Accuracies are reported in percent, mean ± population std over seeds (DESIGN.md evaluation contract).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import statistics
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from reta.errors import RetaError
+
+
+@dataclass
+class Cell:
+    dataset: str
+    ipc: int
+    protocol: str
+    student: str
+    method: str
+    acc_last: list[float] = field(default_factory=list)
+    acc_best: list[float] = field(default_factory=list)
+    seconds: list[float] = field(default_factory=list)
+    runs: list[str] = field(default_factory=list)
+
+    @property
+    def key(self) -> tuple:
+        return (self.dataset, self.ipc, self.protocol, self.student, self.method)
+
+    def mean_std(self, best: bool = False) -> tuple[float, float]:
+        vals = self.acc_best if best else self.acc_last
+        return 100 * statistics.fmean(vals), 100 * (statistics.pstdev(vals) if len(vals) > 1 else 0.0)
+
+
+def find_metrics(roots: Iterable[str | Path]) -> list[Path]:
+    """Every ``metrics.json`` under the given files/directories (sorted)."""
+    found: list[Path] = []
+    for root in roots:
+        p = Path(root)
+        if p.is_file() and p.name == "metrics.json":
+            found.append(p)
+        elif p.is_dir():
+            found.extend(sorted(p.rglob("metrics.json")))
+        else:
+            raise RetaError(f"report input {p} is neither a metrics.json nor a directory")
+    return found
+
+
+def collect(paths: Iterable[Path]) -> list[Cell]:
+    """Merge the sets of every metrics file into cells keyed by (dataset, ipc, protocol, student, method)."""
+    cells: dict[tuple, Cell] = {}
+    for path in paths:
+        try:
+            m = json.loads(Path(path).read_text())
+            sets = m["sets"]
+        except (OSError, ValueError, KeyError) as err:
+            raise RetaError(f"{path} is not a reta metrics.json ({type(err).__name__}: {err})") from err
+        for set_name, s in sets.items():
+            method = "random" if set_name == "random" else (m.get("method") or set_name)
+            cell = Cell(m["dataset"], int(m["ipc"]), m["protocol"], m["student"], method)
+            cell = cells.setdefault(cell.key, cell)
+            cell.acc_last += list(s["acc_last"])
+            cell.acc_best += list(s.get("acc_best", s["acc_last"]))
+            cell.seconds += list(s.get("seconds", []))
+            cell.runs.append(str(Path(path).parent))
+    return sorted(cells.values(), key=lambda c: c.key)
+
+
+def to_csv(cells: list[Cell]) -> str:
+    buf = io.StringIO()
+    w = csv.writer(buf)
+    w.writerow(["dataset", "ipc", "protocol", "student", "method", "n_seeds", "acc_mean", "acc_std", "acc_best_mean", "seconds_per_student"])
+    for c in cells:
+        mean, std = c.mean_std()
+        best, _ = c.mean_std(best=True)
+        secs = statistics.fmean(c.seconds) if c.seconds else ""
+        w.writerow([c.dataset, c.ipc, c.protocol, c.student, c.method, len(c.acc_last), f"{mean:.2f}", f"{std:.2f}", f"{best:.2f}", f"{secs:.1f}" if secs != "" else ""])
+    return buf.getvalue()
+
+
+def to_markdown(cells: list[Cell]) -> str:
+    """One table per (dataset, protocol, student): rows = methods, columns = IPC, entries 'mean ± std'."""
+    out: list[str] = []
+    groups: dict[tuple, list[Cell]] = {}
+    for c in cells:
+        groups.setdefault((c.dataset, c.protocol, c.student), []).append(c)
+    for (dataset, protocol, student), group in groups.items():
+        ipcs = sorted({c.ipc for c in group})
+        methods = sorted({c.method for c in group}, key=lambda m: (m != "random", m))
+        out.append(f"### {dataset} — protocol {protocol}, student {student}\n")
+        out.append("| method | " + " | ".join(f"IPC {i}" for i in ipcs) + " |")
+        out.append("|---|" + "---|" * len(ipcs))
+        by = {(c.method, c.ipc): c for c in group}
+        for m in methods:
+            row = []
+            for i in ipcs:
+                c = by.get((m, i))
+                if c is None:
+                    row.append("–")
+                else:
+                    mean, std = c.mean_std()
+                    row.append(f"{mean:.2f} ± {std:.2f} (n={len(c.acc_last)})")
+            out.append(f"| {m} | " + " | ".join(row) + " |")
+        out.append("")
+    return "\n".join(out)
