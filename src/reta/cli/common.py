@@ -37,6 +37,13 @@ def check_group_choices(argv: list[str]) -> None:
             sys.exit(2)
 
 
+def finish_wandb() -> None:
+    """Close the W&B run of this job, if one is open, so each Hydra multirun job gets its own run."""
+    wandb = sys.modules.get("wandb")
+    if wandb is not None and getattr(wandb, "run", None) is not None:
+        wandb.finish()
+
+
 def one_line_errors(fn: Callable) -> Callable:
     """Run ``fn(cfg)``; a :class:`RetaError` becomes ``error: <message>`` on stderr and exit status 2."""
 
@@ -48,5 +55,7 @@ def one_line_errors(fn: Callable) -> Callable:
             logging.getLogger("reta").debug("error", exc_info=True)
             print(f"error: {err}", file=sys.stderr)
             sys.exit(2)
+        finally:
+            finish_wandb()
 
     return wrapper
