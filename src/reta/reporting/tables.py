@@ -1,8 +1,9 @@
 """Aggregate many runs' ``metrics.json`` into tables (Markdown + CSV).
 
 A row is one (dataset, IPC, protocol, student, method) cell; the ``random`` set of every run and the ``distilled``
-set (under its method's name) each contribute a row, and rows of the same cell from different runs are merged by
-pooling their per-seed last-epoch accuracies (so a sweep that split seeds over jobs aggregates correctly).
+set (under its method's name) each contribute a row, and rows of the same cell from different runs are merged per
+evaluation seed (so a sweep that split seeds over jobs aggregates correctly, and the random baseline that every run
+of a table re-evaluates with the same seeds — deterministically the same students — is counted once per seed).
 Accuracies are reported in percent, mean ± population std over seeds (DESIGN.md evaluation contract).
 """
 
@@ -26,10 +27,17 @@ class Cell:
     protocol: str
     student: str
     method: str
-    acc_last: list[float] = field(default_factory=list)
-    acc_best: list[float] = field(default_factory=list)
+    per_seed: dict[int, tuple[float, float]] = field(default_factory=dict)  # seed -> (last, best)
     seconds: list[float] = field(default_factory=list)
     runs: list[str] = field(default_factory=list)
+
+    @property
+    def acc_last(self) -> list[float]:
+        return [self.per_seed[s][0] for s in sorted(self.per_seed)]
+
+    @property
+    def acc_best(self) -> list[float]:
+        return [self.per_seed[s][1] for s in sorted(self.per_seed)]
 
     @property
     def key(self) -> tuple:
@@ -67,8 +75,9 @@ def collect(paths: Iterable[Path]) -> list[Cell]:
             method = "random" if set_name == "random" else (m.get("method") or set_name)
             cell = Cell(m["dataset"], int(m["ipc"]), m["protocol"], m["student"], method)
             cell = cells.setdefault(cell.key, cell)
-            cell.acc_last += list(s["acc_last"])
-            cell.acc_best += list(s.get("acc_best", s["acc_last"]))
+            seeds = m.get("seeds") or list(range(len(s["acc_last"])))
+            for seed, last, best in zip(seeds, s["acc_last"], s.get("acc_best", s["acc_last"])):
+                cell.per_seed[int(seed)] = (float(last), float(best))
             cell.seconds += list(s.get("seconds", []))
             cell.runs.append(str(Path(path).parent))
     return sorted(cells.values(), key=lambda c: c.key)
