@@ -25,7 +25,7 @@ def check_group_choices(argv: list[str]) -> None:
     Hydra's own message for this spans many lines; researchers mistyping ``dataset=fmnist`` deserve one.
     """
     for arg in argv:
-        if "=" not in arg or arg.startswith(("hydra.", "+", "~", "-")):
+        if "=" not in arg or arg.startswith(("hydra.", "hydra/", "+", "~", "-")):
             continue
         key, value = arg.split("=", 1)
         group = key.split("@", 1)[0].lstrip("+")
