@@ -7,7 +7,10 @@ STAMP := $(VENV)/.installed
 FMNIST_DIR ?= /usr/share/datasets/fashion-mnist
 PYTEST_ARGS ?=
 
-.PHONY: help install fashion-mnist demo test test-slow lint clean
+SCALE ?= cpu
+REPORT := $(BIN)/reta-report
+
+.PHONY: help install fashion-mnist demo test test-slow lint clean table1 table3 fig4
 
 help:  ## list the targets
 	@grep -E '^[a-zA-Z0-9_-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
@@ -29,9 +32,8 @@ fashion-mnist:  ## make sure the Debian package dataset-fashion-mnist is install
 	  || { echo "error: could not install dataset-fashion-mnist (needs apt-get and root); install it by hand: apt-get install dataset-fashion-mnist, or put the IDX files under data/fashion_mnist/" >&2; exit 1; }; \
 	fi
 
-demo: install  ## squeeze (cached) + evaluate the random baseline on Fashion-MNIST
-	$(BIN)/reta-squeeze
-	$(BIN)/reta-evaluate ipc=10 protocol=kd seeds=[0]
+demo: install  ## Fashion-MNIST, IPC 10, CPU: squeeze (cached) → FADRM → KD students vs a random subset (≤ 15 min)
+	$(BIN)/reta-run dataset=fashion_mnist method=fadrm ipc=10 seeds=[0] num_threads=1 progress_bar=false paths.output_dir=outputs/demo
 
 test: install  ## run the fast test suite
 	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
@@ -41,6 +43,26 @@ test-slow: install  ## run the slow checks only
 
 lint: install  ## ruff
 	$(BIN)/ruff check src tests benchmarks experiments
+
+table1: install  ## Table 1 (SCALE=cpu: Fashion-MNIST on this machine; SCALE=paper: CIFAR-100 … ImageNet-1K on a cluster)
+ifeq ($(SCALE),cpu)
+	$(BIN)/reta-run -m +experiment=table1_cpu $(ARGS)
+	$(REPORT) inputs=[multirun/table1_cpu] out=experiments/table1/results_cpu
+else
+	for d in cifar100 tiny_imagenet imagenette imagewoof imagenet1k; do \
+	  $(BIN)/reta-run -m +experiment=table1_paper dataset=$$d $(ARGS) || exit 1; done
+	$(REPORT) inputs=[multirun/table1_paper] out=experiments/table1/results_paper published=experiments/table1/published.csv
+endif
+
+table3: install  ## Table 3, the DRC/PTA ablation (SCALE=cpu)
+	$(BIN)/reta-run -m +experiment=table3_$(SCALE) $(ARGS)
+	$(REPORT) inputs=[multirun/table3_$(SCALE)] out=experiments/table3/results_$(SCALE)
+
+fig4: install  ## Figure 4: λ (DRC) and λ_topo (PTA) sweeps with error bars (SCALE=cpu)
+	$(BIN)/reta-run -m +experiment=fig4_lambda_$(SCALE) $(ARGS)
+	$(REPORT) inputs=[multirun/fig4_lambda_$(SCALE)] out=experiments/fig4/lambda_$(SCALE) plot.x=residual.anchors.lam
+	$(BIN)/reta-run -m +experiment=fig4_topo_$(SCALE) $(ARGS)
+	$(REPORT) inputs=[multirun/fig4_topo_$(SCALE)] out=experiments/fig4/topo_$(SCALE) plot.x=callbacks.pta.lam_topo
 
 clean:  ## remove outputs and caches (keeps .venv)
 	rm -rf outputs multirun .cache

@@ -45,3 +45,29 @@ def test_bad_inputs(tmp_path):
     (tmp_path / "x" / "metrics.json").write_text("{}")
     with pytest.raises(RetaError, match="not a reta metrics.json"):
         collect(find_metrics([tmp_path]))
+
+
+def test_published_column_and_sweep_plot(tmp_path):
+    from reta.reporting.plots import plot_sweep, sweep_points
+    from reta.reporting.tables import load_published
+
+    paths = []
+    for lam, accs in ((0.0, [0.80, 0.82]), (0.1, [0.85, 0.87]), (1.0, [0.70, 0.72])):
+        run = tmp_path / f"lam{lam}"
+        (run / "distilled").mkdir(parents=True)
+        (run / "distilled" / "meta.json").write_text(json.dumps({"method_config": {"residual": {"anchors": {"lam": lam}}}}))
+        (run / "metrics.json").write_text(json.dumps({
+            "dataset": "fashion_mnist", "ipc": 10, "protocol": "kd", "student": "convnet", "method": "reta",
+            "seeds": [0, 1], "distilled": str(run / "distilled"),
+            "sets": {"random": {"acc_last": [0.81, 0.83]}, "distilled": {"acc_last": accs}}}))
+        paths.append(run / "metrics.json")
+    pts, rand = sweep_points(paths, "residual.anchors.lam")
+    assert [x for x, _ in pts] == [0.0, 0.1, 1.0] and pts[1][1] == [0.85, 0.87] and rand == [0.81, 0.83]
+    png = plot_sweep(paths, "residual.anchors.lam", tmp_path / "fig.png")
+    assert png.stat().st_size > 1000 and png.read_bytes()[:4] == b"\x89PNG"
+    with pytest.raises(RetaError, match="no numeric"):
+        sweep_points(paths, "residual.anchors.beta")
+    pub = tmp_path / "published.csv"
+    pub.write_text("# from the paper\ndataset,ipc,method,acc\nfashion_mnist,10,reta,88.5\n")
+    md = to_markdown(collect(paths), load_published(pub))
+    assert "[paper 88.5]" in md

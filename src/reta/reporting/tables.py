@@ -95,8 +95,24 @@ def to_csv(cells: list[Cell]) -> str:
     return buf.getvalue()
 
 
-def to_markdown(cells: list[Cell]) -> str:
-    """One table per (dataset, protocol, student): rows = methods, columns = IPC, entries 'mean ± std'."""
+def load_published(path: str | Path) -> dict[tuple[str, int, str], float]:
+    """``{(dataset, ipc, method): accuracy %}`` from a CSV with columns dataset, ipc, method, acc."""
+    p = Path(path)
+    if not p.is_file():
+        raise RetaError(f"published-numbers file {p} does not exist")
+    out = {}
+    with open(p, newline="") as fh:
+        for row in csv.DictReader(line for line in fh if not line.startswith("#")):
+            try:
+                out[(row["dataset"], int(row["ipc"]), row["method"])] = float(row["acc"])
+            except (KeyError, ValueError) as err:
+                raise RetaError(f"{p}: bad row {row} (need dataset, ipc, method, acc)") from err
+    return out
+
+
+def to_markdown(cells: list[Cell], published: dict | None = None) -> str:
+    """One table per (dataset, protocol, student): rows = methods, columns = IPC, entries 'mean ± std'
+    (with the published number in brackets where ``published`` has one)."""
     out: list[str] = []
     groups: dict[tuple, list[Cell]] = {}
     for c in cells:
@@ -117,6 +133,8 @@ def to_markdown(cells: list[Cell]) -> str:
                 else:
                     mean, std = c.mean_std()
                     row.append(f"{mean:.2f} ± {std:.2f} (n={len(c.acc_last)})")
+                if published and (dataset, i, m) in published:
+                    row[-1] += f" [paper {published[(dataset, i, m)]:.1f}]"
             out.append(f"| {m} | " + " | ".join(row) + " |")
         out.append("")
     return "\n".join(out)
