@@ -7,6 +7,7 @@ import logging
 import statistics
 import time
 from collections.abc import Mapping
+from pathlib import Path
 
 import torch
 from omegaconf import DictConfig
@@ -14,10 +15,12 @@ from torch import nn
 
 from reta.data.base import ImageDataset
 from reta.data.distilled import DistilledSet, load_distilled, save_distilled
+from reta.data.expansion import training_view
 from reta.data.registry import load_split, sample_per_class
 from reta.errors import RetaError
 from reta.squeeze import get_teacher
 from reta.training.common import build_logger, build_trainer, seed_everything, set_threads
+from reta.training.soft_labels import ensure_relabelled, stored_loader
 from reta.training.student import Protocol, StudentModule, student_loader
 from reta.training.teacher import new_model
 from reta.utils.config import output_dir, plain, require_positive_int
@@ -42,9 +45,14 @@ def train_student(
     progress_bar: bool,
 ) -> dict:
     """Train one fresh student on ``images`` (pixel space [0, 1]) and return its accuracies and wall time."""
+    if protocol.soft_labels == "stored":  # FKD-style: write (or reuse) this run's views + logits, then replay them
+        store = ensure_relabelled(Path(out_dir) / "soft_labels" / run_name, images, labels, protocol, teacher,
+                                  dataset_cfg["mean"], dataset_cfg["std"], seed)
+        loader = stored_loader(store, images, labels, protocol, teacher, seed)
+    else:
+        loader = student_loader(images, labels, protocol.batch_size, seed)
     seed_everything(seed)
     model = new_model(student_cfg, dataset_cfg)
-    loader = student_loader(images, labels, protocol.batch_size, seed)
     module = StudentModule(
         model, protocol, dataset_cfg["mean"], dataset_cfg["std"], len(loader), seed, test_set=test, teacher=teacher
     )
@@ -81,6 +89,8 @@ def check_compatible(ds: DistilledSet, dataset_cfg: Mapping, source: str) -> Non
 
 def run(cfg: DictConfig) -> dict:
     """Evaluate; writes ``metrics.json`` in the output dir and returns the same dict."""
+    if (cfg.get("eval_pool") or {}).get("students"):
+        return run_pool(cfg)
     set_threads(cfg.get("num_threads"))
     ipc = require_positive_int(cfg.ipc, "ipc")
     seeds = [int(s) for s in (cfg.seeds or [])]
@@ -92,6 +102,10 @@ def run(cfg: DictConfig) -> dict:
     if cfg.get("distilled"):
         distilled = load_distilled(cfg.distilled)
         check_compatible(distilled, ds_cfg, str(cfg.distilled))
+        meant = (distilled.meta.get("method_config") or {}).get("eval_protocol")
+        if meant and meant != protocol.name:
+            log.warning("the %s set was made for protocol=%s, evaluating with protocol=%s", distilled.meta.get("method"),
+                        meant, protocol.name)
         if distilled.ipc != ipc:
             log.warning("ipc=%d overridden by the distilled set's ipc=%d", ipc, distilled.ipc)
             ipc = distilled.ipc
@@ -120,8 +134,10 @@ def run(cfg: DictConfig) -> dict:
             sets.setdefault("random", []).append(train_student(images, labels, seed=seed, run_name=f"random_seed{seed}", **common))
             log.info("random seed %d: acc %.4f", seed, sets["random"][-1]["acc_last"])
     if distilled is not None:
+        # stored images → training images (IDM mosaics expand ×4; the random baseline keeps the stored IPC)
+        d_images, d_labels = training_view(distilled.images, distilled.labels, distilled.meta)
         for seed in seeds:
-            r = train_student(distilled.images, distilled.labels, seed=seed, run_name=f"distilled_seed{seed}", **common)
+            r = train_student(d_images, d_labels, seed=seed, run_name=f"distilled_seed{seed}", **common)
             sets.setdefault("distilled", []).append(r)
             log.info("distilled seed %d: acc %.4f", seed, r["acc_last"])
     if not sets:
@@ -137,6 +153,7 @@ def run(cfg: DictConfig) -> dict:
         "seeds": seeds,
         "distilled": str(cfg.distilled) if distilled is not None else None,
         "method": distilled.meta.get("method") if distilled is not None else "random",
+        "expansion": distilled.meta.get("expansion", "none") if distilled is not None else "none",
         "sets": {name: summarize(runs) for name, runs in sets.items()},
     }
     atomic_write_json(out / "metrics.json", metrics)
@@ -155,3 +172,31 @@ def format_metrics(m: dict) -> str:
     for name, s in m["sets"].items():
         lines.append(f"  {name:<10} {100 * s['acc_mean']:6.2f} ± {100 * s['acc_std']:.2f} %   (last epoch; best {', '.join(f'{100 * a:.2f}' for a in s['acc_best'])})")
     return "\n".join(lines)
+
+
+def run_pool(cfg: DictConfig) -> dict:
+    """Evaluate with every student of ``eval_pool.students`` (cross-architecture, METHODS.md / paper Table 2):
+    one :func:`run` per student under ``<output_dir>/cross_arch/<label>/``, plus ``cross_arch.md`` / ``.json``."""
+    import copy
+
+    from omegaconf import open_dict
+
+    from reta.reporting.tables import collect, to_markdown
+
+    students = plain(cfg.eval_pool.students)
+    results = {}
+    for label, student in students.items():
+        sub = copy.deepcopy(cfg)
+        with open_dict(sub):
+            sub.student = student  # assignment replaces the node (a merge would mix kwargs of two architectures)
+            sub.eval_pool.students = None
+            sub.output_subdir = f"cross_arch/{label}"
+        results[label] = run(sub)
+    out = output_dir(cfg)
+    md = to_markdown(collect(sorted(out.glob("cross_arch/*/metrics.json"))))
+    from reta.utils.io import atomic_write_text
+
+    atomic_write_text(out / "cross_arch.md", md)
+    atomic_write_json(out / "cross_arch.json", results)
+    print(md)
+    return {"students": list(results), "results": results}

@@ -14,7 +14,8 @@ from reta.errors import RetaError
 from reta.models import build_model, features, num_features
 
 REGISTERED = ["convnet", "convnet_d3", "convnet_d3_bn", "convnet_d4", "convnet_d5", "convnet_tiny",
-              "resnet10_cifar", "resnet18_cifar", "resnet50_cifar", "resnet101_cifar"]
+              "resnet10_cifar", "resnet18_cifar", "resnet50_cifar", "resnet101_cifar",
+              "shufflenet_v2_x0_5_cifar", "shufflenet_v2_x1_0", "densenet121_cifar"]
 
 
 @pytest.mark.parametrize("name", REGISTERED)

@@ -37,8 +37,13 @@ def resnet_cifar(
     norm: str = "batch",
     stem_width: int = 64,
     drop_rate: float = 0.0,
+    channels: tuple[int, ...] | list[int] = (64, 128, 256, 512),
 ) -> ResNet:
-    """A CIFAR-stem ResNet of layout ``name`` (one of ``_LAYOUTS``), BatchNorm or instance norm."""
+    """A CIFAR-stem ResNet of layout ``name`` (one of ``_LAYOUTS``), BatchNorm or instance norm.
+
+    ``channels``: widths of the four stages (default: the standard 64-128-256-512; the 3×3 stem stays 64 wide, as
+    timm builds it). Narrower stages give a cheap same-topology network, e.g. IID's CPU-scale pool.
+    """
     if name not in _LAYOUTS:
         raise ValueError(f"unknown CIFAR ResNet {name!r}; valid: {', '.join(_LAYOUTS)}")
     if norm not in ("batch", "instance"):
@@ -53,6 +58,7 @@ def resnet_cifar(
         stem_width=stem_width,
         norm_layer=norm_layer,
         drop_rate=drop_rate,
+        channels=tuple(int(c) for c in channels),
     )
     model.conv1 = nn.Conv2d(in_chans, stem_width, kernel_size=3, stride=1, padding=1, bias=False)
     model.maxpool = nn.Identity()
@@ -75,3 +81,24 @@ def _factory(name: str):
 
 for _name in _LAYOUTS:
     register_model(_factory(_name))
+
+
+def densenet121_cifar_model(num_classes: int = 10, in_chans: int = 3, drop_rate: float = 0.0):
+    """DenseNet-121 (growth 32, blocks 6-12-24-16) with the CIFAR stem: 3×3/s1 conv0, no pool0
+    (the FADRM CIFAR-100 teacher pool's DenseNet121, METHODS.md §2), from timm's DenseNet."""
+    from timm.models.densenet import DenseNet
+
+    model = DenseNet(growth_rate=32, block_config=(6, 12, 24, 16), num_classes=num_classes, in_chans=in_chans, drop_rate=drop_rate)
+    model.features.conv0 = nn.Conv2d(in_chans, model.features.conv0.out_channels, kernel_size=3, stride=1, padding=1, bias=False)
+    model.features.pool0 = nn.Identity()
+    return model
+
+
+@register_model
+def densenet121_cifar(pretrained: bool = False, **kwargs):
+    """CIFAR-stem DenseNet-121 (3×3/s1 stem, no max-pool)."""
+    if pretrained:
+        raise ValueError("densenet121_cifar has no pretrained weights in reta")
+    kwargs = strip_timm_kwargs(kwargs)
+    kwargs.pop("img_size", None)
+    return densenet121_cifar_model(**kwargs)

@@ -19,17 +19,17 @@ def plain(cfg: Any) -> Any:
 
 def output_dir(cfg: DictConfig) -> Path:
     """The run's output dir: Hydra's job dir when Hydra runs the job (multirun jobs get their own), else
-    ``cfg.paths.output_dir``. Created if missing."""
+    ``cfg.paths.output_dir``; ``/<output_subdir>`` appended when a sub-run sets it. Created if missing."""
+    path = Path(cfg.paths.output_dir)
     try:
         from hydra.core.hydra_config import HydraConfig
 
         if HydraConfig.initialized():
             path = Path(HydraConfig.get().runtime.output_dir)
-            path.mkdir(parents=True, exist_ok=True)
-            return path
     except ImportError:  # pragma: no cover
         pass
-    path = Path(cfg.paths.output_dir)
+    if cfg.get("output_subdir"):
+        path = path / str(cfg.output_subdir)
     path.mkdir(parents=True, exist_ok=True)
     return path
 
