@@ -5,8 +5,9 @@ from __future__ import annotations
 import hashlib
 import json
 import time
+from pathlib import Path
 
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, open_dict
 
 import reta
 from reta.data.distilled import save_distilled
@@ -14,6 +15,7 @@ from reta.data.registry import load_split
 from reta.errors import RetaError
 from reta.squeeze import get_teacher
 from reta.synthesis.registry import DistillContext, get_kind
+from reta.synthesis.sharding import SHARDABLE_KINDS, ShardInfo, init_distributed
 from reta.training.common import set_threads
 from reta.utils.config import output_dir, plain, require_positive_int
 
@@ -23,28 +25,60 @@ def config_hash(cfg: DictConfig) -> str:
     return hashlib.sha256(json.dumps(keep, sort_keys=True, default=str).encode()).hexdigest()[:12]
 
 
+def teacher_cfg(cfg: DictConfig) -> DictConfig:
+    """``cfg`` as the teacher sees it: ``teacher.seed`` (when set) replaces ``seed``, so one cached teacher serves
+    synthesis runs of several seeds (``+teacher.seed=0``); otherwise the run's seed is the teacher's seed."""
+    seed = cfg.teacher.get("seed") if "teacher" in cfg else None
+    if seed is None:
+        return cfg
+    sub = cfg.copy()
+    with open_dict(sub):
+        sub.seed = int(seed)
+    return sub
+
+
 def teacher_loader(cfg: DictConfig, train, test):
     """``load(model_cfg)`` → the cached (or freshly squeezed) teacher of that architecture for this dataset."""
+    base = teacher_cfg(cfg)
 
     def load(model_cfg):
-        sub = OmegaConf.merge(cfg, {"model": plain(model_cfg)}) if model_cfg is not None else cfg
+        if model_cfg is None:
+            return get_teacher(base, train, test)
+        sub = base.copy()
+        with open_dict(sub):
+            sub.model = plain(model_cfg)  # replace, not merge: another architecture's kwargs
         return get_teacher(sub, train, test)
 
     return load
 
 
 def run(cfg: DictConfig) -> dict:
+    """Synthesise and write the set. With ``distributed.enabled=true`` and several ranks in the environment
+    (torchrun / srun, :mod:`reta.synthesis.sharding`) the jobs are sharded; only rank 0 writes ``distilled/``, the
+    other ranks return a summary with ``distilled: None``."""
+    shard = init_distributed(cfg)
+    try:
+        return _run(cfg, shard)
+    finally:
+        shard.destroy()
+
+
+def _run(cfg: DictConfig, shard: ShardInfo) -> dict:
     set_threads(cfg.get("num_threads"))
     ipc = require_positive_int(cfg.ipc, "ipc")
     kind = cfg.method.get("kind")
+    if shard.sharded and kind not in SHARDABLE_KINDS:
+        raise RetaError(f"distributed.enabled=true shards only {', '.join(SHARDABLE_KINDS)} methods, not {kind!r} "
+                        f"(method {cfg.method.name}); run it in one process")
     fn = get_kind(kind)
     train = load_split(cfg.dataset, "train", cfg.paths.data_dir)
     test = load_split(cfg.dataset, "test", cfg.paths.data_dir)
     smallest = int(min((train.targets == c).sum() for c in range(int(cfg.dataset.num_classes))))
     if ipc > smallest:
         raise RetaError(f"ipc={ipc} exceeds the smallest class of {cfg.dataset.name} ({smallest} images)")
-    out = output_dir(cfg)
-    ctx = DistillContext(train, test, out, out / "checkpoints", teacher_loader(cfg, train, test))
+    out = Path(shard.broadcast(str(output_dir(cfg))))  # sharded: every rank uses rank 0's run dir
+    ckpt_dir = out / "checkpoints" / shard.checkpoint_subdir() if shard.sharded else out / "checkpoints"
+    ctx = DistillContext(train, test, out, ckpt_dir, teacher_loader(cfg, train, test), shard=shard)
     start = time.perf_counter()
     result = fn(cfg, ctx)
     seconds = time.perf_counter() - start
@@ -61,8 +95,12 @@ def run(cfg: DictConfig) -> dict:
         "config_hash": config_hash(cfg),
         "package_version": reta.__version__,
         "synthesis_seconds": round(seconds, 2),
+        "shards": shard.world,
         **result.meta,
     }
+    if not shard.is_main:  # rank 0 writes the merged set
+        return {"distilled": None, "rank": shard.rank, "shards": shard.world, "seconds": seconds,
+                "method": cfg.method.name, "ipc": ipc}
     path = save_distilled(out / "distilled", result.images, result.labels, meta, result.soft_labels, class_names=ds["class_names"] or train.class_names)
     print(f"distilled set ({cfg.method.name}, IPC {ipc}): {path}  grid: {path / 'grid.png'}")
     return {"distilled": str(path), "seconds": seconds, **{k: v for k, v in meta.items() if k != "method_config"}}

@@ -30,7 +30,7 @@ from reta.data.augment import normalize
 from reta.errors import RetaError
 
 #: kind → module that registers it (imported lazily when the kind is asked for).
-PROVIDER_MODULES: dict[str, str] = {"static": "reta.synthesis.anchors"}
+PROVIDER_MODULES: dict[str, str] = {"static": "reta.synthesis.anchors", "retrieval": "reta.callbacks.retrieval"}
 
 _PROVIDERS: dict[str, type] = {}
 

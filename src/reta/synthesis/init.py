@@ -7,7 +7,8 @@ noise [code: VILA-Lab/SRe2L `SRe2L/recover/` — ``torch.randn`` in normalised s
 Real-patch pool, per class ``c``:
 
 1. sample ``mipc`` training images of class ``c`` (all if fewer), seeded;
-2. draw ``num_crop`` ``RandomResizedCrop(D, scale=(0.08, 1), ratio=(1, 1))`` boxes per image (antialiased resize);
+2. draw ``num_crop`` ``RandomResizedCrop(D, scale=crop_scale, ratio=(1, 1))`` boxes per image (antialiased resize;
+   ``crop_scale`` (0.08, 1) as in RDED/FADRM; (1, 1) keeps whole images — a teacher-ranked real subset);
 3. score each crop by the teacher's CE ``−log softmax(f(crop))_c`` (eval mode, no grad);
 4. keep the lowest-CE crop per image and rank the images by it, ascending (rank 0 = easiest).
 
@@ -85,11 +86,14 @@ def _crop(img: torch.Tensor, box: Sequence[int], size: int) -> torch.Tensor:
 @torch.no_grad()
 def build_patch_pool(
     dataset, teacher: nn.Module, mean, std, num_classes: int, size: int, mipc: int, num_crop: int, seed: int,
-    batch_size: int = 500,
+    crop_scale: Sequence[float] = (0.08, 1.0), batch_size: int = 500,
 ) -> PatchPool:
     """Score ``num_crop`` square RRC crops of ``mipc`` images per class with ``teacher``; see module docstring."""
     if mipc <= 0 or num_crop <= 0:
         raise RetaError(f"init: mipc ({mipc}) and num_crop ({num_crop}) must be positive")
+    lo, hi = (float(v) for v in crop_scale)
+    if not 0 < lo <= hi <= 1:
+        raise RetaError(f"init: crop_scale must be [lo, hi] with 0 < lo <= hi <= 1, got {list(crop_scale)}")
     teacher.eval()
     device = next(teacher.parameters()).device
     gen = torch.Generator().manual_seed(int(seed) + 4099)
@@ -101,7 +105,7 @@ def build_patch_pool(
         pick = idx[torch.randperm(idx.numel(), generator=gen)[: min(mipc, idx.numel())]]
         images = dataset.gather(pick)
         _, _, h, w = images.shape
-        xywh = rrc_boxes(pick.numel() * num_crop, h, w, (0.08, 1.0), (1.0, 1.0), gen).long()
+        xywh = rrc_boxes(pick.numel() * num_crop, h, w, (lo, hi), (1.0, 1.0), gen).long()
         cand = torch.stack([xywh[:, 1], xywh[:, 0], xywh[:, 3], xywh[:, 2]], 1)  # (top, left, h, w)
         crops = torch.stack([_crop(images[i // num_crop], b, size) for i, b in enumerate(cand.tolist())])
         ce = torch.cat([
@@ -120,15 +124,16 @@ def build_patch_pool(
     return PatchPool(source, boxes, scores, size)
 
 
-def pool_key(dataset_name: str, teacher_id: str, size: int, mipc: int, num_crop: int, seed: int) -> str:
-    blob = json.dumps([POOL_FORMAT, dataset_name, teacher_id, size, mipc, num_crop, seed]).encode()
+def pool_key(dataset_name: str, teacher_id: str, size: int, mipc: int, num_crop: int, seed: int, crop_scale) -> str:
+    blob = json.dumps([POOL_FORMAT, dataset_name, teacher_id, size, mipc, num_crop, seed, [float(v) for v in crop_scale]]).encode()
     return hashlib.sha256(blob).hexdigest()[:12]
 
 
 def cached_patch_pool(cache_dir: str | Path | None, dataset_name: str, teacher_id: str, **kwargs) -> PatchPool:
     """:func:`build_patch_pool` memoised under ``<cache_dir>/patch_pools/`` (keyed by dataset, teacher, size,
-    mipc, num_crop, seed); ``cache_dir=None`` disables the cache."""
-    key = pool_key(dataset_name, teacher_id, kwargs["size"], kwargs["mipc"], kwargs["num_crop"], kwargs["seed"])
+    mipc, num_crop, seed, crop scale); ``cache_dir=None`` disables the cache."""
+    key = pool_key(dataset_name, teacher_id, kwargs["size"], kwargs["mipc"], kwargs["num_crop"], kwargs["seed"],
+                   kwargs.get("crop_scale", (0.08, 1.0)))
     path = Path(cache_dir) / "patch_pools" / f"{dataset_name}_{key}.pt" if cache_dir else None
     if path is not None and path.is_file():
         try:

@@ -20,6 +20,8 @@ from reta.errors import RetaError
 #: kind → module that registers it (imported on first use).
 KIND_MODULES: dict[str, str] = {
     "random": "reta.synthesis.random_subset",
+    "distribution": "reta.synthesis.dm_family",
+    "bn_matching": "reta.synthesis.bn_family",
 }
 
 _KINDS: dict[str, Callable] = {}
@@ -35,6 +37,7 @@ class DistillContext:
     out_dir: Path
     ckpt_dir: Path
     load_teacher: Callable[[Any], tuple[torch.nn.Module, dict]]
+    shard: Any = None  # reta.synthesis.sharding.ShardInfo of a sharded run (None = one process)
 
 
 @dataclass

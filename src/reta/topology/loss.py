@@ -141,11 +141,15 @@ def build_real_targets(
     for c, pool in enumerate(pools):
         if pool.dim() != 2 or pool.shape[0] < subset_size:
             raise ValueError(f"pool {c} has shape {tuple(pool.shape)}; need [P >= {subset_size}, d]")
-    pool_sq = _pool_sq_distances(pools)
-    for pool, sq in zip(pools, pool_sq):
-        for _ in range(m):
-            idx = torch.randperm(pool.shape[0], generator=generator)[:subset_size]
-            blocks.append(sq[idx][:, idx])
+    # the M subsets need M·n² distances; the whole pool matrix (P² of them) pays off only for small pools
+    small = [c for c, pool in enumerate(pools) if pool.shape[0] ** 2 <= m * subset_size**2]
+    pool_sq = dict(zip(small, _pool_sq_distances([pools[c] for c in small]))) if small else {}
+    for c, pool in enumerate(pools):
+        picks = [torch.randperm(pool.shape[0], generator=generator)[:subset_size] for _ in range(m)]
+        if c in pool_sq:
+            blocks.extend(pool_sq[c][idx][:, idx] for idx in picks)
+        else:
+            blocks.extend(pairwise_sq_distances(torch.stack([pool.detach().cpu()[idx] for idx in picks])))
     graph = mutual_knn_graphs_from_sq_distances(blocks, config.k, config.squared)
     pairing = persistence_pairings(graph, with_h1=subset_size >= MIN_POINTS_FOR_H1)
     h0, h1 = pairing_bars(pairing, np.repeat(np.arange(len(pools)), m), len(pools), 1.0 / m)

@@ -4,6 +4,9 @@ Protocols (METHODS.md §5):
 - ``kd`` — FKD/SRe2L/FADRM soft-label protocol: per-sample RandomResizedCrop + flip, CutMix on the batch, the frozen
   teacher labels the *mixed* view online, loss KL(softmax(t/T) ‖ softmax(s/T)) with ``batchmean`` and no T² factor
   [code: Jiacheng8/FADRM `validate/train_fkd.py`], AdamW with decay only on >1-d weights, cosine with η.
+  Soft labels come ``online`` (the teacher labels every view in the step, default) or ``stored`` (FKD-style
+  per-epoch views + logits written beforehand by :func:`reta.training.soft_labels.relabel` and replayed through a
+  batch-level dataset); both consume the same view stream, so a seeded run gives the same student either way.
 - ``hard`` — DC/DM protocol: CE on hard labels, SGD, lr ×0.1 at half, DSA on every batch
   [code: VICO-UoE/DatasetCondensation `utils.py` `evaluate_synset`].
 Test accuracy is measured every ``eval_every`` epochs and at the last epoch; the last value is the headline and
@@ -19,14 +22,16 @@ import lightning as L
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.utils.data import DataLoader, TensorDataset
+from torch.utils.data import DataLoader
 
-from reta.data.augment import cutmix, normalize, random_crop_flip, random_resized_crop_flip
+from reta.data.augment import normalize
 from reta.data.base import ImageDataset
 from reta.errors import RetaError
 from reta.training.common import lr_lambda, make_optimizer, test_accuracy
+from reta.training.soft_labels import StoredBatch, apply_view, batch_loader, label_teacher, sample_view, view_generator
 
 PROTOCOLS = ("kd", "hard")
+SOFT_LABELS = ("online", "stored")
 
 
 @dataclass(frozen=True)
@@ -51,6 +56,7 @@ class Protocol:
     dsa: bool
     teacher_mode: str
     eval_every: int
+    soft_labels: str
 
     @classmethod
     def from_cfg(cls, cfg: Mapping) -> Protocol:
@@ -66,6 +72,8 @@ class Protocol:
             raise RetaError(f"protocol {p.name}: epochs and batch_size must be > 0")
         if p.teacher_mode not in ("eval", "train"):
             raise RetaError(f"protocol teacher_mode must be eval or train, got {p.teacher_mode!r}")
+        if p.soft_labels not in SOFT_LABELS or (p.soft_labels == "stored" and (p.name != "kd" or p.dsa)):
+            raise RetaError(f"protocol soft_labels must be online or stored (stored: kd without DSA), got {p.soft_labels!r}")
         return p
 
 
@@ -100,7 +108,9 @@ class StudentModule(L.LightningModule):
         self.teacher = teacher
         if teacher is not None:
             teacher.requires_grad_(False)
-        self.gen = torch.Generator().manual_seed(int(seed) * 7919 + 17)
+        # the module that labels views: the frozen teacher (eval) or a private train-mode copy (BSSL)
+        self.labeller = label_teacher(teacher, protocol.teacher_mode) if teacher is not None else None
+        self.gen = view_generator(seed)
         self.dsa = None
         if protocol.dsa:
             from reta.data.dsa import DSA, DSAParams
@@ -108,28 +118,30 @@ class StudentModule(L.LightningModule):
             self.dsa = DSA(DSAParams())
         self.history: list[tuple[int, float]] = []
 
-    def _view(self, x: torch.Tensor) -> torch.Tensor:
-        p = self.p
-        if p.rrc_scale_min > 0:
-            x = random_resized_crop_flip(x, x.shape[-1], (p.rrc_scale_min, 1.0), self.gen, flip=p.flip)
-        elif p.crop_pad > 0 or p.flip:
-            x = random_crop_flip(x, p.crop_pad, p.flip, self.gen)
-        if p.cutmix:
-            x, _, _ = cutmix(x, self.gen)
-        x = normalize(x, self.mean, self.std)
+    def _view(self, x: torch.Tensor, view=None) -> torch.Tensor:
+        """Normalised training view: the given (stored) view or a fresh one from the student's stream; then DSA."""
+        if view is None:
+            view = sample_view(self.p, x.shape[0], x.shape[-2], x.shape[-1], self.gen)
+        x = normalize(apply_view(x, view), self.mean, self.std)
         if self.dsa is not None:
             x = self.dsa(x, self.gen)
         return x
 
     def training_step(self, batch, batch_idx):
-        x, y = batch
-        x = self._view(x)
+        if isinstance(batch, StoredBatch):  # stored soft labels: replay the view, use the stored logits
+            x, y = self._view(batch.images, batch.view), batch.labels
+            t_logits = batch.logits
+        else:
+            x, y = batch
+            x = self._view(x)
+            t_logits = None
+            if self.p.name == "kd":
+                self.labeller.train(self.p.teacher_mode == "train")  # fit() puts every submodule in train mode
+                with torch.no_grad():
+                    t_logits = self.labeller(x)
         logits = self.model(x)
         if self.p.name == "kd":
-            self.teacher.train(self.p.teacher_mode == "train")
-            with torch.no_grad():
-                t_logits = self.teacher(x)
-            loss = kd_loss(logits, t_logits, self.p.temperature)
+            loss = kd_loss(logits, t_logits.to(logits), self.p.temperature)
         else:
             loss = F.cross_entropy(logits, y)
         if not torch.isfinite(loss):
@@ -153,5 +165,4 @@ class StudentModule(L.LightningModule):
 
 
 def student_loader(images: torch.Tensor, labels: torch.Tensor, batch_size: int, seed: int) -> DataLoader:
-    g = torch.Generator().manual_seed(int(seed))
-    return DataLoader(TensorDataset(images, labels), batch_size=min(batch_size, len(labels)), shuffle=True, generator=g)
+    return batch_loader(images, labels, batch_size, seed)

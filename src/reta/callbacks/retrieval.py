@@ -1,0 +1,393 @@
+"""RETA's Dynamic Retrieval Connection (DRC) as an anchor provider of the residual connection, and its feature pool.
+
+Source: METHODS.md §4.1 [paper*: RETA, arXiv 2602.24144 — "selects a real patch from a prebuilt pool by minimizing a
+fit-complexity score in teacher feature space"; pool, features, reuse and discretisation recon]. The math (complexity,
+score, argmin with reuse exclusions) is :mod:`reta.synthesis.retrieval`; this module binds it to a running synthesis.
+
+**Pool** (:class:`FeaturePool`), per class ``c``: the ranked teacher-scored crops of the real-patch initialisation
+(:class:`reta.synthesis.init.PatchPool`, one lowest-CE 1×1 crop per sampled real image, ``mipc`` = 300 by default —
+the same cached list FADRM draws its fixed patches from), optionally thinned to ``pool_size`` evenly spaced ranks.
+Per entry, computed once per class on first use and kept in memory: ``z`` = L2-normalised penultimate features
+(:func:`reta.models.features`, through :meth:`SynthesisModule.teacher_features`, i.e. eval mode with the BN hooks
+off) of the reference teacher (``feature_teacher``, default the first one) at the native resolution ``D``, and the raw
+complexity ``c`` of the crop resampled to every merge resolution ``D_t``. Pixels are rendered on demand, so the pool
+scales to ImageNet (features only: 300 × d floats per class). One pool per (module, teacher, pool_size) is shared by
+the DRC provider and the PTA callback (:func:`shared_feature_pool`).
+
+**Retrieval** (:class:`RetrievalAnchors`, registered as anchor kind ``retrieval``), at every residual connection
+(the end of every stage but the last), for every synthetic image x̃ of class c in the batch::
+
+    q = Norm φ(Resample(x̃, D)),  J(o) = (1 − λ)·‖q − z(o)‖² + λ·ĉ(o),  o* = argmin_{o ∈ p_c} J
+
+with ĉ the class-pool-normalised complexity at the merge resolution (``normalization``: minmax | median | none).
+The residual callback then merges ``α·x̃ + (1 − α)·o*``. Reuse policies (METHODS.md §4.1 [recon]):
+
+* ``allow`` — independent argmin per image;
+* ``per_connection`` — an anchor chosen by another slot of class c at the same connection is excluded (greedy in
+  slot order: slots run in order, so earlier slots choose first);
+* ``never`` — every anchor class c has used so far is excluded: all initial anchors of the class (each slot's
+  fixed patch claims its anchor at init) and every earlier retrieval of any slot.
+
+An exhausted pool falls back to ``allow`` for that image with a warning. ``enabled: false`` turns the provider into
+the static FADRM anchor (the image's own fixed patch), so a RETA config can switch DRC off without changing kind.
+
+**Record**: every choice (class, slot, connection, pool rank, source index in the training set, score J, fit term,
+ĉ, fallback) is logged (``drc/*`` means per connection to the run's logger, one INFO line per connection, DEBUG per
+image) and kept in :meth:`RetrievalAnchors.describe`, which the BN-matching family writes to ``meta.json`` under
+``synthesis.residual.anchors`` as per-class ``[slot][connection]`` lists. The record is part of the resume state.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import weakref
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+from reta.data.augment import normalize
+from reta.errors import RetaError
+from reta.synthesis.anchors import AnchorProvider, StageEnd, StaticPatchAnchors, register_anchor_provider
+from reta.synthesis.init import resample
+from reta.synthesis.retrieval import (
+    GRADIENTS,
+    NORMALIZATIONS,
+    REUSE_POLICIES,
+    image_complexity,
+    normalize_complexity,
+    retrieve,
+)
+
+log = logging.getLogger(__name__)
+
+
+def pool_ranks(class_size: int, pool_size: int | None) -> torch.Tensor:
+    """Ranks of the class's ranked patch list that form the pool: all (``None``) or ``pool_size`` evenly spaced
+    ranks over the whole ranking (keeps the spread of teacher CE), capped at the class size."""
+    if pool_size is None or int(pool_size) >= class_size:
+        return torch.arange(class_size)
+    if int(pool_size) < 1:
+        raise RetaError(f"pool_size must be a positive integer or null, got {pool_size!r}")
+    return torch.linspace(0, class_size - 1, int(pool_size)).round().long().unique()
+
+
+class FeaturePool:
+    """Per-class real pool with cached L2-normalised teacher features and complexity per resolution (see module
+    docstring). ``patch_pool``/``dataset`` render the crops; ``embed(x)`` maps normalised images to features."""
+
+    def __init__(
+        self,
+        patch_pool,
+        dataset,
+        embed,
+        mean: Sequence[float],
+        std: Sequence[float],
+        pool_size: int | None = None,
+        batch_size: int = 256,
+        device: torch.device | str = "cpu",
+    ) -> None:
+        if patch_pool is None or dataset is None:
+            raise RetaError("the RETA pool needs the real-patch pool and the training set (init.kind=patch, or a "
+                            "residual provider that needs the pool)")
+        self.patch_pool, self.dataset, self.embed = patch_pool, dataset, embed
+        self.mean, self.std = list(mean), list(std)
+        self.pool_size, self.batch_size, self.device = pool_size, int(batch_size), torch.device(device)
+        self.size = int(patch_pool.size)
+        self._ranks: dict[int, torch.Tensor] = {}
+        self._feats: dict[int, torch.Tensor] = {}
+        self._complexity: dict[tuple, torch.Tensor] = {}
+        #: (size, sigma, gradient) complexities computed together with the features (one rendering per class)
+        self.complexity_specs: set[tuple[int, float, str]] = set()
+
+    def ranks(self, c: int) -> torch.Tensor:
+        """Pool entry ``i`` of class ``c`` is rank ``ranks(c)[i]`` of the class's ranked patch list."""
+        if c not in self._ranks:
+            self._ranks[c] = pool_ranks(self.patch_pool.class_size(c), self.pool_size)
+        return self._ranks[c]
+
+    def class_size(self, c: int) -> int:
+        return int(self.ranks(c).numel())
+
+    def sources(self, c: int) -> torch.Tensor:
+        """Training-set indices of the pool entries of class ``c``."""
+        return self.patch_pool.source[c][self.ranks(c)]
+
+    def render(self, c: int, index: Sequence[int] | torch.Tensor | None = None) -> torch.Tensor:
+        """Pixel-space crops ``[n, C, D, D]`` in [0, 1] of pool entries ``index`` (all if None)."""
+        ranks = self.ranks(c) if index is None else self.ranks(c)[torch.as_tensor(index, dtype=torch.long)]
+        return self.patch_pool.render(self.dataset, c, ranks)
+
+    @torch.no_grad()
+    def _build(self, c: int, specs: set[tuple[int, float, str]]) -> None:
+        crops = self.render(c)
+        if c not in self._feats:
+            feats = []
+            for s in range(0, len(crops), self.batch_size):
+                x = normalize(crops[s : s + self.batch_size].to(self.device), self.mean, self.std)
+                feats.append(F.normalize(self.embed(x).float().flatten(1), dim=1).cpu())
+            self._feats[c] = torch.cat(feats)
+        for size, sigma, gradient in specs:
+            if (c, size, sigma, gradient) not in self._complexity:
+                self._complexity[c, size, sigma, gradient] = image_complexity(
+                    resample(crops, size).clamp(0.0, 1.0), sigma, gradient
+                ).double()
+
+    def features(self, c: int) -> torch.Tensor:
+        """``[P_c, d]`` L2-normalised float32 features (CPU) of class ``c``'s pool, computed on first use."""
+        if c not in self._feats:
+            self._build(c, set(self.complexity_specs))
+        return self._feats[c]
+
+    def complexity(self, c: int, size: int, sigma: float = 1.0, gradient: str = "central") -> torch.Tensor:
+        """Raw complexity ``c(o)`` ``[P_c]`` (float64, CPU) of the pool crops resampled to ``size``."""
+        key = (c, int(size), float(sigma), gradient)
+        if key not in self._complexity:
+            self._build(c, set(self.complexity_specs) | {key[1:]})
+        return self._complexity[key]
+
+
+_POOLS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def shared_feature_pool(module, feature_teacher: int = 0, pool_size: int | None = None,
+                        batch_size: int = 256) -> FeaturePool:
+    """The :class:`FeaturePool` of a synthesis module for (feature teacher, pool_size), created on first request and
+    shared by every caller (DRC provider, PTA callback) of the same module."""
+    if not 0 <= int(feature_teacher) < len(module.teachers):
+        raise RetaError(f"feature_teacher={feature_teacher} but the synthesis has {len(module.teachers)} teacher(s)")
+    key = (int(feature_teacher), None if pool_size is None else int(pool_size))
+    pools = _POOLS.setdefault(module, {})
+    if key not in pools:
+        slot = module.teachers[int(feature_teacher)]
+        tensor = next(iter([*slot.model.parameters(), *slot.model.buffers()]), None)
+        device = tensor.device if tensor is not None else torch.device("cpu")
+
+        def embed(x: torch.Tensor) -> torch.Tensor:
+            return module.teacher_features(x, int(feature_teacher))
+
+        pools[key] = FeaturePool(module.patch_pool, module.train_set, embed, module.mean, module.std, pool_size,
+                                 batch_size, device)
+    return pools[key]
+
+
+@dataclass(frozen=True)
+class AnchorChoice:
+    """One DRC retrieval: pool entry ``index`` (= rank ``rank`` of the class's ranked list, training image
+    ``source``) for slot ``slot`` of class ``cls`` at connection ``connection`` (the stage that just ended)."""
+
+    cls: int
+    slot: int
+    connection: int
+    index: int
+    rank: int
+    source: int
+    score: float
+    fit: float
+    complexity: float
+    fell_back: bool
+    initial: bool  # the anchor is the slot's own initial patch (what FADRM would have used)
+
+    def row(self) -> list:
+        return [self.cls, self.slot, self.connection, self.index, self.rank, self.source, self.score, self.fit,
+                self.complexity, int(self.fell_back), int(self.initial)]
+
+    @classmethod
+    def from_row(cls, row: Sequence) -> AnchorChoice:
+        c, k, i, idx, rank, src, score, fit, cx, fb, ini = row
+        return cls(int(c), int(k), int(i), int(idx), int(rank), int(src), float(score), float(fit), float(cx),
+                   bool(fb), bool(ini))
+
+
+@register_anchor_provider("retrieval")
+class RetrievalAnchors(AnchorProvider):
+    """DRC: per-image argmin of the fit–complexity score over the class pool (see module docstring)."""
+
+    needs_pool = True
+    module = None  # bound by setup()
+
+    def __init__(
+        self,
+        enabled: bool = True,
+        lam: float = 0.1,
+        reuse: str = "allow",
+        pool_size: int | None = None,
+        sigma: float = 1.0,
+        gradient: str = "central",
+        normalization: str = "minmax",
+        feature_teacher: int = 0,
+        batch_size: int = 256,
+    ) -> None:
+        if isinstance(lam, bool) or not isinstance(lam, (int, float)) or not 0.0 <= float(lam) <= 1.0:
+            raise RetaError(f"residual.anchors.lam must be a number in [0, 1], got {lam!r}")
+        if reuse not in REUSE_POLICIES:
+            raise RetaError(f"residual.anchors.reuse must be one of {', '.join(REUSE_POLICIES)}, got {reuse!r}")
+        if normalization not in NORMALIZATIONS:
+            raise RetaError(f"residual.anchors.normalization must be one of {', '.join(NORMALIZATIONS)}, got "
+                            f"{normalization!r}")
+        if gradient not in GRADIENTS:
+            raise RetaError(f"residual.anchors.gradient must be one of {', '.join(GRADIENTS)}, got {gradient!r}")
+        if not (isinstance(sigma, (int, float)) and math.isfinite(sigma) and sigma > 0):
+            raise RetaError(f"residual.anchors.sigma must be a positive number, got {sigma!r}")
+        if pool_size is not None and (isinstance(pool_size, bool) or int(pool_size) < 1):
+            raise RetaError(f"residual.anchors.pool_size must be a positive integer or null, got {pool_size!r}")
+        self.enabled = bool(enabled)
+        self.lam, self.reuse, self.pool_size = float(lam), reuse, pool_size
+        self.sigma, self.gradient, self.normalization = float(sigma), gradient, normalization
+        self.feature_teacher, self.batch_size = int(feature_teacher), int(batch_size)
+        self.needs_pool = True
+        self._choices: dict[tuple[int, int, int], AnchorChoice] = {}  # (class, slot, connection) → choice, in order
+        self._by_class: dict[int, dict[tuple[int, int], AnchorChoice]] = {}  # class → (slot, connection) → choice
+        self._static: StaticPatchAnchors | None = None
+        self._pool: FeaturePool | None = None
+
+    # ------------------------------------------------------------------------------------------- binding
+    def setup(self, module) -> None:
+        super().setup(module)
+        if not self.enabled:
+            self._static = StaticPatchAnchors()
+            self._static.setup(module)
+            return
+        if module.patch_pool is None:
+            raise RetaError("DRC (residual.anchors.kind=retrieval) needs the real-patch pool; it is built when "
+                            "init.kind=patch or the provider asks for it")
+        if not 0 <= self.feature_teacher < len(module.teachers):
+            raise RetaError(f"residual.anchors.feature_teacher={self.feature_teacher} but the synthesis has "
+                            f"{len(module.teachers)} teacher(s)")
+        self._pool = None
+
+    @property
+    def pool(self) -> FeaturePool:
+        if self._pool is None:
+            self._pool = shared_feature_pool(self.module, self.feature_teacher, self.pool_size, self.batch_size)
+            schedule = getattr(self.module, "schedule", None)
+            if schedule is not None:  # complexity at every merge resolution is computed with the features
+                self._pool.complexity_specs.update((int(s), self.sigma, self.gradient) for s in schedule.sizes[1:])
+        return self._pool
+
+    @property
+    def choices(self) -> list[AnchorChoice]:
+        """Every retrieval so far, in the order made (one per class, slot and connection)."""
+        return list(self._choices.values())
+
+    def _add(self, choice: AnchorChoice) -> None:
+        key = (choice.cls, choice.slot, choice.connection)
+        self._choices.pop(key, None)  # a resumed run may replay a connection: keep the latest record
+        self._choices[key] = choice
+        self._by_class.setdefault(choice.cls, {})[choice.slot, choice.connection] = choice
+
+    # ------------------------------------------------------------------------------------------- reuse policy
+    def _initial_indices(self, c: int) -> set[int]:
+        """Pool indices of class ``c``'s initial anchors (every slot's fixed patch) that lie in the pool."""
+        bank = getattr(self.module, "patch_bank", None)
+        if bank is None:
+            return set()
+        where = {int(r): i for i, r in enumerate(self.pool.ranks(c).tolist())}
+        return {where[int(r)] for r in bank.ranks[c] if int(r) in where}
+
+    def _initial_index(self, c: int, slot: int) -> int | None:
+        bank = getattr(self.module, "patch_bank", None)
+        if bank is None or slot >= len(bank.ranks[c]):
+            return None
+        hit = (self.pool.ranks(c) == int(bank.ranks[c][slot])).nonzero()
+        return int(hit[0, 0]) if len(hit) else None
+
+    def excluded(self, c: int, slot: int, connection: int) -> set[int]:
+        """Pool indices class ``c``'s slot ``slot`` may not take at ``connection`` under the reuse policy."""
+        if self.reuse == "allow":
+            return set()
+        mine = self._by_class.get(c, {})
+        if self.reuse == "per_connection":
+            return {ch.index for (k, i), ch in mine.items() if i == connection and k != slot}
+        return self._initial_indices(c) | {ch.index for key, ch in mine.items() if key != (slot, connection)}
+
+    # ------------------------------------------------------------------------------------------- retrieval
+    @torch.no_grad()
+    def anchors(self, event: StageEnd) -> torch.Tensor:
+        if not self.enabled:
+            return self._static.anchors(event)
+        pool, module = self.pool, self.module
+        next_size = int(event.next_size if event.next_size is not None else event.size)
+        q = module.teacher_features(resample(event.images, pool.size), self.feature_teacher)
+        q = F.normalize(q.float().flatten(1), dim=1).cpu()
+        crops, made = [], []
+        for i, c in enumerate(event.classes.tolist()):
+            z, cx = pool.features(c), pool.complexity(c, next_size, self.sigma, self.gradient)
+            res = retrieve(q[i : i + 1], z, cx, self.lam, self.reuse, self.excluded(c, event.slot, event.stage),
+                           self.normalization)
+            j = int(res.indices[0])
+            cnorm = float(normalize_complexity(cx, self.normalization)[j])
+            fit = float((2.0 - 2.0 * (q[i] @ z[j])).clamp_min(0.0))
+            choice = AnchorChoice(c, int(event.slot), int(event.stage), j, int(pool.ranks(c)[j]),
+                                  int(pool.sources(c)[j]), float(res.scores[0]), fit, cnorm, bool(res.fell_back[0]),
+                                  j == self._initial_index(c, int(event.slot)))
+            self._add(choice)
+            made.append(choice)
+            crops.append(pool.render(c, [j]))
+            log.debug("DRC class %d slot %d connection %d: rank %d (train #%d), J=%.4f fit=%.4f c=%.4f", c,
+                      choice.slot, choice.connection, choice.rank, choice.source, choice.score, fit, cnorm)
+        self._log(made, event)
+        anchors = normalize(torch.cat(crops), module.mean, module.std)
+        return anchors.to(event.images.device, event.images.dtype)
+
+    def _log(self, made: list[AnchorChoice], event: StageEnd) -> None:
+        n = len(made)
+        metrics = {
+            "drc/score": sum(ch.score for ch in made) / n,
+            "drc/fit": sum(ch.fit for ch in made) / n,
+            "drc/complexity": sum(ch.complexity for ch in made) / n,
+            "drc/initial_anchor_frac": sum(ch.initial for ch in made) / n,
+            "drc/fallbacks": float(sum(ch.fell_back for ch in made)),
+        }
+        log.info("DRC job %d slot %d connection %d: %d anchors, mean J %.4f (fit %.4f, c %.4f), %.0f%% = initial "
+                 "patch", event.job, event.slot, event.stage, n, metrics["drc/score"], metrics["drc/fit"],
+                 metrics["drc/complexity"], 100 * metrics["drc/initial_anchor_frac"])
+        logger = getattr(self.module, "logger", None) if getattr(self.module, "_trainer", None) is not None else None
+        if logger is not None:
+            logger.log_metrics(metrics, step=int(getattr(self.module, "next_step", 0)))
+
+    # ------------------------------------------------------------------------------------------- state / record
+    def state_dict(self) -> dict[str, Any]:
+        return {"choices": [ch.row() for ch in self.choices]}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self._choices, self._by_class = {}, {}
+        for row in state.get("choices", []):
+            self._add(AnchorChoice.from_row(row))
+
+    def record(self) -> dict[str, Any]:
+        """Choices as per-class nested lists ``[class][slot][connection]`` (``null`` where none was made)."""
+        choices = self.choices
+        if not choices:
+            return {}
+        num_classes = max(ch.cls for ch in choices) + 1
+        slots = max(ch.slot for ch in choices) + 1
+        conns = max(ch.connection for ch in choices) + 1
+        if self.module is not None:
+            num_classes = max(num_classes, int(getattr(self.module, "num_classes", 0)))
+            slots = max(slots, int(getattr(self.module, "ipc", 0)))
+        table = {key: [[[None] * conns for _ in range(slots)] for _ in range(num_classes)]
+                 for key in ("ranks", "sources", "scores", "fit", "complexity")}
+        for ch in choices:
+            for key, value in (("ranks", ch.rank), ("sources", ch.source), ("scores", round(ch.score, 6)),
+                               ("fit", round(ch.fit, 6)), ("complexity", round(ch.complexity, 6))):
+                table[key][ch.cls][ch.slot][ch.connection] = value
+        n = len(choices)
+        return {
+            **table,
+            "count": n,
+            "fallbacks": sum(ch.fell_back for ch in choices),
+            "initial_anchor_frac": round(sum(ch.initial for ch in choices) / n, 6),
+            "mean_score": round(sum(ch.score for ch in choices) / n, 6),
+        }
+
+    def describe(self) -> dict[str, Any]:
+        params = {"enabled": self.enabled, "lam": self.lam, "reuse": self.reuse, "pool_size": self.pool_size,
+                  "sigma": self.sigma, "gradient": self.gradient, "normalization": self.normalization,
+                  "feature_teacher": self.feature_teacher}
+        if not self.enabled:
+            return {"kind": "static", "via": "retrieval(enabled=false)", **params}
+        return {"kind": "retrieval", **params, "choices": self.record()}

@@ -1,0 +1,243 @@
+"""RETA's Persistent Topology Alignment (PTA) as a synthesis callback: adds ``λ_topo · L_topo`` to every step.
+
+Source: METHODS.md §4.2-§4.3 [paper*: RETA, arXiv 2602.24144 — "a mutual k-NN feature graph", "persistence images of
+components and loops", a cache "refreshed every T steps"; cache content, size-matched targets, separate forward and
+defaults recon]. The loss itself is :class:`reta.topology.TopologyLoss`; this module supplies its point clouds.
+
+Per step (``on_synthesis_step`` of :class:`~reta.synthesis.module.SynthesisModule`), for each class c of the batch
+(batches hold one image per class, the image of IPC slot k):
+
+* **synthetic cloud** Z_c (n_s = IPC points): the live, gradient-carrying feature of the in-batch image at row k and
+  a detached per-class cache of the class's other slots — finished slots from their final images, pending slots
+  from their initial anchors (the fixed real patch of that slot; without a patch bank pending slots are left out);
+* features φ = L2-normalised penultimate features (:func:`reta.models.features`) of the reference teacher
+  (``feature_teacher``, default the first; the same φ as DRC), from a **separate eval-mode forward of the
+  un-augmented batch** at the stage resolution with the BN hooks off (:meth:`SynthesisModule.teacher_features`), so
+  the BN-matching statistics of the step are untouched; the gradient of L_topo flows through the frozen teacher to
+  the in-batch pixels;
+* **real target**, size-matched: M = ``num_subsets`` random subsets of n_s points of the class's pool features (the
+  DRC pool, :func:`reta.callbacks.retrieval.shared_feature_pool`), mean persistence images.
+
+The synthetic cache and the real targets are refreshed every ``refresh_every`` (T) steps and at every stage
+boundary, a job start included (the cache is recomputed at the current stage resolution; new real subsets are
+drawn). At IPC 1 the cloud has no edge: PTA switches itself off with **one warning**. H1 is skipped for clouds of
+fewer than 4 points (the library does it). A non-finite term stops the run naming ``topo`` (the module's check).
+``every`` > 1 applies the term on every ``every``-th step only (a cost lever; no rescaling). The state (refresh
+position and the subset generator) is saved in resume checkpoints so a resumed run draws the same subsets.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import warnings
+from typing import Any
+
+import lightning as L
+import torch
+import torch.nn.functional as F
+
+from reta.data.augment import normalize
+from reta.errors import RetaError
+from reta.synthesis.init import resample
+from reta.topology.loss import TopologyLoss
+
+log = logging.getLogger(__name__)
+
+IPC1_WARNING = "PTA: IPC 1 gives one-point synthetic clouds without edges (no topology to align); PTA is switched off"
+
+
+class TopologyAlignment(L.Callback):
+    """PTA callback (see module docstring). All topology keys are those of :class:`reta.topology.TopologyLoss`."""
+
+    def __init__(
+        self,
+        enabled: bool = True,
+        lam_topo: float = 0.5,
+        k: int = 10,
+        grid: int = 32,
+        sigma: float = 0.05,
+        gamma: float = 1.0,
+        power: float = 1.0,
+        cutoff: str | float = "joint",
+        kernel: str = "integrated",
+        reduction: str = "mean",
+        squared: bool = False,
+        num_subsets: int = 16,
+        refresh_every: int = 50,
+        every: int = 1,
+        pool_size: int | None = None,
+        feature_teacher: int = 0,
+        seed: int | None = None,
+        name: str = "topo",
+    ) -> None:
+        if isinstance(lam_topo, bool) or not isinstance(lam_topo, (int, float)) or not math.isfinite(lam_topo) \
+                or lam_topo < 0:
+            raise RetaError(f"pta.lam_topo must be a number >= 0, got {lam_topo!r}")
+        for key, value in (("refresh_every", refresh_every), ("every", every)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise RetaError(f"pta.{key} must be a positive integer, got {value!r}")
+        if pool_size is not None and (isinstance(pool_size, bool) or int(pool_size) < 2):
+            raise RetaError(f"pta.pool_size must be an integer >= 2 or null, got {pool_size!r}")
+        self.topo_kwargs = dict(k=int(k), grid=int(grid), sigma=float(sigma), gamma=float(gamma), power=float(power),
+                                cutoff=cutoff, kernel=kernel, reduction=reduction, squared=bool(squared),
+                                num_subsets=int(num_subsets))
+        try:
+            TopologyLoss(**self.topo_kwargs)  # validate now: a bad key fails at build time, not at step 1
+        except ValueError as err:
+            raise RetaError(f"pta: {err}") from None
+        self.enabled, self.lam_topo, self.name = bool(enabled), float(lam_topo), str(name)
+        self.refresh_every, self.every = int(refresh_every), int(every)
+        self.pool_size, self.feature_teacher, self.seed = pool_size, int(feature_teacher), seed
+        self.active = False
+        self.disabled_reason: str | None = None if self.enabled else "enabled=false"
+        self.module = None
+        self.loss: TopologyLoss | None = None
+        self._warned = False
+        self._cache: dict[int, torch.Tensor] = {}  # class → detached features of the other members [n − 1, d]
+        self._live: dict[int, int] = {}  # class → row of the live image in its cloud
+        self._where: tuple[int, int] | None = None  # (job, stage) of the last refresh
+        self._last_refresh = -1  # job step of the last refresh
+        self._gen_before: torch.Tensor | None = None  # subset-generator state before the last refresh (resume)
+        self._gen_now: torch.Tensor | None = None  # subset-generator state at the checkpoint (resume)
+        self._replay = False
+        self.refreshes = 0
+        self._sum, self._count = 0.0, 0
+
+    @property
+    def state_key(self) -> str:
+        return "TopologyAlignment"
+
+    # ------------------------------------------------------------------------------------------- binding
+    def setup(self, trainer: L.Trainer, pl_module, stage: str) -> None:
+        self.module = pl_module
+        self.active = self.enabled and self.lam_topo > 0
+        if self.enabled and self.lam_topo == 0:
+            self.disabled_reason = "lam_topo=0"
+        if self.active and int(pl_module.ipc) < 2:
+            self.active, self.disabled_reason = False, "ipc=1"
+            if not self._warned:
+                warnings.warn(IPC1_WARNING, UserWarning, stacklevel=2)
+                log.warning(IPC1_WARNING)
+                self._warned = True
+        if not self.active:
+            return
+        if pl_module.patch_pool is None:
+            raise RetaError("PTA needs the real-patch pool for its real targets (init.kind=patch or DRC anchors)")
+        if not 0 <= self.feature_teacher < len(pl_module.teachers):
+            raise RetaError(f"pta.feature_teacher={self.feature_teacher} but the synthesis has "
+                            f"{len(pl_module.teachers)} teacher(s)")
+        from reta.callbacks.retrieval import (
+            shared_feature_pool,  # registers the DRC provider as a side effect
+        )
+
+        self.pool = shared_feature_pool(pl_module, self.feature_teacher, self.pool_size)
+        smallest = min(self.pool.class_size(c) for c in range(pl_module.num_classes))
+        if smallest < pl_module.ipc:
+            raise RetaError(f"PTA: size-matched real targets need >= ipc={pl_module.ipc} pool entries per class, the "
+                            f"smallest class pool has {smallest} (raise init.mipc or pta.pool_size)")
+        if self.loss is None:
+            seed = int(pl_module.seed) + 7919 if self.seed is None else int(self.seed)
+            self.loss = TopologyLoss(**self.topo_kwargs, seed=seed)
+            if self._gen_now is not None:  # loaded from a checkpoint before setup
+                self.loss.generator.set_state(self._gen_now)
+
+    # ------------------------------------------------------------------------------------------- cache
+    @torch.no_grad()
+    def _embed(self, x: torch.Tensor) -> torch.Tensor:
+        return F.normalize(self.module.teacher_features(x, self.feature_teacher).float().flatten(1), dim=1)
+
+    @torch.no_grad()
+    def refresh(self, step) -> None:
+        """Recompute the synthetic cache of the batch's classes at the stage resolution and redraw real targets."""
+        module, slot, size = self.module, int(step.slot), int(step.resolution)
+        ipc, bank = int(module.ipc), module.patch_bank
+        classes = step.classes.tolist()
+        device = step.images.device
+        members: list[tuple[int, torch.Tensor]] = []  # (class, normalised image at native resolution)
+        for c in classes:
+            live = 0
+            for k in range(ipc):
+                if k < slot:
+                    members.append((c, module.images.data[c * ipc + k]))
+                    live += 1
+                elif k > slot and bank is not None:
+                    members.append((c, normalize(bank.patches[c, k : k + 1], module.mean, module.std)[0]))
+            self._live[c] = live
+        feats = torch.zeros(0)
+        if members:
+            batch = torch.stack([img.to(device) for _, img in members])
+            feats = torch.cat([self._embed(resample(batch[s : s + 256], size)) for s in range(0, len(batch), 256)])
+        owner = torch.tensor([c for c, _ in members], dtype=torch.long, device=feats.device)
+        for c in classes:
+            self._cache[c] = feats[owner == c].to(device) if members else torch.zeros(0, 1, device=device)
+        n = {c: len(self._cache[c]) + 1 for c in classes}
+        if self.loss is not None:
+            self._gen_before = self.loss.generator.get_state()
+            sizes = sorted(set(n.values()))
+            for size_n in sizes:
+                if size_n >= 2:
+                    self.loss.cache_real_targets({c: self.pool.features(c) for c in classes if n[c] == size_n}, size_n)
+        self.refreshes += 1
+
+    def _due(self, step) -> bool:
+        where = (int(step.job), int(step.stage))
+        due = where != self._where or int(step.step) - self._last_refresh >= self.refresh_every
+        if self._replay:  # resumed mid-period: rebuild the last refresh's cache with the same subset draws
+            self._replay = False
+            if not due and self._gen_before is not None:
+                self.loss.generator.set_state(self._gen_before)
+                self.refresh(step)  # leaves the generator where the interrupted run had it
+                self.refreshes -= 1
+        return due
+
+    # ------------------------------------------------------------------------------------------- step
+    def on_synthesis_step(self, trainer: L.Trainer, pl_module, step) -> None:
+        if not self.active or int(step.step) % self.every:
+            return
+        if self._due(step):
+            self.refresh(step)
+            self._where, self._last_refresh = (int(step.job), int(step.stage)), int(step.step)
+        z = F.normalize(pl_module.teacher_features(step.images, self.feature_teacher).float().flatten(1), dim=1)
+        classes = step.classes.tolist()
+        clouds = []
+        for i, c in enumerate(classes):
+            rest, p = self._cache[c].to(z), self._live[c]
+            clouds.append(torch.cat([rest[:p], z[i : i + 1], rest[p:]]) if len(rest) else z[i : i + 1])
+        value = self.loss(clouds, classes)
+        step.add_loss(self.name, value, self.lam_topo)
+        self._sum += float(value.detach())
+        self._count += 1
+
+    # ------------------------------------------------------------------------------------------- state / record
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "where": None if self._where is None else list(self._where),
+            "last_refresh": self._last_refresh,
+            "gen_before": self._gen_before,
+            "gen_now": None if self.loss is None else self.loss.generator.get_state(),
+            "refreshes": self.refreshes,
+            "sum": self._sum,
+            "count": self._count,
+            "warned": self._warned,
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self._where = None if state.get("where") is None else tuple(int(v) for v in state["where"])
+        self._last_refresh = int(state.get("last_refresh", -1))
+        self._gen_before = state.get("gen_before")
+        self._gen_now = state.get("gen_now")
+        if self.loss is not None and self._gen_now is not None:
+            self.loss.generator.set_state(self._gen_now)
+        self.refreshes = int(state.get("refreshes", 0))
+        self._sum, self._count = float(state.get("sum", 0.0)), int(state.get("count", 0))
+        self._warned = bool(state.get("warned", False))
+        self._replay = self._where is not None
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "enabled": self.enabled, "active": self.active, "disabled_reason": self.disabled_reason,
+            "lam_topo": self.lam_topo, **self.topo_kwargs, "refresh_every": self.refresh_every, "every": self.every,
+            "pool_size": self.pool_size, "feature_teacher": self.feature_teacher,
+            "refreshes": self.refreshes, "mean_loss": self._sum / self._count if self._count else None,
+        }

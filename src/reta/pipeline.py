@@ -1,0 +1,81 @@
+"""The whole pipeline as a plain function: squeeze (cached) → distill → evaluate, then one small results table.
+
+DESIGN.md "The three stages": ``run(cfg)`` calls :func:`reta.squeeze.run` (the teacher comes from the cache when it is
+there), :func:`reta.distill.run` (``<output_dir>/distilled/``) and :func:`reta.evaluate.run` on that set together with
+a random real subset of the same IPC under the identical protocol (``<output_dir>/metrics.json``), and writes
+``results.md`` + ``results.json`` next to them.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from omegaconf import DictConfig, OmegaConf
+
+from reta import distill, evaluate, squeeze
+from reta.synthesis.sharding import ShardInfo, init_distributed
+from reta.training.common import set_threads
+from reta.utils.config import output_dir
+from reta.utils.io import atomic_write_json
+
+
+def results_rows(teacher: dict, dist: dict, metrics: dict) -> list[dict]:
+    """One row per evaluated set (random baseline, then the method), plus the teacher."""
+    rows = [{"set": f"teacher ({teacher['name']})", "ipc": None, "acc_mean": teacher.get("test_acc"), "acc_std": None,
+             "acc_last": None, "seconds": teacher.get("train_seconds")}]
+    names = {"random": "random real subset", "distilled": dist.get("method", "distilled")}
+    for key, s in metrics["sets"].items():
+        rows.append({"set": names.get(key, key), "ipc": metrics["ipc"], "acc_mean": s["acc_mean"],
+                     "acc_std": s["acc_std"], "acc_last": s["acc_last"],
+                     "seconds": dist.get("seconds") if key == "distilled" else None})
+    return rows
+
+
+def format_table(rows: list[dict], metrics: dict) -> str:
+    head = (f"{metrics['dataset']}, IPC {metrics['ipc']}, protocol {metrics['protocol']}, student {metrics['student']}, "
+            f"seeds {metrics['seeds']} — test accuracy, last epoch, mean ± std")
+    lines = [head, "", "| set | accuracy (%) | per seed (%) | synthesis / training s |", "|---|---|---|---|"]
+    for r in rows:
+        acc = "–" if r["acc_mean"] is None else f"{100 * r['acc_mean']:.2f}"
+        if r["acc_std"] is not None:
+            acc += f" ± {100 * r['acc_std']:.2f}"
+        per_seed = ", ".join(f"{100 * a:.2f}" for a in r["acc_last"]) if r["acc_last"] else "–"
+        secs = "–" if r["seconds"] is None else f"{r['seconds']:.1f}"
+        lines.append(f"| {r['set']} | {acc} | {per_seed} | {secs} |")
+    return "\n".join(lines)
+
+
+def run(cfg: DictConfig) -> dict:
+    """Run the three stages; returns ``{"teacher", "distill", "metrics", "rows", "results"}``. With
+    ``distributed.enabled=true`` under torchrun/srun the distill step is sharded (:mod:`reta.synthesis.sharding`):
+    rank 0 trains/caches the teacher first and alone evaluates; the other ranks return ``{"distill": …}``."""
+    shard = init_distributed(cfg)
+    try:
+        return _run(cfg, shard)
+    finally:
+        shard.destroy()
+
+
+def _run(cfg: DictConfig, shard: ShardInfo) -> dict:
+    set_threads(cfg.get("num_threads"))
+    out = output_dir(cfg)
+    tcfg = distill.teacher_cfg(cfg)
+    with shard.main_first("training the teacher"):
+        teacher = squeeze.run(tcfg)
+    dist = distill.run(cfg)
+    if dist["distilled"] is None:  # a non-zero rank of a sharded distill
+        return {"distill": dist}
+    # evaluate's `seed` is the teacher's (students use `seeds`)
+    metrics = evaluate.run(OmegaConf.merge(cfg, {"distilled": dist["distilled"], "ipc": dist["ipc"], "seed": int(tcfg.seed)}))
+    rows = results_rows(teacher, dist, metrics)
+    table = format_table(rows, metrics)
+    (out / "results.md").write_text(table + "\n")
+    summary = {"teacher": {k: teacher.get(k) for k in ("name", "test_acc", "checkpoint_sha256", "key")},
+               "distill": dist, "metrics": metrics, "rows": rows}
+    atomic_write_json(out / "results.json", summary)
+    grid = Path(dist["distilled"]) / "grid.png"
+    print("\n" + table + "\n")
+    print(f"grid image: {grid}")
+    print(f"metrics:    {out / 'metrics.json'}")
+    print(f"results:    {out / 'results.md'}")
+    return {**summary, "results": str(out / "results.md")}

@@ -1,0 +1,310 @@
+"""The ``bn_matching`` method kind: SRe2L, FADRM and FADRM+ (and the base RETA builds on) from one config.
+
+Sources: METHODS.md §3 (all of it) [code: Jiacheng8/FADRM `recover/recover.py`, `recover/scripts/`;
+VILA-Lab/SRe2L `SRe2L/recover/`]. The method config (``conf/method/{sre2l,fadrm,fadrm_plus}.yaml``) is parsed into
+:class:`BNMethodConfig` — explicit fields, so a misspelt key fails with one line — and turned into a
+:class:`~reta.synthesis.module.SynthesisModule` plus callbacks (residual connection, resume checkpoints, any extra
+``method.callbacks`` given as ``{name: {_target_: …, …}}``), run by a Lightning Trainer.
+
+SRe2L = noise init, one stage, no residual; FADRM = patch init, K stages with K − 1 residual merges to the static
+patch; FADRM+ = FADRM with several teachers used round robin (one per step, each with its own BN hooks and r_bn).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import logging
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from hydra.utils import instantiate
+from omegaconf import OmegaConf
+
+from reta.callbacks.residual import ResidualConnection, check_alpha
+from reta.callbacks.synthesis_checkpoint import SynthesisCheckpoint, load_synthesis_checkpoint
+from reta.errors import RetaError
+from reta.synthesis.anchors import build_anchor_provider
+from reta.synthesis.bn_matching import BNMatchingLoss, CrossEntropyLoss, TeacherSlot
+from reta.synthesis.init import NoiseInit, PatchBank, PatchInit, cached_patch_pool, teacher_id
+from reta.synthesis.module import AugmentSpec, SynthesisModule
+from reta.synthesis.registry import DistillContext, SynthesisResult, register_kind
+from reta.synthesis.schedule import StageSchedule
+from reta.synthesis.sharding import ShardInfo, check_shardable
+from reta.training.common import build_logger, build_trainer, seed_everything
+from reta.utils.config import plain
+
+log = logging.getLogger(__name__)
+CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
+INIT_KINDS = ("noise", "patch")
+#: Lightning warnings that are expected here (frozen eval-mode teachers, optimisers made per stage, step stream).
+QUIET_WARNINGS = (".*module\\(s\\) in eval mode.*", ".*configure_optimizers.*returned.*None.*", ".*IterableDataset.*__len__.*")
+
+
+def _build(cls, values: Any, where: str):
+    """``cls(**values)`` for a dataclass, nested dataclass fields included; unknown/missing keys → RetaError."""
+    if not isinstance(values, dict):
+        raise RetaError(f"{where} must be a mapping, got {values!r}")
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = sorted(set(values) - set(fields))
+    missing = sorted(k for k, f in fields.items() if k not in values and f.default is dataclasses.MISSING)
+    if unknown or missing:
+        raise RetaError(f"{where}: unknown keys {unknown}, missing keys {missing}; valid: {sorted(fields)}")
+    kwargs = {}
+    for k, v in values.items():
+        sub = NESTED.get((cls, k))
+        kwargs[k] = _build(sub, v, f"{where}.{k}") if sub is not None else v
+    return cls(**kwargs)
+
+
+@dataclass(frozen=True)
+class StagesConfig:
+    sizes: list
+    budgets: list
+
+
+@dataclass(frozen=True)
+class AugmentConfig:
+    rrc: bool
+    rrc_scale: list
+    flip: bool
+    jitter: int
+
+
+@dataclass(frozen=True)
+class InitConfig:
+    kind: str
+    band: str = "medium"
+    mipc: int = 300
+    num_crop: int = 5
+    crop_scale: list = dataclasses.field(default_factory=lambda: [0.08, 1.0])
+
+
+@dataclass(frozen=True)
+class ResidualConfig:
+    enabled: bool
+    alpha: float = 0.5
+    anchors: dict | None = None
+
+
+@dataclass(frozen=True)
+class BNMethodConfig:
+    """``method.*`` of a bn_matching config; see conf/method/fadrm.yaml for the meaning of every key."""
+
+    name: str
+    kind: str
+    scale: str
+    teachers: list | None
+    r_bn: Any
+    first_bn_multiplier: float
+    ce_weight: float
+    lr: float
+    betas: list
+    eps: float
+    stages: StagesConfig
+    classes_per_batch: int | None
+    augment: AugmentConfig
+    init: InitConfig
+    residual: ResidualConfig
+    callbacks: dict
+    checkpoint_every: int
+    log_every: int
+    quantize_uint8: bool
+
+    @classmethod
+    def from_cfg(cls, method: Any) -> BNMethodConfig:
+        m = _build(cls, plain(method), "method")
+        if m.init.kind not in INIT_KINDS:
+            raise RetaError(f"method.init.kind must be one of {', '.join(INIT_KINDS)}, got {m.init.kind!r}")
+        check_alpha(m.residual.alpha)
+        if len(m.betas) != 2 or not all(0 <= b < 1 for b in m.betas):
+            raise RetaError(f"method.betas must be two numbers in [0, 1), got {m.betas}")
+        if len(m.augment.rrc_scale) != 2 or not 0 < m.augment.rrc_scale[0] <= m.augment.rrc_scale[1] <= 1:
+            raise RetaError(f"method.augment.rrc_scale must be [lo, hi] with 0 < lo <= hi <= 1, got {m.augment.rrc_scale}")
+        if int(m.augment.jitter) < 0 or int(m.checkpoint_every) <= 0:
+            raise RetaError("method.augment.jitter must be >= 0 and method.checkpoint_every > 0")
+        return m
+
+
+NESTED = {
+    (BNMethodConfig, "stages"): StagesConfig,
+    (BNMethodConfig, "augment"): AugmentConfig,
+    (BNMethodConfig, "init"): InitConfig,
+    (BNMethodConfig, "residual"): ResidualConfig,
+}
+
+
+def _model_label(model_cfg: dict, run_model: bool = False) -> str:
+    """A teacher's label: for the run's own ``model``, the group choice when Hydra runs the job (``convnet_d3_w32``);
+    otherwise ``name(k=v,…)``."""
+    if run_model:
+        from hydra.core.hydra_config import HydraConfig
+
+        if HydraConfig.initialized() and HydraConfig.get().runtime.choices.get("model"):
+            return str(HydraConfig.get().runtime.choices.get("model"))
+    kwargs = model_cfg.get("kwargs") or {}
+    return f"{model_cfg['name']}({','.join(f'{k}={v}' for k, v in sorted(kwargs.items()))})" if kwargs else str(model_cfg["name"])
+
+
+def teacher_specs(cfg, teachers: list | None) -> list[tuple[str, dict | None]]:
+    """``(label, model config)`` per teacher; ``None`` = the run's ``model`` (the squeeze teacher)."""
+    if not teachers:
+        return [(_model_label(plain(cfg.model), run_model=True), None)]
+    specs = []
+    for entry in teachers:
+        if isinstance(entry, str):
+            path = CONF_DIR / "model" / f"{entry}.yaml"
+            if not path.is_file():
+                options = sorted(p.stem for p in (CONF_DIR / "model").glob("*.yaml"))
+                raise RetaError(f"method.teachers: unknown model config {entry!r}; valid: {', '.join(options)}")
+            specs.append((entry, plain(OmegaConf.load(path))))
+        elif isinstance(entry, dict) and "name" in entry:
+            model_cfg = {k: v for k, v in entry.items() if k != "label"}
+            specs.append((str(entry.get("label") or _model_label(model_cfg)), model_cfg))
+        else:
+            raise RetaError(f"method.teachers entries are model config names or {{name, kwargs}} maps, got {entry!r}")
+    return specs
+
+
+def r_bn_for(r_bn: Any, label: str) -> float:
+    """``r_bn`` is a number (every teacher) or a map ``{default: w, <teacher label>: w}`` (METHODS.md §3.1)."""
+    value = r_bn.get(label, r_bn.get("default", 0.01)) if isinstance(r_bn, dict) else r_bn
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
+        raise RetaError(f"method.r_bn for teacher {label!r} must be a number >= 0, got {value!r}")
+    return float(value)
+
+
+def teacher_record(label: str, meta: dict) -> dict:
+    keep = ("name", "model", "checkpoint_sha256", "test_acc", "key", "source", "recipe", "seed")
+    return {"label": label, **{k: meta.get(k) for k in keep if k in meta}}
+
+
+def fingerprint(cfg, method: BNMethodConfig, teachers: list[TeacherSlot]) -> str:
+    payload = {
+        "method": {k: v for k, v in dataclasses.asdict(method).items() if k not in ("log_every", "checkpoint_every")},
+        "ipc": int(cfg.ipc), "seed": int(cfg.seed), "dataset": plain(cfg.dataset)["name"],
+        "teachers": [teacher_id(t.meta) for t in teachers],
+    }
+    return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+@torch.no_grad()
+def check_resolutions(teachers: list[TeacherSlot], sizes: list[int], channels: int) -> None:
+    """Every teacher must accept every stage resolution (a ConvNet's classifier fixes its input size)."""
+    for t in teachers:
+        for size in sorted(set(sizes)):
+            try:
+                t.model(torch.zeros(1, channels, size, size))
+            except RuntimeError as err:
+                raise RetaError(f"teacher {t.name!r} cannot take the stage resolution {size} px "
+                                f"({str(err).splitlines()[0]}); use stage sizes it accepts") from None
+
+
+def _pool_device(trainer_cfg: dict) -> str:
+    return "cuda" if trainer_cfg.get("accelerator") in ("gpu", "cuda", "auto") and torch.cuda.is_available() else "cpu"
+
+
+def check_trainer(trainer_cfg: dict) -> None:
+    """One process, and no fp16 loss scaling: the per-stage optimisers are stepped directly (not through Lightning's
+    precision plugin), which is exact for 32-true and bf16-mixed but would skip GradScaler's unscale/skip logic."""
+    if int(trainer_cfg.get("devices", 1) or 1) > 1 or int(trainer_cfg.get("num_nodes", 1) or 1) > 1:
+        raise RetaError("bn_matching synthesis runs one device per process; use trainer=cpu or trainer=gpu (to shard "
+                        "the jobs over ranks start one process per rank with torchrun/srun and distributed.enabled=true)")
+    if str(trainer_cfg.get("precision", "32-true")) in ("16", "16-mixed"):
+        raise RetaError("bn_matching synthesis does not support fp16 loss scaling; use trainer.precision=bf16-mixed or 32-true")
+
+
+def build_synthesis(cfg, ctx: DistillContext) -> tuple[SynthesisModule, list, BNMethodConfig]:
+    """The module and its callbacks for ``cfg`` (no training yet)."""
+    m = BNMethodConfig.from_cfg(cfg.method)
+    check_trainer(plain(cfg.trainer))
+    shard = ctx.shard or ShardInfo()
+    schedule = StageSchedule(m.stages.sizes, m.stages.budgets, m.lr)
+    provider = build_anchor_provider(m.residual.anchors) if m.residual.enabled else None
+    ds = plain(cfg.dataset)
+    ipc = int(cfg.ipc)
+    teachers = []
+    for label, model_cfg in teacher_specs(cfg, m.teachers):
+        model, meta = ctx.load_teacher(model_cfg)
+        teachers.append(TeacherSlot(label, model, r_bn_for(m.r_bn, label), float(m.first_bn_multiplier), meta))
+    check_resolutions(teachers, schedule.sizes, ds["channels"])
+    bank = pool = None
+    if m.init.kind == "patch" or (provider is not None and provider.needs_pool):
+        first = teachers[0]
+        device = _pool_device(plain(cfg.trainer))
+        pool = cached_patch_pool(
+            cfg.paths.cache_dir, ds["name"], teacher_id(first.meta), dataset=ctx.train, teacher=first.model.to(device),
+            mean=ds["mean"], std=ds["std"], num_classes=ds["num_classes"], size=ds["image_size"], mipc=int(m.init.mipc),
+            num_crop=int(m.init.num_crop), seed=int(cfg.seed), crop_scale=tuple(m.init.crop_scale),
+        )
+        first.model.cpu()
+        bank = PatchBank(pool, ctx.train, ipc, m.init.band)
+    init = PatchInit(bank) if m.init.kind == "patch" else NoiseInit()
+    module = SynthesisModule(
+        teachers, schedule, ds["num_classes"], ipc, ds["image_size"], ds["channels"], ds["mean"], ds["std"], init,
+        AugmentSpec(bool(m.augment.rrc), tuple(m.augment.rrc_scale), bool(m.augment.flip), int(m.augment.jitter)),
+        [CrossEntropyLoss(m.ce_weight), BNMatchingLoss()], betas=tuple(m.betas), eps=m.eps,
+        classes_per_batch=m.classes_per_batch, seed=int(cfg.seed), patch_bank=bank, patch_pool=pool,
+        train_set=ctx.train, fingerprint=fingerprint(cfg, m, teachers), log_every=m.log_every,
+        shard=(shard.rank, shard.world),
+    )
+    callbacks: list = []
+    if provider is not None and schedule.num_stages > 1:
+        callbacks.append(ResidualConnection(m.residual.alpha, provider))
+    for name, spec in (m.callbacks or {}).items():
+        try:
+            callbacks.append(instantiate(spec))
+        except Exception as err:  # noqa: BLE001 - hydra wraps constructor errors in its own types
+            raise RetaError(f"method.callbacks.{name}: cannot instantiate ({str(err).splitlines()[0]})") from err
+    callbacks.append(SynthesisCheckpoint(Path(ctx.ckpt_dir) / "last.ckpt", int(m.checkpoint_every)))
+    return module, callbacks, m
+
+
+@register_kind("bn_matching")
+def bn_matching(cfg, ctx: DistillContext) -> SynthesisResult:
+    shard = ctx.shard or ShardInfo()
+    with shard.main_first("loading the teachers and the patch pool"):  # rank 0 fills the shared caches first
+        module, callbacks, m = build_synthesis(cfg, ctx)
+    check_shardable(module, callbacks, shard)
+    ckpt = Path(ctx.ckpt_dir) / "last.ckpt"
+    if cfg.get("resume", False) and ckpt.is_file():
+        load_synthesis_checkpoint(ckpt, module, callbacks)
+    else:
+        if cfg.get("resume", False):
+            log.warning("resume=true but %s does not exist: starting from scratch", ckpt)
+        ckpt.unlink(missing_ok=True)
+        seed_everything(int(cfg.seed))
+    logger = build_logger(plain(cfg.logger), str(ctx.out_dir), "distill") if shard.is_main else False
+    trainer = build_trainer(plain(cfg.trainer), 1, logger, bool(cfg.get("progress_bar", False)), str(ctx.out_dir),
+                            callbacks=callbacks, **shard.trainer_overrides(plain(cfg.trainer)))
+    with shard.together("synthesising its jobs"):  # a rank that fails makes every rank fail (none waits in the gather)
+        if module.next_step < module.total_steps:
+            with warnings.catch_warnings():
+                for msg in QUIET_WARNINGS:
+                    warnings.filterwarnings("ignore", message=msg)
+                trainer.fit(module)
+    shard.gather_images(module)  # sharded: rank 0's store now holds every job
+    pixels = module.images.pixels()
+    if m.quantize_uint8:  # the reference's 8-bit PNG output, truncating ×255 (METHODS.md §3.8 "Output")
+        pixels = torch.floor(pixels * 255.0) / 255.0
+    records = [teacher_record(t.name, t.meta) for t in module.teachers]
+    residual = next((cb for cb in callbacks if isinstance(cb, ResidualConnection)), None)
+    meta = {
+        "teacher": records[0],
+        "teachers": records,
+        "synthesis": {
+            "schedule": module.schedule.describe(),
+            "jobs": len(module.jobs),
+            "steps": len(module.jobs) * module.schedule.total,
+            "round_robin": [t.name for t in module.teachers],
+            "r_bn": {t.name: t.r_bn for t in module.teachers},
+            "init": {"kind": m.init.kind, **(module.patch_bank.describe() if module.patch_bank is not None else {})},
+            "residual": residual.describe() if residual is not None else None,
+            "seconds_per_job": [round(s, 3) for s in module.job_seconds],
+        },
+    }
+    return SynthesisResult(pixels, module.images.labels, meta)

@@ -1,0 +1,524 @@
+"""The ``distribution`` method kind: DM, IDM and their IID variants (METHODS.md §6).
+
+One loop, two variants (``method.variant``):
+
+``dm`` [code: VICO-UoE/DatasetCondensation ``main_DM.py``]
+    every iteration a *freshly initialised* embedder ψ (ConvNet, instance norm; frozen); per class c a batch of
+    ``batch_real`` real images of c and the IPC synthetic images of c go through ONE shared DSA draw (Siamese,
+    :meth:`reta.data.dsa.DSA.siamese`), then ``L_c = ‖mean ψ(real) − mean ψ(syn)‖²``; the class losses are summed and
+    the images take one SGD step (lr 1, momentum 0.5). Gradients are accumulated class by class (same gradient as
+    one backward of the sum, a class-sized graph at a time).
+``idm`` [code: uitrbn/IDM ``IDM_cifar10.py`` with the published ``command.txt`` flags]
+    the embedder is drawn from a *queue of partially trained ConvNets* (starts with ``queue.initial`` random nets,
+    one new net every ``queue.push_every`` iterations, at most ``queue.capacity``, oldest dropped); per class the
+    loss adds ``ce_weight · acc · CE(ψ(syn), c)`` (acc: the net's running training accuracy in percent) and the
+    images take one SGD step *per class*; afterwards ``queue.train_nets`` random queue nets take
+    ``queue.train_steps`` SGD steps on real batches (no augmentation).
+``expansion: quadrants`` (IDM's partition-and-expansion, :mod:`reta.data.expansion`)
+    each stored image is a 2 × 2 mosaic of half-resolution images, initialised from 4 real images; matching uses the
+    4·IPC expanded images. The set is *stored as mosaics* with ``"expansion": "quadrants"`` in ``meta.json``;
+    ``reta-evaluate`` expands on load, and the random baseline it reports has the same stored IPC.
+
+IID (``method.iid``, [code: VincenDen/IID]) adds ``λ_CM · L_CM`` (channel covariance of the embedder's last feature
+map, same real/synthetic batch) and ``κ · L_CC`` (spread of the synthetic images' features around their class mean,
+from a frozen pretrained network drawn from a pool, :mod:`reta.synthesis.pretrained_pool`, one per iteration).
+With one synthetic training image per class both are inert: warned once, skipped, recorded in ``meta.json``.
+
+Every method field may be overridden per IPC with ``by_ipc: {IPC: {field: value, …}}``: the entry with the largest
+IPC ≤ the run's IPC is merged onto the method config (the published settings differ per IPC).
+
+Resume: a plain checkpoint ``<output_dir>/checkpoints/last.ckpt`` (pixels, optimiser, iteration, RNG states, the IDM
+queue) is written every ``checkpoint_every`` iterations; ``resume=true`` with the same ``paths.output_dir`` continues
+from it and produces the same images as an uninterrupted run.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import random
+import time
+import warnings
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from omegaconf import OmegaConf
+from torch import nn
+
+from reta.data.augment import normalize
+from reta.data.dsa import DSA, DSAParams
+from reta.data.expansion import EXPANSIONS, expand_quadrants, factor, make_mosaics
+from reta.data.registry import class_index, sample_per_class
+from reta.errors import NonFiniteLossError, RetaError
+from reta.models import build_model, features
+from reta.synthesis.distribution import (
+    CC_FORMS,
+    INERT_MESSAGE,
+    centralization_loss,
+    class_aware_ce,
+    covariance_matching_loss,
+    iid_inert,
+    mean_embedding_loss,
+)
+from reta.synthesis.pixels import SyntheticImages
+from reta.synthesis.pretrained_pool import PoolSpec, get_pool
+from reta.synthesis.registry import DistillContext, SynthesisResult, register_kind
+from reta.training.common import seed_everything
+from reta.utils.config import plain
+from reta.utils.io import atomic_torch_save
+
+log = logging.getLogger(__name__)
+
+VARIANTS = ("dm", "idm")
+INITS = ("real", "noise")
+CHECKPOINT_NAME = "last.ckpt"
+
+
+# --------------------------------------------------------------------------------------------------- config
+
+
+def _strict(cls, d: Mapping | None, where: str):
+    d = dict(plain(d) or {})
+    unknown = sorted(set(d) - set(cls.__dataclass_fields__))
+    if unknown:
+        raise RetaError(f"{where}: unknown keys {unknown}; valid: {sorted(cls.__dataclass_fields__)}")
+    return cls(**d)
+
+
+@dataclass(frozen=True)
+class QueueSpec:
+    """IDM's model queue (``uitrbn/IDM`` flag names in brackets)."""
+
+    initial: int = 3  # nets at start
+    capacity: int = 100  # [net_num]
+    push_every: int = 30  # [net_generate_interval]
+    nets_per_iteration: int = 1  # embedders used per iteration [train_net_num]
+    train_nets: int = 2  # queue nets trained after the image update [fetch_net_num]
+    train_steps: int = 10  # [model_train_steps]
+    batch: int = 256  # [trained_bs]
+    lr: float = 0.01  # [lr_net]
+    momentum: float = 0.9  # [net_decay]: momentum 0.9, wd 5e-4
+    weight_decay: float = 5e-4
+    acc_window: int = 100  # running-accuracy meters reset every this many iterations [eval_interval]
+
+
+@dataclass(frozen=True)
+class IIDSpec:
+    """IID add-on: ``λ_CM · L_CM + κ · L_CC`` (0 disables a term)."""
+
+    lambda_cm: float = 0.0
+    kappa: float = 0.0
+    cc_form: str = "linear"  # linear (released code) | exp (paper form, reconstructed)
+    cc_alpha: float = 0.02
+    cc_beta: float = 1.0
+    pool: PoolSpec = field(default_factory=PoolSpec)
+
+
+@dataclass(frozen=True)
+class DistributionSpec:
+    """``cfg.method`` of the ``distribution`` kind, validated (a misspelt key fails)."""
+
+    name: str
+    kind: str = "distribution"
+    scale: str = "cpu"  # label only
+    eval_protocol: str = "hard"  # the protocol these sets are meant for; reta-evaluate warns on a mismatch
+    variant: str = "dm"
+    iterations: int = 20000
+    lr: float = 1.0
+    momentum: float = 0.5
+    batch_real: int = 256
+    init: str = "real"
+    expansion: str = "none"
+    embedder: Mapping = field(
+        default_factory=lambda: {"name": "convnet", "kwargs": {"depth": 3, "width": 128, "norm": "instance", "pool": "avg"}}
+    )
+    dsa: Mapping = field(default_factory=dict)  # DSAParams fields; {} = the DSA defaults of METHODS.md §6.1
+    ce_weight: float = 0.0  # IDM class-aware CE (idm only)
+    queue: QueueSpec = field(default_factory=QueueSpec)
+    iid: IIDSpec = field(default_factory=IIDSpec)
+    log_every: int = 100
+    checkpoint_every: int = 500  # 0 = never
+
+    @classmethod
+    def from_cfg(cls, method_cfg: Any, ipc: int) -> DistributionSpec:
+        d = resolve_by_ipc(method_cfg, ipc)
+        q = _strict(QueueSpec, d.pop("queue", None), "method.queue")
+        iid_d = dict(d.pop("iid", None) or {})
+        pool = PoolSpec.from_cfg(iid_d.pop("pool", None))
+        iid = _strict(IIDSpec, {**iid_d, "pool": pool}, "method.iid")
+        spec = _strict(cls, {**d, "queue": q, "iid": iid}, "method")
+        spec.validate()
+        return spec
+
+    def validate(self) -> None:
+        if self.variant not in VARIANTS:
+            raise RetaError(f"method.variant {self.variant!r}; valid: {', '.join(VARIANTS)}")
+        if self.init not in INITS:
+            raise RetaError(f"method.init {self.init!r}; valid: {', '.join(INITS)}")
+        if self.expansion not in EXPANSIONS:
+            raise RetaError(f"method.expansion {self.expansion!r}; valid: {', '.join(EXPANSIONS)}")
+        if self.iid.cc_form not in CC_FORMS:
+            raise RetaError(f"method.iid.cc_form {self.iid.cc_form!r}; valid: {', '.join(CC_FORMS)}")
+        for name in ("iterations", "batch_real"):
+            if int(getattr(self, name)) < 1:
+                raise RetaError(f"method.{name} must be >= 1, got {getattr(self, name)}")
+        if self.lr <= 0:
+            raise RetaError(f"method.lr must be > 0, got {self.lr}")
+        if min(self.iid.lambda_cm, self.iid.kappa, self.ce_weight) < 0:
+            raise RetaError("method: lambda_cm, kappa and ce_weight must be >= 0")
+        if self.ce_weight > 0 and self.variant != "idm":
+            raise RetaError("method.ce_weight > 0 needs variant=idm (the CE weight is the queue net's accuracy)")
+        q = self.queue
+        if self.variant == "idm" and (q.initial < 1 or q.capacity < max(q.initial, 1) or q.push_every < 1
+                                      or q.nets_per_iteration < 1 or q.train_steps < 0 or q.batch < 1):
+            raise RetaError(f"method.queue: inconsistent settings {q}")
+        DSAParams(**dict(self.dsa))  # fails on unknown DSA keys / values
+        if (self.embedder.get("kwargs") or {}).get("norm") == "batch":
+            raise RetaError("method.embedder: a BatchNorm embedder would see per-class batch statistics here (DM's "
+                            "BN branch forwards all classes at once, not implemented); use norm: instance or none")
+
+
+def resolve_by_ipc(method_cfg: Any, ipc: int) -> dict:
+    """Plain method dict with its ``by_ipc`` entry (largest key ≤ ipc) merged in; ``by_ipc`` removed."""
+    d = dict(plain(method_cfg) or {})
+    table = d.pop("by_ipc", None) or {}
+    keys = sorted(int(k) for k in table)
+    chosen = [k for k in keys if k <= int(ipc)]
+    if chosen:
+        entry = {int(k): v for k, v in table.items()}[chosen[-1]] or {}
+        d = OmegaConf.to_container(OmegaConf.merge(OmegaConf.create(d), OmegaConf.create(dict(entry))), resolve=True)
+    return d
+
+
+# --------------------------------------------------------------------------------------------------- helpers
+
+
+def _device(cfg) -> torch.device:
+    acc = str(plain(cfg.get("trainer", {}) or {}).get("accelerator", "cpu"))
+    if acc in ("gpu", "cuda", "auto") and torch.cuda.is_available():
+        return torch.device("cuda")
+    return torch.device("cpu")
+
+
+class RealSampler:
+    """Random real images per class (or from all classes), normalised, on ``device``; randomness from ``gen``."""
+
+    def __init__(self, train, num_classes: int, mean, std, gen: torch.Generator, device: torch.device) -> None:
+        self.train, self.mean, self.std, self.gen, self.device = train, list(mean), list(std), gen, device
+        self.groups = class_index(train.targets, num_classes)
+
+    def _load(self, idx: torch.Tensor) -> torch.Tensor:
+        return normalize(self.train.gather(idx).to(self.device), self.mean, self.std)
+
+    def of_class(self, c: int, n: int) -> torch.Tensor:
+        g = self.groups[c]
+        return self._load(g[torch.randperm(len(g), generator=self.gen)[:n]])
+
+    def any(self, n: int) -> tuple[torch.Tensor, torch.Tensor]:
+        idx = torch.randperm(len(self.train.targets), generator=self.gen)[:n]
+        return self._load(idx), self.train.targets[idx].to(self.device)
+
+
+@dataclass
+class QueuedNet:
+    net: nn.Module
+    opt: torch.optim.Optimizer
+    correct: int = 0
+    seen: int = 0
+
+    @property
+    def acc_percent(self) -> float:
+        return 100.0 * self.correct / self.seen if self.seen else 0.0
+
+
+class ModelQueue:
+    """IDM's queue of partially trained embedders."""
+
+    def __init__(self, spec: QueueSpec, make_net, sampler: RealSampler, gen: torch.Generator) -> None:
+        self.spec, self.make_net, self.sampler, self.gen = spec, make_net, sampler, gen
+        self.nets: list[QueuedNet] = []
+        for _ in range(spec.initial):
+            self.push()
+
+    def _new(self) -> QueuedNet:
+        net = self.make_net().train()
+        s = self.spec
+        opt = torch.optim.SGD(net.parameters(), lr=s.lr, momentum=s.momentum, weight_decay=s.weight_decay)
+        return QueuedNet(net, opt)
+
+    def push(self) -> None:
+        if len(self.nets) >= self.spec.capacity:
+            self.nets.pop(0)
+        self.nets.append(self._new())
+
+    def pick(self, k: int) -> list[QueuedNet]:
+        order = torch.randperm(len(self.nets), generator=self.gen)[: min(k, len(self.nets))]
+        return [self.nets[int(i)] for i in order]
+
+    def train_some(self) -> None:
+        s = self.spec
+        for q in self.pick(s.train_nets):
+            q.net.train().requires_grad_(True)
+            for _ in range(s.train_steps):
+                x, y = self.sampler.any(s.batch)
+                logits = q.net(x)
+                loss = F.cross_entropy(logits, y)
+                q.opt.zero_grad(set_to_none=True)
+                loss.backward()
+                q.opt.step()
+                q.correct += int((logits.detach().argmax(1) == y).sum())
+                q.seen += int(y.numel())
+
+    def reset_meters(self) -> None:
+        for q in self.nets:
+            q.correct = q.seen = 0
+
+    def state(self) -> list[dict]:
+        return [{"net": q.net.state_dict(), "opt": q.opt.state_dict(), "correct": q.correct, "seen": q.seen} for q in self.nets]
+
+    def load(self, states: list[dict]) -> None:
+        self.nets = []
+        for st in states:
+            q = self._new()
+            q.net.load_state_dict(st["net"])
+            q.opt.load_state_dict(st["opt"])
+            q.correct, q.seen = int(st["correct"]), int(st["seen"])
+            self.nets.append(q)
+
+
+def _rng_state(gen: torch.Generator) -> dict:
+    st = {"gen": gen.get_state(), "torch": torch.get_rng_state(), "python": random.getstate()}
+    if torch.cuda.is_available():
+        st["cuda"] = torch.cuda.get_rng_state_all()
+    return st
+
+
+def _set_rng_state(gen: torch.Generator, st: dict) -> None:
+    gen.set_state(st["gen"])
+    torch.set_rng_state(st["torch"])
+    random.setstate(st["python"])
+    if "cuda" in st and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(st["cuda"])
+
+
+def _check_finite(value: torch.Tensor, term: str, it: int) -> None:
+    if not torch.isfinite(value):
+        raise NonFiniteLossError(f"{term} became {value.item()} at iteration {it}")
+
+
+# --------------------------------------------------------------------------------------------------- the loop
+
+
+class DistributionMatcher:
+    """State and step of one DM/IDM(+IID) synthesis run; :func:`distribution` drives it."""
+
+    def __init__(self, spec: DistributionSpec, ds: Mapping, ipc: int, train, seed: int, device: torch.device,
+                 pool: list[nn.Module] | None = None) -> None:
+        self.spec, self.ds, self.ipc, self.device = spec, ds, int(ipc), device
+        self.C = int(ds["num_classes"])
+        self.f = factor(spec.expansion)
+        self.gen = torch.Generator().manual_seed(int(seed) * 1000003 + 11)
+        self.sampler = RealSampler(train, self.C, ds["mean"], ds["std"], self.gen, device)
+        self.dsa = DSA(DSAParams(**dict(spec.dsa)))
+        self.images = SyntheticImages(self._init_pixels(train, seed), self.C, self.ipc, ds["mean"], ds["std"]).to(device)
+        self.opt = torch.optim.SGD([self.images.data], lr=spec.lr, momentum=spec.momentum)
+        self.inert = iid_inert(self.ipc * self.f)
+        self.use_cm = spec.iid.lambda_cm > 0 and not self.inert
+        self.use_cc = spec.iid.kappa > 0 and not self.inert and bool(pool)
+        self.pool = list(pool or [])
+        for m in self.pool:
+            m.to(device)
+        self.queue = ModelQueue(spec.queue, self._new_embedder, self.sampler, self.gen) if spec.variant == "idm" else None
+        self.iteration = 0
+        self.history: list[dict] = []
+
+    # ---- construction
+    def _new_embedder(self) -> nn.Module:
+        ds = self.ds
+        return build_model(self.spec.embedder, self.C, ds["channels"], ds["image_size"]).to(self.device)
+
+    def _init_pixels(self, train, seed: int) -> torch.Tensor:
+        n = self.ipc * self.f
+        c, s = int(self.ds["channels"]), int(self.ds["image_size"])
+        if self.spec.init == "noise":
+            g = torch.Generator().manual_seed(int(seed))
+            z = torch.randn(self.C * self.ipc, c, s, s, generator=g)
+            std = torch.tensor(self.ds["std"]).view(1, -1, 1, 1)
+            mean = torch.tensor(self.ds["mean"]).view(1, -1, 1, 1)
+            return z * std + mean  # randn in normalised space, as the reference
+        smallest = min(len(g) for g in self.sampler.groups)
+        if n > smallest:
+            raise RetaError(f"init=real needs {n} real images per class (ipc {self.ipc} x expansion {self.f}); "
+                            f"the smallest class has {smallest}")
+        idx = sample_per_class(train.targets, self.C, n, int(seed))
+        self.init_indices = idx.tolist()
+        pixels = train.gather(idx)
+        return make_mosaics(pixels) if self.f == 4 else pixels
+
+    # ---- one class
+    def _syn(self, c: int) -> torch.Tensor:
+        x = self.images.data[c * self.ipc : (c + 1) * self.ipc]
+        return expand_quadrants(x) if self.f == 4 else x
+
+    def class_loss(self, c: int, net: nn.Module, pool_net: nn.Module | None, acc: float) -> tuple[torch.Tensor, dict]:
+        spec = self.spec
+        real = self.sampler.of_class(c, spec.batch_real)
+        syn = self._syn(c)
+        seed = int(torch.randint(0, 2**31 - 1, (1,), generator=self.gen))
+        real, syn = self.dsa.siamese(real, syn, seed=seed)
+        with torch.no_grad():
+            fr = net.forward_features(real)
+        fs = net.forward_features(syn)
+        loss = mean_embedding_loss(net.forward_head(fr, pre_logits=True), net.forward_head(fs, pre_logits=True))
+        terms = {"match": loss.item()}
+        if self.use_cm:
+            cm = covariance_matching_loss(fr, fs)
+            loss = loss + spec.iid.lambda_cm * cm
+            terms["cm"] = cm.item()
+        if self.use_cc and pool_net is not None:
+            i = spec.iid
+            cc = centralization_loss(features(pool_net, syn), i.cc_form, i.cc_alpha, i.cc_beta)
+            loss = loss + i.kappa * cc
+            terms["cc"] = cc.item()
+        if spec.ce_weight > 0:
+            ce = class_aware_ce(net.forward_head(fs), c, acc)
+            loss = loss + spec.ce_weight * ce
+            terms["ce"] = ce.item()
+        return loss, terms
+
+    # ---- one iteration
+    def step(self) -> dict:
+        spec, it = self.spec, self.iteration
+        pool_net = self.pool[int(torch.randint(len(self.pool), (1,), generator=self.gen))] if self.use_cc else None
+        totals: dict[str, float] = {}
+
+        def add(terms: dict) -> None:
+            for k, v in terms.items():
+                totals[k] = totals.get(k, 0.0) + v
+
+        if spec.variant == "dm":
+            net = self._new_embedder().requires_grad_(False)
+            self.opt.zero_grad(set_to_none=True)
+            for c in range(self.C):
+                loss, terms = self.class_loss(c, net, pool_net, 0.0)
+                _check_finite(loss.detach(), f"DM loss (class {c})", it)
+                loss.backward()
+                add(terms)
+            self.opt.step()
+        else:
+            q = self.queue
+            if it % spec.queue.acc_window == 0 and it > 0:
+                q.reset_meters()
+            if it % spec.queue.push_every == 0:
+                q.push()
+            for qn in q.pick(spec.queue.nets_per_iteration):
+                qn.net.eval().requires_grad_(False)
+                for c in range(self.C):
+                    self.opt.zero_grad(set_to_none=True)
+                    loss, terms = self.class_loss(c, qn.net, pool_net, qn.acc_percent)
+                    _check_finite(loss.detach(), f"IDM loss (class {c})", it)
+                    loss.backward()
+                    self.opt.step()
+                    add(terms)
+                qn.net.requires_grad_(True)
+            q.train_some()
+        self.iteration += 1
+        return totals
+
+    # ---- checkpoint
+    def state_dict(self) -> dict:
+        return {
+            "iteration": self.iteration,
+            "images": self.images.state_dict(),
+            "opt": self.opt.state_dict(),
+            "rng": _rng_state(self.gen),
+            "queue": self.queue.state() if self.queue is not None else None,
+            "history": self.history,
+        }
+
+    def load_state_dict(self, st: dict) -> None:
+        self.iteration = int(st["iteration"])
+        self.images.load_state_dict(st["images"])
+        self.opt.load_state_dict(st["opt"])
+        if self.queue is not None and st.get("queue") is not None:
+            self.queue.load(st["queue"])
+        self.history = list(st.get("history", []))
+        _set_rng_state(self.gen, st["rng"])
+
+
+def run_matching(matcher: DistributionMatcher, ckpt_path=None, progress: bool = False) -> float:
+    """Iterate to ``spec.iterations`` (checkpointing as configured); returns seconds per iteration run here."""
+    spec = matcher.spec
+    start_it, t0 = matcher.iteration, time.perf_counter()
+    window: dict[str, float] = {}
+    n_window = 0
+    while matcher.iteration < spec.iterations:
+        terms = matcher.step()
+        for k, v in terms.items():
+            window[k] = window.get(k, 0.0) + v
+        n_window += 1
+        it = matcher.iteration
+        if it % max(spec.log_every, 1) == 0 or it == spec.iterations:
+            row = {"iteration": it, **{k: round(v / n_window, 6) for k, v in window.items()}}
+            matcher.history.append(row)
+            msg = f"{spec.name} it {it}/{spec.iterations} " + " ".join(f"{k} {v:.4g}" for k, v in row.items() if k != "iteration")
+            log.info(msg)
+            if progress:
+                print(msg, flush=True)
+            window, n_window = {}, 0
+        if ckpt_path is not None and spec.checkpoint_every > 0 and it % spec.checkpoint_every == 0 and it < spec.iterations:
+            atomic_torch_save(matcher.state_dict(), ckpt_path)
+    done = matcher.iteration - start_it
+    return (time.perf_counter() - t0) / done if done else float("nan")
+
+
+@register_kind("distribution")
+def distribution(cfg, ctx: DistillContext) -> SynthesisResult:
+    ipc = int(cfg.ipc)
+    spec = DistributionSpec.from_cfg(cfg.method, ipc)
+    ds = plain(cfg.dataset)
+    seed = int(cfg.seed)
+    device = _device(cfg)
+    inert = iid_inert(ipc * factor(spec.expansion))
+    wants_iid = spec.iid.lambda_cm > 0 or spec.iid.kappa > 0
+    if wants_iid and inert:
+        warnings.warn(INERT_MESSAGE, RuntimeWarning, stacklevel=2)
+        log.warning(INERT_MESSAGE)
+    pool, pool_meta = [], []
+    if spec.iid.kappa > 0 and not inert:
+        pool, pool_meta = get_pool(cfg, spec.iid.pool, ctx.train, ctx.test)
+    seed_everything(seed)  # after the pool (its training reseeds): embedder inits come from this stream
+    matcher = DistributionMatcher(spec, ds, ipc, ctx.train, seed, device, pool)
+    ckpt = ctx.ckpt_dir / CHECKPOINT_NAME
+    resumed_from = None
+    if bool(cfg.get("resume", False)) and ckpt.is_file():
+        matcher.load_state_dict(torch.load(ckpt, map_location=device, weights_only=False))
+        resumed_from = matcher.iteration
+        log.info("resumed %s from %s at iteration %d", spec.name, ckpt, matcher.iteration)
+    ctx.ckpt_dir.mkdir(parents=True, exist_ok=True)
+    sec_per_it = run_matching(matcher, ckpt, progress=bool(cfg.get("progress_bar", False)))
+    if ckpt.is_file():
+        ckpt.unlink()  # finished: the distilled set is the artifact
+    meta = {
+        "expansion": spec.expansion,
+        "variant": spec.variant,
+        "iterations": spec.iterations,
+        "seconds_per_iteration": round(sec_per_it, 4) if math.isfinite(sec_per_it) else None,
+        "device": str(device),
+        "iid": {
+            "lambda_cm": spec.iid.lambda_cm,
+            "kappa": spec.iid.kappa,
+            "inert": bool(wants_iid and inert),
+            "cm_active": matcher.use_cm,
+            "cc_active": matcher.use_cc,
+            "pool": pool_meta,
+        },
+        "loss_history": matcher.history,
+        "resumed_from_iteration": resumed_from,
+    }
+    if spec.init == "real":
+        meta["init_indices"] = matcher.init_indices
+    return SynthesisResult(matcher.images.pixels().cpu(), matcher.images.labels, meta)

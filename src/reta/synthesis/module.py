@@ -1,0 +1,373 @@
+"""SynthesisModule: BN-matching synthesis (SRe2L / FADRM / FADRM+, and RETA on top) as a LightningModule.
+
+Sources: METHODS.md §3.1-§3.7 [code: Jiacheng8/FADRM `recover/recover.py`, `recover/utils_recover.py`;
+VILA-Lab/SRe2L `SRe2L/recover/recover.py`].
+
+**Work.** The distilled set is cut into *jobs*: for every IPC slot ``k`` (outer loop) and every chunk of
+``classes_per_batch`` classes (default: all classes, i.e. one image per class per batch, FADRM), one batch of
+images is synthesised from scratch through the whole :class:`~reta.synthesis.schedule.StageSchedule`. The Lightning
+fit loop runs one optimiser step per batch; batch ``g`` is global step ``g`` = job ``g // T``, job step ``g % T``.
+With ``shard=(rank, world)`` the stream covers only ``own_jobs = jobs[rank::world]`` (:mod:`reta.synthesis.sharding`
+merges the shards); every job reseeds the generator from ``(seed, job.index)``, so its images do not depend on
+which jobs ran before it.
+
+**Parameters.** ``self.x`` (``nn.Parameter``) is the working batch of the current job in normalised space at the
+current stage resolution; ``self.images`` (:class:`~reta.synthesis.pixels.SyntheticImages`) stores every finished
+image at the native resolution. Teachers are frozen eval-mode submodules (``train()`` keeps them in eval).
+
+**Step** (job step ``t``): at a stage start a fresh ``Adam(betas=(0.5, 0.9))``; lr from the global cosine;
+batch-shared RandomResizedCrop + flip and a roll jitter in ``[0, J]`` (§3.5); forward through teacher
+``t mod M`` (round robin, §3.7) with *its* BN hooks capturing; loss = Σ of the loss terms; backward; step; clamp
+to the normalised image of [0, 1] (§3.2). A non-finite term stops the run naming it (the last checkpoint stays).
+
+**Callback API** (duck-typed methods of any Lightning callback in ``trainer.callbacks``; all optional):
+
+* ``on_synthesis_job_start(trainer, module, job: Job)`` — after the job's images were initialised;
+* ``on_synthesis_step(trainer, module, step: SynthesisStep)`` — after the built-in loss terms, before backward.
+  ``step.images`` is the working parameter (with grad, un-augmented, at ``step.resolution``), ``step.classes``
+  its class ids, ``step.slot`` its IPC slot; add a term with ``step.add_loss(name, value, weight)``. For features
+  of a separate forward use ``module.teacher_features(x)`` (BN hooks are off outside the teacher's own forward);
+* ``on_synthesis_stage_end(trainer, module, event: StageEnd)`` — after a stage's last step; may replace the
+  images with ``module.replace_images(new)`` (the residual connection does, at the next resolution);
+* ``on_synthesis_job_end(trainer, module, job: Job)`` — after the job's images were stored in ``module.images``.
+
+Callbacks with state implement Lightning's ``state_dict``/``load_state_dict``; it goes into the resume checkpoint.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import lightning as L
+import torch
+from torch import nn
+
+from reta.data.augment import random_resized_crop_flip
+from reta.errors import NonFiniteLossError, RetaError
+from reta.models import features
+from reta.synthesis.anchors import StageEnd
+from reta.synthesis.bn_matching import TeacherSlot
+from reta.synthesis.init import resample
+from reta.synthesis.pixels import SyntheticImages
+from reta.synthesis.schedule import StageSchedule
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Job:
+    """One (IPC slot, class chunk) batch synthesised through the whole schedule."""
+
+    index: int
+    slot: int
+    classes: tuple[int, ...]
+
+
+def make_jobs(num_classes: int, ipc: int, classes_per_batch: int | None = None) -> list[Job]:
+    """Slots outer, class chunks inner (METHODS.md §3.4); the last chunk may be smaller."""
+    per = num_classes if classes_per_batch is None else int(classes_per_batch)
+    if per <= 0:
+        raise RetaError(f"classes_per_batch must be positive (or null for all classes), got {classes_per_batch}")
+    jobs: list[Job] = []
+    for slot in range(ipc):
+        for start in range(0, num_classes, per):
+            jobs.append(Job(len(jobs), slot, tuple(range(start, min(start + per, num_classes)))))
+    return jobs
+
+
+@dataclass(frozen=True)
+class AugmentSpec:
+    """In-step augmentation (METHODS.md §3.5): batch-shared RRC(scale) + flip, then roll jitter in [0, J]."""
+
+    rrc: bool = True
+    rrc_scale: tuple[float, float] = (0.08, 1.0)
+    flip: bool = True
+    jitter: int = 4
+
+
+def synthesis_augment(x: torch.Tensor, size: int, spec: AugmentSpec, gen: torch.Generator) -> torch.Tensor:
+    """One crop box, one flip and one roll for the whole batch, drawn from ``gen``; differentiable in ``x``."""
+    if spec.rrc:
+        x = random_resized_crop_flip(x, size, tuple(spec.rrc_scale), gen, flip=spec.flip, shared=True)
+    elif spec.flip and bool(torch.rand(1, generator=gen) < 0.5):
+        x = x.flip(3)
+    if spec.jitter > 0:
+        o1, o2 = torch.randint(0, spec.jitter + 1, (2,), generator=gen).tolist()
+        x = torch.roll(x, shifts=(o1, o2), dims=(2, 3))
+    return x
+
+
+@dataclass
+class SynthesisStep:
+    """Everything a loss term or an ``on_synthesis_step`` callback sees of one optimiser step."""
+
+    global_step: int
+    job: int
+    slot: int
+    step: int
+    stage: int
+    resolution: int
+    lr: float
+    images: torch.Tensor
+    augmented: torch.Tensor
+    classes: torch.Tensor
+    teacher: TeacherSlot
+    teacher_index: int
+    logits: torch.Tensor
+    losses: dict[str, torch.Tensor] = field(default_factory=dict)
+
+    @property
+    def targets(self) -> torch.Tensor:
+        return self.classes
+
+    def add_loss(self, name: str, value: torch.Tensor, weight: float = 1.0) -> None:
+        """Add ``weight · value`` to the step loss under ``name`` (names are unique per step)."""
+        if name in self.losses:
+            raise ValueError(f"loss term {name!r} added twice in one step")
+        self.losses[name] = value if weight == 1.0 else weight * value
+
+    def total(self) -> torch.Tensor:
+        return sum(self.losses.values())  # type: ignore[return-value]
+
+
+class StepStream(torch.utils.data.IterableDataset):
+    """Global step indices ``start … total−1`` — the fit loop's batches."""
+
+    def __init__(self, start: int, total: int) -> None:
+        self.start, self.total = int(start), int(total)
+
+    def __iter__(self):
+        return iter(range(self.start, self.total))
+
+    def __len__(self) -> int:
+        return self.total - self.start
+
+
+class SynthesisModule(L.LightningModule):
+    """See the module docstring."""
+
+    def __init__(
+        self,
+        teachers: Sequence[TeacherSlot],
+        schedule: StageSchedule,
+        num_classes: int,
+        ipc: int,
+        image_size: int,
+        channels: int,
+        mean: Sequence[float],
+        std: Sequence[float],
+        init,
+        augment: AugmentSpec,
+        losses: Sequence,
+        betas: tuple[float, float] = (0.5, 0.9),
+        eps: float = 1e-8,
+        classes_per_batch: int | None = None,
+        seed: int = 0,
+        patch_bank=None,
+        patch_pool=None,
+        train_set=None,
+        fingerprint: str = "",
+        log_every: int = 50,
+        shard: tuple[int, int] = (0, 1),
+    ) -> None:
+        super().__init__()
+        if not teachers:
+            raise RetaError("synthesis needs at least one teacher")
+        self.automatic_optimization = False
+        self.teachers = list(teachers)
+        self.teacher_models = nn.ModuleList([t.model for t in self.teachers])
+        self.schedule, self.init, self.augment_spec = schedule, init, augment
+        self.losses = list(losses)
+        self.betas, self.eps = (float(betas[0]), float(betas[1])), float(eps)
+        self.mean, self.std = [float(v) for v in mean], [float(v) for v in std]
+        self.num_classes, self.ipc, self.image_size, self.channels = num_classes, ipc, image_size, channels
+        self.images = SyntheticImages(torch.zeros(num_classes * ipc, channels, image_size, image_size), num_classes, ipc, mean, std)
+        self.images.data.requires_grad_(False)
+        self.jobs = make_jobs(num_classes, ipc, classes_per_batch)
+        rank, world = (int(v) for v in shard)
+        if world < 1 or not 0 <= rank < world:
+            raise RetaError(f"bad shard {shard}: need 0 <= rank < world")
+        self.shard = (rank, world)
+        self.own_jobs = self.jobs[rank::world]  # the jobs this process runs (reta.synthesis.sharding); all when (0, 1)
+        self.patch_bank, self.patch_pool, self.train_set = patch_bank, patch_pool, train_set
+        self.fingerprint, self.log_every = fingerprint, int(log_every)
+        self.seed = int(seed)
+        self.gen = torch.Generator().manual_seed(self.seed)
+        self.x: nn.Parameter | None = None
+        self.opt: torch.optim.Optimizer | None = None
+        self.next_step = 0
+        self.ckpt_path: str | None = None
+        self.job_seconds: list[float] = []
+        self._job_t0 = 0.0
+
+    # ------------------------------------------------------------------------------------------- plumbing
+    @property
+    def total_steps(self) -> int:
+        """Global steps of this process's stream (its own jobs; every job unsharded)."""
+        return len(self.own_jobs) * self.schedule.total
+
+    def train(self, mode: bool = True):
+        super().train(mode)
+        self.teacher_models.eval()
+        return self
+
+    def configure_optimizers(self):
+        return None  # one fresh Adam per stage, created in _begin_stage (manual optimisation)
+
+    def on_train_start(self) -> None:
+        if self.opt is not None:  # resumed on CPU, moved to the device by the trainer: move the moments too
+            state = self.opt.state_dict()
+            self.opt = torch.optim.Adam([self.x], lr=self.schedule.lr0, betas=self.betas, eps=self.eps)
+            self.opt.load_state_dict(state)
+
+    def train_dataloader(self):
+        return torch.utils.data.DataLoader(StepStream(self.next_step, self.total_steps), batch_size=None)
+
+    def _callbacks(self) -> list:
+        trainer = getattr(self, "_trainer", None)
+        return list(trainer.callbacks) if trainer is not None else []
+
+    def _notify(self, hook: str, *args) -> None:
+        for cb in self._callbacks():
+            fn = getattr(cb, hook, None)
+            if fn is not None:
+                fn(self._trainer, self, *args)
+
+    def teacher_features(self, x: torch.Tensor, teacher: TeacherSlot | int | None = None) -> torch.Tensor:
+        """Penultimate features of ``x`` (normalised) via :func:`reta.models.features`, BN hooks off (first teacher
+        by default). Gradients flow to ``x``."""
+        slot = self.teachers[0] if teacher is None else (self.teachers[teacher] if isinstance(teacher, int) else teacher)
+        if slot.hooks.enabled:
+            raise RuntimeError("teacher_features called while BN hooks are capturing")
+        return features(slot.model, x)
+
+    def job_classes(self, job: Job) -> torch.Tensor:
+        return torch.tensor(job.classes, dtype=torch.long, device=self.device)
+
+    def replace_images(self, new: torch.Tensor) -> None:
+        """Set the working batch (normalised space). Same shape: values copied, optimiser moments kept;
+        new shape: a new parameter (its optimiser is created at the next stage start)."""
+        new = new.detach().to(self.device)
+        if self.x is not None and self.x.shape == new.shape:
+            with torch.no_grad():
+                self.x.copy_(new)
+        else:
+            self.x = nn.Parameter(new.clone())
+            self.opt = None
+
+    @torch.no_grad()
+    def _clamp(self) -> None:
+        m = torch.tensor(self.mean, device=self.x.device).view(1, -1, 1, 1)
+        s = torch.tensor(self.std, device=self.x.device).view(1, -1, 1, 1)
+        self.x.copy_(torch.max(torch.min(self.x, (1 - m) / s), (0 - m) / s))
+
+    # ------------------------------------------------------------------------------------------- job flow
+    def _begin_job(self, job: Job) -> None:
+        # a job's random stream depends on (seed, job) only, not on the jobs run before it in this process, so a
+        # sharded run (reta.synthesis.sharding) reproduces the single-process images; resume restores self.gen
+        self.gen.manual_seed(self.seed * 1_000_003 + job.index)
+        size0 = self.schedule.sizes[0]
+        x0 = self.init(list(job.classes), job.slot, size0, self.channels, self.mean, self.std, self.gen)
+        self.x, self.opt = nn.Parameter(x0.to(self.device).clone()), None
+        self._job_t0 = time.perf_counter()
+        self._notify("on_synthesis_job_start", job)
+
+    def _begin_stage(self, size: int, lr: float) -> None:
+        if self.x.shape[-1] != size:
+            self.replace_images(resample(self.x.detach(), size))
+        self.opt = torch.optim.Adam([self.x], lr=lr, betas=self.betas, eps=self.eps)
+
+    def _end_job(self, job: Job) -> None:
+        idx = self.images.index(job.classes, job.slot).to(self.images.data.device)
+        with torch.no_grad():
+            self.images.data[idx] = resample(self.x.detach(), self.image_size).to(self.images.data)
+            self.images.clamp_(idx)
+        self.job_seconds.append(time.perf_counter() - self._job_t0)
+        self._notify("on_synthesis_job_end", job)
+
+    def training_step(self, batch, batch_idx):
+        g = int(batch)
+        if g != self.next_step:
+            raise RuntimeError(f"synthesis step {g} arrived, expected {self.next_step}")
+        T = self.schedule.total
+        job, t = self.own_jobs[g // T], g % T
+        pos = self.schedule.position(t)
+        if t == 0:
+            self._begin_job(job)
+        if pos.first_in_stage or self.opt is None:
+            self._begin_stage(pos.size, pos.lr)
+        for group in self.opt.param_groups:
+            group["lr"] = pos.lr
+        m = len(self.teachers)
+        teacher = self.teachers[t % m]
+        classes = self.job_classes(job)
+        augmented = synthesis_augment(self.x, pos.size, self.augment_spec, self.gen)
+        with teacher.hooks.capture():
+            logits = teacher.model(augmented)
+        step = SynthesisStep(g, job.index, job.slot, t, pos.stage, pos.size, pos.lr, self.x, augmented, classes,
+                             teacher, t % m, logits)
+        for term in self.losses:
+            step.add_loss(term.name, term(step))
+        self._notify("on_synthesis_step", step)
+        for name, value in step.losses.items():
+            if not bool(torch.isfinite(value.detach()).all()):
+                raise NonFiniteLossError(
+                    f"loss term {name!r} became {float(value.detach()):g} at step {g} (job {job.index}, slot "
+                    f"{job.slot}, stage {pos.stage}, teacher {teacher.name}); last good checkpoint: {self.ckpt_path or 'none'}"
+                )
+        loss = step.total()
+        self.opt.zero_grad(set_to_none=True)
+        self.manual_backward(loss)
+        self.opt.step()
+        self._clamp()
+        if self.log_every and g % self.log_every == 0:
+            metrics = {f"loss/{k}": float(v.detach()) for k, v in step.losses.items()}
+            metrics.update({"loss/total": float(loss.detach()), "lr": pos.lr, "stage": pos.stage, "job": job.index})
+            if self.logger is not None:
+                self.logger.log_metrics(metrics, step=g)
+            self.log("loss", metrics["loss/total"], prog_bar=True, logger=False)
+        if pos.last_in_stage:
+            next_size = None if pos.last_stage else self.schedule.sizes[pos.stage + 1]
+            self._notify("on_synthesis_stage_end", StageEnd(job.index, job.slot, classes, pos.stage, pos.size,
+                                                            next_size, self.x.detach()))
+        if t == T - 1:
+            self._end_job(job)
+            log.info("job %d/%d (slot %d, %d classes) done in %.1f s; last loss %.4f",
+                     job.index + 1, len(self.jobs), job.slot, len(job.classes), self.job_seconds[-1], float(loss.detach()))
+        self.next_step = g + 1
+        return None
+
+    # ------------------------------------------------------------------------------------------- resume
+    def synthesis_state(self) -> dict:
+        """Everything needed to continue bit-identically after the last finished step."""
+        return {
+            "format": 1,
+            "fingerprint": self.fingerprint,
+            "next_step": self.next_step,
+            "store": self.images.data.detach().cpu().clone(),
+            "x": None if self.x is None else self.x.detach().cpu().clone(),
+            "opt": None if self.opt is None else self.opt.state_dict(),
+            "gen": self.gen.get_state(),
+            "torch_rng": torch.get_rng_state(),
+            "job_seconds": list(self.job_seconds),
+        }
+
+    def load_synthesis_state(self, state: dict) -> None:
+        if state.get("fingerprint") != self.fingerprint:
+            raise RetaError("resume: the checkpoint was written by a different configuration (method, ipc, seed, "
+                            "dataset or teachers changed); use another paths.output_dir or resume=false")
+        self.next_step = int(state["next_step"])
+        if state.get("store") is not None:
+            with torch.no_grad():
+                self.images.data.copy_(state["store"])
+        self.x = None if state["x"] is None else nn.Parameter(state["x"].to(self.device).clone())
+        self.opt = None
+        if state["opt"] is not None:
+            self.opt = torch.optim.Adam([self.x], lr=self.schedule.lr0, betas=self.betas, eps=self.eps)
+            self.opt.load_state_dict(state["opt"])
+        self.gen.set_state(state["gen"])
+        torch.set_rng_state(state["torch_rng"])
+        self.job_seconds = list(state.get("job_seconds", []))

@@ -1,0 +1,116 @@
+"""DM / DM+IID / IDM / IDM+IID end to end on a tiny IDX fixture: reta.distill.run writes a valid set, IPC-1 inertness,
+IDM's stored mosaics expand at evaluation, the IID pool lands in the teacher cache, resume reproduces a straight run."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from fixtures import write_idx_dataset
+from helpers import compose_cfg, tiny_overrides
+from reta import distill, evaluate
+from reta.data.distilled import load_distilled
+from reta.data.expansion import training_view
+from reta.synthesis import dm_family
+
+# ConvNet-2 width 8 embedder, 4 real images per class per iteration, 3 iterations: seconds, not minutes
+SMALL = ["method.iterations=3", "method.batch_real=4", "method.embedder.kwargs.depth=2",
+         "method.embedder.kwargs.width=8", "method.log_every=1", "method.checkpoint_every=1"]
+TINY_POOL = ["method.iid.pool.size=1", "method.iid.pool.model={name: convnet, kwargs: {depth: 2, width: 8, norm: instance}}",
+             "method.iid.pool.recipe={optimizer: sgd, lr: 0.01, momentum: 0.9, weight_decay: 0.0, batch_size: 32, "
+             "epochs: 1, schedule: constant, crop_pad: 0, rrc_scale_min: 0.0, flip: false}"]
+TINY_QUEUE = ["method.queue.initial=1", "method.queue.capacity=3", "method.queue.push_every=2",
+              "method.queue.train_steps=1", "method.queue.batch=16"]
+
+
+@pytest.fixture()
+def tiny(tmp_path):
+    root = write_idx_dataset(tmp_path / "fmnist", n_train=80, n_test=20, classes=10, gz=False)
+    return tmp_path, tiny_overrides(tmp_path, root)
+
+
+def distill_cfg(ov, *extra):
+    return compose_cfg("distill", [*ov, *extra])
+
+
+def test_dm_writes_a_valid_set_that_moved_from_its_init(tiny):
+    tmp_path, ov = tiny
+    res = distill.run(distill_cfg(ov, "method=dm", "ipc=2", *SMALL))
+    ds = load_distilled(res["distilled"])
+    assert ds.images.shape == (20, 1, 28, 28) and ds.labels.tolist() == [c for c in range(10) for _ in range(2)]
+    m = ds.meta
+    assert m["method"] == "dm" and m["variant"] == "dm" and m["expansion"] == "none" and m["iterations"] == 3
+    assert [r["iteration"] for r in m["loss_history"]] == [1, 2, 3]
+    assert all(r["match"] > 0 for r in m["loss_history"])
+    assert not (tmp_path / "out" / "checkpoints" / "last.ckpt").exists(), "finished runs leave no checkpoint"
+    from reta.data.registry import load_split
+
+    train = load_split(compose_cfg("distill", ov).dataset, "train", None)
+    init = train.gather(torch.tensor(m["init_indices"]))
+    assert (ds.images - init).abs().max() > 1e-3, "DM did not move the images"
+
+
+def test_iid_terms_at_ipc1_are_inert_warned_and_equal_dm(tiny):
+    tmp_path, ov = tiny
+    dm = load_distilled(distill.run(distill_cfg(ov, "method=dm", "ipc=1", *SMALL,
+                                                "paths.output_dir=" + str(tmp_path / "dm")))["distilled"])
+    with pytest.warns(RuntimeWarning, match="inert"):
+        res = distill.run(distill_cfg(ov, "method=dm_iid", "ipc=1", *SMALL, *TINY_POOL,
+                                      "paths.output_dir=" + str(tmp_path / "iid")))
+    iid = load_distilled(res["distilled"])
+    assert iid.meta["iid"]["inert"] and not iid.meta["iid"]["cm_active"] and not iid.meta["iid"]["cc_active"]
+    assert torch.equal(iid.images, dm.images), "DM+IID at IPC 1 must be exactly DM"
+    assert not (tmp_path / "cache" / "teachers").exists(), "an inert L_CC must not train a pool"
+
+
+def test_dm_iid_trains_its_pool_into_the_teacher_cache(tiny):
+    tmp_path, ov = tiny
+    res = distill.run(distill_cfg(ov, "method=dm_iid", "ipc=2", *SMALL, *TINY_POOL))
+    meta = load_distilled(res["distilled"]).meta
+    assert meta["iid"]["cm_active"] and meta["iid"]["cc_active"] and not meta["iid"]["inert"]
+    assert all("cm" in r and "cc" in r for r in meta["loss_history"])
+    (member,) = meta["iid"]["pool"]
+    entries = list((tmp_path / "cache" / "teachers").iterdir())
+    assert [e.name for e in entries] == [member["key"]] and (entries[0] / "model.pt").is_file()
+    assert json.loads((entries[0] / "meta.json").read_text())["recipe"]["flip"] is False
+
+
+def test_idm_stores_mosaics_and_evaluation_expands_them(tiny):
+    tmp_path, ov = tiny
+    res = distill.run(distill_cfg(ov, "method=idm_iid", "ipc=1", *SMALL, *TINY_POOL, *TINY_QUEUE))
+    ds = load_distilled(res["distilled"])
+    m = ds.meta
+    assert ds.images.shape == (10, 1, 28, 28) and m["ipc"] == 1 and m["expansion"] == "quadrants"
+    assert m["iid"]["cm_active"] and m["iid"]["cc_active"], "with the x4 expansion IID works at IPC 1"
+    assert all("ce" in r for r in m["loss_history"])
+    images, labels = training_view(ds.images, ds.labels, m)
+    assert images.shape == (40, 1, 28, 28) and labels.tolist() == [c for c in range(10) for _ in range(4)]
+    ev = [*ov, "protocol=hard", "model@student=convnet_tiny", "protocol.epochs=1", "protocol.eval_every=1",
+          "seeds=[0]", f"distilled={res['distilled']}", "paths.output_dir=" + str(tmp_path / "eval")]
+    metrics = evaluate.run(compose_cfg("evaluate", ev))
+    assert metrics["expansion"] == "quadrants" and metrics["ipc"] == 1 and set(metrics["sets"]) == {"random", "distilled"}
+
+
+def test_resume_continues_to_the_same_images(tiny, monkeypatch):
+    tmp_path, ov = tiny
+    args = ["method=idm", "ipc=1", *SMALL, *TINY_QUEUE, "method.iterations=4", "method.checkpoint_every=2"]
+    straight = load_distilled(distill.run(distill_cfg(ov, *args, "paths.output_dir=" + str(tmp_path / "a")))["distilled"])
+
+    real_step = dm_family.DistributionMatcher.step
+
+    def crash_at_3(self):
+        if self.iteration == 3:
+            raise KeyboardInterrupt
+        return real_step(self)
+
+    out_b = "paths.output_dir=" + str(tmp_path / "b")
+    monkeypatch.setattr(dm_family.DistributionMatcher, "step", crash_at_3)
+    with pytest.raises(KeyboardInterrupt):
+        distill.run(distill_cfg(ov, *args, out_b))
+    assert (tmp_path / "b" / "checkpoints" / "last.ckpt").is_file()
+    monkeypatch.setattr(dm_family.DistributionMatcher, "step", real_step)
+    resumed = load_distilled(distill.run(distill_cfg(ov, *args, out_b, "resume=true"))["distilled"])
+    assert resumed.meta["resumed_from_iteration"] == 2
+    assert torch.equal(resumed.images, straight.images)

@@ -1,0 +1,115 @@
+"""method=reta / fadrm_drc / fadrm_pta through reta-distill on a tiny IDX fixture: configs compose, RETA with DRC and
+PTA off equals FADRM+ bit for bit, α = 1 makes the DRC merge the identity, meta.json records the anchors, resume."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import lightning as L
+import pytest
+import torch
+
+from fixtures import write_idx_dataset
+from helpers import compose_cfg, tiny_overrides
+from reta import distill
+from reta.data.distilled import load_distilled
+
+TEACHERS = "method.teachers=[convnet_tiny,{name:convnet,kwargs:{depth:1,width:4,norm:batch},label:c1}]"
+TINY = ["ipc=3", "method.stages.sizes=[28,28,28]", "method.stages.budgets=[3,3,2]", "method.init.mipc=6",
+        "method.init.num_crop=2", "method.checkpoint_every=4", "method.log_every=1"]
+PTA_TINY = ["method.callbacks.pta.refresh_every=2", "method.callbacks.pta.k=3", "method.callbacks.pta.grid=8",
+            "method.callbacks.pta.num_subsets=4"]
+DRC_OFF, PTA_OFF = "method.residual.anchors.enabled=false", "method.callbacks.pta.enabled=false"
+
+
+class KillAt(L.Callback):
+    """Raises once at global step ``at_step`` (a stand-in for a killed process); the marker makes it one-shot."""
+
+    def __init__(self, at_step: int, marker: str) -> None:
+        self.at_step, self.marker = at_step, Path(marker)
+
+    def on_synthesis_step(self, trainer, module, step) -> None:
+        if step.global_step == self.at_step and not self.marker.exists():
+            self.marker.touch()
+            raise RuntimeError("killed")
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("reta")
+    root = write_idx_dataset(tmp / "fmnist", n_train=60, n_test=30, classes=10, gz=True)
+    return tmp, tiny_overrides(tmp, root)
+
+
+def run(tiny, name: str, overrides: list[str]) -> dict:
+    tmp, ov = tiny
+    ov = [o for o in ov if not o.startswith("paths.output_dir=")] + [f"paths.output_dir={tmp / name}"]
+    pta = PTA_TINY if any(o.startswith("method=") and o not in ("method=fadrm", "method=fadrm_plus") for o in overrides) else []
+    return distill.run(compose_cfg("distill", [*ov, *TINY, *pta, *overrides]))
+
+
+def images(result: dict) -> torch.Tensor:
+    return load_distilled(result["distilled"]).images
+
+
+def test_configs_compose_on_fadrm_plus_and_fadrm(tiny):
+    _, ov = tiny
+    reta = compose_cfg("distill", [*ov, "method=reta"]).method
+    plus = compose_cfg("distill", [*ov, "method=fadrm_plus"]).method
+    assert reta.name == "reta" and reta.teachers == plus.teachers and reta.stages == plus.stages
+    assert reta.residual.anchors.kind == "retrieval" and reta.residual.anchors.lam == 0.1
+    assert reta.callbacks.pta._target_ == "reta.callbacks.topology.TopologyAlignment"
+    assert (reta.callbacks.pta.lam_topo, reta.callbacks.pta.k, reta.callbacks.pta.grid) == (0.5, 10, 32)
+    drc = compose_cfg("distill", [*ov, "method=fadrm_drc"]).method
+    pta = compose_cfg("distill", [*ov, "method=fadrm_pta"]).method
+    assert drc.teachers is None and not drc.callbacks.pta.enabled and drc.residual.anchors.enabled
+    assert pta.teachers is None and pta.callbacks.pta.enabled and not pta.residual.anchors.enabled
+    fadrm = compose_cfg("distill", [*ov, "method=fadrm"]).method
+    assert drc.stages == fadrm.stages and drc.lr == fadrm.lr and drc.init == fadrm.init
+
+
+def test_reta_with_drc_and_pta_off_equals_fadrm_plus_bit_for_bit(tiny):
+    plus = run(tiny, "plus", ["method=fadrm_plus", TEACHERS])
+    reta_off = run(tiny, "reta_off", ["method=reta", TEACHERS, DRC_OFF, PTA_OFF])
+    assert torch.equal(images(plus), images(reta_off))
+
+
+def test_alpha_one_drc_merge_is_the_identity_bit_for_bit(tiny):
+    plus = run(tiny, "plus_a1", ["method=fadrm_plus", TEACHERS, "method.residual.alpha=1.0"])
+    drc = run(tiny, "drc_a1", ["method=reta", TEACHERS, PTA_OFF, "method.residual.alpha=1.0"])
+    assert torch.equal(images(plus), images(drc))
+    anchors = json.loads((Path(drc["distilled"]) / "meta.json").read_text())["synthesis"]["residual"]["anchors"]
+    assert anchors["kind"] == "retrieval" and anchors["choices"]["count"] == 10 * 3 * 2  # retrieved, not merged
+
+
+def test_reta_runs_records_anchors_and_differs_from_fadrm_plus(tiny):
+    plus = run(tiny, "plus2", ["method=fadrm_plus", TEACHERS])
+    reta = run(tiny, "reta", ["method=reta", TEACHERS, "method.residual.anchors.reuse=per_connection"])
+    assert not torch.equal(images(plus), images(reta))
+    meta = json.loads((Path(reta["distilled"]) / "meta.json").read_text())
+    assert meta["method"] == "reta" and meta["method_config"]["callbacks"]["pta"]["lam_topo"] == 0.5
+    ch = meta["synthesis"]["residual"]["anchors"]["choices"]
+    assert len(ch["ranks"]) == 10 and len(ch["ranks"][0]) == 3 and len(ch["ranks"][0][0]) == 2
+    for c in range(10):
+        for conn in range(2):  # per_connection: the three slots of a class take three different anchors
+            assert len({ch["ranks"][c][k][conn] for k in range(3)}) == 3
+    assert all(isinstance(s, float) for s in ch["scores"][0][0]) and ch["count"] == 60
+
+
+def test_reta_resume_after_kill_gives_the_uninterrupted_images(tiny):
+    tmp, _ = tiny
+    marker = tmp / "killed.marker"
+    kill = [f"+method.callbacks.kill={{_target_:test_reta_distill.KillAt,at_step:13,marker:'{marker}'}}"]
+    base = ["method=fadrm_pta", "method.residual.anchors.enabled=true", "method.residual.anchors.reuse=never", *kill]
+    marker.touch()
+    ref = run(tiny, "ref", base)
+    marker.unlink()
+    with pytest.raises(RuntimeError, match="killed"):
+        run(tiny, "killed", base)
+    state = torch.load(tmp / "killed" / "checkpoints" / "last.ckpt", weights_only=True)
+    assert state["module"]["next_step"] == 12 and "TopologyAlignment" in state["callbacks"]
+    resumed = run(tiny, "killed", [*base, "resume=true"])
+    assert torch.equal(images(ref), images(resumed))
+    a, b = (json.loads((Path(r["distilled"]) / "meta.json").read_text())["synthesis"]["residual"] for r in (ref, resumed))
+    assert a == b
