@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import json
 
+from reta import evaluate
+
 from fixtures import write_idx_dataset
 from helpers import compose_cfg, tiny_overrides
-
-from reta import evaluate
 
 
 def test_cross_arch_pool_runs_every_student(tmp_path):

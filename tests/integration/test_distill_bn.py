@@ -10,13 +10,14 @@ import pytest
 import torch
 
 import reta.data.distilled as distilled_io
-from fixtures import write_idx_dataset
-from helpers import compose_cfg, tiny_overrides
 from reta import distill
 from reta.cli import distill as cli_distill
 from reta.cli.common import check_group_choices
 from reta.data.distilled import load_distilled
 from reta.errors import NonFiniteLossError, RetaError
+
+from fixtures import write_idx_dataset
+from helpers import compose_cfg, tiny_overrides
 
 TINY = ["ipc=2", "method.stages.sizes=[28,28]", "method.stages.budgets=[3,3]", "method.init.mipc=6",
         "method.init.num_crop=2", "method.checkpoint_every=2", "method.log_every=1"]

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import json
 
+from reta import evaluate, pipeline
+
 from fixtures import write_idx_dataset
 from helpers import compose_cfg, tiny_overrides
-from reta import evaluate, pipeline
 
 
 def test_pipeline_chains_the_stages_and_writes_a_results_table(tmp_path, capsys):

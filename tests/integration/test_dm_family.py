@@ -8,12 +8,13 @@ import json
 import pytest
 import torch
 
-from fixtures import write_idx_dataset
-from helpers import compose_cfg, tiny_overrides
 from reta import distill, evaluate
 from reta.data.distilled import load_distilled
 from reta.data.expansion import training_view
 from reta.synthesis import dm_family
+
+from fixtures import write_idx_dataset
+from helpers import compose_cfg, tiny_overrides
 
 # ConvNet-2 width 8 embedder, 4 real images per class per iteration, 3 iterations: seconds, not minutes
 SMALL = ["method.iterations=3", "method.batch_real=4", "method.embedder.kwargs.depth=2",

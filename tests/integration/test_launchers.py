@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
+
 from fixtures import write_idx_dataset
 from helpers import run_cli
 

@@ -9,10 +9,11 @@ import numpy as np
 import torch
 from omegaconf import OmegaConf
 
-from fixtures import write_idx_dataset
-from helpers import compose_cfg, tiny_overrides
 from reta import distill
 from reta.reporting.topology_plots import betti_curve, main, topology_diagnostics
+
+from fixtures import write_idx_dataset
+from helpers import compose_cfg, tiny_overrides
 
 TINY = ["method=reta", "ipc=4", "method.stages.sizes=[28,28]", "method.stages.budgets=[2,2]", "method.init.mipc=6",
         "method.init.num_crop=1", "method.teachers=null", "method.callbacks.pta.k=3", "method.callbacks.pta.grid=8",

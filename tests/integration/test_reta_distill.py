@@ -10,10 +10,11 @@ import lightning as L
 import pytest
 import torch
 
-from fixtures import write_idx_dataset
-from helpers import compose_cfg, tiny_overrides
 from reta import distill
 from reta.data.distilled import load_distilled
+
+from fixtures import write_idx_dataset
+from helpers import compose_cfg, tiny_overrides
 
 TEACHERS = "method.teachers=[convnet_tiny,{name:convnet,kwargs:{depth:1,width:4,norm:batch},label:c1}]"
 TINY = ["ipc=3", "method.stages.sizes=[28,28,28]", "method.stages.budgets=[3,3,2]", "method.init.mipc=6",

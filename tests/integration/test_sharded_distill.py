@@ -12,8 +12,6 @@ import pytest
 import torch
 import torch.multiprocessing as mp
 
-from fixtures import write_idx_dataset
-from helpers import compose_cfg, tiny_overrides
 from reta import distill
 from reta.callbacks.residual import ResidualConnection
 from reta.data.distilled import load_distilled
@@ -29,6 +27,9 @@ from reta.synthesis.sharding import (
     ranks_from_env,
     shard_jobs,
 )
+
+from fixtures import write_idx_dataset
+from helpers import compose_cfg, tiny_overrides
 
 # 10 classes in chunks of 5, ipc 2 → 4 jobs: rank 0 runs jobs 0 and 2 (job 2 right after job 0, not after job 1)
 TINY = ["method=fadrm", "ipc=2", "method.classes_per_batch=5", "method.stages.sizes=[28,28]",

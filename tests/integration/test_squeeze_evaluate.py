@@ -6,12 +6,13 @@ import json
 
 import pytest
 import torch
-from fixtures import write_idx_dataset
-from helpers import compose_cfg, error_lines, run_cli, tiny_overrides
 
 from reta import evaluate, squeeze
 from reta.data.distilled import save_distilled
 from reta.errors import CheckpointError, DatasetNotFoundError, RetaError
+
+from fixtures import write_idx_dataset
+from helpers import compose_cfg, error_lines, run_cli, tiny_overrides
 
 
 @pytest.fixture()

@@ -5,11 +5,12 @@ from __future__ import annotations
 import time
 
 import pytest
-from fixtures import write_idx_dataset
-from helpers import compose_cfg, tiny_overrides
 
 from reta import squeeze
 from reta.cli.common import finish_wandb
+
+from fixtures import write_idx_dataset
+from helpers import compose_cfg, tiny_overrides
 
 
 def test_wandb_offline_run(tmp_path, monkeypatch):

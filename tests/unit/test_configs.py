@@ -5,8 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from helpers import CONF_DIR, compose_cfg
 from omegaconf import OmegaConf
+
+from helpers import CONF_DIR, compose_cfg
 
 GROUPS = ["dataset", "model", "recipe", "protocol", "trainer", "logger", "debug"]
 

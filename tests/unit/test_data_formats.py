@@ -10,6 +10,11 @@ import numpy as np
 import pytest
 import torch
 
+from reta.data.base import ImageDataset, TensorImageDataset
+from reta.data.idx import read_idx
+from reta.data.registry import FORMATS, load_split
+from reta.errors import DatasetNotFoundError, RetaError
+
 from fixtures import (
     CIFAR10_NAMES,
     cifar100_names,
@@ -22,10 +27,6 @@ from fixtures import (
     write_imagefolder,
     write_tiny_imagenet,
 )
-from reta.data.base import ImageDataset, TensorImageDataset
-from reta.data.idx import read_idx
-from reta.data.registry import FORMATS, load_split
-from reta.errors import DatasetNotFoundError, RetaError
 
 FASHION_DIR = Path("/usr/share/datasets/fashion-mnist")
 HINT = "Get it with: make data-FOO (see README)."

@@ -6,11 +6,12 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
-from helpers import compose_cfg
 from reta.data.dsa import DSA, DSAParams
 from reta.data.expansion import expand, expand_quadrants, make_mosaics, training_view
 from reta.errors import RetaError
 from reta.synthesis.dm_family import DistributionSpec, resolve_by_ipc
+
+from helpers import compose_cfg
 
 
 def rand(*shape, seed=0):

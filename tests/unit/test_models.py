@@ -7,11 +7,12 @@ from pathlib import Path
 import pytest
 import timm
 import torch
-from helpers import CONF_DIR
 from omegaconf import OmegaConf
 
 from reta.errors import RetaError
 from reta.models import build_model, features, num_features
+
+from helpers import CONF_DIR
 
 REGISTERED = ["convnet", "convnet_d3", "convnet_d3_bn", "convnet_d4", "convnet_d5", "convnet_tiny",
               "resnet10_cifar", "resnet18_cifar", "resnet50_cifar", "resnet101_cifar",

@@ -28,7 +28,14 @@ from reta.data.augment import normalize
 from reta.data.base import ImageDataset
 from reta.errors import RetaError
 from reta.training.common import lr_lambda, make_optimizer, test_accuracy
-from reta.training.soft_labels import StoredBatch, apply_view, batch_loader, label_teacher, sample_view, view_generator
+from reta.training.soft_labels import (
+    StoredBatch,
+    apply_view,
+    batch_loader,
+    label_teacher,
+    sample_view,
+    view_generator,
+)
 
 PROTOCOLS = ("kd", "hard")
 SOFT_LABELS = ("online", "stored")
