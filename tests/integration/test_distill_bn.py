@@ -147,11 +147,12 @@ def test_unknown_method_group_option_is_one_line_exit_2(capsys):
 def test_cli_bad_stages_exit_2_with_one_line(tiny, monkeypatch, capsys):
     """The console script's wrapper, run in-process (a subprocess would spend ~10 s importing)."""
     tmp_path, ov = tiny
-    monkeypatch.setattr(sys, "argv", ["reta-distill", *ov, "method=fadrm", "ipc=2", "method.stages.budgets=[1]"])
+    monkeypatch.setattr(sys, "argv", ["reta-distill", *ov, "method=fadrm", "ipc=2", "method.stages.sizes=[28,28]",
+                                      "method.stages.budgets=[1]"])
     with pytest.raises(SystemExit) as exit_:
         cli_distill.main()
     err = capsys.readouterr().err
     assert exit_.value.code == 2 and [ln for ln in err.splitlines() if ln.startswith("error:")] == [
-        "error: stages: sizes [28, 28, 28, 28] and budgets [1] must be non-empty lists of the same length"
+        "error: stages: sizes [28, 28] and budgets [1] must be non-empty lists of the same length"
     ]
     assert "Traceback" not in err and not (tmp_path / "out" / "distilled").exists()

@@ -11,6 +11,7 @@ import torch
 from reta import distill, evaluate
 from reta.data.distilled import load_distilled
 from reta.data.expansion import training_view
+from reta.errors import RetaError
 from reta.synthesis import dm_family
 
 from fixtures import write_idx_dataset
@@ -112,6 +113,8 @@ def test_resume_continues_to_the_same_images(tiny, monkeypatch):
         distill.run(distill_cfg(ov, *args, out_b))
     assert (tmp_path / "b" / "checkpoints" / "last.ckpt").is_file()
     monkeypatch.setattr(dm_family.DistributionMatcher, "step", real_step)
+    with pytest.raises(RetaError, match="different configuration"):
+        distill.run(distill_cfg(ov, *args, out_b, "resume=true", "method.lr=0.3"))
     resumed = load_distilled(distill.run(distill_cfg(ov, *args, out_b, "resume=true"))["distilled"])
     assert resumed.meta["resumed_from_iteration"] == 2
     assert torch.equal(resumed.images, straight.images)

@@ -68,6 +68,14 @@ def test_configs_compose_on_fadrm_plus_and_fadrm(tiny):
     assert pta.teachers is None and pta.callbacks.pta.enabled and not pta.residual.anchors.enabled
     fadrm = compose_cfg("distill", [*ov, "method=fadrm"]).method
     assert drc.stages == fadrm.stages and drc.lr == fadrm.lr and drc.init == fadrm.init
+    # paper scale: RETA on FADRM+'s per-dataset setting, the ablations on FADRM's
+    paper = compose_cfg("distill", [*ov, "method=reta", "dataset=tiny_imagenet"]).method
+    plus_paper = compose_cfg("distill", [*ov, "method=fadrm_plus", "dataset=tiny_imagenet"]).method
+    assert paper.scale == "paper" and paper.teachers == plus_paper.teachers and paper.stages == plus_paper.stages
+    assert paper.residual.anchors.kind == "retrieval" and paper.callbacks.pta.enabled
+    drc_paper = compose_cfg("distill", [*ov, "method=fadrm_drc", "dataset=tiny_imagenet"]).method
+    fadrm_paper = compose_cfg("distill", [*ov, "method=fadrm", "dataset=tiny_imagenet"]).method
+    assert drc_paper.stages == fadrm_paper.stages and drc_paper.lr == fadrm_paper.lr == 0.01 and drc_paper.teachers is None
 
 
 def test_reta_with_drc_and_pta_off_equals_fadrm_plus_bit_for_bit(tiny):

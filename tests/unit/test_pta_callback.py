@@ -165,3 +165,11 @@ def test_disabled_or_zero_weight_pta_adds_nothing():
 def test_bad_pta_config_fails_at_build_time(kwargs, match):
     with pytest.raises(RetaError, match=match):
         TopologyAlignment(**kwargs)
+
+
+def test_every_applies_the_term_on_every_nth_job_step_only():
+    module, before = make_module(ipc=2, budgets=(3,)), Before()
+    pta = TopologyAlignment(**{**PTA, "every": 2})
+    probe = Probe(before, pta)
+    fit(module, [before, pta, probe])
+    assert [r is not None for r in probe.rows] == [True, False, True] * 2

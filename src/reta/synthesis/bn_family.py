@@ -63,7 +63,7 @@ def _build(cls, values: Any, where: str):
 
 @dataclass(frozen=True)
 class StagesConfig:
-    sizes: list
+    sizes: list | None  # None: every stage at the dataset's native resolution
     budgets: list
 
 
@@ -114,10 +114,19 @@ class BNMethodConfig:
     checkpoint_every: int
     log_every: int
     quantize_uint8: bool
+    per_ipc: dict = dataclasses.field(default_factory=dict)
 
     @classmethod
-    def from_cfg(cls, method: Any) -> BNMethodConfig:
-        m = _build(cls, plain(method), "method")
+    def from_cfg(cls, method: Any, ipc: int | None = None) -> BNMethodConfig:
+        """Parse and validate ``method``; with ``ipc``, its ``per_ipc[ipc]`` block is merged over the top level."""
+        values = plain(method)
+        per = values.get("per_ipc") or {}
+        if not isinstance(per, dict) or not all(str(k).isdigit() and isinstance(v, dict) for k, v in per.items()):
+            raise RetaError(f"method.per_ipc must map IPC values to override blocks, e.g. {{1: {{lr: 0.1}}}}, got {per!r}")
+        override = next((v for k, v in per.items() if ipc is not None and int(k) == int(ipc)), None)
+        if override:
+            values = plain(OmegaConf.merge(OmegaConf.create(values), OmegaConf.create(override)))
+        m = _build(cls, values, "method" if not override else f"method (with per_ipc.{ipc})")
         if m.init.kind not in INIT_KINDS:
             raise RetaError(f"method.init.kind must be one of {', '.join(INIT_KINDS)}, got {m.init.kind!r}")
         check_alpha(m.residual.alpha)
@@ -220,12 +229,13 @@ def check_trainer(trainer_cfg: dict) -> None:
 
 def build_synthesis(cfg, ctx: DistillContext) -> tuple[SynthesisModule, list, BNMethodConfig]:
     """The module and its callbacks for ``cfg`` (no training yet)."""
-    m = BNMethodConfig.from_cfg(cfg.method)
+    m = BNMethodConfig.from_cfg(cfg.method, int(cfg.ipc))
     check_trainer(plain(cfg.trainer))
     shard = ctx.shard or ShardInfo()
-    schedule = StageSchedule(m.stages.sizes, m.stages.budgets, m.lr)
-    provider = build_anchor_provider(m.residual.anchors) if m.residual.enabled else None
     ds = plain(cfg.dataset)
+    sizes = m.stages.sizes if m.stages.sizes is not None else [int(ds["image_size"])] * len(m.stages.budgets or [])
+    schedule = StageSchedule(sizes, m.stages.budgets, m.lr)
+    provider = build_anchor_provider(m.residual.anchors) if m.residual.enabled else None
     ipc = int(cfg.ipc)
     teachers = []
     for label, model_cfg in teacher_specs(cfg, m.teachers):
@@ -305,6 +315,7 @@ def bn_matching(cfg, ctx: DistillContext) -> SynthesisResult:
             "init": {"kind": m.init.kind, **(module.patch_bank.describe() if module.patch_bank is not None else {})},
             "residual": residual.describe() if residual is not None else None,
             "seconds_per_job": [round(s, 3) for s in module.job_seconds],
+            "effective_method": {k: v for k, v in dataclasses.asdict(m).items() if k != "per_ipc"},
         },
     }
     return SynthesisResult(pixels, module.images.labels, meta)

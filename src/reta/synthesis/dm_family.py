@@ -34,13 +34,15 @@ from it and produces the same images as an uninterrupted run.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 import math
 import random
 import time
 import warnings
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import torch
@@ -304,6 +306,14 @@ def _set_rng_state(gen: torch.Generator, st: dict) -> None:
         torch.cuda.set_rng_state_all(st["cuda"])
 
 
+def fingerprint(cfg, spec: DistributionSpec) -> str:
+    """Hash of everything a resumed run must share with the run that wrote the checkpoint."""
+    ds = plain(cfg.dataset)
+    keep = {"method": asdict(spec), "ipc": int(cfg.ipc), "seed": int(cfg.seed),
+            "dataset": {k: ds.get(k) for k in ("name", "image_size", "channels", "mean", "std", "num_classes")}}
+    return hashlib.sha256(json.dumps(keep, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
 def _check_finite(value: torch.Tensor, term: str, it: int) -> None:
     if not torch.isfinite(value):
         raise NonFiniteLossError(f"{term} became {value.item()} at iteration {it}")
@@ -334,6 +344,7 @@ class DistributionMatcher:
         self.queue = ModelQueue(spec.queue, self._new_embedder, self.sampler, self.gen) if spec.variant == "idm" else None
         self.iteration = 0
         self.history: list[dict] = []
+        self.fingerprint = ""
 
     # ---- construction
     def _new_embedder(self) -> nn.Module:
@@ -431,6 +442,7 @@ class DistributionMatcher:
     # ---- checkpoint
     def state_dict(self) -> dict:
         return {
+            "fingerprint": self.fingerprint,
             "iteration": self.iteration,
             "images": self.images.state_dict(),
             "opt": self.opt.state_dict(),
@@ -440,6 +452,9 @@ class DistributionMatcher:
         }
 
     def load_state_dict(self, st: dict) -> None:
+        if st.get("fingerprint") != self.fingerprint:
+            raise RetaError("resume: the checkpoint was written by a different configuration (method, ipc, seed or "
+                            "dataset changed); use another paths.output_dir or resume=false")
         self.iteration = int(st["iteration"])
         self.images.load_state_dict(st["images"])
         self.opt.load_state_dict(st["opt"])
@@ -492,12 +507,17 @@ def distribution(cfg, ctx: DistillContext) -> SynthesisResult:
         pool, pool_meta = get_pool(cfg, spec.iid.pool, ctx.train, ctx.test)
     seed_everything(seed)  # after the pool (its training reseeds): embedder inits come from this stream
     matcher = DistributionMatcher(spec, ds, ipc, ctx.train, seed, device, pool)
+    matcher.fingerprint = fingerprint(cfg, spec)
     ckpt = ctx.ckpt_dir / CHECKPOINT_NAME
     resumed_from = None
     if bool(cfg.get("resume", False)) and ckpt.is_file():
         matcher.load_state_dict(torch.load(ckpt, map_location=device, weights_only=False))
         resumed_from = matcher.iteration
         log.info("resumed %s from %s at iteration %d", spec.name, ckpt, matcher.iteration)
+    else:
+        if cfg.get("resume", False):
+            log.warning("resume=true but %s does not exist: starting from scratch", ckpt)
+        ckpt.unlink(missing_ok=True)
     ctx.ckpt_dir.mkdir(parents=True, exist_ok=True)
     sec_per_it = run_matching(matcher, ckpt, progress=bool(cfg.get("progress_bar", False)))
     if ckpt.is_file():
