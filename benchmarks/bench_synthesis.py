@@ -7,6 +7,8 @@ them first, e.g. by running the method once). Reported per method:
 
 * ``s_per_image`` — wall time of the synthesis loop (sum over jobs) / number of synthetic images;
 * ``s_per_image_total`` — wall time of the whole distill call (teacher loading, patch scoring, writing) / images;
+* ``cpu_s_per_image_total`` — CPU time (user + system) of the distill call / images: with one thread this is what the
+  wall time would be on an idle machine (a loaded shared CPU inflates the wall times, not this);
 * ``peak_rss_mb`` — peak RSS of the child; ``rss_before_mb`` — RSS after imports, before the distill call.
 
     nice python benchmarks/bench_synthesis.py [--ipc 10] [--methods sre2l fadrm fadrm_plus] [--threads 1]
@@ -17,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import resource
 import subprocess
 import sys
@@ -47,15 +50,16 @@ def child(method: str, ipc: int, threads: int, cache_dir: str, overrides: list[s
                                       "progress_bar=false", f"paths.cache_dir={cache_dir}", f"paths.output_dir={tmp}",
                                       *overrides])
         before = _rss_mb()
-        start = time.perf_counter()
+        start, cpu0 = time.perf_counter(), time.process_time()
         result = distill.run(cfg)
-        total = time.perf_counter() - start
+        total, cpu = time.perf_counter() - start, time.process_time() - cpu0
         meta = json.loads((Path(result["distilled"]) / "meta.json").read_text())
     n = int(meta["num_classes"]) * int(meta["ipc"])
     synth = sum(meta["synthesis"]["seconds_per_job"])
     return {
         "method": method, "ipc": ipc, "images": n, "steps_per_job": sum(meta["synthesis"]["schedule"]["budgets"]),
         "teachers": meta["synthesis"]["round_robin"], "s_per_image": synth / n, "s_per_image_total": total / n,
+        "cpu_s_per_image_total": cpu / n,
         "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, "rss_before_mb": before,
         "threads": threads, "torch": torch.__version__,
     }
@@ -85,10 +89,12 @@ def main() -> None:
             continue
         rows.append(json.loads(line[len("BENCH "):]))
     print(f"\nsynthesis cost, IPC {args.ipc}, {args.threads} thread(s), this CPU")
-    print(f"{'method':<12} {'s/image':>8} {'s/image (total)':>16} {'peak RSS MB':>12} {'RSS before MB':>14}  teachers")
+    print(f"{'method':<12} {'s/image':>8} {'s/image (total)':>16} {'CPU s/image (total)':>20} {'peak RSS MB':>12} "
+          f"{'RSS before MB':>14}  teachers")
     for r in rows:
-        print(f"{r['method']:<12} {r['s_per_image']:>8.3f} {r['s_per_image_total']:>16.3f} {r['peak_rss_mb']:>12.0f} "
-              f"{r['rss_before_mb']:>14.0f}  {', '.join(r['teachers'])}")
+        print(f"{r['method']:<12} {r['s_per_image']:>8.3f} {r['s_per_image_total']:>16.3f} {r['cpu_s_per_image_total']:>20.3f} "
+              f"{r['peak_rss_mb']:>12.0f} {r['rss_before_mb']:>14.0f}  {', '.join(r['teachers'])}")
+    print(f"load average at the end: {', '.join(f'{v:.1f}' for v in os.getloadavg())} on {os.cpu_count()} CPUs")
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     (out / "results.json").write_text(json.dumps(rows, indent=2) + "\n")

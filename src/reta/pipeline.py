@@ -21,7 +21,8 @@ from reta.utils.io import atomic_write_json
 
 def results_rows(teacher: dict, dist: dict, metrics: dict) -> list[dict]:
     """One row per evaluated set (random baseline, then the method), plus the teacher."""
-    rows = [{"set": f"teacher ({teacher['name']})", "ipc": None, "acc_mean": teacher.get("test_acc"), "acc_std": None,
+    label = (dist.get("teacher") or {}).get("label") or teacher["name"]  # e.g. convnet_d3_w32 (the model choice)
+    rows = [{"set": f"teacher ({label})", "ipc": None, "acc_mean": teacher.get("test_acc"), "acc_std": None,
              "acc_last": None, "seconds": teacher.get("train_seconds")}]
     names = {"random": "random real subset", "distilled": dist.get("method", "distilled")}
     for key, s in metrics["sets"].items():
