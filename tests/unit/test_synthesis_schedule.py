@@ -7,6 +7,7 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
+from omegaconf import OmegaConf
 
 from reta.callbacks.residual import ResidualConnection, check_alpha, residual_merge
 from reta.errors import RetaError
@@ -126,3 +127,21 @@ def test_anchor_provider_config_errors():
         build_anchor_provider({"kind": "nearest"})
     with pytest.raises(RetaError, match="bad keys"):
         build_anchor_provider({"kind": "static", "lam": 0.1})
+
+
+def test_method_configs_per_dataset_and_per_ipc():
+    from reta.synthesis.bn_family import BNMethodConfig
+
+    from helpers import compose_cfg
+
+    base = ["paths.output_dir=/tmp/x", "paths.cache_dir=/tmp/c"]
+    fm = compose_cfg("distill", [*base, "method=fadrm"]).method  # + method/paper/fadrm_fashion_mnist.yaml
+    assert (fm.scale, fm.lr, fm.init.crop_scale) == ("cpu", 0.02, [1.0, 1.0]) and fm.stages.sizes is None
+    one, ten = BNMethodConfig.from_cfg(fm, 1), BNMethodConfig.from_cfg(fm, 10)
+    assert (one.lr, one.init.band) == (0.25, "easy") and (ten.lr, ten.init.band) == (0.02, "medium")
+    c100 = compose_cfg("distill", [*base, "method=fadrm", "dataset=cifar100", "method.lr=0.1"]).method
+    assert c100.scale == "paper" and c100.stages.budgets == [500] * 4 and c100.lr == 0.1  # the command line wins
+    with pytest.raises(RetaError, match="per_ipc must map"):
+        BNMethodConfig.from_cfg({**OmegaConf.to_container(fm), "per_ipc": {"one": {}}}, 1)
+    with pytest.raises(RetaError, match=r"with per_ipc.1\): unknown keys \['lrr'\]"):
+        BNMethodConfig.from_cfg({**OmegaConf.to_container(fm), "per_ipc": {1: {"lrr": 0.1}}}, 1)
