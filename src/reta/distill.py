@@ -16,6 +16,7 @@ from reta.errors import RetaError
 from reta.squeeze import get_teacher
 from reta.synthesis.registry import DistillContext, get_kind
 from reta.synthesis.sharding import SHARDABLE_KINDS, ShardInfo, init_distributed
+from reta.tracking import log_distilled_artifact
 from reta.training.common import set_threads
 from reta.utils.config import output_dir, plain, require_positive_int
 
@@ -103,4 +104,6 @@ def _run(cfg: DictConfig, shard: ShardInfo) -> dict:
                 "method": cfg.method.name, "ipc": ipc}
     path = save_distilled(out / "distilled", result.images, result.labels, meta, result.soft_labels, class_names=ds["class_names"] or train.class_names)
     print(f"distilled set ({cfg.method.name}, IPC {ipc}): {path}  grid: {path / 'grid.png'}")
-    return {"distilled": str(path), "seconds": seconds, **{k: v for k, v in meta.items() if k != "method_config"}}
+    artifact = log_distilled_artifact(plain(cfg.logger), out, path, meta)
+    return {"distilled": str(path), "seconds": seconds, "wandb_artifact": artifact,
+            **{k: v for k, v in meta.items() if k != "method_config"}}

@@ -26,6 +26,7 @@ from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
 from reta.callbacks.residual import ResidualConnection, check_alpha
+from reta.callbacks.stage_images import StageImageGrid
 from reta.callbacks.synthesis_checkpoint import SynthesisCheckpoint, load_synthesis_checkpoint
 from reta.errors import RetaError
 from reta.synthesis.anchors import build_anchor_provider
@@ -263,6 +264,9 @@ def build_synthesis(cfg, ctx: DistillContext) -> tuple[SynthesisModule, list, BN
         shard=(shard.rank, shard.world),
     )
     callbacks: list = []
+    media = (plain(cfg.logger) or {}).get("stage_images")
+    if media is not None and media.get("enabled", True):  # first, so it sees the stage's pixels before the merge
+        callbacks.append(StageImageGrid(media.get("slots", [0]), int(media.get("nrow", 10))))
     if provider is not None and schedule.num_stages > 1:
         callbacks.append(ResidualConnection(m.residual.alpha, provider))
     for name, spec in (m.callbacks or {}).items():
