@@ -511,7 +511,11 @@ def distribution(cfg, ctx: DistillContext) -> SynthesisResult:
     ckpt = ctx.ckpt_dir / CHECKPOINT_NAME
     resumed_from = None
     if bool(cfg.get("resume", False)) and ckpt.is_file():
-        matcher.load_state_dict(torch.load(ckpt, map_location=device, weights_only=False))
+        try:
+            state = torch.load(ckpt, map_location=device, weights_only=True)
+        except Exception as err:  # noqa: BLE001 - torch raises several types for corrupt or non-tensor files
+            raise RetaError(f"resume: cannot read {ckpt} ({str(err).splitlines()[0]}); use resume=false") from err
+        matcher.load_state_dict(state)
         resumed_from = matcher.iteration
         log.info("resumed %s from %s at iteration %d", spec.name, ckpt, matcher.iteration)
     else:
