@@ -46,6 +46,7 @@ METHODS = {
     "fadrm_plus+pta": ["method=reta", "method.residual.anchors.enabled=false"],
     "reta": ["method=reta"],
     "reta(every=4)": ["method=reta", "method.callbacks.pta.every=4"],
+    "reta(every=8)": ["method=reta", "method.callbacks.pta.every=8"],
     "fadrm+drc": ["method=fadrm_drc"],
     "fadrm+pta": ["method=fadrm_pta"],
 }
