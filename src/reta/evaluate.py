@@ -153,6 +153,7 @@ def run(cfg: DictConfig) -> dict:
         "seeds": seeds,
         "distilled": str(cfg.distilled) if distilled is not None else None,
         "method": distilled.meta.get("method") if distilled is not None else "random",
+        "label": cfg.get("label"),
         "expansion": distilled.meta.get("expansion", "none") if distilled is not None else "none",
         "sets": {name: summarize(runs) for name, runs in sets.items()},
     }

@@ -10,13 +10,13 @@ from reta.errors import RetaError
 from reta.reporting.tables import collect, find_metrics, to_csv, to_markdown
 
 
-def _metrics(path, ipc, method, rand, dist=None, seeds=None):
+def _metrics(path, ipc, method, rand, dist=None, seeds=None, label=None):
     sets = {"random": {"acc_last": rand, "acc_best": [a + 0.01 for a in rand], "seconds": [1.0] * len(rand)}}
     if dist is not None:
         sets["distilled"] = {"acc_last": dist, "acc_best": dist}
     path.mkdir(parents=True)
     (path / "metrics.json").write_text(json.dumps({"dataset": "fashion_mnist", "ipc": ipc, "protocol": "kd",
-                                                   "student": "convnet", "method": method, "sets": sets,
+                                                   "student": "convnet", "method": method, "label": label, "sets": sets,
                                                    "seeds": seeds or list(range(len(rand)))}))
 
 
@@ -36,6 +36,15 @@ def test_collect_merges_and_formats(tmp_path):
     assert "| fadrm | 60.00 ± 0.00 (n=1) | 85.00 ± 1.00 (n=2) |" in md
     rows = to_csv(cells).strip().splitlines()
     assert rows[0].startswith("dataset,ipc") and len(rows) == 1 + 5
+
+
+def test_labels_keep_runs_of_one_method_apart(tmp_path):
+    _metrics(tmp_path / "a", 10, "reta", [0.8], [0.84], label="reta lam=0.1")
+    _metrics(tmp_path / "b", 10, "reta", [0.8], [0.70], label="reta lam=1.0")
+    _metrics(tmp_path / "c", 10, "reta", [0.8], [0.90])
+    by = {c.method: c for c in collect(find_metrics([tmp_path]))}
+    assert sorted(by) == ["random", "reta", "reta lam=0.1", "reta lam=1.0"]
+    assert by["reta lam=1.0"].acc_last == [0.70] and by["reta"].acc_last == [0.90]
 
 
 def test_bad_inputs(tmp_path):

@@ -1,7 +1,7 @@
 """Aggregate many runs' ``metrics.json`` into tables (Markdown + CSV).
 
 A row is one (dataset, IPC, protocol, student, method) cell; the ``random`` set of every run and the ``distilled``
-set (under its method's name) each contribute a row, and rows of the same cell from different runs are merged per
+set (under its ``label``, ``reta-evaluate label=…``, else its method's name) each contribute a row, and rows of the same cell from different runs are merged per
 evaluation seed (so a sweep that split seeds over jobs aggregates correctly, and the random baseline that every run
 of a table re-evaluates with the same seeds — deterministically the same students — is counted once per seed).
 Accuracies are reported in percent, mean ± population std over seeds (DESIGN.md evaluation contract).
@@ -72,7 +72,7 @@ def collect(paths: Iterable[Path]) -> list[Cell]:
         except (OSError, ValueError, KeyError) as err:
             raise RetaError(f"{path} is not a reta metrics.json ({type(err).__name__}: {err})") from err
         for set_name, s in sets.items():
-            method = "random" if set_name == "random" else (m.get("method") or set_name)
+            method = "random" if set_name == "random" else (m.get("label") or m.get("method") or set_name)
             cell = Cell(m["dataset"], int(m["ipc"]), m["protocol"], m["student"], method)
             cell = cells.setdefault(cell.key, cell)
             seeds = m.get("seeds") or list(range(len(s["acc_last"])))
