@@ -16,28 +16,34 @@ from pathlib import Path
 
 def main() -> None:
     root = Path(sys.argv[1] if len(sys.argv) > 1 else "outputs/dm_family")
-    rows = []
+    rows, random = [], {}  # random subsets: {ipc: {seed: (acc, seconds, student, epochs)}}, merged over files
     for mpath in sorted(root.glob("eval_*/metrics.json")):
         m = json.loads(mpath.read_text())
         for name, s in m["sets"].items():
-            synth, label, iters, exp = None, "random real subset", None, m.get("expansion", "none")
-            if name == "distilled":
-                meta = json.loads((Path(m["distilled"]) / "meta.json").read_text())
-                synth, iters = meta.get("synthesis_seconds"), meta.get("iterations")
-                label = meta["method"]
+            if name == "random":
+                for seed, acc, sec in zip(m["seeds"], s["acc_last"], s["seconds"]):
+                    random.setdefault(m["ipc"], {})[seed] = (100 * acc, sec)
+                continue
+            meta = json.loads((Path(m["distilled"]) / "meta.json").read_text())
             acc = [100 * a for a in s["acc_last"]]
-            rows.append((m["ipc"], 0 if name == "random" else 1, label, iters, exp if name == "distilled" else "none",
-                         statistics.fmean(acc), statistics.pstdev(acc) if len(acc) > 1 else 0.0, acc, synth,
-                         statistics.fmean(s["seconds"]), m["student_config"]["kwargs"], m["protocol_config"]["epochs"]))
+            rows.append((m["ipc"], 1, meta["method"], meta.get("iterations"), m.get("expansion", "none"), acc,
+                         meta.get("synthesis_seconds"), statistics.fmean(s["seconds"]), m["student_config"]["kwargs"],
+                         m["protocol_config"]["epochs"]))
+    for ipc, by_seed in random.items():
+        accs = [by_seed[k][0] for k in sorted(by_seed)]
+        rows.append((ipc, 0, "random real subset", None, "none", accs, None,
+                     statistics.fmean(by_seed[k][1] for k in by_seed), None, None))
     rows.sort(key=lambda r: (r[0], r[1], r[2], r[3] or 0))
     print("| IPC | set | synthesis iterations | acc. % (mean ± std) | per seed | synthesis s | s / student |")
     print("|---|---|---|---|---|---|---|")
-    for ipc, _, label, iters, exp, mean, std, acc, synth, stud, _, _ in rows:
+    for ipc, _, label, iters, exp, acc, synth, stud, _, _ in rows:
         lab = label + (" (stored ×4 expanded)" if exp == "quadrants" else "")
-        print(f"| {ipc} | {lab} | {iters or '–'} | {mean:.2f} ± {std:.2f} | {', '.join(f'{a:.2f}' for a in acc)} | "
-              f"{'–' if synth is None else f'{synth:.0f}'} | {stud:.0f} |")
-    if rows:
-        print(f"\nstudent {rows[0][10]}, {rows[0][11]} epochs, protocol hard; seeds {len(rows[0][7])}")
+        std = statistics.pstdev(acc) if len(acc) > 1 else 0.0
+        print(f"| {ipc} | {lab} | {iters or '–'} | {statistics.fmean(acc):.2f} ± {std:.2f} | "
+              f"{', '.join(f'{a:.2f}' for a in acc)} | {'–' if synth is None else f'{synth:.0f}'} | {stud:.0f} |")
+    student = next((r for r in rows if r[8] is not None), None)
+    if student:
+        print(f"\nstudent {student[8]}, {student[9]} epochs, protocol hard; last-epoch accuracy, population std")
 
 
 if __name__ == "__main__":
