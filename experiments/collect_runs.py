@@ -1,11 +1,12 @@
 """Copy the ``metrics.json`` of finished runs into ``DEST/<run name>/metrics.json`` so a table's inputs are committed.
 
-    python experiments/collect_runs.py DEST RUN_DIR [RUN_DIR ...]
+    python experiments/collect_runs.py [--only-random] DEST RUN_DIR [RUN_DIR ...]
 
 RUN_DIR is a per-seed grid run (``…/<name>/eval/metrics.json``, name = the folder) or an evaluation folder holding
 ``metrics.json`` directly (``…/random_ipc10``). The synthesis seconds of the distilled set (``distilled/meta.json``)
 are added to the copy as ``synthesis_seconds`` so the table's cost column survives without the images.
-``reta-report inputs=[DEST]`` then rebuilds the table from the repository alone.
+``reta-report inputs=[DEST]`` then rebuilds the table from the repository alone. ``--only-random`` keeps just the
+random-subset set of each file (a baseline table from runs that also evaluated a distilled set).
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import sys
 from pathlib import Path
 
 
-def collect(dest: Path, runs: list[Path]) -> int:
+def collect(dest: Path, runs: list[Path], only_random: bool = False) -> int:
     n = 0
     for run in runs:
         metrics = run / "eval" / "metrics.json" if (run / "eval" / "metrics.json").is_file() else run / "metrics.json"
@@ -23,6 +24,8 @@ def collect(dest: Path, runs: list[Path]) -> int:
             print(f"skip (no metrics.json yet): {run}", file=sys.stderr)
             continue
         data = json.loads(metrics.read_text())
+        if only_random:
+            data.update(sets={"random": data["sets"]["random"]}, method="random", distilled=None)
         meta = run / "distilled" / "meta.json"
         if meta.is_file():
             data["synthesis_seconds"] = json.loads(meta.read_text()).get("synthesis_seconds")
@@ -36,6 +39,9 @@ def collect(dest: Path, runs: list[Path]) -> int:
 
 
 if __name__ == "__main__":
-    if len(sys.argv) < 3:
-        sys.exit("usage: collect_runs.py DEST RUN_DIR [RUN_DIR ...]")
-    print(f"collected {collect(Path(sys.argv[1]), [Path(p) for p in sys.argv[2:]])} runs into {sys.argv[1]}")
+    args = sys.argv[1:]
+    only = args[:1] == ["--only-random"]
+    args = args[1:] if only else args
+    if len(args) < 2:
+        sys.exit("usage: collect_runs.py [--only-random] DEST RUN_DIR [RUN_DIR ...]")
+    print(f"collected {collect(Path(args[0]), [Path(p) for p in args[1:]], only)} runs into {args[0]}")
