@@ -58,11 +58,15 @@ table3: install  ## Table 3, the DRC/PTA ablation (SCALE=cpu)
 	$(BIN)/reta-run -m +experiment=table3_$(SCALE) $(ARGS)
 	$(REPORT) inputs=[multirun/table3_$(SCALE)] out=experiments/table3/results_$(SCALE)
 
+# the sweeps run without the random subset (baseline=false); the plots take its band from the committed baseline runs
+FIG4_BAND_cpu := ,experiments/random_baseline/runs/random_ipc10
 fig4: install  ## Figure 4: λ (DRC) and λ_topo (PTA) sweeps with error bars (SCALE=cpu)
 	$(BIN)/reta-run -m +experiment=fig4_lambda_$(SCALE) $(ARGS)
-	$(REPORT) inputs=[multirun/fig4_lambda_$(SCALE)] out=experiments/fig4/lambda_$(SCALE) plot.x=residual.anchors.lam
+	$(REPORT) inputs=[multirun/fig4_lambda_$(SCALE)$(FIG4_BAND_$(SCALE))] out=experiments/fig4/lambda_$(SCALE) \
+	  plot.x=residual.anchors.lam "plot.title='RETA: DRC weight λ ($(SCALE) scale, 3 seeds)'"
 	$(BIN)/reta-run -m +experiment=fig4_topo_$(SCALE) $(ARGS)
-	$(REPORT) inputs=[multirun/fig4_topo_$(SCALE)] out=experiments/fig4/topo_$(SCALE) plot.x=callbacks.pta.lam_topo
+	$(REPORT) inputs=[multirun/fig4_topo_$(SCALE)$(FIG4_BAND_$(SCALE))] out=experiments/fig4/topo_$(SCALE) \
+	  plot.x=callbacks.pta.lam_topo "plot.title='RETA: PTA weight λ_topo ($(SCALE) scale, 3 seeds)'"
 
 clean:  ## remove outputs and caches (keeps .venv)
 	rm -rf outputs multirun .cache

@@ -59,3 +59,15 @@ def test_output_dir_override_moves_the_run_dir():
     hydra_cfg = OmegaConf.load(Path(CONF_DIR) / "hydra" / "default.yaml")
     assert OmegaConf.to_container(hydra_cfg, resolve=False)["run"]["dir"] == "${paths.output_dir}"
     assert cfg.paths.output_dir == "/tmp/somewhere"
+
+
+@pytest.mark.parametrize("experiment", ["table1_cpu", "table1_paper", "table3_cpu", "fig4_lambda_cpu", "fig4_topo_cpu"])
+def test_experiment_configs_compose_with_reta_run(experiment):
+    cfg = compose_cfg("pipeline", [f"+experiment={experiment}", "method=reta", "seed=2",
+                                   "paths.output_dir=/tmp/x", "paths.cache_dir=/tmp/c"])
+    OmegaConf.resolve(cfg)
+    if experiment in ("table1_cpu", "table3_cpu"):  # one job per seed: distillation seed = student seed, one teacher
+        assert list(cfg.seeds) == [2] and cfg.teacher.seed == 0
+    elif experiment.startswith("fig4"):
+        assert cfg.label.startswith("reta_") and cfg.baseline is False and cfg.ipc == 10
+    assert cfg.method.name == "reta" and cfg.dataset.name == "fashion_mnist"  # table1_paper takes dataset=… per run

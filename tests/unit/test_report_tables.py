@@ -72,6 +72,9 @@ def test_published_column_and_sweep_plot(tmp_path):
         paths.append(run / "metrics.json")
     pts, rand = sweep_points(paths, "residual.anchors.lam")
     assert [x for x, _ in pts] == [0.0, 0.1, 1.0] and pts[1][1] == [0.85, 0.87] and rand == [0.81, 0.83]
+    baseline_only = tmp_path / "random" / "metrics.json"  # a sweep run with baseline=false takes its band from here
+    _metrics(baseline_only.parent, 10, "random", [0.75, 0.77, 0.79])
+    assert sweep_points([*paths, baseline_only], "residual.anchors.lam")[1] == [0.75, 0.77, 0.79]
     png = plot_sweep(paths, "residual.anchors.lam", tmp_path / "fig.png")
     assert png.stat().st_size > 1000 and png.read_bytes()[:4] == b"\x89PNG"
     with pytest.raises(RetaError, match="no numeric"):

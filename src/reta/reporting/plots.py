@@ -30,6 +30,8 @@ def sweep_points(metrics_paths: list[Path], key: str) -> tuple[list[tuple[float,
     random: dict[int, float] = {}
     for path in metrics_paths:
         m = json.loads(Path(path).read_text())
+        for seed, acc in zip(m.get("seeds", []), m["sets"].get("random", {}).get("acc_last", [])):
+            random[int(seed)] = acc  # also from random-only runs (a sweep run with baseline=false)
         if "distilled" not in m["sets"] or not m.get("distilled"):
             continue
         meta_path = Path(m["distilled"]) / "meta.json"
@@ -41,8 +43,6 @@ def sweep_points(metrics_paths: list[Path], key: str) -> tuple[list[tuple[float,
         except (KeyError, TypeError, ValueError) as err:
             raise RetaError(f"{meta_path}: method config has no numeric {key!r}") from err
         points.setdefault(x, []).extend(m["sets"]["distilled"]["acc_last"])
-        for seed, acc in zip(m.get("seeds", []), m["sets"].get("random", {}).get("acc_last", [])):
-            random[int(seed)] = acc
     if not points:
         raise RetaError(f"no run with a distilled set found for the sweep over {key!r}")
     return sorted(points.items()), [random[s] for s in sorted(random)]
@@ -68,7 +68,7 @@ def plot_sweep(metrics_paths: list[Path], key: str, out_png: Path, title: str = 
         ax.axhspan(rm - rs, rm + rs, color="gray", alpha=0.15)
     ax.set_xlabel(key)
     ax.set_ylabel("test accuracy (%)")
-    ax.set_title(title or f"sweep over {key}")
+    ax.set_title(title or f"sweep over {key}", fontsize=8)
     ax.legend(fontsize=7)
     fig.tight_layout()
     out_png = Path(out_png)
