@@ -37,7 +37,8 @@ def one(method: str, dataset: str, ipc: int, iters: int, warmup: int, threads: i
 
     from reta.data.registry import load_split
     from reta.models import build_model
-    from reta.synthesis.dm_family import DistributionMatcher, DistributionSpec, _device
+    from reta.synthesis.dm_config import DistributionSpec
+    from reta.synthesis.dm_family import DistributionMatcher, _device
     from reta.utils.config import plain
 
     torch.set_num_threads(threads)

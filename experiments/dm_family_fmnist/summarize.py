@@ -2,8 +2,10 @@
 
 Rows: (IPC, set); accuracy = last-epoch test accuracy of the hard-label protocol, mean ± population std over seeds;
 synthesis wall time from the distilled set's meta.json; student wall time = mean seconds per student.
+Only hard-protocol files are read; random subsets are merged by seed over every file given (the committed random
+baseline runs of experiments/random_baseline/runs/ carry them; the DM-family evaluations use baseline=false).
 
-    .venv/bin/python experiments/dm_family_fmnist/summarize.py [outputs/dm_family]
+    .venv/bin/python experiments/dm_family_fmnist/summarize.py outputs/dm_family experiments/random_baseline/runs
 """
 
 from __future__ import annotations
@@ -15,10 +17,12 @@ from pathlib import Path
 
 
 def main() -> None:
-    root = Path(sys.argv[1] if len(sys.argv) > 1 else "outputs/dm_family")
-    rows, random = [], {}  # random subsets: {ipc: {seed: (acc, seconds, student, epochs)}}, merged over files
-    for mpath in sorted(root.glob("eval_*/metrics.json")):
+    roots = [Path(a) for a in sys.argv[1:]] or [Path("outputs/dm_family"), Path("experiments/random_baseline/runs")]
+    rows, random = [], {}  # random subsets: {ipc: {seed: (acc, seconds)}}, merged over files
+    for mpath in sorted(p for root in roots for p in root.glob("*/metrics.json")):
         m = json.loads(mpath.read_text())
+        if m["protocol"] != "hard":
+            continue
         for name, s in m["sets"].items():
             if name == "random":
                 for seed, acc, sec in zip(m["seeds"], s["acc_last"], s["seconds"]):

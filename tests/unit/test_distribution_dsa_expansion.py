@@ -9,7 +9,7 @@ from omegaconf import OmegaConf
 from reta.data.dsa import DSA, DSAParams
 from reta.data.expansion import expand, expand_quadrants, make_mosaics, training_view
 from reta.errors import RetaError
-from reta.synthesis.dm_family import DistributionSpec, resolve_by_ipc
+from reta.synthesis.dm_config import DistributionSpec, resolve_by_ipc
 
 from helpers import compose_cfg
 

@@ -30,6 +30,8 @@ IPC ≤ the run's IPC is merged onto the method config (the published settings d
 Resume: a plain checkpoint ``<output_dir>/checkpoints/last.ckpt`` (pixels, optimiser, iteration, RNG states, the IDM
 queue) is written every ``checkpoint_every`` iterations; ``resume=true`` with the same ``paths.output_dir`` continues
 from it and produces the same images as an uninterrupted run.
+
+The validated config lives in :mod:`reta.synthesis.dm_config`, IDM's model queue in :mod:`reta.synthesis.model_queue`.
 """
 
 from __future__ import annotations
@@ -42,22 +44,17 @@ import random
 import time
 import warnings
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass, field
-from typing import Any
+from dataclasses import asdict
 
 import torch
-import torch.nn.functional as F
-from omegaconf import OmegaConf
 from torch import nn
 
-from reta.data.augment import normalize
 from reta.data.dsa import DSA, DSAParams
-from reta.data.expansion import EXPANSIONS, expand_quadrants, factor, make_mosaics
-from reta.data.registry import class_index, sample_per_class
+from reta.data.expansion import expand_quadrants, factor, make_mosaics
+from reta.data.registry import sample_per_class
 from reta.errors import NonFiniteLossError, RetaError
 from reta.models import build_model, features
 from reta.synthesis.distribution import (
-    CC_FORMS,
     INERT_MESSAGE,
     centralization_loss,
     class_aware_ce,
@@ -65,8 +62,10 @@ from reta.synthesis.distribution import (
     iid_inert,
     mean_embedding_loss,
 )
+from reta.synthesis.dm_config import DistributionSpec
+from reta.synthesis.model_queue import ModelQueue, RealSampler
 from reta.synthesis.pixels import SyntheticImages
-from reta.synthesis.pretrained_pool import PoolSpec, get_pool
+from reta.synthesis.pretrained_pool import get_pool
 from reta.synthesis.registry import DistillContext, SynthesisResult, register_kind
 from reta.training.common import seed_everything
 from reta.utils.config import plain
@@ -74,125 +73,10 @@ from reta.utils.io import atomic_torch_save
 
 log = logging.getLogger(__name__)
 
-VARIANTS = ("dm", "idm")
-INITS = ("real", "noise")
 CHECKPOINT_NAME = "last.ckpt"
 
 
 # --------------------------------------------------------------------------------------------------- config
-
-
-def _strict(cls, d: Mapping | None, where: str):
-    d = dict(plain(d) or {})
-    unknown = sorted(set(d) - set(cls.__dataclass_fields__))
-    if unknown:
-        raise RetaError(f"{where}: unknown keys {unknown}; valid: {sorted(cls.__dataclass_fields__)}")
-    return cls(**d)
-
-
-@dataclass(frozen=True)
-class QueueSpec:
-    """IDM's model queue (``uitrbn/IDM`` flag names in brackets)."""
-
-    initial: int = 3  # nets at start
-    capacity: int = 100  # [net_num]
-    push_every: int = 30  # [net_generate_interval]
-    nets_per_iteration: int = 1  # embedders used per iteration [train_net_num]
-    train_nets: int = 2  # queue nets trained after the image update [fetch_net_num]
-    train_steps: int = 10  # [model_train_steps]
-    batch: int = 256  # [trained_bs]
-    lr: float = 0.01  # [lr_net]
-    momentum: float = 0.9  # [net_decay]: momentum 0.9, wd 5e-4
-    weight_decay: float = 5e-4
-    acc_window: int = 100  # running-accuracy meters reset every this many iterations [eval_interval]
-
-
-@dataclass(frozen=True)
-class IIDSpec:
-    """IID add-on: ``λ_CM · L_CM + κ · L_CC`` (0 disables a term)."""
-
-    lambda_cm: float = 0.0
-    kappa: float = 0.0
-    cc_form: str = "linear"  # linear (released code) | exp (paper form, reconstructed)
-    cc_alpha: float = 0.02
-    cc_beta: float = 1.0
-    pool: PoolSpec = field(default_factory=PoolSpec)
-
-
-@dataclass(frozen=True)
-class DistributionSpec:
-    """``cfg.method`` of the ``distribution`` kind, validated (a misspelt key fails)."""
-
-    name: str
-    kind: str = "distribution"
-    scale: str = "cpu"  # label only
-    eval_protocol: str = "hard"  # the protocol these sets are meant for; reta-evaluate warns on a mismatch
-    variant: str = "dm"
-    iterations: int = 20000
-    lr: float = 1.0
-    momentum: float = 0.5
-    batch_real: int = 256
-    init: str = "real"
-    expansion: str = "none"
-    embedder: Mapping = field(
-        default_factory=lambda: {"name": "convnet", "kwargs": {"depth": 3, "width": 128, "norm": "instance", "pool": "avg"}}
-    )
-    dsa: Mapping = field(default_factory=dict)  # DSAParams fields; {} = the DSA defaults of METHODS.md §6.1
-    ce_weight: float = 0.0  # IDM class-aware CE (idm only)
-    queue: QueueSpec = field(default_factory=QueueSpec)
-    iid: IIDSpec = field(default_factory=IIDSpec)
-    log_every: int = 100
-    checkpoint_every: int = 500  # 0 = never
-
-    @classmethod
-    def from_cfg(cls, method_cfg: Any, ipc: int) -> DistributionSpec:
-        d = resolve_by_ipc(method_cfg, ipc)
-        q = _strict(QueueSpec, d.pop("queue", None), "method.queue")
-        iid_d = dict(d.pop("iid", None) or {})
-        pool = PoolSpec.from_cfg(iid_d.pop("pool", None))
-        iid = _strict(IIDSpec, {**iid_d, "pool": pool}, "method.iid")
-        spec = _strict(cls, {**d, "queue": q, "iid": iid}, "method")
-        spec.validate()
-        return spec
-
-    def validate(self) -> None:
-        if self.variant not in VARIANTS:
-            raise RetaError(f"method.variant {self.variant!r}; valid: {', '.join(VARIANTS)}")
-        if self.init not in INITS:
-            raise RetaError(f"method.init {self.init!r}; valid: {', '.join(INITS)}")
-        if self.expansion not in EXPANSIONS:
-            raise RetaError(f"method.expansion {self.expansion!r}; valid: {', '.join(EXPANSIONS)}")
-        if self.iid.cc_form not in CC_FORMS:
-            raise RetaError(f"method.iid.cc_form {self.iid.cc_form!r}; valid: {', '.join(CC_FORMS)}")
-        for name in ("iterations", "batch_real"):
-            if int(getattr(self, name)) < 1:
-                raise RetaError(f"method.{name} must be >= 1, got {getattr(self, name)}")
-        if self.lr <= 0:
-            raise RetaError(f"method.lr must be > 0, got {self.lr}")
-        if min(self.iid.lambda_cm, self.iid.kappa, self.ce_weight) < 0:
-            raise RetaError("method: lambda_cm, kappa and ce_weight must be >= 0")
-        if self.ce_weight > 0 and self.variant != "idm":
-            raise RetaError("method.ce_weight > 0 needs variant=idm (the CE weight is the queue net's accuracy)")
-        q = self.queue
-        if self.variant == "idm" and (q.initial < 1 or q.capacity < max(q.initial, 1) or q.push_every < 1
-                                      or q.nets_per_iteration < 1 or q.train_steps < 0 or q.batch < 1):
-            raise RetaError(f"method.queue: inconsistent settings {q}")
-        DSAParams(**dict(self.dsa))  # fails on unknown DSA keys / values
-        if (self.embedder.get("kwargs") or {}).get("norm") == "batch":
-            raise RetaError("method.embedder: a BatchNorm embedder would see per-class batch statistics here (DM's "
-                            "BN branch forwards all classes at once, not implemented); use norm: instance or none")
-
-
-def resolve_by_ipc(method_cfg: Any, ipc: int) -> dict:
-    """Plain method dict with its ``by_ipc`` entry (largest key ≤ ipc) merged in; ``by_ipc`` removed."""
-    d = dict(plain(method_cfg) or {})
-    table = d.pop("by_ipc", None) or {}
-    keys = sorted(int(k) for k in table)
-    chosen = [k for k in keys if k <= int(ipc)]
-    if chosen:
-        entry = {int(k): v for k, v in table.items()}[chosen[-1]] or {}
-        d = OmegaConf.to_container(OmegaConf.merge(OmegaConf.create(d), OmegaConf.create(dict(entry))), resolve=True)
-    return d
 
 
 # --------------------------------------------------------------------------------------------------- helpers
@@ -203,92 +87,6 @@ def _device(cfg) -> torch.device:
     if acc in ("gpu", "cuda", "auto") and torch.cuda.is_available():
         return torch.device("cuda")
     return torch.device("cpu")
-
-
-class RealSampler:
-    """Random real images per class (or from all classes), normalised, on ``device``; randomness from ``gen``."""
-
-    def __init__(self, train, num_classes: int, mean, std, gen: torch.Generator, device: torch.device) -> None:
-        self.train, self.mean, self.std, self.gen, self.device = train, list(mean), list(std), gen, device
-        self.groups = class_index(train.targets, num_classes)
-
-    def _load(self, idx: torch.Tensor) -> torch.Tensor:
-        return normalize(self.train.gather(idx).to(self.device), self.mean, self.std)
-
-    def of_class(self, c: int, n: int) -> torch.Tensor:
-        g = self.groups[c]
-        return self._load(g[torch.randperm(len(g), generator=self.gen)[:n]])
-
-    def any(self, n: int) -> tuple[torch.Tensor, torch.Tensor]:
-        idx = torch.randperm(len(self.train.targets), generator=self.gen)[:n]
-        return self._load(idx), self.train.targets[idx].to(self.device)
-
-
-@dataclass
-class QueuedNet:
-    net: nn.Module
-    opt: torch.optim.Optimizer
-    correct: int = 0
-    seen: int = 0
-
-    @property
-    def acc_percent(self) -> float:
-        return 100.0 * self.correct / self.seen if self.seen else 0.0
-
-
-class ModelQueue:
-    """IDM's queue of partially trained embedders."""
-
-    def __init__(self, spec: QueueSpec, make_net, sampler: RealSampler, gen: torch.Generator) -> None:
-        self.spec, self.make_net, self.sampler, self.gen = spec, make_net, sampler, gen
-        self.nets: list[QueuedNet] = []
-        for _ in range(spec.initial):
-            self.push()
-
-    def _new(self) -> QueuedNet:
-        net = self.make_net().train()
-        s = self.spec
-        opt = torch.optim.SGD(net.parameters(), lr=s.lr, momentum=s.momentum, weight_decay=s.weight_decay)
-        return QueuedNet(net, opt)
-
-    def push(self) -> None:
-        if len(self.nets) >= self.spec.capacity:
-            self.nets.pop(0)
-        self.nets.append(self._new())
-
-    def pick(self, k: int) -> list[QueuedNet]:
-        order = torch.randperm(len(self.nets), generator=self.gen)[: min(k, len(self.nets))]
-        return [self.nets[int(i)] for i in order]
-
-    def train_some(self) -> None:
-        s = self.spec
-        for q in self.pick(s.train_nets):
-            q.net.train().requires_grad_(True)
-            for _ in range(s.train_steps):
-                x, y = self.sampler.any(s.batch)
-                logits = q.net(x)
-                loss = F.cross_entropy(logits, y)
-                q.opt.zero_grad(set_to_none=True)
-                loss.backward()
-                q.opt.step()
-                q.correct += int((logits.detach().argmax(1) == y).sum())
-                q.seen += int(y.numel())
-
-    def reset_meters(self) -> None:
-        for q in self.nets:
-            q.correct = q.seen = 0
-
-    def state(self) -> list[dict]:
-        return [{"net": q.net.state_dict(), "opt": q.opt.state_dict(), "correct": q.correct, "seen": q.seen} for q in self.nets]
-
-    def load(self, states: list[dict]) -> None:
-        self.nets = []
-        for st in states:
-            q = self._new()
-            q.net.load_state_dict(st["net"])
-            q.opt.load_state_dict(st["opt"])
-            q.correct, q.seen = int(st["correct"]), int(st["seen"])
-            self.nets.append(q)
 
 
 def _rng_state(gen: torch.Generator) -> dict:

@@ -1,0 +1,137 @@
+"""Validated configuration of the ``distribution`` method kind (DM / IDM / IID; METHODS.md §6).
+
+``cfg.method`` → :class:`DistributionSpec` (with :class:`QueueSpec` for IDM's model queue and :class:`IIDSpec` for the
+IID terms); unknown keys and out-of-range values fail with one line naming the valid choices. ``by_ipc`` entries
+(published settings differ per IPC) are merged by :func:`resolve_by_ipc`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from omegaconf import OmegaConf
+
+from reta.data.dsa import DSAParams
+from reta.data.expansion import EXPANSIONS
+from reta.errors import RetaError
+from reta.synthesis.distribution import CC_FORMS
+from reta.synthesis.pretrained_pool import PoolSpec
+from reta.utils.config import plain
+
+VARIANTS = ("dm", "idm")
+INITS = ("real", "noise")
+
+
+def _strict(cls, d: Mapping | None, where: str):
+    d = dict(plain(d) or {})
+    unknown = sorted(set(d) - set(cls.__dataclass_fields__))
+    if unknown:
+        raise RetaError(f"{where}: unknown keys {unknown}; valid: {sorted(cls.__dataclass_fields__)}")
+    return cls(**d)
+
+
+@dataclass(frozen=True)
+class QueueSpec:
+    """IDM's model queue (``uitrbn/IDM`` flag names in brackets)."""
+
+    initial: int = 3  # nets at start
+    capacity: int = 100  # [net_num]
+    push_every: int = 30  # [net_generate_interval]
+    nets_per_iteration: int = 1  # embedders used per iteration [train_net_num]
+    train_nets: int = 2  # queue nets trained after the image update [fetch_net_num]
+    train_steps: int = 10  # [model_train_steps]
+    batch: int = 256  # [trained_bs]
+    lr: float = 0.01  # [lr_net]
+    momentum: float = 0.9  # [net_decay]: momentum 0.9, wd 5e-4
+    weight_decay: float = 5e-4
+    acc_window: int = 100  # running-accuracy meters reset every this many iterations [eval_interval]
+
+
+@dataclass(frozen=True)
+class IIDSpec:
+    """IID add-on: ``λ_CM · L_CM + κ · L_CC`` (0 disables a term)."""
+
+    lambda_cm: float = 0.0
+    kappa: float = 0.0
+    cc_form: str = "linear"  # linear (released code) | exp (paper form, reconstructed)
+    cc_alpha: float = 0.02
+    cc_beta: float = 1.0
+    pool: PoolSpec = field(default_factory=PoolSpec)
+
+
+@dataclass(frozen=True)
+class DistributionSpec:
+    """``cfg.method`` of the ``distribution`` kind, validated (a misspelt key fails)."""
+
+    name: str
+    kind: str = "distribution"
+    scale: str = "cpu"  # label only
+    eval_protocol: str = "hard"  # the protocol these sets are meant for; reta-evaluate warns on a mismatch
+    variant: str = "dm"
+    iterations: int = 20000
+    lr: float = 1.0
+    momentum: float = 0.5
+    batch_real: int = 256
+    init: str = "real"
+    expansion: str = "none"
+    embedder: Mapping = field(
+        default_factory=lambda: {"name": "convnet", "kwargs": {"depth": 3, "width": 128, "norm": "instance", "pool": "avg"}}
+    )
+    dsa: Mapping = field(default_factory=dict)  # DSAParams fields; {} = the DSA defaults of METHODS.md §6.1
+    ce_weight: float = 0.0  # IDM class-aware CE (idm only)
+    queue: QueueSpec = field(default_factory=QueueSpec)
+    iid: IIDSpec = field(default_factory=IIDSpec)
+    log_every: int = 100
+    checkpoint_every: int = 500  # 0 = never
+
+    @classmethod
+    def from_cfg(cls, method_cfg: Any, ipc: int) -> DistributionSpec:
+        d = resolve_by_ipc(method_cfg, ipc)
+        q = _strict(QueueSpec, d.pop("queue", None), "method.queue")
+        iid_d = dict(d.pop("iid", None) or {})
+        pool = PoolSpec.from_cfg(iid_d.pop("pool", None))
+        iid = _strict(IIDSpec, {**iid_d, "pool": pool}, "method.iid")
+        spec = _strict(cls, {**d, "queue": q, "iid": iid}, "method")
+        spec.validate()
+        return spec
+
+    def validate(self) -> None:
+        if self.variant not in VARIANTS:
+            raise RetaError(f"method.variant {self.variant!r}; valid: {', '.join(VARIANTS)}")
+        if self.init not in INITS:
+            raise RetaError(f"method.init {self.init!r}; valid: {', '.join(INITS)}")
+        if self.expansion not in EXPANSIONS:
+            raise RetaError(f"method.expansion {self.expansion!r}; valid: {', '.join(EXPANSIONS)}")
+        if self.iid.cc_form not in CC_FORMS:
+            raise RetaError(f"method.iid.cc_form {self.iid.cc_form!r}; valid: {', '.join(CC_FORMS)}")
+        for name in ("iterations", "batch_real"):
+            if int(getattr(self, name)) < 1:
+                raise RetaError(f"method.{name} must be >= 1, got {getattr(self, name)}")
+        if self.lr <= 0:
+            raise RetaError(f"method.lr must be > 0, got {self.lr}")
+        if min(self.iid.lambda_cm, self.iid.kappa, self.ce_weight) < 0:
+            raise RetaError("method: lambda_cm, kappa and ce_weight must be >= 0")
+        if self.ce_weight > 0 and self.variant != "idm":
+            raise RetaError("method.ce_weight > 0 needs variant=idm (the CE weight is the queue net's accuracy)")
+        q = self.queue
+        if self.variant == "idm" and (q.initial < 1 or q.capacity < max(q.initial, 1) or q.push_every < 1
+                                      or q.nets_per_iteration < 1 or q.train_steps < 0 or q.batch < 1):
+            raise RetaError(f"method.queue: inconsistent settings {q}")
+        DSAParams(**dict(self.dsa))  # fails on unknown DSA keys / values
+        if (self.embedder.get("kwargs") or {}).get("norm") == "batch":
+            raise RetaError("method.embedder: a BatchNorm embedder would see per-class batch statistics here (DM's "
+                            "BN branch forwards all classes at once, not implemented); use norm: instance or none")
+
+
+def resolve_by_ipc(method_cfg: Any, ipc: int) -> dict:
+    """Plain method dict with its ``by_ipc`` entry (largest key ≤ ipc) merged in; ``by_ipc`` removed."""
+    d = dict(plain(method_cfg) or {})
+    table = d.pop("by_ipc", None) or {}
+    keys = sorted(int(k) for k in table)
+    chosen = [k for k in keys if k <= int(ipc)]
+    if chosen:
+        entry = {int(k): v for k, v in table.items()}[chosen[-1]] or {}
+        d = OmegaConf.to_container(OmegaConf.merge(OmegaConf.create(d), OmegaConf.create(dict(entry))), resolve=True)
+    return d
