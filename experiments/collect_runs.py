@@ -4,7 +4,9 @@
 
 RUN_DIR is a per-seed grid run (``…/<name>/eval/metrics.json``, name = the folder) or an evaluation folder holding
 ``metrics.json`` directly (``…/random_ipc10``). The synthesis seconds of the distilled set (``distilled/meta.json``)
-are added to the copy as ``synthesis_seconds`` so the table's cost column survives without the images.
+are added to the copy as ``synthesis_seconds`` (and ``synthesis_iterations`` where the set records them; for an
+evaluation folder the set is found through ``metrics.json``'s ``distilled`` path) so the table's cost column survives
+without the images.
 ``reta-report inputs=[DEST]`` then rebuilds the table from the repository alone. ``--only-random`` keeps just the
 random-subset set of each file (a baseline table from runs that also evaluated a distilled set).
 """
@@ -27,8 +29,13 @@ def collect(dest: Path, runs: list[Path], only_random: bool = False) -> int:
         if only_random:
             data.update(sets={"random": data["sets"]["random"]}, method="random", distilled=None)
         meta = run / "distilled" / "meta.json"
+        if not meta.is_file() and data.get("distilled"):  # an evaluation folder: the set lives elsewhere
+            meta = Path(data["distilled"]) / "meta.json"
         if meta.is_file():
-            data["synthesis_seconds"] = json.loads(meta.read_text()).get("synthesis_seconds")
+            m = json.loads(meta.read_text())
+            data["synthesis_seconds"] = m.get("synthesis_seconds")
+            if m.get("iterations") is not None:
+                data["synthesis_iterations"] = m["iterations"]
         target = dest / run.name / "metrics.json"
         target.parent.mkdir(parents=True, exist_ok=True)
         tmp = target.with_suffix(".tmp")

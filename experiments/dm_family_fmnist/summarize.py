@@ -28,10 +28,13 @@ def main() -> None:
                 for seed, acc, sec in zip(m["seeds"], s["acc_last"], s["seconds"]):
                     random.setdefault(m["ipc"], {})[seed] = (100 * acc, sec)
                 continue
-            meta = json.loads((Path(m["distilled"]) / "meta.json").read_text())
+            meta_path = Path(m["distilled"]) / "meta.json"  # outputs/… runs; the committed copies carry the fields
+            meta = json.loads(meta_path.read_text()) if meta_path.is_file() else {}
+            iters = m.get("synthesis_iterations", meta.get("iterations"))
+            synth = m.get("synthesis_seconds", meta.get("synthesis_seconds"))
             acc = [100 * a for a in s["acc_last"]]
-            rows.append((m["ipc"], 1, meta["method"], meta.get("iterations"), m.get("expansion", "none"), acc,
-                         meta.get("synthesis_seconds"), statistics.fmean(s["seconds"]), m["student_config"]["kwargs"],
+            rows.append((m["ipc"], 1, m.get("method") or meta["method"], iters, m.get("expansion", "none"), acc,
+                         synth, statistics.fmean(s["seconds"]), m["student_config"]["kwargs"],
                          m["protocol_config"]["epochs"]))
     for ipc, by_seed in random.items():
         accs = [by_seed[k][0] for k in sorted(by_seed)]
@@ -41,7 +44,8 @@ def main() -> None:
     print("| IPC | set | synthesis iterations | acc. % (mean ± std) | per seed | synthesis s | s / student |")
     print("|---|---|---|---|---|---|---|")
     for ipc, _, label, iters, exp, acc, synth, stud, _, _ in rows:
-        lab = label + (" (stored ×4 expanded)" if exp == "quadrants" else "")
+        lab = label + (" (stored ×4 expanded)" if exp == "quadrants" else
+                       " (no expansion)" if label.startswith("idm") else "")
         std = statistics.pstdev(acc) if len(acc) > 1 else 0.0
         print(f"| {ipc} | {lab} | {iters or '–'} | {statistics.fmean(acc):.2f} ± {std:.2f} | "
               f"{', '.join(f'{a:.2f}' for a in acc)} | {'–' if synth is None else f'{synth:.0f}'} | {stud:.0f} |")

@@ -15,7 +15,7 @@ from pathlib import Path
 from reta.training.common import build_logger
 
 ARTIFACT_META_KEYS = ("dataset", "num_classes", "ipc", "method", "seed", "config_hash", "package_version",
-                      "synthesis_seconds", "shards")
+                      "synthesis_seconds", "teacher_seconds", "shards")
 
 
 def artifact_name(meta: Mapping) -> str:

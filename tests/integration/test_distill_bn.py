@@ -73,6 +73,26 @@ def test_distill_writes_a_format_v1_set_with_teacher_meta(tiny, method):
     assert (tmp_path / "cache" / "patch_pools").is_dir()  # the teacher-scored selection is cached
 
 
+def test_teacher_time_is_kept_out_of_synthesis_seconds(tiny, monkeypatch):
+    """A teacher squeezed (or loaded) on first use is timed as ``teacher_seconds``, not as synthesis."""
+    import time
+
+    tmp_path, ov = tiny
+    real_get = distill.get_teacher
+
+    def slow_get(*a, **k):
+        time.sleep(0.5)
+        return real_get(*a, **k)
+
+    monkeypatch.setattr(distill, "get_teacher", slow_get)
+    start = time.perf_counter()
+    distill.run(compose_cfg("distill", [*ov, "method=fadrm", *TINY]))
+    wall = time.perf_counter() - start
+    meta = load_distilled(tmp_path / "out" / "distilled").meta
+    assert meta["teacher_seconds"] >= 0.5
+    assert 0.0 <= meta["synthesis_seconds"] <= wall - meta["teacher_seconds"]
+
+
 def test_resume_after_kill_gives_the_uninterrupted_images(tiny):
     tmp_path, ov = tiny
     marker = tmp_path / "killed.marker"

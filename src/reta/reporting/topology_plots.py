@@ -82,7 +82,7 @@ def topology_config(cfg: DictConfig) -> TopologyConfig:
 
 
 def _reference_teacher(cfg: DictConfig, train, test) -> tuple[torch.nn.Module, dict]:
-    from reta.distill import teacher_loader
+    from reta.distill import TeacherLoader
 
     method = plain(cfg.method) if "method" in cfg else {}
     model_cfg = None
@@ -90,7 +90,7 @@ def _reference_teacher(cfg: DictConfig, train, test) -> tuple[torch.nn.Module, d
         from reta.synthesis.bn_family import teacher_specs
 
         model_cfg = teacher_specs(cfg, method["teachers"])[0][1]
-    model, meta = teacher_loader(cfg, train, test)(model_cfg)
+    model, meta = TeacherLoader(cfg, train, test)(model_cfg)
     return model.eval().requires_grad_(False), meta
 
 
