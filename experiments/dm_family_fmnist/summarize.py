@@ -33,7 +33,7 @@ def main() -> None:
             iters = m.get("synthesis_iterations", meta.get("iterations"))
             synth = m.get("synthesis_seconds", meta.get("synthesis_seconds"))
             acc = [100 * a for a in s["acc_last"]]
-            rows.append((m["ipc"], 1, m.get("method") or meta["method"], iters, m.get("expansion", "none"), acc,
+            rows.append((m["ipc"], 1, m["method"], iters, m.get("expansion", "none"), acc,
                          synth, statistics.fmean(s["seconds"]), m["student_config"]["kwargs"],
                          m["protocol_config"]["epochs"]))
     for ipc, by_seed in random.items():

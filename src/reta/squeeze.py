@@ -24,18 +24,14 @@ from reta.training.teacher import (
     timestamp,
     write_cache_entry,
 )
-from reta.utils.config import output_dir, plain
+from reta.utils.config import dataclass_from, output_dir, plain
 from reta.utils.io import atomic_write_json
 
 log = logging.getLogger(__name__)
 
 
 def recipe_from_cfg(cfg: DictConfig) -> Recipe:
-    rc = plain(cfg.recipe)
-    unknown = sorted(set(rc) - set(Recipe.__dataclass_fields__))
-    if unknown:
-        raise RetaError(f"recipe: unknown keys {unknown}; valid: {sorted(Recipe.__dataclass_fields__)}")
-    recipe = Recipe(**rc)
+    recipe = dataclass_from(Recipe, cfg.recipe, "recipe")
     if recipe.epochs <= 0 or recipe.batch_size <= 0 or recipe.lr <= 0:
         raise RetaError("recipe: epochs, batch_size and lr must be > 0")
     return recipe

@@ -18,18 +18,10 @@ from reta.data.expansion import EXPANSIONS
 from reta.errors import RetaError
 from reta.synthesis.distribution import CC_FORMS
 from reta.synthesis.pretrained_pool import PoolSpec
-from reta.utils.config import plain
+from reta.utils.config import dataclass_from, plain
 
 VARIANTS = ("dm", "idm")
 INITS = ("real", "noise")
-
-
-def _strict(cls, d: Mapping | None, where: str):
-    d = dict(plain(d) or {})
-    unknown = sorted(set(d) - set(cls.__dataclass_fields__))
-    if unknown:
-        raise RetaError(f"{where}: unknown keys {unknown}; valid: {sorted(cls.__dataclass_fields__)}")
-    return cls(**d)
 
 
 @dataclass(frozen=True)
@@ -89,11 +81,11 @@ class DistributionSpec:
     @classmethod
     def from_cfg(cls, method_cfg: Any, ipc: int) -> DistributionSpec:
         d = resolve_by_ipc(method_cfg, ipc)
-        q = _strict(QueueSpec, d.pop("queue", None), "method.queue")
+        q = dataclass_from(QueueSpec, d.pop("queue", None), "method.queue")
         iid_d = dict(d.pop("iid", None) or {})
         pool = PoolSpec.from_cfg(iid_d.pop("pool", None))
-        iid = _strict(IIDSpec, {**iid_d, "pool": pool}, "method.iid")
-        spec = _strict(cls, {**d, "queue": q, "iid": iid}, "method")
+        iid = dataclass_from(IIDSpec, {**iid_d, "pool": pool}, "method.iid")
+        spec = dataclass_from(cls, {**d, "queue": q, "iid": iid}, "method")
         spec.validate()
         return spec
 

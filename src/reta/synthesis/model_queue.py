@@ -1,4 +1,5 @@
-"""IDM's queue of partially trained embedders and the real-image sampler it trains on (METHODS.md §6.2).
+"""IDM's queue of partially trained embedders (METHODS.md §6.2) and the real-image sampler shared by the DM loop
+(real batches per class) and the queue (mixed-class training batches).
 
 [code: uitrbn/IDM ``IDM_cifar10.py``: ``net_num``, ``net_generate_interval``, ``fetch_net_num``,
 ``model_train_steps``, ``trained_bs``] — nets enter the queue freshly initialised, the oldest leaves when it is full;

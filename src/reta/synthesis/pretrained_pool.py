@@ -24,7 +24,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 from torch import nn
 
 from reta.errors import RetaError
-from reta.utils.config import plain
+from reta.utils.config import check_keys, plain
 
 log = logging.getLogger(__name__)
 
@@ -47,10 +47,7 @@ class PoolSpec:
 
     @classmethod
     def from_cfg(cls, cfg: Mapping | None) -> PoolSpec:
-        d = dict(plain(cfg) or {})
-        unknown = sorted(set(d) - set(cls.__dataclass_fields__))
-        if unknown:
-            raise RetaError(f"method.iid.pool: unknown keys {unknown}; valid: {sorted(cls.__dataclass_fields__)}")
+        d = check_keys(cls, cfg, "method.iid.pool")
         for key in ("model", "recipe"):  # names → plain maps, so meta.json and the cache key see the values
             d[key] = group_option(key, d.get(key, getattr(cls, key)))
         spec = cls(**d)

@@ -42,3 +42,19 @@ def require_positive_int(value: Any, name: str) -> int:
     if v <= 0 or v != value:
         raise RetaError(f"{name} must be a positive integer, got {value!r}")
     return v
+
+
+def check_keys(cls: type, d: Any, where: str) -> dict:
+    """``d`` (a config mapping or None) as a plain dict whose keys are all fields of dataclass ``cls``; otherwise one
+    line naming the unknown keys and the valid ones."""
+    d = dict(plain(d) or {})
+    valid = cls.__dataclass_fields__
+    unknown = sorted(set(d) - set(valid))
+    if unknown:
+        raise RetaError(f"{where}: unknown keys {unknown}; valid: {sorted(valid)}")
+    return d
+
+
+def dataclass_from(cls: type, d: Any, where: str) -> Any:
+    """``cls(**d)`` for a config mapping (or None), keys checked by :func:`check_keys`."""
+    return cls(**check_keys(cls, d, where))
