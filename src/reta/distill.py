@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import time
@@ -41,24 +42,30 @@ def teacher_cfg(cfg: DictConfig) -> DictConfig:
 class TeacherLoader:
     """``load(model_cfg)`` → the cached (or freshly squeezed) teacher of that architecture for this dataset.
 
-    ``load.seconds`` is the wall time spent in it (loading, or squeezing a teacher not cached yet), so that a set's
-    ``synthesis_seconds`` can leave out teacher training done on first use (recorded as ``teacher_seconds``)."""
+    ``load.seconds`` is the wall time spent in it and in ``with load.timing():`` blocks (loading, or squeezing a
+    teacher not cached yet), so that a set's ``synthesis_seconds`` can leave out teacher training done on first use
+    (recorded as ``teacher_seconds``)."""
 
     def __init__(self, cfg: DictConfig, train, test) -> None:
         self.base, self.train, self.test = teacher_cfg(cfg), train, test
         self.seconds = 0.0
 
-    def __call__(self, model_cfg):
+    @contextlib.contextmanager
+    def timing(self):
         start = time.perf_counter()
         try:
+            yield
+        finally:
+            self.seconds += time.perf_counter() - start
+
+    def __call__(self, model_cfg):
+        with self.timing():
             if model_cfg is None:
                 return get_teacher(self.base, self.train, self.test)
             sub = self.base.copy()
             with open_dict(sub):
                 sub.model = plain(model_cfg)  # replace, not merge: another architecture's kwargs
             return get_teacher(sub, self.train, self.test)
-        finally:
-            self.seconds += time.perf_counter() - start
 
 
 def run(cfg: DictConfig) -> dict:
@@ -88,7 +95,7 @@ def _run(cfg: DictConfig, shard: ShardInfo) -> dict:
     out = Path(shard.broadcast(str(output_dir(cfg))))  # sharded: every rank uses rank 0's run dir
     ckpt_dir = out / "checkpoints" / shard.checkpoint_subdir() if shard.sharded else out / "checkpoints"
     load = TeacherLoader(cfg, train, test)
-    ctx = DistillContext(train, test, out, ckpt_dir, load, shard=shard)
+    ctx = DistillContext(train, test, out, ckpt_dir, load, shard=shard, teacher_timing=load.timing)
     start = time.perf_counter()
     result = fn(cfg, ctx)
     seconds = time.perf_counter() - start - load.seconds

@@ -77,6 +77,7 @@ def test_dm_iid_trains_its_pool_into_the_teacher_cache(tiny):
     entries = list((tmp_path / "cache" / "teachers").iterdir())
     assert [e.name for e in entries] == [member["key"]] and (entries[0] / "model.pt").is_file()
     assert json.loads((entries[0] / "meta.json").read_text())["recipe"]["flip"] is False
+    assert meta["teacher_seconds"] > 0  # the pool's squeeze is timed as teacher time, not as synthesis
 
 
 def test_idm_stores_mosaics_and_evaluation_expands_them(tiny):

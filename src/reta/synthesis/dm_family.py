@@ -299,7 +299,8 @@ def distribution(cfg, ctx: DistillContext) -> SynthesisResult:
         log.warning(INERT_MESSAGE)
     pool, pool_meta = [], []
     if spec.iid.kappa > 0 and not inert:
-        pool, pool_meta = get_pool(cfg, spec.iid.pool, ctx.train, ctx.test)
+        with ctx.teacher_timing():  # a pool squeezed on first use is teacher time, not synthesis
+            pool, pool_meta = get_pool(cfg, spec.iid.pool, ctx.train, ctx.test)
     seed_everything(seed)  # after the pool (its training reseeds): embedder inits come from this stream
     matcher = DistributionMatcher(spec, ds, ipc, ctx.train, seed, device, pool)
     matcher.fingerprint = fingerprint(cfg, spec)

@@ -7,6 +7,7 @@ lazily so ``reta-distill`` only pays for what it runs.
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -30,7 +31,9 @@ _KINDS: dict[str, Callable] = {}
 @dataclass
 class DistillContext:
     """What every synthesis function gets besides ``cfg``: the data splits, the output/checkpoint dirs and a
-    teacher loader (``load_teacher(model_cfg) -> (module, meta)``, cached squeeze)."""
+    teacher loader (``load_teacher(model_cfg) -> (module, meta)``, cached squeeze). Pretrained networks fetched
+    another way (the IID pool) are fetched inside ``with ctx.teacher_timing():`` so their loading or squeezing is
+    recorded as ``teacher_seconds``, not as synthesis time."""
 
     train: Any
     test: Any
@@ -38,6 +41,7 @@ class DistillContext:
     ckpt_dir: Path
     load_teacher: Callable[[Any], tuple[torch.nn.Module, dict]]
     shard: Any = None  # reta.synthesis.sharding.ShardInfo of a sharded run (None = one process)
+    teacher_timing: Callable[[], contextlib.AbstractContextManager] = contextlib.nullcontext
 
 
 @dataclass
