@@ -1,4 +1,4 @@
-"""Seconds per iteration and peak memory of DM, DM+IID, IDM, IDM+IID synthesis (reta.synthesis.dm_family).
+"""Seconds per iteration and peak memory of DM, DM+IID, IDM, IDM+IID synthesis (reta.synthesis.dm.family).
 
 Each method runs in its own subprocess (so peak memory is per method): the method config is composed exactly as
 ``reta-distill method=M dataset=D ipc=N`` would compose it, a DistributionMatcher is built on the real train split,
@@ -37,8 +37,8 @@ def one(method: str, dataset: str, ipc: int, iters: int, warmup: int, threads: i
 
     from reta.data.registry import load_split
     from reta.models import build_model
-    from reta.synthesis.dm_config import DistributionSpec
-    from reta.synthesis.dm_family import DistributionMatcher, _device
+    from reta.synthesis.dm.config import DistributionSpec
+    from reta.synthesis.dm.family import DistributionMatcher, _device
     from reta.utils.config import plain
 
     torch.set_num_threads(threads)

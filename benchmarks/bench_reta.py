@@ -1,7 +1,7 @@
 """RETA cost on CPU, one thread: seconds per synthetic image (RETA vs FADRM / FADRM+) and the PTA step cost.
 
 Part A — end to end. The method configs of ``conf/method`` (fadrm, fadrm_plus, reta with DRC and/or PTA switched off)
-are built by the real builder (:func:`reta.synthesis.bn_family.build_synthesis`) on Fashion-MNIST-shaped data
+are built by the real builder (:func:`reta.synthesis.bn.family.build_synthesis`) on Fashion-MNIST-shaped data
 (1×28×28, 10 classes, 300 images per class, random pixels) with randomly initialised teachers of the configured
 architectures (timing does not depend on the weights), and fitted with a Lightning Trainer; seconds per image =
 Σ job seconds / images (the DRC pool feature pass, done once at the first merge, is included; the teacher-scored pool
@@ -32,7 +32,7 @@ from hydra import compose, initialize_config_dir
 
 from reta.data.base import TensorImageDataset
 from reta.models import build_model
-from reta.synthesis.bn_family import build_synthesis
+from reta.synthesis.bn.family import build_synthesis
 from reta.synthesis.registry import DistillContext
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))

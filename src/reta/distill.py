@@ -14,11 +14,11 @@ import reta
 from reta.data.distilled import save_distilled
 from reta.data.registry import load_split
 from reta.errors import RetaError
-from reta.squeeze import get_teacher
+from reta.synthesis.bn.sharding import SHARDABLE_KINDS, ShardInfo, init_distributed
 from reta.synthesis.registry import DistillContext, get_kind
-from reta.synthesis.sharding import SHARDABLE_KINDS, ShardInfo, init_distributed
 from reta.tracking import log_distilled_artifact
 from reta.training.common import set_threads
+from reta.training.teacher_cache import get_teacher
 from reta.utils.config import output_dir, plain, require_positive_int
 
 
@@ -70,7 +70,7 @@ class TeacherLoader:
 
 def run(cfg: DictConfig) -> dict:
     """Synthesise and write the set. With ``distributed.enabled=true`` and several ranks in the environment
-    (torchrun / srun, :mod:`reta.synthesis.sharding`) the jobs are sharded; only rank 0 writes ``distilled/``, the
+    (torchrun / srun, :mod:`reta.synthesis.bn.sharding`) the jobs are sharded; only rank 0 writes ``distilled/``, the
     other ranks return a summary with ``distilled: None``."""
     shard = init_distributed(cfg)
     try:

@@ -18,11 +18,11 @@ from reta.data.distilled import DistilledSet, load_distilled, save_distilled
 from reta.data.expansion import training_view
 from reta.data.registry import load_split, sample_per_class
 from reta.errors import RetaError
-from reta.squeeze import get_teacher
 from reta.training.common import build_logger, build_trainer, seed_everything, set_threads
 from reta.training.soft_labels import ensure_relabelled, stored_loader
 from reta.training.student import Protocol, StudentModule, student_loader
 from reta.training.teacher import new_model
+from reta.training.teacher_cache import get_teacher
 from reta.utils.config import output_dir, plain, require_positive_int
 from reta.utils.io import atomic_write_json
 

@@ -13,7 +13,7 @@ from pathlib import Path
 from omegaconf import DictConfig, OmegaConf
 
 from reta import distill, evaluate, squeeze
-from reta.synthesis.sharding import ShardInfo, init_distributed
+from reta.synthesis.bn.sharding import ShardInfo, init_distributed
 from reta.training.common import set_threads
 from reta.utils.config import output_dir
 from reta.utils.io import atomic_write_json
@@ -48,7 +48,7 @@ def format_table(rows: list[dict], metrics: dict) -> str:
 
 def run(cfg: DictConfig) -> dict:
     """Run the three stages; returns ``{"teacher", "distill", "metrics", "rows", "results"}``. With
-    ``distributed.enabled=true`` under torchrun/srun the distill step is sharded (:mod:`reta.synthesis.sharding`):
+    ``distributed.enabled=true`` under torchrun/srun the distill step is sharded (:mod:`reta.synthesis.bn.sharding`):
     rank 0 trains/caches the teacher first and alone evaluates; the other ranks return ``{"distill": …}``."""
     shard = init_distributed(cfg)
     try:

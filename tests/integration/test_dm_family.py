@@ -12,7 +12,7 @@ from reta import distill, evaluate
 from reta.data.distilled import load_distilled
 from reta.data.expansion import training_view
 from reta.errors import RetaError
-from reta.synthesis import dm_family
+from reta.synthesis.dm import family as dm_family
 
 from fixtures import write_idx_dataset
 from helpers import compose_cfg, tiny_overrides

@@ -1,4 +1,4 @@
-"""Sharded BN-matching distillation (reta.synthesis.sharding): 2 gloo ranks merge to the single-process set."""
+"""Sharded BN-matching distillation (reta.synthesis.bn.sharding): 2 gloo ranks merge to the single-process set."""
 
 from __future__ import annotations
 
@@ -13,12 +13,11 @@ import torch
 import torch.multiprocessing as mp
 
 from reta import distill
-from reta.callbacks.residual import ResidualConnection
 from reta.data.distilled import load_distilled
 from reta.errors import RetaError
-from reta.synthesis.module import make_jobs
-from reta.synthesis.pixels import SyntheticImages
-from reta.synthesis.sharding import (
+from reta.synthesis.bn.module import make_jobs
+from reta.synthesis.bn.residual import ResidualConnection
+from reta.synthesis.bn.sharding import (
     ShardInfo,
     check_shardable,
     first_host,
@@ -27,6 +26,7 @@ from reta.synthesis.sharding import (
     ranks_from_env,
     shard_jobs,
 )
+from reta.synthesis.pixels import SyntheticImages
 
 from fixtures import write_idx_dataset
 from helpers import compose_cfg, tiny_overrides
@@ -63,8 +63,8 @@ def test_environment_parsing():
 
 
 def test_cross_slot_callbacks_are_refused_when_sharded():
-    from reta.callbacks.retrieval import RetrievalAnchors
-    from reta.callbacks.topology import TopologyAlignment
+    from reta.synthesis.reta.drc import RetrievalAnchors
+    from reta.synthesis.reta.pta import TopologyAlignment
 
     module = SimpleNamespace(ipc=2)
     two = ShardInfo(0, 2)

@@ -9,7 +9,7 @@ from omegaconf import OmegaConf
 from reta.data.dsa import DSA, DSAParams
 from reta.data.expansion import expand, expand_quadrants, make_mosaics, training_view
 from reta.errors import RetaError
-from reta.synthesis.dm_config import DistributionSpec, resolve_by_ipc
+from reta.synthesis.dm.config import DistributionSpec, resolve_by_ipc
 
 from helpers import compose_cfg
 
@@ -149,8 +149,8 @@ def test_command_line_overrides_beat_paper_settings():
 
 def test_pool_recipes_are_the_squeeze_recipe_options():
     """The pool members are ordinary teacher-cache entries: `reta-squeeze recipe=iid_pool` builds the same key."""
-    from reta.squeeze import teacher_entry
-    from reta.synthesis.pretrained_pool import member_config
+    from reta.synthesis.dm.pretrained_pool import member_config
+    from reta.training.teacher_cache import teacher_entry
 
     cfg = compose_cfg("distill", [*BASE, "method=dm_iid", "dataset=cifar10"])
     spec = DistributionSpec.from_cfg(cfg.method, 10)

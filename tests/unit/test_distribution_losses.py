@@ -1,4 +1,4 @@
-"""DM / IDM / IID losses (reta.synthesis.distribution) against direct float64 computations (METHODS.md §6)."""
+"""DM / IDM / IID losses (reta.synthesis.dm.losses) against direct float64 computations (METHODS.md §6)."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from reta.synthesis.distribution import (
+from reta.synthesis.dm.losses import (
     centralization_loss,
     channel_covariance,
     class_aware_ce,

@@ -1,4 +1,4 @@
-"""DRC anchor provider (reta.callbacks.retrieval): argmin on a hand-built pool, reuse policies, record, α = 1, state.
+"""DRC anchor provider (reta.synthesis.reta.drc): argmin on a hand-built pool, reuse policies, record, α = 1, state.
 
 METHODS.md §4.1, §4.6 ("λ = 0 picks the feature nearest neighbour, λ = 1 the least complex anchor; reuse policies
 hold; α = 1 makes a merge the identity").
@@ -13,17 +13,18 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from reta.callbacks.residual import ResidualConnection, residual_merge
-from reta.callbacks.retrieval import FeaturePool, RetrievalAnchors, pool_ranks, shared_feature_pool
 from reta.data.augment import normalize
 from reta.data.base import TensorImageDataset
 from reta.errors import RetaError
 from reta.models import features
-from reta.synthesis.anchors import StageEnd, build_anchor_provider
-from reta.synthesis.bn_matching import TeacherSlot
-from reta.synthesis.init import PatchBank, PatchPool
-from reta.synthesis.retrieval import image_complexity
-from reta.synthesis.schedule import StageSchedule
+from reta.synthesis.bn.anchors import StageEnd, build_anchor_provider
+from reta.synthesis.bn.init import PatchBank, PatchPool
+from reta.synthesis.bn.matching import TeacherSlot
+from reta.synthesis.bn.residual import ResidualConnection, residual_merge
+from reta.synthesis.bn.schedule import StageSchedule
+from reta.synthesis.reta.drc import RetrievalAnchors
+from reta.synthesis.reta.pool import FeaturePool, pool_ranks, shared_feature_pool
+from reta.synthesis.reta.retrieval import image_complexity
 
 MEAN, STD, D = [0.4], [0.3], 8
 

@@ -1,4 +1,4 @@
-"""PTA callback (reta.callbacks.topology) on a real SynthesisModule with a tiny frozen conv teacher.
+"""PTA callback (reta.synthesis.reta.pta) on a real SynthesisModule with a tiny frozen conv teacher.
 
 METHODS.md §4.2, §4.6.7: the gradient of L_topo reaches the in-batch pixels through the frozen teacher (separate
 eval-mode forward, BN hooks off); the synthetic cache is refreshed every T steps and at stage boundaries with the
@@ -14,15 +14,15 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from reta.callbacks.topology import IPC1_WARNING, TopologyAlignment
 from reta.data.augment import normalize
 from reta.data.base import TensorImageDataset
 from reta.errors import NonFiniteLossError, RetaError
 from reta.models import build_model
-from reta.synthesis.bn_matching import BNMatchingLoss, CrossEntropyLoss, TeacherSlot
-from reta.synthesis.init import PatchBank, PatchInit, build_patch_pool, resample
-from reta.synthesis.module import AugmentSpec, SynthesisModule
-from reta.synthesis.schedule import StageSchedule
+from reta.synthesis.bn.init import PatchBank, PatchInit, build_patch_pool, resample
+from reta.synthesis.bn.matching import BNMatchingLoss, CrossEntropyLoss, TeacherSlot
+from reta.synthesis.bn.module import AugmentSpec, SynthesisModule
+from reta.synthesis.bn.schedule import StageSchedule
+from reta.synthesis.reta.pta import IPC1_WARNING, TopologyAlignment
 from reta.topology.loss import TopologyLoss
 
 MEAN, STD, SIZE, CLASSES = [0.3], [0.3], 16, 4

@@ -8,7 +8,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from reta.synthesis.retrieval import (
+from reta.synthesis.reta.retrieval import (
     fit_complexity_scores,
     gaussian_kernel1d,
     image_complexity,

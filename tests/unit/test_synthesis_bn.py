@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 from reta.models import build_model, features
-from reta.synthesis.bn_matching import BNHooks, BNMatchingLoss, CrossEntropyLoss, TeacherSlot
+from reta.synthesis.bn.matching import BNHooks, BNMatchingLoss, CrossEntropyLoss, TeacherSlot
 
 
 def tiny_teacher(seed: int = 0) -> nn.Module:

@@ -6,11 +6,11 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-import reta.synthesis.init as init_mod
+import reta.synthesis.bn.init as init_mod
 from reta.data.augment import normalize
 from reta.data.base import TensorImageDataset
 from reta.models import build_model
-from reta.synthesis.init import NoiseInit, PatchBank, PatchInit, build_patch_pool, cached_patch_pool
+from reta.synthesis.bn.init import NoiseInit, PatchBank, PatchInit, build_patch_pool, cached_patch_pool
 
 MEAN, STD = [0.3], [0.3]
 

@@ -11,10 +11,10 @@ from torch import nn
 
 from reta.errors import NonFiniteLossError
 from reta.models import build_model
-from reta.synthesis.bn_matching import BNMatchingLoss, CrossEntropyLoss, TeacherSlot
-from reta.synthesis.init import NoiseInit
-from reta.synthesis.module import AugmentSpec, SynthesisModule, synthesis_augment
-from reta.synthesis.schedule import StageSchedule
+from reta.synthesis.bn.init import NoiseInit
+from reta.synthesis.bn.matching import BNMatchingLoss, CrossEntropyLoss, TeacherSlot
+from reta.synthesis.bn.module import AugmentSpec, SynthesisModule, synthesis_augment
+from reta.synthesis.bn.schedule import StageSchedule
 
 MEAN, STD = [0.286], [0.353]
 

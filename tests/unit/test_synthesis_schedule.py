@@ -9,12 +9,12 @@ import torch
 import torch.nn.functional as F
 from omegaconf import OmegaConf
 
-from reta.callbacks.residual import ResidualConnection, check_alpha, residual_merge
 from reta.errors import RetaError
-from reta.synthesis.anchors import AnchorProvider, StageEnd, build_anchor_provider
-from reta.synthesis.init import band_ranks
-from reta.synthesis.module import make_jobs
-from reta.synthesis.schedule import StageSchedule
+from reta.synthesis.bn.anchors import AnchorProvider, StageEnd, build_anchor_provider
+from reta.synthesis.bn.init import band_ranks
+from reta.synthesis.bn.module import make_jobs
+from reta.synthesis.bn.residual import ResidualConnection, check_alpha, residual_merge
+from reta.synthesis.bn.schedule import StageSchedule
 
 
 def test_stage_positions_resolutions_and_global_cosine():
@@ -130,7 +130,7 @@ def test_anchor_provider_config_errors():
 
 
 def test_method_configs_per_dataset_and_per_ipc():
-    from reta.synthesis.bn_family import BNMethodConfig
+    from reta.synthesis.bn.family import BNMethodConfig
 
     from helpers import compose_cfg
 

@@ -87,7 +87,7 @@ def _reference_teacher(cfg: DictConfig, train, test) -> tuple[torch.nn.Module, d
     method = plain(cfg.method) if "method" in cfg else {}
     model_cfg = None
     if method.get("kind") == "bn_matching" and method.get("teachers"):
-        from reta.synthesis.bn_family import teacher_specs
+        from reta.synthesis.bn.family import teacher_specs
 
         model_cfg = teacher_specs(cfg, method["teachers"])[0][1]
     model, meta = TeacherLoader(cfg, train, test)(model_cfg)
@@ -210,7 +210,7 @@ def topology_diagnostics(
     teacher, tmeta = _reference_teacher(cfg, train, test)
     method = plain(cfg.method) if "method" in cfg else {}
     init = method.get("init", {}) if isinstance(method.get("init"), dict) else {}
-    from reta.synthesis.init import cached_patch_pool, teacher_id
+    from reta.synthesis.bn.init import cached_patch_pool, teacher_id
 
     extra = {"crop_scale": tuple(init["crop_scale"])} if "crop_scale" in init else {}  # same cache entry as the run
     pool = cached_patch_pool(cfg.paths.cache_dir, ds["name"], teacher_id(tmeta), dataset=train, teacher=teacher,

@@ -21,8 +21,8 @@ from reta.errors import RetaError
 #: kind → module that registers it (imported on first use).
 KIND_MODULES: dict[str, str] = {
     "random": "reta.synthesis.random_subset",
-    "distribution": "reta.synthesis.dm_family",
-    "bn_matching": "reta.synthesis.bn_family",
+    "distribution": "reta.synthesis.dm.family",
+    "bn_matching": "reta.synthesis.bn.family",
 }
 
 _KINDS: dict[str, Callable] = {}
@@ -40,7 +40,7 @@ class DistillContext:
     out_dir: Path
     ckpt_dir: Path
     load_teacher: Callable[[Any], tuple[torch.nn.Module, dict]]
-    shard: Any = None  # reta.synthesis.sharding.ShardInfo of a sharded run (None = one process)
+    shard: Any = None  # reta.synthesis.bn.sharding.ShardInfo of a sharded run (None = one process)
     teacher_timing: Callable[[], contextlib.AbstractContextManager] = contextlib.nullcontext
 
 

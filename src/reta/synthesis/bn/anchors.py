@@ -5,8 +5,8 @@ Source: METHODS.md §3.3 (``anchor(x, i)`` in the stage loop) — the fixed patc
 [code: Jiacheng8/FADRM `recover/recover.py`], a per-stage retrieval from the class pool in RETA's DRC (§4.1).
 
 An :class:`AnchorProvider` is built from config (``method.residual.anchors: {kind: <name>, ...kwargs}``) with an
-explicit constructor, bound to the running :class:`~reta.synthesis.module.SynthesisModule` once by
-:meth:`AnchorProvider.setup`, and asked for anchors by :class:`reta.callbacks.residual.ResidualConnection` at
+explicit constructor, bound to the running :class:`~reta.synthesis.bn.module.SynthesisModule` once by
+:meth:`AnchorProvider.setup`, and asked for anchors by :class:`reta.synthesis.bn.residual.ResidualConnection` at
 every stage end but the last. What a provider may read from the module: ``module.patch_bank`` (FADRM's fixed
 patches), ``module.patch_pool`` + ``module.train_set`` (the ranked class pools, rendered with
 ``pool.render(train_set, c)``), ``module.teachers`` and ``module.teacher_features(x)`` (features with BN hooks
@@ -30,7 +30,7 @@ from reta.data.augment import normalize
 from reta.errors import RetaError
 
 #: kind → module that registers it (imported lazily when the kind is asked for).
-PROVIDER_MODULES: dict[str, str] = {"static": "reta.synthesis.anchors", "retrieval": "reta.callbacks.retrieval"}
+PROVIDER_MODULES: dict[str, str] = {"static": "reta.synthesis.bn.anchors", "retrieval": "reta.synthesis.reta.drc"}
 
 _PROVIDERS: dict[str, type] = {}
 

@@ -21,7 +21,7 @@ One loop, two variants (``method.variant``):
 
 IID (``method.iid``, [code: VincenDen/IID]) adds ``λ_CM · L_CM`` (channel covariance of the embedder's last feature
 map, same real/synthetic batch) and ``κ · L_CC`` (spread of the synthetic images' features around their class mean,
-from a frozen pretrained network drawn from a pool, :mod:`reta.synthesis.pretrained_pool`, one per iteration).
+from a frozen pretrained network drawn from a pool, :mod:`reta.synthesis.dm.pretrained_pool`, one per iteration).
 With one synthetic training image per class both are inert: warned once, skipped, recorded in ``meta.json``.
 
 Every method field may be overridden per IPC with ``by_ipc: {IPC: {field: value, …}}``: the entry with the largest
@@ -31,7 +31,7 @@ Resume: a plain checkpoint ``<output_dir>/checkpoints/last.ckpt`` (pixels, optim
 queue) is written every ``checkpoint_every`` iterations; ``resume=true`` with the same ``paths.output_dir`` continues
 from it and produces the same images as an uninterrupted run.
 
-The validated config lives in :mod:`reta.synthesis.dm_config`, IDM's model queue in :mod:`reta.synthesis.model_queue`.
+The validated config lives in :mod:`reta.synthesis.dm.config`, IDM's model queue in :mod:`reta.synthesis.dm.model_queue`.
 """
 
 from __future__ import annotations
@@ -54,7 +54,8 @@ from reta.data.expansion import expand_quadrants, factor, make_mosaics
 from reta.data.registry import sample_per_class
 from reta.errors import NonFiniteLossError, RetaError
 from reta.models import build_model, features
-from reta.synthesis.distribution import (
+from reta.synthesis.dm.config import DistributionSpec
+from reta.synthesis.dm.losses import (
     INERT_MESSAGE,
     centralization_loss,
     class_aware_ce,
@@ -62,10 +63,9 @@ from reta.synthesis.distribution import (
     iid_inert,
     mean_embedding_loss,
 )
-from reta.synthesis.dm_config import DistributionSpec
-from reta.synthesis.model_queue import ModelQueue, RealSampler
+from reta.synthesis.dm.model_queue import ModelQueue, RealSampler
+from reta.synthesis.dm.pretrained_pool import get_pool
 from reta.synthesis.pixels import SyntheticImages
-from reta.synthesis.pretrained_pool import get_pool
 from reta.synthesis.registry import DistillContext, SynthesisResult, register_kind
 from reta.training.common import seed_everything
 from reta.utils.config import plain

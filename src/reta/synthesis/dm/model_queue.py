@@ -17,7 +17,7 @@ from torch import nn
 
 from reta.data.augment import normalize
 from reta.data.registry import class_index
-from reta.synthesis.dm_config import QueueSpec
+from reta.synthesis.dm.config import QueueSpec
 
 
 class RealSampler:

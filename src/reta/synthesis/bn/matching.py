@@ -15,7 +15,7 @@ context around the active teacher's forward and nowhere else, so extra forwards 
 :func:`reta.models.features`, patch scoring) never overwrite the statistics of the step.
 
 Loss terms are small callables ``term(step) -> Tensor`` with a ``name``; they return their *weighted*
-contribution to the step loss (see :class:`reta.synthesis.module.SynthesisStep`).
+contribution to the step loss (see :class:`reta.synthesis.bn.module.SynthesisStep`).
 """
 
 from __future__ import annotations

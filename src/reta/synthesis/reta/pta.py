@@ -4,7 +4,7 @@ Source: METHODS.md §4.2-§4.3 [paper*: RETA, arXiv 2602.24144 — "a mutual k-N
 components and loops", a cache "refreshed every T steps"; cache content, size-matched targets, separate forward and
 defaults recon]. The loss itself is :class:`reta.topology.TopologyLoss`; this module supplies its point clouds.
 
-Per step (``on_synthesis_step`` of :class:`~reta.synthesis.module.SynthesisModule`), for each class c of the batch
+Per step (``on_synthesis_step`` of :class:`~reta.synthesis.bn.module.SynthesisModule`), for each class c of the batch
 (batches hold one image per class, the image of IPC slot k):
 
 * **synthetic cloud** Z_c (n_s = IPC points): the live, gradient-carrying feature of the in-batch image at row k and
@@ -16,7 +16,7 @@ Per step (``on_synthesis_step`` of :class:`~reta.synthesis.module.SynthesisModul
   the BN-matching statistics of the step are untouched; the gradient of L_topo flows through the frozen teacher to
   the in-batch pixels;
 * **real target**, size-matched: M = ``num_subsets`` random subsets of n_s points of the class's pool features (the
-  DRC pool, :func:`reta.callbacks.retrieval.shared_feature_pool`), mean persistence images.
+  DRC pool, :func:`reta.synthesis.reta.pool.shared_feature_pool`), mean persistence images.
 
 The synthetic cache and the real targets are refreshed every ``refresh_every`` (T) steps and at every stage
 boundary, a job start included (the cache is recomputed at the current stage resolution; new real subsets are
@@ -39,7 +39,8 @@ import torch.nn.functional as F
 
 from reta.data.augment import normalize
 from reta.errors import RetaError
-from reta.synthesis.init import resample
+from reta.synthesis.bn.init import resample
+from reta.synthesis.reta.pool import shared_feature_pool
 from reta.topology.loss import TopologyLoss
 
 log = logging.getLogger(__name__)
@@ -127,10 +128,6 @@ class TopologyAlignment(L.Callback):
         if not 0 <= self.feature_teacher < len(pl_module.teachers):
             raise RetaError(f"pta.feature_teacher={self.feature_teacher} but the synthesis has "
                             f"{len(pl_module.teachers)} teacher(s)")
-        from reta.callbacks.retrieval import (
-            shared_feature_pool,  # registers the DRC provider as a side effect
-        )
-
         self.pool = shared_feature_pool(pl_module, self.feature_teacher, self.pool_size)
         smallest = min(self.pool.class_size(c) for c in range(pl_module.num_classes))
         if smallest < pl_module.ipc:

@@ -16,8 +16,8 @@ from omegaconf import OmegaConf
 from reta.data.dsa import DSAParams
 from reta.data.expansion import EXPANSIONS
 from reta.errors import RetaError
-from reta.synthesis.distribution import CC_FORMS
-from reta.synthesis.pretrained_pool import PoolSpec
+from reta.synthesis.dm.losses import CC_FORMS
+from reta.synthesis.dm.pretrained_pool import PoolSpec
 from reta.utils.config import dataclass_from, plain
 
 VARIANTS = ("dm", "idm")

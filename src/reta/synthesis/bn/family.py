@@ -3,7 +3,7 @@
 Sources: METHODS.md §3 (all of it) [code: Jiacheng8/FADRM `recover/recover.py`, `recover/scripts/`;
 VILA-Lab/SRe2L `SRe2L/recover/`]. The method config (``conf/method/{sre2l,fadrm,fadrm_plus}.yaml``) is parsed into
 :class:`BNMethodConfig` — explicit fields, so a misspelt key fails with one line — and turned into a
-:class:`~reta.synthesis.module.SynthesisModule` plus callbacks (residual connection, resume checkpoints, any extra
+:class:`~reta.synthesis.bn.module.SynthesisModule` plus callbacks (residual connection, resume checkpoints, any extra
 ``method.callbacks`` given as ``{name: {_target_: …, …}}``), run by a Lightning Trainer.
 
 SRe2L = noise init, one stage, no residual; FADRM = patch init, K stages with K − 1 residual merges to the static
@@ -25,22 +25,22 @@ import torch
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
-from reta.callbacks.residual import ResidualConnection, check_alpha
-from reta.callbacks.stage_images import StageImageGrid
-from reta.callbacks.synthesis_checkpoint import SynthesisCheckpoint, load_synthesis_checkpoint
 from reta.errors import RetaError
-from reta.synthesis.anchors import build_anchor_provider
-from reta.synthesis.bn_matching import BNMatchingLoss, CrossEntropyLoss, TeacherSlot
-from reta.synthesis.init import NoiseInit, PatchBank, PatchInit, cached_patch_pool, teacher_id
-from reta.synthesis.module import AugmentSpec, SynthesisModule
+from reta.synthesis.bn.anchors import build_anchor_provider
+from reta.synthesis.bn.checkpoint import SynthesisCheckpoint, load_synthesis_checkpoint
+from reta.synthesis.bn.init import NoiseInit, PatchBank, PatchInit, cached_patch_pool, teacher_id
+from reta.synthesis.bn.matching import BNMatchingLoss, CrossEntropyLoss, TeacherSlot
+from reta.synthesis.bn.module import AugmentSpec, SynthesisModule
+from reta.synthesis.bn.residual import ResidualConnection, check_alpha
+from reta.synthesis.bn.schedule import StageSchedule
+from reta.synthesis.bn.sharding import ShardInfo, check_shardable
+from reta.synthesis.bn.stage_images import StageImageGrid
 from reta.synthesis.registry import DistillContext, SynthesisResult, register_kind
-from reta.synthesis.schedule import StageSchedule
-from reta.synthesis.sharding import ShardInfo, check_shardable
 from reta.training.common import build_logger, build_trainer, seed_everything
 from reta.utils.config import plain
 
 log = logging.getLogger(__name__)
-CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
+CONF_DIR = Path(__file__).resolve().parents[2] / "conf"
 INIT_KINDS = ("noise", "patch")
 #: Lightning warnings that are expected here (frozen eval-mode teachers, optimisers made per stage, step stream).
 QUIET_WARNINGS = (".*module\\(s\\) in eval mode.*", ".*configure_optimizers.*returned.*None.*", ".*IterableDataset.*__len__.*")

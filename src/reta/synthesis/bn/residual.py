@@ -6,7 +6,7 @@ Source: METHODS.md §3.3 [code: Jiacheng8/FADRM `recover/recover.py`]. At the en
 
 bilinear, ``align_corners=False``, no antialias (skipped when sizes agree), in normalised space; no clamp after the
 merge (a convex mix of in-range images stays in range). Which anchor is used is delegated to an
-:class:`~reta.synthesis.anchors.AnchorProvider` (``static`` = the image's fixed patch, FADRM; ``retrieval`` = DRC).
+:class:`~reta.synthesis.bn.anchors.AnchorProvider` (``static`` = the image's fixed patch, FADRM; ``retrieval`` = DRC).
 """
 
 from __future__ import annotations
@@ -18,8 +18,8 @@ import lightning as L
 import torch
 
 from reta.errors import RetaError
-from reta.synthesis.anchors import AnchorProvider, StageEnd, StaticPatchAnchors
-from reta.synthesis.init import resample
+from reta.synthesis.bn.anchors import AnchorProvider, StageEnd, StaticPatchAnchors
+from reta.synthesis.bn.init import resample
 
 
 def check_alpha(alpha: Any) -> float:

@@ -4,7 +4,7 @@ At the end of every synthesis stage of the watched IPC slots, the job's working 
 job, normalised space) is denormalised to [0, 1], tiled with :func:`torchvision.utils.make_grid` and sent to
 ``logger.log_image`` under ``stages/slot<k>`` with the stage and resolution as caption, so a researcher can watch the
 images move from the real-patch initialisation through each residual connection. Runs before the residual callback
-(:func:`reta.synthesis.bn_family.build_synthesis` puts it first), so it shows the optimised pixels, not the merge.
+(:func:`reta.synthesis.bn.family.build_synthesis` puts it first), so it shows the optimised pixels, not the merge.
 Loggers without ``log_image`` (CSV) are skipped; nothing is written to disk.
 """
 
@@ -18,7 +18,7 @@ from torchvision.utils import make_grid
 
 from reta.data.augment import denormalize
 from reta.errors import RetaError
-from reta.synthesis.anchors import StageEnd
+from reta.synthesis.bn.anchors import StageEnd
 
 
 class StageImageGrid(L.Callback):

@@ -5,9 +5,9 @@ VILA-Lab/SRe2L `SRe2L/recover/recover.py`].
 
 **Work.** The distilled set is cut into *jobs*: for every IPC slot ``k`` (outer loop) and every chunk of
 ``classes_per_batch`` classes (default: all classes, i.e. one image per class per batch, FADRM), one batch of
-images is synthesised from scratch through the whole :class:`~reta.synthesis.schedule.StageSchedule`. The Lightning
+images is synthesised from scratch through the whole :class:`~reta.synthesis.bn.schedule.StageSchedule`. The Lightning
 fit loop runs one optimiser step per batch; batch ``g`` is global step ``g`` = job ``g // T``, job step ``g % T``.
-With ``shard=(rank, world)`` the stream covers only ``own_jobs = jobs[rank::world]`` (:mod:`reta.synthesis.sharding`
+With ``shard=(rank, world)`` the stream covers only ``own_jobs = jobs[rank::world]`` (:mod:`reta.synthesis.bn.sharding`
 merges the shards); every job reseeds the generator from ``(seed, job.index)``, so its images do not depend on
 which jobs ran before it.
 
@@ -48,11 +48,11 @@ from torch import nn
 from reta.data.augment import random_resized_crop_flip
 from reta.errors import NonFiniteLossError, RetaError
 from reta.models import features
-from reta.synthesis.anchors import StageEnd
-from reta.synthesis.bn_matching import TeacherSlot
-from reta.synthesis.init import resample
+from reta.synthesis.bn.anchors import StageEnd
+from reta.synthesis.bn.init import resample
+from reta.synthesis.bn.matching import TeacherSlot
+from reta.synthesis.bn.schedule import StageSchedule
 from reta.synthesis.pixels import SyntheticImages
-from reta.synthesis.schedule import StageSchedule
 
 log = logging.getLogger(__name__)
 
@@ -191,7 +191,7 @@ class SynthesisModule(L.LightningModule):
         if world < 1 or not 0 <= rank < world:
             raise RetaError(f"bad shard {shard}: need 0 <= rank < world")
         self.shard = (rank, world)
-        self.own_jobs = self.jobs[rank::world]  # the jobs this process runs (reta.synthesis.sharding); all when (0, 1)
+        self.own_jobs = self.jobs[rank::world]  # the jobs this process runs (reta.synthesis.bn.sharding); all when (0, 1)
         self.patch_bank, self.patch_pool, self.train_set = patch_bank, patch_pool, train_set
         self.fingerprint, self.log_every = fingerprint, int(log_every)
         self.seed = int(seed)
@@ -267,7 +267,7 @@ class SynthesisModule(L.LightningModule):
     # ------------------------------------------------------------------------------------------- job flow
     def _begin_job(self, job: Job) -> None:
         # a job's random stream depends on (seed, job) only, not on the jobs run before it in this process, so a
-        # sharded run (reta.synthesis.sharding) reproduces the single-process images; resume restores self.gen
+        # sharded run (reta.synthesis.bn.sharding) reproduces the single-process images; resume restores self.gen
         self.gen.manual_seed(self.seed * 1_000_003 + job.index)
         size0 = self.schedule.sizes[0]
         x0 = self.init(list(job.classes), job.slot, size0, self.channels, self.mean, self.std, self.gen)

@@ -3,7 +3,7 @@
 IID's class-centralisation loss L_CC reads features of a frozen network *pretrained on the dataset*, drawn from a
 pool [code: VincenDen/IID ``DM+ours/pre_model.py``: ResNet-18-IN, 40 epochs each, no augmentation, SGD lr 0.01,
 momentum 0.9, wd 5e-4, batch 256, constant lr; 1000 models by default]. ``reta`` trains pool member ``i`` as an
-ordinary teacher — :func:`reta.squeeze.get_teacher` with ``model = pool.model``, ``recipe = pool.recipe`` and
+ordinary teacher — :func:`reta.training.teacher_cache.get_teacher` with ``model = pool.model``, ``recipe = pool.recipe`` and
 ``seed = pool.seed + i`` — so each member is an entry of the teacher cache (``<cache_dir>/teachers/``), keyed by
 dataset + model + recipe + seed, shared by every run that asks for the same pool and creatable by hand with
 ``reta-squeeze model=resnet18_cifar_in recipe=iid_pool seed=I`` (``conf/recipe/iid_pool.yaml`` holds the same recipe).
@@ -28,7 +28,7 @@ from reta.utils.config import check_keys, plain
 
 log = logging.getLogger(__name__)
 
-CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
+CONF_DIR = Path(__file__).resolve().parents[2] / "conf"
 
 
 @dataclass(frozen=True)
@@ -89,7 +89,7 @@ def member_config(cfg: DictConfig, spec: PoolSpec, i: int) -> DictConfig:
 
 def member_entries(cfg: DictConfig, spec: PoolSpec) -> list[Path]:
     """Cache directories of the pool members (existing or not)."""
-    from reta.squeeze import teacher_entry
+    from reta.training.teacher_cache import teacher_entry
 
     return [teacher_entry(member_config(cfg, spec, i)) for i in range(int(spec.size))]
 
@@ -100,7 +100,7 @@ def get_pool(cfg: DictConfig, spec: PoolSpec, train=None, test=None) -> tuple[li
     Returns ``([], [])`` with a warning when no member exists and training is off (L_CC is then disabled: using
     the matching ConvNet instead would be a different method, METHODS.md §6.3).
     """
-    from reta.squeeze import get_teacher
+    from reta.training.teacher_cache import get_teacher
 
     models, metas = [], []
     entries = member_entries(cfg, spec)
