@@ -18,6 +18,7 @@ import torch
 import torch.nn.functional as F
 
 from reta.topology import TopologyLoss
+from reta.utils.markdown import md_table
 
 
 def _median_ms(fn: Callable[[], None], repeats: int) -> float:
@@ -61,11 +62,11 @@ def main() -> None:
     print(f"PTA loss + backward, CPU, 1 thread, torch {torch.__version__}; median of {args.repeats} (ms)")
     print("IPC 10 synthetic, 512-d, real pool 50/class, k 10, G 32, M 16 size-matched subsets, cutoff joint")
     print()
-    print("| classes | real targets cached | real targets recomputed | build targets alone |")
-    print("|---|---|---|---|")
+    rows = []
     for c in args.classes:
         r = bench(c, args.repeats)
-        print(f"| {c} | {r['cached']:.1f} | {r['recomputed']:.1f} | {r['build']:.1f} |")
+        rows.append([c, f"{r['cached']:.1f}", f"{r['recomputed']:.1f}", f"{r['build']:.1f}"])
+    print(md_table(["classes", "real targets cached", "real targets recomputed", "build targets alone"], rows))
 
 
 if __name__ == "__main__":

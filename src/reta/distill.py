@@ -2,70 +2,28 @@
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import time
 from pathlib import Path
 
-from omegaconf import DictConfig, open_dict
+from omegaconf import DictConfig
 
 import reta
 from reta.data.distilled import save_distilled
 from reta.data.registry import load_split
 from reta.errors import RetaError
-from reta.synthesis.bn.sharding import SHARDABLE_KINDS, ShardInfo, init_distributed
-from reta.synthesis.registry import DistillContext, get_kind
+from reta.synthesis.bn.sharding import ShardInfo, init_distributed
+from reta.synthesis.registry import DistillContext, is_shardable, synthesis_function
 from reta.tracking import log_distilled_artifact
 from reta.training.common import set_threads
-from reta.training.teacher_cache import get_teacher
+from reta.training.teacher_cache import TeacherLoader
 from reta.utils.config import output_dir, plain, require_positive_int
 
 
 def config_hash(cfg: DictConfig) -> str:
     keep = {k: plain(cfg[k]) for k in ("dataset", "model", "recipe", "method", "ipc", "seed") if k in cfg}
     return hashlib.sha256(json.dumps(keep, sort_keys=True, default=str).encode()).hexdigest()[:12]
-
-
-def teacher_cfg(cfg: DictConfig) -> DictConfig:
-    """``cfg`` as the teacher sees it: ``teacher.seed`` (when set) replaces ``seed``, so one cached teacher serves
-    synthesis runs of several seeds (``+teacher.seed=0``); otherwise the run's seed is the teacher's seed."""
-    seed = cfg.teacher.get("seed") if "teacher" in cfg else None
-    if seed is None:
-        return cfg
-    sub = cfg.copy()
-    with open_dict(sub):
-        sub.seed = int(seed)
-    return sub
-
-
-class TeacherLoader:
-    """``load(model_cfg)`` → the cached (or freshly squeezed) teacher of that architecture for this dataset.
-
-    ``load.seconds`` is the wall time spent in it and in ``with load.timing():`` blocks (loading, or squeezing a
-    teacher not cached yet), so that a set's ``synthesis_seconds`` can leave out teacher training done on first use
-    (recorded as ``teacher_seconds``)."""
-
-    def __init__(self, cfg: DictConfig, train, test) -> None:
-        self.base, self.train, self.test = teacher_cfg(cfg), train, test
-        self.seconds = 0.0
-
-    @contextlib.contextmanager
-    def timing(self):
-        start = time.perf_counter()
-        try:
-            yield
-        finally:
-            self.seconds += time.perf_counter() - start
-
-    def __call__(self, model_cfg):
-        with self.timing():
-            if model_cfg is None:
-                return get_teacher(self.base, self.train, self.test)
-            sub = self.base.copy()
-            with open_dict(sub):
-                sub.model = plain(model_cfg)  # replace, not merge: another architecture's kwargs
-            return get_teacher(sub, self.train, self.test)
 
 
 def run(cfg: DictConfig) -> dict:
@@ -82,11 +40,13 @@ def run(cfg: DictConfig) -> dict:
 def _run(cfg: DictConfig, shard: ShardInfo) -> dict:
     set_threads(cfg.get("num_threads"))
     ipc = require_positive_int(cfg.ipc, "ipc")
-    kind = cfg.method.get("kind")
-    if shard.sharded and kind not in SHARDABLE_KINDS:
-        raise RetaError(f"distributed.enabled=true shards only {', '.join(SHARDABLE_KINDS)} methods, not {kind!r} "
-                        f"(method {cfg.method.name}); run it in one process")
-    fn = get_kind(kind)
+    fn = synthesis_function(cfg.method)
+    check = getattr(getattr(fn, "func", fn), "check_config", None)
+    if check is not None:  # the family's config (keys, types, ranges) before any data or teacher is loaded
+        check(cfg)
+    if shard.sharded and not is_shardable(fn):
+        raise RetaError(f"distributed.enabled=true shards only BN-matching methods (sre2l, fadrm, fadrm_plus, reta), "
+                        f"not {cfg.method.name}; run it in one process")
     train = load_split(cfg.dataset, "train", cfg.paths.data_dir)
     test = load_split(cfg.dataset, "test", cfg.paths.data_dir)
     smallest = int(min((train.targets == c).sum() for c in range(int(cfg.dataset.num_classes))))

@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import shutil
-import tempfile
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -27,6 +25,7 @@ from reta.data.base import ImageDataset, TensorImageDataset
 from reta.errors import CheckpointError
 from reta.models import build_model
 from reta.training.common import lr_lambda, make_optimizer, test_accuracy
+from reta.utils.io import atomic_directory
 
 
 @dataclass(frozen=True)
@@ -136,17 +135,9 @@ def load_weights(model: nn.Module, state: Mapping, source: str) -> None:
 
 def write_cache_entry(entry: Path, model: nn.Module, meta: dict) -> None:
     """Write ``model.pt`` + ``meta.json`` into a temporary sibling dir, then rename it to ``entry``."""
-    entry.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{entry.name}.", dir=entry.parent))
-    try:
+    with atomic_directory(entry) as tmp:
         torch.save(model.state_dict(), tmp / "model.pt")
         (tmp / "meta.json").write_text(json.dumps(meta, indent=2, sort_keys=True))
-        if entry.exists():
-            shutil.rmtree(entry)
-        tmp.rename(entry)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
 
 
 def new_model(model_cfg: Mapping, dataset_cfg: Mapping) -> nn.Module:

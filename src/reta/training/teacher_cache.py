@@ -7,12 +7,14 @@ lives below the stages (stages never import each other).
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
+import time
 from pathlib import Path
 
-from omegaconf import DictConfig
+from omegaconf import DictConfig, open_dict
 from torch import nn
 
 from reta.data.registry import load_split
@@ -119,3 +121,44 @@ def get_teacher(cfg: DictConfig, train=None, test=None) -> tuple[nn.Module, dict
 
 def write_cache_entry_meta(entry: Path, meta: dict) -> None:
     atomic_write_json(entry / "meta.json", meta)
+
+
+def teacher_cfg(cfg: DictConfig) -> DictConfig:
+    """``cfg`` as the teacher sees it: ``teacher.seed`` (when set) replaces ``seed``, so one cached teacher serves
+    synthesis runs of several seeds (``+teacher.seed=0``); otherwise the run's seed is the teacher's seed."""
+    seed = cfg.teacher.get("seed") if "teacher" in cfg else None
+    if seed is None:
+        return cfg
+    sub = cfg.copy()
+    with open_dict(sub):
+        sub.seed = int(seed)
+    return sub
+
+
+class TeacherLoader:
+    """``load(model_cfg)`` → the cached (or freshly squeezed) teacher of that architecture for this dataset.
+
+    ``load.seconds`` is the wall time spent in it and in ``with load.timing():`` blocks (loading, or squeezing a
+    teacher not cached yet), so that a set's ``synthesis_seconds`` can leave out teacher training done on first use
+    (recorded as ``teacher_seconds``)."""
+
+    def __init__(self, cfg: DictConfig, train, test) -> None:
+        self.base, self.train, self.test = teacher_cfg(cfg), train, test
+        self.seconds = 0.0
+
+    @contextlib.contextmanager
+    def timing(self):
+        start = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.seconds += time.perf_counter() - start
+
+    def __call__(self, model_cfg):
+        with self.timing():
+            if model_cfg is None:
+                return get_teacher(self.base, self.train, self.test)
+            sub = self.base.copy()
+            with open_dict(sub):
+                sub.model = plain(model_cfg)  # replace, not merge: another architecture's kwargs
+            return get_teacher(sub, self.train, self.test)

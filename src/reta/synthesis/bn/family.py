@@ -35,9 +35,9 @@ from reta.synthesis.bn.residual import ResidualConnection, check_alpha
 from reta.synthesis.bn.schedule import StageSchedule
 from reta.synthesis.bn.sharding import ShardInfo, check_shardable
 from reta.synthesis.bn.stage_images import StageImageGrid
-from reta.synthesis.registry import DistillContext, SynthesisResult, register_kind
+from reta.synthesis.registry import DistillContext, SynthesisResult
 from reta.training.common import build_logger, build_trainer, seed_everything
-from reta.utils.config import plain
+from reta.utils.config import check_types, per_ipc_override, plain
 
 log = logging.getLogger(__name__)
 CONF_DIR = Path(__file__).resolve().parents[2] / "conf"
@@ -55,6 +55,7 @@ def _build(cls, values: Any, where: str):
     missing = sorted(k for k, f in fields.items() if k not in values and f.default is dataclasses.MISSING)
     if unknown or missing:
         raise RetaError(f"{where}: unknown keys {unknown}, missing keys {missing}; valid: {sorted(fields)}")
+    check_types(cls, values, where)
     kwargs = {}
     for k, v in values.items():
         sub = NESTED.get((cls, k))
@@ -97,7 +98,7 @@ class BNMethodConfig:
     """``method.*`` of a bn_matching config; see conf/method/fadrm.yaml for the meaning of every key."""
 
     name: str
-    kind: str
+    synthesize: dict
     scale: str
     teachers: list | None
     r_bn: Any
@@ -120,14 +121,9 @@ class BNMethodConfig:
     @classmethod
     def from_cfg(cls, method: Any, ipc: int | None = None) -> BNMethodConfig:
         """Parse and validate ``method``; with ``ipc``, its ``per_ipc[ipc]`` block is merged over the top level."""
-        values = plain(method)
-        per = values.get("per_ipc") or {}
-        if not isinstance(per, dict) or not all(str(k).isdigit() and isinstance(v, dict) for k, v in per.items()):
-            raise RetaError(f"method.per_ipc must map IPC values to override blocks, e.g. {{1: {{lr: 0.1}}}}, got {per!r}")
-        override = next((v for k, v in per.items() if ipc is not None and int(k) == int(ipc)), None)
-        if override:
-            values = plain(OmegaConf.merge(OmegaConf.create(values), OmegaConf.create(override)))
-        m = _build(cls, values, "method" if not override else f"method (with per_ipc.{ipc})")
+        values, override = per_ipc_override(plain(method), ipc)
+        m = _build(cls, {**values, "per_ipc": plain(method).get("per_ipc") or {}},
+                   "method" if not override else f"method (with per_ipc.{ipc})")
         if m.init.kind not in INIT_KINDS:
             raise RetaError(f"method.init.kind must be one of {', '.join(INIT_KINDS)}, got {m.init.kind!r}")
         check_alpha(m.residual.alpha)
@@ -278,8 +274,7 @@ def build_synthesis(cfg, ctx: DistillContext) -> tuple[SynthesisModule, list, BN
     return module, callbacks, m
 
 
-@register_kind("bn_matching")
-def bn_matching(cfg, ctx: DistillContext) -> SynthesisResult:
+def synthesize(cfg, ctx: DistillContext) -> SynthesisResult:
     shard = ctx.shard or ShardInfo()
     with shard.main_first("loading the teachers and the patch pool"):  # rank 0 fills the shared caches first
         module, callbacks, m = build_synthesis(cfg, ctx)
@@ -323,3 +318,13 @@ def bn_matching(cfg, ctx: DistillContext) -> SynthesisResult:
         },
     }
     return SynthesisResult(pixels, module.images.labels, meta)
+
+
+def check_config(cfg) -> None:
+    """Validate ``cfg.method`` (keys, types, ranges, per-IPC block) and the trainer before any work."""
+    BNMethodConfig.from_cfg(cfg.method, int(cfg.ipc))
+    check_trainer(plain(cfg.trainer))
+
+
+synthesize.shardable = True  # jobs are independent given (seed, job): reta.synthesis.bn.sharding
+synthesize.check_config = check_config
