@@ -1,4 +1,4 @@
-"""Time the PTA loss + backward on CPU, one thread (cf. METHODS.md §4.5).
+"""Time the PTA loss + backward on CPU, one thread (cf. docs/methods.md §4.5).
 
 Setting: IPC 10 synthetic points per class, 512-d L2-normalised features, real pool 50 per class,
 mutual k-NN with k = 10, 32 × 32 persistence images, size-matched real targets (M = 16 subsets),
