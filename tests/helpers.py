@@ -58,3 +58,16 @@ class KillAt(L.Callback):
         if step.global_step == self.at_step and not self.marker.exists():
             self.marker.touch()
             raise RuntimeError("killed")
+
+
+class TotalVariation:
+    """A loss term plugged in through ``method.losses`` (docs/architecture.md, "Add a loss term")."""
+
+    name = "tv"
+
+    def __init__(self, weight: float = 1e-3) -> None:
+        self.weight = float(weight)
+
+    def __call__(self, step):
+        x = step.images
+        return self.weight * ((x[..., 1:, :] - x[..., :-1, :]).abs().mean() + (x[..., 1:] - x[..., :-1]).abs().mean())

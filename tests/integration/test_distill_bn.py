@@ -137,6 +137,9 @@ def test_a_killed_write_leaves_no_distilled_dir(tiny, monkeypatch):
         (["method.stages.sizes=[14]", "method.stages.budgets=[2]"], "cannot take the stage resolution 14"),
         (["method.synthesize._target_=reta.synthesis.nope.synthesize"], "cannot load 'reta.synthesis.nope.synthesize'"),
         (["trainer.precision=16-mixed"], "does not support fp16 loss scaling"),
+        (["method.losses=[{_target_:reta.synthesis.bn.matching.Nope}]"], r"method.losses\[0\] \(reta.synthesis.bn.matching.Nope\)"),
+        (["method.losses=[{_target_:reta.synthesis.bn.matching.BNMatchingLoss},"
+          "{_target_:reta.synthesis.bn.matching.BNMatchingLoss}]"], "term names must be unique"),
     ],
 )
 def test_bad_method_configs_fail_with_one_line(tiny, overrides, match):
@@ -165,3 +168,16 @@ def test_cli_bad_stages_exit_2_with_one_line(tiny, monkeypatch, capsys):
         "error: stages: sizes [28, 28] and budgets [1] must be non-empty lists of the same length"
     ]
     assert "Traceback" not in err and not (tmp_path / "out" / "distilled").exists()
+
+
+def test_a_loss_term_plugs_in_through_method_losses(tiny):
+    tmp_path, ov = tiny
+    base = [*ov, "method=sre2l", *TINY, "method.checkpoint_every=100"]
+    default = distill.run(compose_cfg("distill", [*base, f"paths.output_dir={tmp_path / 'l0'}"]))
+    terms = ("method.losses=[{_target_:reta.synthesis.bn.matching.CrossEntropyLoss,weight:1.0},"
+             "{_target_:reta.synthesis.bn.matching.BNMatchingLoss},{_target_:helpers.TotalVariation,weight:10.0}]")
+    tv = distill.run(compose_cfg("distill", [*base, terms, f"paths.output_dir={tmp_path / 'l1'}"]))
+    a, b = (load_distilled(r["distilled"]) for r in (default, tv))
+    assert [t["_target_"] for t in b.meta["synthesis"]["effective_method"]["losses"]][-1] == "helpers.TotalVariation"
+    tv_of = lambda x: (x[..., 1:, :] - x[..., :-1, :]).abs().mean() + (x[..., 1:] - x[..., :-1]).abs().mean()  # noqa: E731
+    assert tv_of(b.images) < tv_of(a.images)  # the extra term smooths the images

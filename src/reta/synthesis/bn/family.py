@@ -116,6 +116,7 @@ class BNMethodConfig:
     checkpoint_every: int
     log_every: int
     quantize_uint8: bool
+    losses: list | None = None  # [{_target_: …}, …]; None = CE(ce_weight) + BN matching
     per_ipc: dict = dataclasses.field(default_factory=dict)
 
     @classmethod
@@ -224,6 +225,27 @@ def check_trainer(trainer_cfg: dict) -> None:
         raise RetaError("bn_matching synthesis does not support fp16 loss scaling; use trainer.precision=bf16-mixed or 32-true")
 
 
+def build_losses(m: BNMethodConfig) -> list:
+    """The step's loss terms from ``method.losses`` (Hydra ``_target_`` each; None = CE(ce_weight) + BN matching)."""
+    if m.losses is None:
+        return [CrossEntropyLoss(m.ce_weight), BNMatchingLoss()]
+    terms = []
+    for i, spec in enumerate(m.losses):
+        if not isinstance(spec, dict) or not spec.get("_target_"):
+            raise RetaError(f"method.losses[{i}] must be a mapping with a _target_, got {spec!r}")
+        try:
+            term = instantiate(spec)
+        except Exception as err:  # noqa: BLE001 - hydra wraps import and constructor errors in its own types
+            raise RetaError(f"method.losses[{i}] ({spec['_target_']}): {str(err.__cause__ or err).splitlines()[0]}") from None
+        if not callable(term) or not getattr(term, "name", None):
+            raise RetaError(f"method.losses[{i}]: {spec['_target_']} must be callable(step) with a name")
+        terms.append(term)
+    names = [t.name for t in terms]
+    if len(set(names)) != len(names):
+        raise RetaError(f"method.losses: term names must be unique, got {names}")
+    return terms
+
+
 def build_synthesis(cfg, ctx: DistillContext) -> tuple[SynthesisModule, list, BNMethodConfig]:
     """The module and its callbacks for ``cfg`` (no training yet)."""
     m = BNMethodConfig.from_cfg(cfg.method, int(cfg.ipc))
@@ -254,7 +276,7 @@ def build_synthesis(cfg, ctx: DistillContext) -> tuple[SynthesisModule, list, BN
     module = SynthesisModule(
         teachers, schedule, ds["num_classes"], ipc, ds["image_size"], ds["channels"], ds["mean"], ds["std"], init,
         AugmentSpec(bool(m.augment.rrc), tuple(m.augment.rrc_scale), bool(m.augment.flip), int(m.augment.jitter)),
-        [CrossEntropyLoss(m.ce_weight), BNMatchingLoss()], betas=tuple(m.betas), eps=m.eps,
+        build_losses(m), betas=tuple(m.betas), eps=m.eps,
         classes_per_batch=m.classes_per_batch, seed=int(cfg.seed), patch_bank=bank, patch_pool=pool,
         train_set=ctx.train, fingerprint=fingerprint(cfg, m, teachers), log_every=m.log_every,
         shard=(shard.rank, shard.world),
@@ -322,7 +344,7 @@ def synthesize(cfg, ctx: DistillContext) -> SynthesisResult:
 
 def check_config(cfg) -> None:
     """Validate ``cfg.method`` (keys, types, ranges, per-IPC block) and the trainer before any work."""
-    BNMethodConfig.from_cfg(cfg.method, int(cfg.ipc))
+    build_losses(BNMethodConfig.from_cfg(cfg.method, int(cfg.ipc)))
     check_trainer(plain(cfg.trainer))
 
 
