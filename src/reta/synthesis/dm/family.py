@@ -45,6 +45,7 @@ import time
 import warnings
 from collections.abc import Mapping
 from dataclasses import asdict
+from pathlib import Path
 
 import torch
 from torch import nn
@@ -52,7 +53,7 @@ from torch import nn
 from reta.data.dsa import DSA, DSAParams
 from reta.data.expansion import expand_quadrants, factor, make_mosaics
 from reta.data.registry import sample_per_class
-from reta.errors import NonFiniteLossError, RetaError
+from reta.errors import NonFiniteLossError, RetaError, load_failure
 from reta.models import build_model, features
 from reta.synthesis.dm.config import DistributionSpec
 from reta.synthesis.dm.losses import (
@@ -266,7 +267,11 @@ def run_matching(matcher: DistributionMatcher, ckpt_path=None, progress: bool = 
     window: dict[str, float] = {}
     n_window = 0
     while matcher.iteration < spec.iterations:
-        terms = matcher.step()
+        try:
+            terms = matcher.step()
+        except NonFiniteLossError as err:  # the checkpoint of the last good iteration stays: say where it is
+            kept = ckpt_path if ckpt_path is not None and Path(ckpt_path).is_file() else None
+            raise NonFiniteLossError(f"{err}; last good checkpoint: {kept or 'none'}") from None
         for k, v in terms.items():
             window[k] = window.get(k, 0.0) + v
         n_window += 1
@@ -310,7 +315,7 @@ def distribution(cfg, ctx: DistillContext) -> SynthesisResult:
         try:
             state = torch.load(ckpt, map_location=device, weights_only=True)
         except Exception as err:  # noqa: BLE001 - torch raises several types for corrupt or non-tensor files
-            raise RetaError(f"resume: cannot read {ckpt} ({str(err).splitlines()[0]}); use resume=false") from err
+            raise RetaError(f"resume: cannot read {ckpt} ({load_failure(err)}); use overwrite=true to start again") from err
         matcher.load_state_dict(state)
         resumed_from = matcher.iteration
         log.info("resumed %s from %s at iteration %d", spec.name, ckpt, matcher.iteration)
