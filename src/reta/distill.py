@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import shutil
 import time
 from pathlib import Path
 
@@ -18,7 +19,12 @@ from reta.synthesis.registry import DistillContext, is_shardable, synthesis_func
 from reta.tracking import log_distilled_artifact
 from reta.training.common import set_threads
 from reta.training.teacher_cache import TeacherLoader
-from reta.utils.config import output_dir, plain, require_positive_int
+from reta.utils.config import output_dir, plain, planned_output_dir, require_positive_int
+from reta.utils.io import atomic_write_json
+from reta.utils.outputs import check_writable_dir
+
+#: ``<output_dir>/checkpoints/run.json``: the resume key of the run that owns the checkpoints (written at its start).
+RUN_RECORD = "run.json"
 
 
 def config_hash(cfg: DictConfig) -> str:
@@ -26,10 +32,74 @@ def config_hash(cfg: DictConfig) -> str:
     return hashlib.sha256(json.dumps(keep, sort_keys=True, default=str).encode()).hexdigest()[:12]
 
 
+def resume_key(cfg: DictConfig) -> dict:
+    """What a resumed run must share with the run that wrote the checkpoints, known before any data or teacher is
+    loaded: dataset, teacher (model, recipe, ``teacher.seed`` / ``teacher.checkpoint``), method (without its logging
+    and checkpoint cadence), ipc and seed. The method families check their own fingerprint again on load."""
+    method = {k: v for k, v in (plain(cfg.method) or {}).items() if k not in ("log_every", "checkpoint_every")}
+    teacher = plain(cfg.get("teacher")) or {}
+    return {"dataset": plain(cfg.dataset).get("name"), "model": plain(cfg.model), "recipe": plain(cfg.recipe),
+            "teacher": {k: teacher.get(k) for k in ("seed", "checkpoint")}, "method": method,
+            "ipc": cfg.ipc, "seed": cfg.seed}
+
+
+def _describe_set(meta_path: Path) -> str:
+    try:
+        meta = json.loads(meta_path.read_text())
+        return f" ({meta.get('method')}, IPC {meta.get('ipc')}, seed {meta.get('seed')})"
+    except (OSError, ValueError, AttributeError):
+        return ""
+
+
+def check_method(cfg: DictConfig):
+    """The method's synthesis function, after its family checked ``cfg.method`` (keys, types, ranges, the per-IPC
+    block) — no data or teacher is loaded."""
+    fn = synthesis_function(cfg.method)
+    check = getattr(getattr(fn, "func", fn), "check_config", None)
+    if check is not None:
+        check(cfg)
+    return fn
+
+
+def preflight(cfg: DictConfig, out: Path) -> None:
+    """Every check that needs no data, no teacher and writes nothing; run before Hydra writes its run dir
+    (:class:`reta.cli.common.Preflight`) and again at the start of :func:`run`. Refuses (one line) a bad ``ipc``, an
+    output dir that cannot be written, a finished or interrupted run in ``out`` without ``resume=true`` or
+    ``overwrite=true``, and ``resume=true`` on checkpoints written by a different configuration."""
+    require_positive_int(cfg.ipc, "ipc")
+    check_method(cfg)
+    resume, overwrite = bool(cfg.get("resume", False)), bool(cfg.get("overwrite", False))
+    if resume and overwrite:
+        raise RetaError("resume=true and overwrite=true exclude each other: resume continues the run in "
+                        "paths.output_dir, overwrite replaces it")
+    check_writable_dir(out, ("distilled", "checkpoints"))
+    ckpts = out / "checkpoints"
+    finished = (out / "distilled" / "meta.json").is_file()
+    interrupted = ckpts.is_dir() and any(p.is_file() and p.name != RUN_RECORD for p in ckpts.rglob("*"))
+    if (finished or interrupted) and not (resume or overwrite):
+        what = (f"a finished distilled set{_describe_set(out / 'distilled' / 'meta.json')}" if finished
+                else "an interrupted run (checkpoints/)")
+        raise RetaError(f"paths.output_dir {out} already holds {what}; pass resume=true to continue that run, "
+                        "overwrite=true to replace it, or choose another paths.output_dir")
+    record = ckpts / RUN_RECORD
+    if resume and record.is_file():
+        try:
+            saved = json.loads(record.read_text())["key"]
+        except (OSError, ValueError, KeyError, TypeError):
+            raise RetaError(f"resume: cannot read {record}; pass overwrite=true to start the run again") from None
+        key = json.loads(json.dumps(resume_key(cfg), default=str))
+        changed = sorted(k for k in set(key) | set(saved) if key.get(k) != saved.get(k))
+        if changed:
+            raise RetaError(f"resume: the checkpoints in {ckpts} were written by a different configuration "
+                            f"({', '.join(changed)} changed); pass the same settings, overwrite=true to replace that "
+                            "run, or another paths.output_dir")
+
+
 def run(cfg: DictConfig) -> dict:
     """Synthesise and write the set. With ``distributed.enabled=true`` and several ranks in the environment
     (torchrun / srun, :mod:`reta.synthesis.bn.sharding`) the jobs are sharded; only rank 0 writes ``distilled/``, the
     other ranks return a summary with ``distilled: None``."""
+    preflight(cfg, planned_output_dir(cfg))  # every rank, before any rank writes (init_distributed waits for all)
     shard = init_distributed(cfg)
     try:
         return _run(cfg, shard)
@@ -40,10 +110,7 @@ def run(cfg: DictConfig) -> dict:
 def _run(cfg: DictConfig, shard: ShardInfo) -> dict:
     set_threads(cfg.get("num_threads"))
     ipc = require_positive_int(cfg.ipc, "ipc")
-    fn = synthesis_function(cfg.method)
-    check = getattr(getattr(fn, "func", fn), "check_config", None)
-    if check is not None:  # the family's config (keys, types, ranges) before any data or teacher is loaded
-        check(cfg)
+    fn = check_method(cfg)
     if shard.sharded and not is_shardable(fn):
         raise RetaError(f"distributed.enabled=true shards only BN-matching methods (sre2l, fadrm, fadrm_plus, reta), "
                         f"not {cfg.method.name}; run it in one process")
@@ -56,6 +123,12 @@ def _run(cfg: DictConfig, shard: ShardInfo) -> dict:
     ckpt_dir = out / "checkpoints" / shard.checkpoint_subdir() if shard.sharded else out / "checkpoints"
     load = TeacherLoader(cfg, train, test)
     ctx = DistillContext(train, test, out, ckpt_dir, load, shard=shard, teacher_timing=load.timing)
+    if shard.is_main:
+        if cfg.get("overwrite", False) and (out / "checkpoints").is_dir():
+            shutil.rmtree(out / "checkpoints")  # the old run's state must not leak into this one
+        record = out / "checkpoints" / RUN_RECORD
+        if not (cfg.get("resume", False) and record.is_file()):
+            atomic_write_json(record, {"key": resume_key(cfg)})
     start = time.perf_counter()
     result = fn(cfg, ctx)
     seconds = time.perf_counter() - start - load.seconds

@@ -16,7 +16,7 @@ from reta import distill, evaluate, squeeze
 from reta.synthesis.bn.sharding import ShardInfo, init_distributed
 from reta.training.common import set_threads
 from reta.training.teacher_cache import teacher_cfg
-from reta.utils.config import output_dir
+from reta.utils.config import output_dir, planned_output_dir
 from reta.utils.io import atomic_write_json
 from reta.utils.markdown import md_table
 
@@ -48,10 +48,17 @@ def format_table(rows: list[dict], metrics: dict) -> str:
     return head + "\n\n" + md_table(["set", "accuracy (%)", "per seed (%)", "synthesis / training s"], table)
 
 
+def preflight(cfg: DictConfig, out: Path) -> None:
+    """The distill and evaluate stages' checks (:func:`reta.distill.preflight`, :func:`reta.evaluate.preflight`)."""
+    distill.preflight(cfg, out)
+    evaluate.preflight(cfg, out)
+
+
 def run(cfg: DictConfig) -> dict:
     """Run the three stages; returns ``{"teacher", "distill", "metrics", "rows", "results"}``. With
     ``distributed.enabled=true`` under torchrun/srun the distill step is sharded (:mod:`reta.synthesis.bn.sharding`):
     rank 0 trains/caches the teacher first and alone evaluates; the other ranks return ``{"distill": …}``."""
+    preflight(cfg, planned_output_dir(cfg))  # before the teacher is trained and before any rank writes
     shard = init_distributed(cfg)
     try:
         return _run(cfg, shard)

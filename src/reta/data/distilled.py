@@ -32,7 +32,7 @@ from typing import Any
 
 import torch
 
-from reta.errors import RetaError
+from reta.errors import RetaError, load_failure
 from reta.utils.io import atomic_directory, atomic_write_json
 
 FORMAT_VERSION = 1
@@ -295,9 +295,7 @@ def _load_tensor(path: Path) -> Any:
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # unpickling / zip errors have many types
-        raise RetaError(
-            f"{path.name}: cannot load {path} ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''})"
-        ) from e
+        raise RetaError(f"{path.name}: cannot load {path} ({load_failure(e)})") from e
 
 
 def load_distilled(directory: str | os.PathLike) -> DistilledSet:

@@ -18,7 +18,7 @@ from omegaconf import DictConfig, open_dict
 from torch import nn
 
 from reta.data.registry import load_split
-from reta.errors import RetaError
+from reta.errors import CheckpointError, RetaError
 from reta.training.common import build_logger, build_trainer, seed_everything
 from reta.training.teacher import (
     Recipe,
@@ -59,6 +59,27 @@ def teacher_entry(cfg: DictConfig) -> Path:
     return Path(cfg.paths.cache_dir) / "teachers" / f"{ds['name']}_{mc['name']}_{key}"
 
 
+def read_cache_entry(entry: Path, model: nn.Module) -> dict:
+    """Load ``entry/model.pt`` into ``model`` and return ``entry/meta.json``; a damaged entry (either file missing,
+    unreadable or not fitting) is one line naming the entry and the way out, ``teacher.force=true``. No automatic
+    rebuild: a teacher retrained behind the user's back would change every set distilled with it."""
+    way_out = "pass teacher.force=true to retrain it (or delete that directory)"
+    try:
+        meta = json.loads((entry / "meta.json").read_text())
+        if not isinstance(meta, dict) or "test_acc" not in meta:
+            raise ValueError("no test_acc")
+    except FileNotFoundError:
+        raise CheckpointError(f"teacher cache entry {entry} is damaged (meta.json is missing); {way_out}") from None
+    except (OSError, ValueError) as err:
+        raise CheckpointError(f"teacher cache entry {entry} is damaged (meta.json is unreadable: {err}); "
+                              f"{way_out}") from None
+    try:
+        load_weights(model, load_state_dict_file(entry / "model.pt"), str(entry / "model.pt"))
+    except CheckpointError as err:
+        raise CheckpointError(f"teacher cache entry {entry} is damaged ({err}); {way_out}") from None
+    return meta
+
+
 def get_teacher(cfg: DictConfig, train=None, test=None) -> tuple[nn.Module, dict]:
     """The frozen teacher of ``cfg`` (eval mode) and its meta: from ``teacher.checkpoint``, the cache, or trained now."""
     ds, mc = plain(cfg.dataset), plain(cfg.model)
@@ -80,8 +101,7 @@ def get_teacher(cfg: DictConfig, train=None, test=None) -> tuple[nn.Module, dict
         return model.eval().requires_grad_(False), meta
     entry = teacher_entry(cfg)
     if entry.exists() and not cfg.teacher.get("force", False):
-        load_weights(model, load_state_dict_file(entry / "model.pt"), str(entry / "model.pt"))
-        meta = json.loads((entry / "meta.json").read_text())
+        meta = read_cache_entry(entry, model)
         log.info("teacher from cache: %s (test acc %.4f)", entry, meta["test_acc"])
         return model.eval().requires_grad_(False), meta
     recipe = recipe_from_cfg(cfg)

@@ -17,19 +17,26 @@ def plain(cfg: Any) -> Any:
     return cfg
 
 
-def output_dir(cfg: DictConfig) -> Path:
-    """The run's output dir: Hydra's job dir when Hydra runs the job (multirun jobs get their own), else
-    ``cfg.paths.output_dir``; ``/<output_subdir>`` appended when a sub-run sets it. Created if missing."""
+def planned_output_dir(cfg: DictConfig) -> Path:
+    """The run's output dir, not created: Hydra's job dir when Hydra runs the job (multirun jobs get their own), else
+    ``cfg.paths.output_dir``; ``/<output_subdir>`` appended when a sub-run sets it."""
     path = Path(cfg.paths.output_dir)
     try:
         from hydra.core.hydra_config import HydraConfig
 
-        if HydraConfig.initialized():
-            path = Path(HydraConfig.get().runtime.output_dir)
+        run_dir = OmegaConf.select(HydraConfig.get(), "runtime.output_dir", default=None) if HydraConfig.initialized() else None
+        if run_dir:
+            path = Path(run_dir)
     except ImportError:  # pragma: no cover
         pass
     if cfg.get("output_subdir"):
         path = path / str(cfg.output_subdir)
+    return path
+
+
+def output_dir(cfg: DictConfig) -> Path:
+    """:func:`planned_output_dir`, created if missing."""
+    path = planned_output_dir(cfg)
     path.mkdir(parents=True, exist_ok=True)
     return path
 

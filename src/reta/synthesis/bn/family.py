@@ -118,6 +118,7 @@ class BNMethodConfig:
     quantize_uint8: bool
     losses: list | None = None  # [{_target_: …}, …]; None = CE(ce_weight) + BN matching
     per_ipc: dict = dataclasses.field(default_factory=dict)
+    saturation_limit: float = 0.95  # divergence guard: stop when a step leaves this fraction of pixels at 0 or 1
 
     @classmethod
     def from_cfg(cls, method: Any, ipc: int | None = None) -> BNMethodConfig:
@@ -132,9 +133,25 @@ class BNMethodConfig:
             raise RetaError(f"method.betas must be two numbers in [0, 1), got {m.betas}")
         if len(m.augment.rrc_scale) != 2 or not 0 < m.augment.rrc_scale[0] <= m.augment.rrc_scale[1] <= 1:
             raise RetaError(f"method.augment.rrc_scale must be [lo, hi] with 0 < lo <= hi <= 1, got {m.augment.rrc_scale}")
-        if int(m.augment.jitter) < 0 or int(m.checkpoint_every) <= 0:
-            raise RetaError("method.augment.jitter must be >= 0 and method.checkpoint_every > 0")
+        if int(m.augment.jitter) < 0:
+            raise RetaError(f"method.augment.jitter must be >= 0, got {m.augment.jitter}")
+        if isinstance(m.checkpoint_every, bool) or not isinstance(m.checkpoint_every, int) or m.checkpoint_every < 0:
+            raise RetaError(f"method.checkpoint_every must be an integer >= 0 (0 = never), got {m.checkpoint_every!r}")
+        if not 0 < float(m.saturation_limit) <= 1:
+            raise RetaError(f"method.saturation_limit must be in (0, 1], got {m.saturation_limit}")
         return m
+
+
+def check_lr(lr: Any, std: list[float]) -> float:
+    """A sane range for the Adam step on the images: ``0 < lr <= max(1/std)``. Adam's step moves every pixel by about
+    ``lr`` in normalised units whatever the gradient scale, and the whole [0, 1] pixel range spans ``1/std`` normalised
+    units, so a larger lr throws every pixel across the data range in one step (the reference settings use
+    0.01-0.25; arXiv 2306.13092 and arXiv 2506.24125 recover scripts)."""
+    span = max(1.0 / float(s) for s in std)
+    if isinstance(lr, bool) or not isinstance(lr, (int, float)) or not 0 < float(lr) <= span:
+        raise RetaError(f"method.lr must be a number in (0, {span:.3g}] (one Adam step moves a pixel by about lr in "
+                        f"normalised units; the data range spans {span:.3g}), got {lr!r}")
+    return float(lr)
 
 
 NESTED = {
@@ -253,7 +270,7 @@ def build_synthesis(cfg, ctx: DistillContext) -> tuple[SynthesisModule, list, BN
     shard = ctx.shard or ShardInfo()
     ds = plain(cfg.dataset)
     sizes = m.stages.sizes if m.stages.sizes is not None else [int(ds["image_size"])] * len(m.stages.budgets or [])
-    schedule = StageSchedule(sizes, m.stages.budgets, m.lr)
+    schedule = StageSchedule(sizes, m.stages.budgets, check_lr(m.lr, ds["std"]))
     provider = build_anchor_provider(m.residual.anchors) if m.residual.enabled else None
     ipc = int(cfg.ipc)
     teachers = []
@@ -279,7 +296,7 @@ def build_synthesis(cfg, ctx: DistillContext) -> tuple[SynthesisModule, list, BN
         build_losses(m), betas=tuple(m.betas), eps=m.eps,
         classes_per_batch=m.classes_per_batch, seed=int(cfg.seed), patch_bank=bank, patch_pool=pool,
         train_set=ctx.train, fingerprint=fingerprint(cfg, m, teachers), log_every=m.log_every,
-        shard=(shard.rank, shard.world),
+        shard=(shard.rank, shard.world), saturation_limit=float(m.saturation_limit),
     )
     callbacks: list = []
     media = (plain(cfg.logger) or {}).get("stage_images")
@@ -292,7 +309,7 @@ def build_synthesis(cfg, ctx: DistillContext) -> tuple[SynthesisModule, list, BN
             callbacks.append(instantiate(spec))
         except Exception as err:  # noqa: BLE001 - hydra wraps constructor errors in its own types
             raise RetaError(f"method.callbacks.{name}: cannot instantiate ({str(err).splitlines()[0]})") from err
-    callbacks.append(SynthesisCheckpoint(Path(ctx.ckpt_dir) / "last.ckpt", int(m.checkpoint_every)))
+    callbacks.append(SynthesisCheckpoint(Path(ctx.ckpt_dir) / "last.ckpt", int(m.checkpoint_every)))  # 0 = never
     return module, callbacks, m
 
 

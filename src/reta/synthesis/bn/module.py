@@ -19,6 +19,11 @@ image at the native resolution. Teachers are frozen eval-mode submodules (``trai
 batch-shared RandomResizedCrop + flip and a roll jitter in ``[0, J]`` (§3.5); forward through teacher
 ``t mod M`` (round robin, §3.7) with *its* BN hooks capturing; loss = Σ of the loss terms; backward; step; clamp
 to the normalised image of [0, 1] (§3.2). A non-finite term stops the run naming it (the last checkpoint stays).
+So does divergence with finite losses: when a step leaves at least ``saturation_limit`` of the working batch's
+pixels clamped at 0 or 1 (and more than at the job start), the step size has thrown the images out of the data range
+— with a sane lr the fraction stays near that of real images (Fashion-MNIST: ≈ 0.2-0.5, measured with the stock
+SRe2L and FADRM settings; lr = 1e30 gives 1.0 after the first step). The run stops naming the loss term that grew
+most since its first value in the job; the step's own checkpoint is never written, so the last good one stays.
 
 **Callback API** (duck-typed methods of any Lightning callback in ``trainer.callbacks``; all optional):
 
@@ -46,7 +51,7 @@ import torch
 from torch import nn
 
 from reta.data.augment import random_resized_crop_flip
-from reta.errors import NonFiniteLossError, RetaError
+from reta.errors import DivergenceError, NonFiniteLossError, RetaError
 from reta.models import features
 from reta.synthesis.bn.anchors import StageEnd
 from reta.synthesis.bn.init import resample
@@ -172,6 +177,7 @@ class SynthesisModule(L.LightningModule):
         fingerprint: str = "",
         log_every: int = 50,
         shard: tuple[int, int] = (0, 1),
+        saturation_limit: float = 0.95,
     ) -> None:
         super().__init__()
         if not teachers:
@@ -202,6 +208,9 @@ class SynthesisModule(L.LightningModule):
         self.ckpt_path: str | None = None
         self.job_seconds: list[float] = []
         self._job_t0 = 0.0
+        self.saturation_limit = float(saturation_limit)
+        self._sat0: float | None = None  # saturated fraction at the job start (divergence guard)
+        self._loss0: dict[str, float] = {}  # loss terms at the job's first step here (names the diverging term)
 
     # ------------------------------------------------------------------------------------------- plumbing
     @property
@@ -259,10 +268,33 @@ class SynthesisModule(L.LightningModule):
             self.opt = None
 
     @torch.no_grad()
-    def _clamp(self) -> None:
+    def _clamp(self) -> float:
+        """Clamp the working batch to the normalised image of [0, 1]; returns the fraction now at either bound."""
         m = torch.tensor(self.mean, device=self.x.device).view(1, -1, 1, 1)
         s = torch.tensor(self.std, device=self.x.device).view(1, -1, 1, 1)
         self.x.copy_(torch.max(torch.min(self.x, (1 - m) / s), (0 - m) / s))
+        return self._saturated_fraction()
+
+    def _check_divergence(self, saturated: float, step: SynthesisStep, job: Job) -> None:
+        """Stop when a step left ``saturation_limit`` of the pixels at 0 or 1 (see the module docstring)."""
+        if saturated < self.saturation_limit or saturated <= (self._sat0 or 0.0):
+            return
+        now = {k: float(v.detach()) for k, v in step.losses.items()}
+        growth = {k: abs(v) / max(abs(self._loss0.get(k, v)), 1e-12) for k, v in now.items()}
+        term = max(growth, key=growth.get) if growth else "none"
+        raise DivergenceError(
+            f"synthesis diverged at step {step.global_step} (job {job.index}, slot {job.slot}, stage {step.stage}, "
+            f"teacher {step.teacher.name}): {saturated:.0%} of the pixels are clamped at 0 or 1 (job start: "
+            f"{self._sat0 or 0.0:.0%}); loss term {term!r} grew x{growth.get(term, 1.0):.3g} in this job "
+            f"(now {now.get(term, float('nan')):.4g}); lower method.lr (now {step.lr:g}); last good checkpoint: "
+            f"{self.ckpt_path or 'none'}"
+        )
+
+    @torch.no_grad()
+    def _saturated_fraction(self) -> float:
+        m = torch.tensor(self.mean, device=self.x.device).view(1, -1, 1, 1)
+        s = torch.tensor(self.std, device=self.x.device).view(1, -1, 1, 1)
+        return float(((self.x <= (0 - m) / s) | (self.x >= (1 - m) / s)).float().mean())
 
     # ------------------------------------------------------------------------------------------- job flow
     def _begin_job(self, job: Job) -> None:
@@ -273,6 +305,7 @@ class SynthesisModule(L.LightningModule):
         x0 = self.init(list(job.classes), job.slot, size0, self.channels, self.mean, self.std, self.gen)
         self.x, self.opt = nn.Parameter(x0.to(self.device).clone()), None
         self._job_t0 = time.perf_counter()
+        self._sat0, self._loss0 = None, {}
         self._notify("on_synthesis_job_start", job)
 
     def _begin_stage(self, size: int, lr: float) -> None:
@@ -312,6 +345,10 @@ class SynthesisModule(L.LightningModule):
         for term in self.losses:
             step.add_loss(term.name, term(step))
         self._notify("on_synthesis_step", step)
+        if self._sat0 is None:  # first step of the job in this process (also right after a resume)
+            self._sat0 = self._saturated_fraction()
+        for k, v in step.losses.items():  # each term's first value in this job (a callback's term may start later)
+            self._loss0.setdefault(k, float(v.detach()))
         for name, value in step.losses.items():
             if not bool(torch.isfinite(value.detach()).all()):
                 raise NonFiniteLossError(
@@ -322,7 +359,7 @@ class SynthesisModule(L.LightningModule):
         self.opt.zero_grad(set_to_none=True)
         self.manual_backward(loss)
         self.opt.step()
-        self._clamp()
+        self._check_divergence(self._clamp(), step, job)
         if self.log_every and g % self.log_every == 0:
             metrics = {f"loss/{k}": float(v.detach()) for k, v in step.losses.items()}
             metrics.update({"loss/total": float(loss.detach()), "lr": pos.lr, "stage": pos.stage, "job": job.index})
@@ -353,6 +390,7 @@ class SynthesisModule(L.LightningModule):
             "gen": self.gen.get_state(),
             "torch_rng": torch.get_rng_state(),
             "job_seconds": list(self.job_seconds),
+            "job_elapsed": time.perf_counter() - self._job_t0 if self.x is not None else 0.0,  # of the unfinished job
         }
 
     def load_synthesis_state(self, state: dict) -> None:
@@ -371,3 +409,5 @@ class SynthesisModule(L.LightningModule):
         self.gen.set_state(state["gen"])
         torch.set_rng_state(state["torch_rng"])
         self.job_seconds = list(state.get("job_seconds", []))
+        # a job resumed mid-way is timed from its own start (work before the kill + work here), not from t = 0
+        self._job_t0 = time.perf_counter() - float(state.get("job_elapsed", 0.0))

@@ -101,6 +101,8 @@ class DistributionSpec:
                 raise RetaError(f"method.{name} must be >= 1, got {getattr(self, name)}")
         if self.lr <= 0:
             raise RetaError(f"method.lr must be > 0, got {self.lr}")
+        if isinstance(self.checkpoint_every, bool) or not isinstance(self.checkpoint_every, int) or self.checkpoint_every < 0:
+            raise RetaError(f"method.checkpoint_every must be an integer >= 0 (0 = never), got {self.checkpoint_every!r}")
         if min(self.iid.lambda_cm, self.iid.kappa, self.ce_weight) < 0:
             raise RetaError("method: lambda_cm, kappa and ce_weight must be >= 0")
         if self.ce_weight > 0 and self.variant != "idm":

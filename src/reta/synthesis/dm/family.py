@@ -46,7 +46,7 @@ import warnings
 import torch
 
 from reta.data.expansion import factor
-from reta.errors import RetaError
+from reta.errors import NonFiniteLossError, RetaError, load_failure
 from reta.synthesis.dm.config import DistributionSpec
 from reta.synthesis.dm.losses import INERT_MESSAGE, iid_inert
 from reta.synthesis.dm.matcher import DistributionMatcher, fingerprint
@@ -94,7 +94,7 @@ def synthesize(cfg, ctx: DistillContext) -> SynthesisResult:
         try:
             state = torch.load(ckpt, map_location=device, weights_only=True)
         except Exception as err:  # noqa: BLE001 - torch raises several types for corrupt or non-tensor files
-            raise RetaError(f"resume: cannot read {ckpt} ({str(err).splitlines()[0]}); use resume=false") from err
+            raise RetaError(f"resume: cannot read {ckpt} ({load_failure(err)}); use overwrite=true to start again") from err
         matcher.load_state_dict(state)
         resumed_from = matcher.iteration
         log.info("resumed %s from %s at iteration %d", spec.name, ckpt, matcher.iteration)
@@ -112,7 +112,11 @@ def synthesize(cfg, ctx: DistillContext) -> SynthesisResult:
         with warnings.catch_warnings():
             for msg in QUIET_WARNINGS:
                 warnings.filterwarnings("ignore", message=msg)
-            trainer.fit(module)
+            try:
+                trainer.fit(module)
+            except NonFiniteLossError as err:  # the checkpoint of the last good iteration stays: say where it is
+                kept = ckpt if ckpt.is_file() else None
+                raise NonFiniteLossError(f"{err}; last good checkpoint: {kept or 'none'}") from None
     done = matcher.iteration - start_it
     sec_per_it = (time.perf_counter() - t0) / done if done else float("nan")
     if ckpt.is_file():
