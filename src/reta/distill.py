@@ -62,10 +62,27 @@ class TeacherLoader:
         with self.timing():
             if model_cfg is None:
                 return get_teacher(self.base, self.train, self.test)
-            sub = self.base.copy()
-            with open_dict(sub):
-                sub.model = plain(model_cfg)  # replace, not merge: another architecture's kwargs
-            return get_teacher(sub, self.train, self.test)
+            return get_teacher(entry_teacher_cfg(self.base, model_cfg), self.train, self.test)
+
+
+#: keys of a teacher-list entry (``method.teachers``) that say where its weights come from, not what it is
+TEACHER_WEIGHT_KEYS = ("pretrained", "pretrained_file", "checkpoint")
+
+
+def entry_teacher_cfg(base: DictConfig, entry) -> DictConfig:
+    """``base`` with the model of a teacher-list entry. The entry's ``pretrained`` / ``pretrained_file`` /
+    ``checkpoint`` become ``teacher.*``; a missing ``pretrained`` inherits the run's, and the run's weight files
+    (``teacher.checkpoint`` / ``teacher.pretrained_file``) carry over only to an entry of the run's own model."""
+    entry = dict(plain(entry))
+    model = {k: v for k, v in entry.items() if k not in TEACHER_WEIGHT_KEYS}
+    same = model == plain(base.model)
+    sub = base.copy()
+    with open_dict(sub):
+        sub.model = model  # replace, not merge: another architecture's kwargs
+        sub.teacher.pretrained = bool(entry.get("pretrained", base.teacher.get("pretrained", False)))
+        for key in ("pretrained_file", "checkpoint"):
+            sub.teacher[key] = entry.get(key, base.teacher.get(key) if same else None)
+    return sub
 
 
 def run(cfg: DictConfig) -> dict:

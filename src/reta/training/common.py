@@ -92,6 +92,16 @@ def test_accuracy(
     return correct / max(n, 1)
 
 
+def eval_device(trainer_cfg: Mapping) -> str:
+    """The device of the ``trainer`` config's accelerator for work done outside a Trainer (test accuracy, scoring)."""
+    acc = str((trainer_cfg or {}).get("accelerator", "cpu"))
+    if acc in ("gpu", "cuda", "auto") and torch.cuda.is_available():
+        return "cuda"
+    if acc == "mps" and torch.backends.mps.is_available():
+        return "mps"
+    return "cpu"
+
+
 def build_logger(logger_cfg: Mapping | None, save_dir: str, run_name: str, group: str | None = None):
     """``csv`` (default), ``wandb`` (offline unless an API key is configured) or ``none``."""
     kind = (logger_cfg or {}).get("kind", "none")

@@ -168,5 +168,9 @@ def timestamp() -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%S")
 
 
-def evaluate_teacher(model: nn.Module, test: ImageDataset, dataset_cfg: Mapping) -> float:
-    return test_accuracy(model, test, dataset_cfg["mean"], dataset_cfg["std"])
+def evaluate_teacher(model: nn.Module, test: ImageDataset, dataset_cfg: Mapping, device: str = "cpu") -> float:
+    """Test accuracy on ``device`` (the model is moved there and back to the CPU)."""
+    try:
+        return test_accuracy(model.to(device), test, dataset_cfg["mean"], dataset_cfg["std"], device=device)
+    finally:
+        model.cpu()
