@@ -65,8 +65,15 @@ def teacher_entry(cfg: DictConfig) -> Path:
 
 def pretrained_source(cfg: DictConfig) -> dict | None:
     """``{"kind": "timm", "name": …}`` or ``{"kind": "file", "file": …, "sha256": …}`` when the teacher of ``cfg`` is
-    pretrained (``teacher.pretrained`` / ``teacher.pretrained_file``), else None."""
+    pretrained (``teacher.pretrained`` / ``teacher.pretrained_file``), else None. With ``teacher.pretrained_dir``
+    a pretrained teacher's weights are ``<dir>/<timm name>.pth`` (offline clusters: one folder for every teacher)."""
     file = cfg.teacher.get("pretrained_file")
+    folder = cfg.teacher.get("pretrained_dir")
+    if not file and folder and cfg.teacher.get("pretrained", False):
+        name = plain(cfg.model)["name"]
+        file = Path(str(folder)).expanduser() / f"{name}.pth"
+        if not file.is_file():
+            raise RetaError(f"teacher.pretrained_dir: no weight file {file.name} for teacher {name!r} in {folder}")
     if file:
         path = Path(str(file)).expanduser()
         if not path.is_file():
