@@ -17,7 +17,7 @@ from reta.errors import RetaError
 from reta.synthesis.bn.sharding import SHARDABLE_KINDS, ShardInfo, init_distributed
 from reta.synthesis.registry import DistillContext, get_kind
 from reta.tracking import log_distilled_artifact
-from reta.training.common import set_threads
+from reta.training.common import configure_data, set_threads
 from reta.training.teacher_cache import get_teacher
 from reta.utils.config import output_dir, plain, require_positive_int
 
@@ -98,6 +98,7 @@ def run(cfg: DictConfig) -> dict:
 
 def _run(cfg: DictConfig, shard: ShardInfo) -> dict:
     set_threads(cfg.get("num_threads"))
+    configure_data(cfg)
     ipc = require_positive_int(cfg.ipc, "ipc")
     kind = cfg.method.get("kind")
     if shard.sharded and kind not in SHARDABLE_KINDS:

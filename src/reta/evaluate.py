@@ -18,7 +18,7 @@ from reta.data.distilled import DistilledSet, load_distilled, save_distilled
 from reta.data.expansion import training_view
 from reta.data.registry import load_split, sample_per_class
 from reta.errors import RetaError
-from reta.training.common import build_logger, build_trainer, seed_everything, set_threads
+from reta.training.common import build_logger, build_trainer, configure_data, seed_everything, set_threads
 from reta.training.soft_labels import ensure_relabelled, stored_loader
 from reta.training.student import Protocol, StudentModule, student_loader
 from reta.training.teacher import new_model
@@ -92,6 +92,7 @@ def run(cfg: DictConfig) -> dict:
     if (cfg.get("eval_pool") or {}).get("students"):
         return run_pool(cfg)
     set_threads(cfg.get("num_threads"))
+    configure_data(cfg)
     ipc = require_positive_int(cfg.ipc, "ipc")
     seeds = [int(s) for s in (cfg.seeds or [])]
     if not seeds:

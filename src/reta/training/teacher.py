@@ -24,6 +24,7 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from reta.data.augment import normalize, random_crop_flip, random_resized_crop_flip
 from reta.data.base import ImageDataset, TensorImageDataset
+from reta.data.loading import train_loader_kwargs
 from reta.errors import CheckpointError
 from reta.models import build_model
 from reta.training.common import lr_lambda, make_optimizer, test_accuracy
@@ -90,11 +91,16 @@ def cache_key(dataset_cfg: Mapping, model_cfg: Mapping, recipe: Recipe, seed: in
     return hashlib.sha256(blob).hexdigest()[:12]
 
 
-def train_loader(dataset: ImageDataset, batch_size: int, seed: int, num_workers: int = 0) -> DataLoader:
-    """Shuffled loader; in-memory datasets yield uint8 batches (converted on the fly), others float."""
+def train_loader(dataset: ImageDataset, batch_size: int, seed: int, num_workers: int | None = None) -> DataLoader:
+    """Shuffled loader; in-memory datasets yield uint8 batches (converted on the fly), others float. File datasets
+    are decoded by ``data.num_workers`` persistent worker processes (``num_workers`` overrides; see
+    :mod:`reta.data.loading`); the shuffle order depends on ``seed`` only."""
     g = torch.Generator().manual_seed(seed)
-    ds = TensorDataset(dataset.images, dataset.targets) if isinstance(dataset, TensorImageDataset) else dataset
-    return DataLoader(ds, batch_size=batch_size, shuffle=True, generator=g, num_workers=num_workers, drop_last=False)
+    if isinstance(dataset, TensorImageDataset):
+        ds, kw = TensorDataset(dataset.images, dataset.targets), train_loader_kwargs(0)
+    else:
+        ds, kw = dataset, train_loader_kwargs(num_workers)
+    return DataLoader(ds, batch_size=batch_size, shuffle=True, generator=g, drop_last=False, **kw)
 
 
 def load_state_dict_file(path: str | Path) -> dict:
