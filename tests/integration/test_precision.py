@@ -88,3 +88,33 @@ def test_dm_step(tiny, seen):
     distill.run(compose_cfg("distill", [*ov, "method=dm", "ipc=1", "method.iterations=2", "method.batch_real=4",
                                         "method.embedder.kwargs.width=8", "trainer.precision=bf16-mixed"]))
     assert seen and set(seen) == {torch.bfloat16}
+
+
+def test_channels_last_reaches_squeeze_synthesis_and_students(tiny, monkeypatch):
+    """With ``channels_last=true`` every grad-enabled convolution of the three steps gets NHWC weights (without it
+    the multi-channel 3x3 convolutions are NCHW, so this fails)."""
+    formats: list[bool] = []
+
+    def hook(module, args, out):
+        if torch.is_grad_enabled():
+            formats.append(module.weight.is_contiguous(memory_format=torch.channels_last))
+
+    build = teacher_mod.build_model
+
+    def build_and_hook(*args, **kwargs):
+        model = build(*args, **kwargs)
+        for m in model.modules():
+            if isinstance(m, torch.nn.Conv2d) and m.kernel_size != (1, 1):
+                m.register_forward_hook(hook)
+        return model
+
+    monkeypatch.setattr(teacher_mod, "build_model", build_and_hook)
+    _, ov = tiny
+    ov = [*ov, "channels_last=true"]
+    squeeze.run(compose_cfg("squeeze", ov))
+    n_squeeze = len(formats)
+    distill.run(compose_cfg("distill", [*ov, "method=sre2l", "ipc=1", "method.stages.budgets=[2]"]))
+    n_distill = len(formats)
+    evaluate.run(compose_cfg("evaluate", [*ov, "protocol=kd", "protocol.epochs=1", "seeds=[0]", "ipc=1",
+                                          "model@student=convnet_tiny"]))
+    assert 0 < n_squeeze < n_distill < len(formats) and all(formats)

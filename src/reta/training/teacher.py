@@ -49,9 +49,11 @@ class Recipe:
 class TeacherModule(L.LightningModule):
     """Plain cross-entropy training of ``model`` on normalised, augmented real batches."""
 
-    def __init__(self, model: nn.Module, mean, std, recipe: Recipe, steps_per_epoch: int, seed: int) -> None:
+    def __init__(self, model: nn.Module, mean, std, recipe: Recipe, steps_per_epoch: int, seed: int,
+                 channels_last: bool = False) -> None:
         super().__init__()
         self.model = model
+        self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
         self.mean, self.std = list(mean), list(std)
         self.recipe = recipe
         self.steps_per_epoch = steps_per_epoch
@@ -66,7 +68,8 @@ class TeacherModule(L.LightningModule):
     def training_step(self, batch, batch_idx):
         x, y = batch
         x = x.float() / 255.0 if x.dtype == torch.uint8 else x
-        logits = self.model(normalize(self._augment(x), self.mean, self.std))
+        x = normalize(self._augment(x), self.mean, self.std).contiguous(memory_format=self.memory_format)
+        logits = self.model(x)
         loss = nn.functional.cross_entropy(logits, y)
         acc = (logits.argmax(1) == y).float().mean()
         self.log_dict({"train/loss": loss, "train/acc": acc}, prog_bar=True, on_step=False, on_epoch=True)
@@ -160,11 +163,15 @@ def new_model(model_cfg: Mapping, dataset_cfg: Mapping) -> nn.Module:
 
 
 def fit_teacher(
-    model: nn.Module, train: ImageDataset, dataset_cfg: Mapping, recipe: Recipe, seed: int, trainer_factory
+    model: nn.Module, train: ImageDataset, dataset_cfg: Mapping, recipe: Recipe, seed: int, trainer_factory,
+    channels_last: bool = False,
 ) -> float:
-    """Train ``model`` in place with ``recipe``; returns wall seconds. ``trainer_factory(max_epochs)`` → Trainer."""
+    """Train ``model`` in place with ``recipe``; returns wall seconds. ``trainer_factory(max_epochs)`` → Trainer.
+    ``channels_last``: weights and batches in NHWC memory format (faster convolutions on tensor cores)."""
     loader = train_loader(train, recipe.batch_size, seed)
-    module = TeacherModule(model, dataset_cfg["mean"], dataset_cfg["std"], recipe, len(loader), seed)
+    if channels_last:
+        model.to(memory_format=torch.channels_last)
+    module = TeacherModule(model, dataset_cfg["mean"], dataset_cfg["std"], recipe, len(loader), seed, channels_last)
     start = time.perf_counter()
     trainer_factory(recipe.epochs).fit(module, loader)
     return time.perf_counter() - start

@@ -17,6 +17,7 @@ import json
 import logging
 from pathlib import Path
 
+import torch
 from omegaconf import DictConfig
 from torch import nn
 
@@ -172,7 +173,8 @@ def get_teacher(cfg: DictConfig, train=None, test=None) -> tuple[nn.Module, dict
         logger = build_logger(plain(cfg.logger), str(out), "squeeze")
         return build_trainer(plain(cfg.trainer), epochs, logger, bool(cfg.progress_bar), str(out))
 
-    seconds = fit_teacher(model, train, ds, recipe, int(cfg.seed), trainer_factory)
+    seconds = fit_teacher(model, train, ds, recipe, int(cfg.seed), trainer_factory, bool(cfg.get("channels_last", False)))
+    model.to(memory_format=torch.contiguous_format)
     acc = evaluate_teacher(model, test, ds, device=eval_device(plain(cfg.trainer)))
     meta = {
         "name": mc["name"],
