@@ -20,6 +20,14 @@ batch-shared RandomResizedCrop + flip and a roll jitter in ``[0, J]`` (§3.5); f
 ``t mod M`` (round robin, §3.7) with *its* BN hooks capturing; loss = Σ of the loss terms; backward; step; clamp
 to the normalised image of [0, 1] (§3.2). A non-finite term stops the run naming it (the last checkpoint stays).
 
+**No host-device sync per step** beyond logging intervals: the clamp bounds and the job's class ids are device tensors
+made once (per device / per job), the batch-shared crop matrix goes to the device from pinned memory without blocking
+(``reta.data.augment._apply_boxes``), and the loss terms' finiteness is accumulated on the device
+(:meth:`SynthesisModule._track_finite`) and read back only at logging steps, stage and job ends and before every
+resume checkpoint (:meth:`SynthesisModule.check_finite`), so a divergence is still named (term, first step, value)
+and never reaches a checkpoint or the stored images. The BN hooks and the CE term stay on the device. Callbacks may
+sync: PTA (``reta.synthesis.reta.pta``) computes persistence diagrams on the CPU on every step it applies to.
+
 **Callback API** (duck-typed methods of any Lightning callback in ``trainer.callbacks``; all optional):
 
 * ``on_synthesis_job_start(trainer, module, job: Job)`` — after the job's images were initialised;
@@ -202,6 +210,9 @@ class SynthesisModule(L.LightningModule):
         self.ckpt_path: str | None = None
         self.job_seconds: list[float] = []
         self._job_t0 = 0.0
+        self._bounds: tuple[torch.Tensor, torch.Tensor] | None = None  # clamp bounds on the device of x
+        self._classes: tuple[int, torch.Tensor] | None = None  # (job index, class ids on the device)
+        self._nonfinite: dict[str, tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = {}  # term → (flag, step, value)
 
     # ------------------------------------------------------------------------------------------- plumbing
     @property
@@ -245,7 +256,10 @@ class SynthesisModule(L.LightningModule):
         return features(slot.model, x)
 
     def job_classes(self, job: Job) -> torch.Tensor:
-        return torch.tensor(job.classes, dtype=torch.long, device=self.device)
+        """The job's class ids on the device (made once per job, not per step)."""
+        if self._classes is None or self._classes[0] != job.index or self._classes[1].device != self.device:
+            self._classes = (job.index, torch.tensor(job.classes, dtype=torch.long, device=self.device))
+        return self._classes[1]
 
     def replace_images(self, new: torch.Tensor) -> None:
         """Set the working batch (normalised space). Same shape: values copied, optimiser moments kept;
@@ -260,9 +274,45 @@ class SynthesisModule(L.LightningModule):
 
     @torch.no_grad()
     def _clamp(self) -> None:
-        m = torch.tensor(self.mean, device=self.x.device).view(1, -1, 1, 1)
-        s = torch.tensor(self.std, device=self.x.device).view(1, -1, 1, 1)
-        self.x.copy_(torch.max(torch.min(self.x, (1 - m) / s), (0 - m) / s))
+        if self._bounds is None or self._bounds[0].device != self.x.device or self._bounds[0].dtype != self.x.dtype:
+            m = torch.tensor(self.mean, dtype=self.x.dtype).view(1, -1, 1, 1)
+            s = torch.tensor(self.std, dtype=self.x.dtype).view(1, -1, 1, 1)
+            self._bounds = (((0 - m) / s).to(self.x.device), ((1 - m) / s).to(self.x.device))
+        lo, hi = self._bounds
+        self.x.copy_(torch.max(torch.min(self.x, hi), lo))
+
+    # ------------------------------------------------------------------------------------------- divergence
+    @torch.no_grad()
+    def _track_finite(self, g: int, losses: dict[str, torch.Tensor]) -> None:
+        """Accumulate, on the device, whether each term was ever non-finite and its first such step and value."""
+        for name, value in losses.items():
+            v = value.detach().float().sum()
+            bad = ~torch.isfinite(v)
+            if name not in self._nonfinite:
+                self._nonfinite[name] = (bad, torch.where(bad, float(g), -1.0), v)
+            else:
+                flag, step, first = self._nonfinite[name]
+                new = bad & ~flag
+                self._nonfinite[name] = (flag | bad, torch.where(new, float(g), step), torch.where(new, v, first))
+
+    def check_finite(self) -> None:
+        """Raise :class:`NonFiniteLossError` naming the first term that became non-finite (one device read)."""
+        if not self._nonfinite:
+            return
+        names = list(self._nonfinite)
+        flags = torch.stack([self._nonfinite[n][0] for n in names]).tolist()
+        if not any(flags):
+            return
+        found = [(int(self._nonfinite[n][1]), n, float(self._nonfinite[n][2])) for n, f in zip(names, flags) if f]
+        g, name, value = min(found)
+        self._nonfinite = {}
+        T = self.schedule.total
+        job, t = self.own_jobs[g // T], g % T
+        teacher = self.teachers[t % len(self.teachers)]
+        raise NonFiniteLossError(
+            f"loss term {name!r} became {value:g} at step {g} (job {job.index}, slot {job.slot}, stage "
+            f"{self.schedule.position(t).stage}, teacher {teacher.name}); last good checkpoint: {self.ckpt_path or 'none'}"
+        )
 
     # ------------------------------------------------------------------------------------------- job flow
     def _begin_job(self, job: Job) -> None:
@@ -312,18 +362,16 @@ class SynthesisModule(L.LightningModule):
         for term in self.losses:
             step.add_loss(term.name, term(step))
         self._notify("on_synthesis_step", step)
-        for name, value in step.losses.items():
-            if not bool(torch.isfinite(value.detach()).all()):
-                raise NonFiniteLossError(
-                    f"loss term {name!r} became {float(value.detach()):g} at step {g} (job {job.index}, slot "
-                    f"{job.slot}, stage {pos.stage}, teacher {teacher.name}); last good checkpoint: {self.ckpt_path or 'none'}"
-                )
+        self._track_finite(g, step.losses)
+        logging_step = bool(self.log_every) and g % self.log_every == 0
+        if logging_step or pos.last_in_stage or t == T - 1:  # read back only here (and before a checkpoint)
+            self.check_finite()
         loss = step.total()
         self.opt.zero_grad(set_to_none=True)
         self.manual_backward(loss)
         self.opt.step()
         self._clamp()
-        if self.log_every and g % self.log_every == 0:
+        if logging_step:
             metrics = {f"loss/{k}": float(v.detach()) for k, v in step.losses.items()}
             metrics.update({"loss/total": float(loss.detach()), "lr": pos.lr, "stage": pos.stage, "job": job.index})
             if self.logger is not None:
