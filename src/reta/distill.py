@@ -2,24 +2,29 @@
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
+import shutil
 import time
 from pathlib import Path
 
-from omegaconf import DictConfig, open_dict
+from omegaconf import DictConfig
 
 import reta
 from reta.data.distilled import save_distilled
 from reta.data.registry import load_split
 from reta.errors import RetaError
-from reta.synthesis.bn.sharding import SHARDABLE_KINDS, ShardInfo, init_distributed
-from reta.synthesis.registry import DistillContext, get_kind
+from reta.synthesis.bn.sharding import ShardInfo, init_distributed
+from reta.synthesis.registry import DistillContext, is_shardable, synthesis_function
 from reta.tracking import log_distilled_artifact
 from reta.training.common import configure_data, set_threads
-from reta.training.teacher_cache import get_teacher
-from reta.utils.config import output_dir, plain, require_positive_int
+from reta.training.teacher_cache import TeacherLoader
+from reta.utils.config import output_dir, plain, planned_output_dir, require_positive_int
+from reta.utils.io import atomic_write_json
+from reta.utils.outputs import check_writable_dir
+
+#: ``<output_dir>/checkpoints/run.json``: the resume key of the run that owns the checkpoints (written at its start).
+RUN_RECORD = "run.json"
 
 
 def config_hash(cfg: DictConfig) -> str:
@@ -27,68 +32,74 @@ def config_hash(cfg: DictConfig) -> str:
     return hashlib.sha256(json.dumps(keep, sort_keys=True, default=str).encode()).hexdigest()[:12]
 
 
-def teacher_cfg(cfg: DictConfig) -> DictConfig:
-    """``cfg`` as the teacher sees it: ``teacher.seed`` (when set) replaces ``seed``, so one cached teacher serves
-    synthesis runs of several seeds (``+teacher.seed=0``); otherwise the run's seed is the teacher's seed."""
-    seed = cfg.teacher.get("seed") if "teacher" in cfg else None
-    if seed is None:
-        return cfg
-    sub = cfg.copy()
-    with open_dict(sub):
-        sub.seed = int(seed)
-    return sub
+def resume_key(cfg: DictConfig) -> dict:
+    """What a resumed run must share with the run that wrote the checkpoints, known before any data or teacher is
+    loaded: dataset, teacher (model, recipe, ``teacher.seed`` / ``teacher.checkpoint``), method (without its logging
+    and checkpoint cadence), ipc and seed. The method families check their own fingerprint again on load."""
+    method = {k: v for k, v in (plain(cfg.method) or {}).items() if k not in ("log_every", "checkpoint_every")}
+    teacher = plain(cfg.get("teacher")) or {}
+    return {"dataset": plain(cfg.dataset).get("name"), "model": plain(cfg.model), "recipe": plain(cfg.recipe),
+            "teacher": {k: teacher.get(k) for k in ("seed", "checkpoint")}, "method": method,
+            "ipc": cfg.ipc, "seed": cfg.seed}
 
 
-class TeacherLoader:
-    """``load(model_cfg)`` → the cached (or freshly squeezed) teacher of that architecture for this dataset.
+def _describe_set(meta_path: Path) -> str:
+    try:
+        meta = json.loads(meta_path.read_text())
+        return f" ({meta.get('method')}, IPC {meta.get('ipc')}, seed {meta.get('seed')})"
+    except (OSError, ValueError, AttributeError):
+        return ""
 
-    ``load.seconds`` is the wall time spent in it and in ``with load.timing():`` blocks (loading, or squeezing a
-    teacher not cached yet), so that a set's ``synthesis_seconds`` can leave out teacher training done on first use
-    (recorded as ``teacher_seconds``)."""
 
-    def __init__(self, cfg: DictConfig, train, test) -> None:
-        self.base, self.train, self.test = teacher_cfg(cfg), train, test
-        self.seconds = 0.0
+def check_method(cfg: DictConfig):
+    """The method's synthesis function, after its family checked ``cfg.method`` (keys, types, ranges, the per-IPC
+    block) — no data or teacher is loaded."""
+    fn = synthesis_function(cfg.method)
+    check = getattr(getattr(fn, "func", fn), "check_config", None)
+    if check is not None:
+        check(cfg)
+    return fn
 
-    @contextlib.contextmanager
-    def timing(self):
-        start = time.perf_counter()
+
+def preflight(cfg: DictConfig, out: Path) -> None:
+    """Every check that needs no data, no teacher and writes nothing; run before Hydra writes its run dir
+    (:class:`reta.cli.common.Preflight`) and again at the start of :func:`run`. Refuses (one line) a bad ``ipc``, an
+    output dir that cannot be written, a finished or interrupted run in ``out`` without ``resume=true`` or
+    ``overwrite=true``, and ``resume=true`` on checkpoints written by a different configuration."""
+    require_positive_int(cfg.ipc, "ipc")
+    check_method(cfg)
+    resume, overwrite = bool(cfg.get("resume", False)), bool(cfg.get("overwrite", False))
+    if resume and overwrite:
+        raise RetaError("resume=true and overwrite=true exclude each other: resume continues the run in "
+                        "paths.output_dir, overwrite replaces it")
+    check_writable_dir(out, ("distilled", "checkpoints"))
+    ckpts = out / "checkpoints"
+    finished = (out / "distilled" / "meta.json").is_file()
+    interrupted = ckpts.is_dir() and any(p.is_file() and p.name != RUN_RECORD for p in ckpts.rglob("*"))
+    if (finished or interrupted) and not (resume or overwrite):
+        what = (f"a finished distilled set{_describe_set(out / 'distilled' / 'meta.json')}" if finished
+                else "an interrupted run (checkpoints/)")
+        raise RetaError(f"paths.output_dir {out} already holds {what}; pass resume=true to continue that run, "
+                        "overwrite=true to replace it, or choose another paths.output_dir")
+    record = ckpts / RUN_RECORD
+    if resume and record.is_file():
         try:
-            yield
-        finally:
-            self.seconds += time.perf_counter() - start
-
-    def __call__(self, model_cfg):
-        with self.timing():
-            if model_cfg is None:
-                return get_teacher(self.base, self.train, self.test)
-            return get_teacher(entry_teacher_cfg(self.base, model_cfg), self.train, self.test)
-
-
-#: keys of a teacher-list entry (``method.teachers``) that say where its weights come from, not what it is
-TEACHER_WEIGHT_KEYS = ("pretrained", "pretrained_file", "checkpoint")
-
-
-def entry_teacher_cfg(base: DictConfig, entry) -> DictConfig:
-    """``base`` with the model of a teacher-list entry. The entry's ``pretrained`` / ``pretrained_file`` /
-    ``checkpoint`` become ``teacher.*``; a missing ``pretrained`` inherits the run's, and the run's weight files
-    (``teacher.checkpoint`` / ``teacher.pretrained_file``) carry over only to an entry of the run's own model."""
-    entry = dict(plain(entry))
-    model = {k: v for k, v in entry.items() if k not in TEACHER_WEIGHT_KEYS}
-    same = model == plain(base.model)
-    sub = base.copy()
-    with open_dict(sub):
-        sub.model = model  # replace, not merge: another architecture's kwargs
-        sub.teacher.pretrained = bool(entry.get("pretrained", base.teacher.get("pretrained", False)))
-        for key in ("pretrained_file", "checkpoint"):
-            sub.teacher[key] = entry.get(key, base.teacher.get(key) if same else None)
-    return sub
+            saved = json.loads(record.read_text())["key"]
+        except (OSError, ValueError, KeyError, TypeError):
+            raise RetaError(f"resume: cannot read {record}; pass overwrite=true to start the run again") from None
+        key = json.loads(json.dumps(resume_key(cfg), default=str))
+        changed = sorted(k for k in set(key) | set(saved) if key.get(k) != saved.get(k))
+        if changed:
+            raise RetaError(f"resume: the checkpoints in {ckpts} were written by a different configuration "
+                            f"({', '.join(changed)} changed); pass the same settings, overwrite=true to replace that "
+                            "run, or another paths.output_dir")
 
 
 def run(cfg: DictConfig) -> dict:
     """Synthesise and write the set. With ``distributed.enabled=true`` and several ranks in the environment
     (torchrun / srun, :mod:`reta.synthesis.bn.sharding`) the jobs are sharded; only rank 0 writes ``distilled/``, the
     other ranks return a summary with ``distilled: None``."""
+    preflight(cfg, planned_output_dir(cfg))  # every rank, before any rank writes (init_distributed waits for all)
     shard = init_distributed(cfg)
     try:
         return _run(cfg, shard)
@@ -100,11 +111,10 @@ def _run(cfg: DictConfig, shard: ShardInfo) -> dict:
     set_threads(cfg.get("num_threads"))
     configure_data(cfg)
     ipc = require_positive_int(cfg.ipc, "ipc")
-    kind = cfg.method.get("kind")
-    if shard.sharded and kind not in SHARDABLE_KINDS:
-        raise RetaError(f"distributed.enabled=true shards only {', '.join(SHARDABLE_KINDS)} methods, not {kind!r} "
-                        f"(method {cfg.method.name}); run it in one process")
-    fn = get_kind(kind)
+    fn = check_method(cfg)
+    if shard.sharded and not is_shardable(fn):
+        raise RetaError(f"distributed.enabled=true shards only BN-matching methods (sre2l, fadrm, fadrm_plus, reta), "
+                        f"not {cfg.method.name}; run it in one process")
     train = load_split(cfg.dataset, "train", cfg.paths.data_dir)
     test = load_split(cfg.dataset, "test", cfg.paths.data_dir)
     smallest = int(min((train.targets == c).sum() for c in range(int(cfg.dataset.num_classes))))
@@ -114,6 +124,12 @@ def _run(cfg: DictConfig, shard: ShardInfo) -> dict:
     ckpt_dir = out / "checkpoints" / shard.checkpoint_subdir() if shard.sharded else out / "checkpoints"
     load = TeacherLoader(cfg, train, test)
     ctx = DistillContext(train, test, out, ckpt_dir, load, shard=shard, teacher_timing=load.timing)
+    if shard.is_main:
+        if cfg.get("overwrite", False) and (out / "checkpoints").is_dir():
+            shutil.rmtree(out / "checkpoints")  # the old run's state must not leak into this one
+        record = out / "checkpoints" / RUN_RECORD
+        if not (cfg.get("resume", False) and record.is_file()):
+            atomic_write_json(record, {"key": resume_key(cfg)})
     start = time.perf_counter()
     result = fn(cfg, ctx)
     seconds = time.perf_counter() - start - load.seconds

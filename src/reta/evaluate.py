@@ -23,8 +23,9 @@ from reta.training.soft_labels import ensure_relabelled, stored_loader
 from reta.training.student import Protocol, StudentModule, student_loader
 from reta.training.teacher import new_model
 from reta.training.teacher_cache import get_teacher
-from reta.utils.config import output_dir, plain, require_positive_int
+from reta.utils.config import output_dir, plain, planned_output_dir, require_positive_int
 from reta.utils.io import atomic_write_json
+from reta.utils.outputs import check_writable_dir
 
 log = logging.getLogger(__name__)
 
@@ -91,8 +92,20 @@ def check_compatible(ds: DistilledSet, dataset_cfg: Mapping, source: str) -> Non
         )
 
 
+def preflight(cfg: DictConfig, out: Path) -> None:
+    """Checks that need no data and write nothing (before Hydra's run dir, :class:`reta.cli.common.Preflight`):
+    ``ipc``, ``seeds``, that ``distilled`` is a directory, that ``out`` can be written."""
+    require_positive_int(cfg.ipc, "ipc")
+    if not list(cfg.get("seeds") or []):
+        raise RetaError("seeds must be a non-empty list, e.g. seeds=[0,1,2]")
+    if cfg.get("distilled") and not Path(str(cfg.distilled)).is_dir():
+        raise RetaError(f"distilled set not found: {cfg.distilled} is not a directory")
+    check_writable_dir(out)
+
+
 def run(cfg: DictConfig) -> dict:
     """Evaluate; writes ``metrics.json`` in the output dir and returns the same dict."""
+    preflight(cfg, planned_output_dir(cfg))
     if (cfg.get("eval_pool") or {}).get("students"):
         return run_pool(cfg)
     set_threads(cfg.get("num_threads"))

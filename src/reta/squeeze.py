@@ -3,16 +3,29 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from omegaconf import DictConfig
 
+from reta.errors import CheckpointError
 from reta.training.common import configure_data, set_threads
 from reta.training.teacher_cache import get_teacher
-from reta.utils.config import output_dir
+from reta.utils.config import output_dir, planned_output_dir
 from reta.utils.io import atomic_write_json
+from reta.utils.outputs import check_writable_dir
+
+
+def preflight(cfg: DictConfig, out: Path) -> None:
+    """Checks that need no data and write nothing: ``teacher.checkpoint`` is a file, ``out`` can be written."""
+    ckpt = (cfg.get("teacher") or {}).get("checkpoint")
+    if ckpt and not Path(str(ckpt)).is_file():
+        raise CheckpointError(f"teacher.checkpoint {ckpt} does not exist")
+    check_writable_dir(out)
 
 
 def run(cfg: DictConfig) -> dict:
     """Train or load the teacher, write ``teacher.json`` into the output dir, return its meta."""
+    preflight(cfg, planned_output_dir(cfg))
     set_threads(cfg.get("num_threads"))
     configure_data(cfg)
     _, meta = get_teacher(cfg)

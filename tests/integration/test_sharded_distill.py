@@ -78,7 +78,7 @@ def test_cross_slot_callbacks_are_refused_when_sharded():
 
 def test_only_bn_matching_methods_shard(tmp_path):
     cfg = compose_cfg("distill", [*tiny_overrides(tmp_path, tmp_path / "nodata"), "method=dm", "ipc=1"])
-    with pytest.raises(RetaError, match="shards only bn_matching"):
+    with pytest.raises(RetaError, match="shards only BN-matching methods"):
         distill._run(cfg, ShardInfo(0, 2))  # refused before any data is read or collective is called
     assert init_distributed(cfg).world == 1  # distributed.enabled defaults to false
 

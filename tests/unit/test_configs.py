@@ -71,3 +71,32 @@ def test_experiment_configs_compose_with_reta_run(experiment):
     elif experiment.startswith("fig4"):
         assert cfg.label.startswith("reta_") and cfg.baseline is False and cfg.ipc == 10
     assert cfg.method.name == "reta" and cfg.dataset.name == "fashion_mnist"  # table1_paper takes dataset=… per run
+
+
+@pytest.mark.parametrize("primary", ["squeeze", "distill", "evaluate", "pipeline"])
+def test_debug_fast_reaches_every_stage(primary):
+    """The debug group is composed last in every primary config, so debug=fast overrides the stage's own keys
+    (issue 13, defect 4: it used to be composed inside squeeze, before evaluate's seeds/protocol)."""
+    fast = OmegaConf.load(Path(CONF_DIR) / "debug" / "fast.yaml")
+    cfg = compose_cfg(primary, [*BASE, "debug=fast"])
+    assert cfg.progress_bar is False and cfg.recipe.epochs == fast.recipe.epochs
+    if primary in ("evaluate", "pipeline"):
+        assert list(cfg.seeds) == list(fast.seeds) and cfg.protocol.epochs == fast.protocol.epochs
+        assert cfg.protocol.eval_every == fast.protocol.eval_every
+    assert compose_cfg(primary, BASE).progress_bar is True  # debug=none leaves the defaults
+
+
+@pytest.mark.parametrize("script", ["evaluate", "pipeline", "distill"])
+def test_cli_cfg_job_shows_debug_fast(script, monkeypatch, capsys):
+    """What a user sees with ``reta-evaluate debug=fast --cfg job`` (the CLI's own composition, in-process)."""
+    import sys
+
+    import yaml
+
+    from reta.cli import distill, evaluate, pipeline
+
+    mod = {"distill": distill, "evaluate": evaluate, "pipeline": pipeline}[script]
+    monkeypatch.setattr(sys, "argv", [f"reta-{script}", "debug=fast", "paths.output_dir=/tmp/x", "--cfg", "job"])
+    mod.main()
+    shown = yaml.safe_load(capsys.readouterr().out)
+    assert shown["progress_bar"] is False and shown["seeds"] == [0] and shown["protocol"]["epochs"] == 2

@@ -1,5 +1,6 @@
-"""What every entry point shares: a one-line check of config-group choices before Hydra composes, and the
-mapping of :class:`RetaError` to one line on stderr + exit status 2."""
+"""What every entry point shares: a one-line check of config-group choices before Hydra composes, the stage's
+preflight checks before Hydra writes its run dir (:class:`Preflight`), and the mapping of :class:`RetaError` to one
+line on stderr + exit status 2."""
 
 from __future__ import annotations
 
@@ -8,6 +9,10 @@ import logging
 import sys
 from collections.abc import Callable
 from pathlib import Path
+
+from hydra.core.hydra_config import HydraConfig
+from hydra.experimental.callback import Callback
+from omegaconf import DictConfig
 
 from reta.errors import RetaError
 
@@ -35,6 +40,38 @@ def check_group_choices(argv: list[str]) -> None:
         if value not in options and value != "null":
             print(f"error: unknown {group} {value!r}; valid: {', '.join(options)}", file=sys.stderr)
             sys.exit(2)
+
+
+def _preflight_checks(config_name: str | None) -> list[Callable]:
+    from reta import distill, evaluate, pipeline, squeeze
+
+    return {"squeeze": [squeeze.preflight], "distill": [distill.preflight], "evaluate": [evaluate.preflight],
+            "pipeline": [pipeline.preflight]}.get(config_name or "", [])
+
+
+class Preflight(Callback):
+    """Hydra callback (``hydra.callbacks.preflight`` in ``conf/hydra/default.yaml``): run the stage's ``preflight(cfg,
+    out)`` in ``on_run_start``, which Hydra calls after composing the config and before it creates the run dir, saves
+    ``.hydra/`` and opens the job log (``hydra.core.utils.run_job``). A refused run therefore writes nothing: one line
+    on stderr, exit status 2. Multirun jobs get the same checks at the start of the stage's ``run`` (their job dirs
+    are Hydra's)."""
+
+    def on_run_start(self, config: DictConfig, **kwargs) -> None:
+        checks = _preflight_checks(kwargs.get("config_name"))
+        if not checks:
+            return
+        hydra_cfg = HydraConfig.instance()
+        previous = hydra_cfg.cfg
+        hydra_cfg.set_config(config)  # so ${hydra:…} in paths resolves (run_job sets it again)
+        try:
+            out = Path(str(config.hydra.run.dir))
+            for check in checks:
+                check(config, out)
+        except RetaError as err:
+            print(f"error: {err}", file=sys.stderr)
+            sys.exit(2)
+        finally:
+            hydra_cfg.cfg = previous
 
 
 def finish_wandb() -> None:

@@ -16,6 +16,7 @@ Nothing is cached on disk: Fashion-MNIST parses in well under a second.
 from __future__ import annotations
 
 import gzip
+import logging
 import re
 import zlib
 from pathlib import Path
@@ -26,6 +27,8 @@ import torch
 from reta.data.base import TensorImageDataset
 from reta.data.formats import DatasetSpec, check_native_size, check_split, not_found
 from reta.errors import RetaError
+
+log = logging.getLogger(__name__)
 
 IMAGES_MAGIC = 2051
 LABELS_MAGIC = 2049
@@ -146,6 +149,7 @@ def load_idx(spec: DatasetSpec, split: str, data_dir: str | None) -> TensorImage
     if found is None:
         raise not_found(spec, _candidates(spec, data_dir), f"{img_stem}[.gz] and {lbl_stem}[.gz]")
     img_path, lbl_path = found
+    log.info("dataset %s, %s split: %s", spec.name, split, img_path)  # which of the searched places was used
 
     images = read_idx(img_path, IMAGES_MAGIC)
     labels = read_idx(lbl_path, LABELS_MAGIC)

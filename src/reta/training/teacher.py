@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import shutil
-import tempfile
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -25,9 +23,10 @@ from torch.utils.data import DataLoader, TensorDataset
 from reta.data.augment import normalize, random_crop_flip, random_resized_crop_flip
 from reta.data.base import ImageDataset, TensorImageDataset
 from reta.data.loading import train_loader_kwargs
-from reta.errors import CheckpointError
+from reta.errors import CheckpointError, load_failure
 from reta.models import build_model
 from reta.training.common import lr_lambda, make_optimizer, test_accuracy
+from reta.utils.io import atomic_directory
 
 
 @dataclass(frozen=True)
@@ -114,11 +113,15 @@ def load_state_dict_file(path: str | Path) -> dict:
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # noqa: BLE001 - any unpickling failure means a corrupt file
-        raise CheckpointError(f"checkpoint {path} could not be read ({type(err).__name__}); is it a torch file?") from err
+        raise CheckpointError(f"checkpoint {path} could not be read: {load_failure(err)}") from err
     if isinstance(obj, Mapping) and "state_dict" in obj and isinstance(obj["state_dict"], Mapping):
         obj = obj["state_dict"]
     if not isinstance(obj, Mapping) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
         raise CheckpointError(f"checkpoint {path} holds no state dict of tensors")
+    bad = [k for k, v in obj.items() if v.is_floating_point() and not bool(torch.isfinite(v).all())]
+    if bad:  # a diverged or damaged model would be used silently (test accuracy at chance, exit 0)
+        raise CheckpointError(f"checkpoint {path} holds NaN/inf weights in {len(bad)} tensors (e.g. {bad[0]}); "
+                              "use another checkpoint")
     if all(k.startswith("model.") for k in obj):  # a TeacherModule/StudentModule Lightning checkpoint
         obj = {k[len("model.") :]: v for k, v in obj.items()}
     return dict(obj)
@@ -145,17 +148,9 @@ def load_weights(model: nn.Module, state: Mapping, source: str) -> None:
 
 def write_cache_entry(entry: Path, model: nn.Module, meta: dict) -> None:
     """Write ``model.pt`` + ``meta.json`` into a temporary sibling dir, then rename it to ``entry``."""
-    entry.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{entry.name}.", dir=entry.parent))
-    try:
+    with atomic_directory(entry) as tmp:
         torch.save(model.state_dict(), tmp / "model.pt")
         (tmp / "meta.json").write_text(json.dumps(meta, indent=2, sort_keys=True))
-        if entry.exists():
-            shutil.rmtree(entry)
-        tmp.rename(entry)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
 
 
 def new_model(model_cfg: Mapping, dataset_cfg: Mapping) -> nn.Module:

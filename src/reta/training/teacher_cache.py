@@ -2,9 +2,9 @@
 cache under ``${paths.cache_dir}/teachers`` (keyed by dataset + model + recipe + seed), or trained now and cached.
 
 Pretrained teachers (``teacher.pretrained=true``: timm's weights of a tagged name such as ``resnet18.tv_in1k``;
-``teacher.pretrained_file=PATH``: the same from a local state dict, timm's ``pretrained_cfg_overlay``) are not
-trained: their accuracy on the dataset's test split is measured once and cached like a squeezed teacher's, under a key
-of dataset + model + weight source (the tag, or the file's SHA-256).
+``teacher.pretrained_file=PATH`` or ``teacher.pretrained_dir=DIR``: the same from a local state dict, timm's
+``pretrained_cfg_overlay``) are not trained: their accuracy on the dataset's test split is measured once and cached
+like a squeezed teacher's, under a key of dataset + model + weight source (the tag, or the file's SHA-256).
 
 Used by every stage that needs a teacher (squeeze, distill, evaluate) and by the DM family's pretrained pool, so it
 lives below the stages (stages never import each other).
@@ -12,17 +12,19 @@ lives below the stages (stages never import each other).
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
+import time
 from pathlib import Path
 
 import torch
-from omegaconf import DictConfig
+from omegaconf import DictConfig, open_dict
 from torch import nn
 
 from reta.data.registry import load_split
-from reta.errors import RetaError
+from reta.errors import CheckpointError, RetaError
 from reta.models import build_model
 from reta.training.common import build_logger, build_trainer, eval_device, seed_everything
 from reta.training.teacher import (
@@ -64,6 +66,27 @@ def teacher_entry(cfg: DictConfig) -> Path:
     return Path(cfg.paths.cache_dir) / "teachers" / f"{ds['name']}_{mc['name']}_{key}"
 
 
+def read_cache_entry(entry: Path, model: nn.Module) -> dict:
+    """Load ``entry/model.pt`` into ``model`` and return ``entry/meta.json``; a damaged entry (either file missing,
+    unreadable or not fitting) is one line naming the entry and the way out, ``teacher.force=true``. No automatic
+    rebuild: a teacher retrained behind the user's back would change every set distilled with it."""
+    way_out = "pass teacher.force=true to retrain it (or delete that directory)"
+    try:
+        meta = json.loads((entry / "meta.json").read_text())
+        if not isinstance(meta, dict) or "test_acc" not in meta:
+            raise ValueError("no test_acc")
+    except FileNotFoundError:
+        raise CheckpointError(f"teacher cache entry {entry} is damaged (meta.json is missing); {way_out}") from None
+    except (OSError, ValueError) as err:
+        raise CheckpointError(f"teacher cache entry {entry} is damaged (meta.json is unreadable: {err}); "
+                              f"{way_out}") from None
+    try:
+        load_weights(model, load_state_dict_file(entry / "model.pt"), str(entry / "model.pt"))
+    except CheckpointError as err:
+        raise CheckpointError(f"teacher cache entry {entry} is damaged ({err}); {way_out}") from None
+    return meta
+
+
 def pretrained_source(cfg: DictConfig) -> dict | None:
     """``{"kind": "timm", "name": …}`` or ``{"kind": "file", "file": …, "sha256": …}`` when the teacher of ``cfg`` is
     pretrained (``teacher.pretrained`` / ``teacher.pretrained_file``), else None. With ``teacher.pretrained_dir``
@@ -102,8 +125,7 @@ def _pretrained_teacher(cfg: DictConfig, source: dict, test) -> tuple[nn.Module,
     entry = pretrained_entry(cfg, source)
     model = new_model(mc, ds)
     if entry.exists() and not cfg.teacher.get("force", False):
-        load_weights(model, load_state_dict_file(entry / "model.pt"), str(entry / "model.pt"))
-        meta = json.loads((entry / "meta.json").read_text())
+        meta = read_cache_entry(entry, model)
         log.info("pretrained teacher from cache: %s (test acc %.4f)", entry, meta["test_acc"])
         return model.eval().requires_grad_(False), meta
     model = build_model(mc, ds["num_classes"], ds["channels"], ds["image_size"], pretrained=True,
@@ -134,8 +156,8 @@ def _pretrained_teacher(cfg: DictConfig, source: dict, test) -> tuple[nn.Module,
 
 def get_teacher(cfg: DictConfig, train=None, test=None) -> tuple[nn.Module, dict]:
     """The frozen teacher of ``cfg`` (eval mode) and its meta: from ``teacher.checkpoint``, pretrained weights
-    (``teacher.pretrained`` / ``teacher.pretrained_file``, accuracy measured once and cached), the cache, or trained
-    now."""
+    (``teacher.pretrained`` / ``teacher.pretrained_file`` / ``teacher.pretrained_dir``, accuracy measured once and
+    cached), the cache, or trained now."""
     ds, mc = plain(cfg.dataset), plain(cfg.model)
     ckpt = cfg.teacher.get("checkpoint")
     source = None if ckpt else pretrained_source(cfg)
@@ -158,8 +180,7 @@ def get_teacher(cfg: DictConfig, train=None, test=None) -> tuple[nn.Module, dict
         return model.eval().requires_grad_(False), meta
     entry = teacher_entry(cfg)
     if entry.exists() and not cfg.teacher.get("force", False):
-        load_weights(model, load_state_dict_file(entry / "model.pt"), str(entry / "model.pt"))
-        meta = json.loads((entry / "meta.json").read_text())
+        meta = read_cache_entry(entry, model)
         log.info("teacher from cache: %s (test acc %.4f)", entry, meta["test_acc"])
         return model.eval().requires_grad_(False), meta
     recipe = recipe_from_cfg(cfg)
@@ -200,3 +221,65 @@ def get_teacher(cfg: DictConfig, train=None, test=None) -> tuple[nn.Module, dict
 
 def write_cache_entry_meta(entry: Path, meta: dict) -> None:
     atomic_write_json(entry / "meta.json", meta)
+
+
+def teacher_cfg(cfg: DictConfig) -> DictConfig:
+    """``cfg`` as the teacher sees it: ``teacher.seed`` (when set) replaces ``seed``, so one cached teacher serves
+    synthesis runs of several seeds (``+teacher.seed=0``); otherwise the run's seed is the teacher's seed."""
+    seed = cfg.teacher.get("seed") if "teacher" in cfg else None
+    if seed is None:
+        return cfg
+    sub = cfg.copy()
+    with open_dict(sub):
+        sub.seed = int(seed)
+    return sub
+
+
+class TeacherLoader:
+    """``load(model_cfg)`` → the cached (or freshly squeezed) teacher of that architecture for this dataset.
+
+    ``load.seconds`` is the wall time spent in it and in ``with load.timing():`` blocks (loading, or squeezing a
+    teacher not cached yet), so that a set's ``synthesis_seconds`` can leave out teacher training done on first use
+    (recorded as ``teacher_seconds``)."""
+
+    def __init__(self, cfg: DictConfig, train, test) -> None:
+        self.base, self.train, self.test = teacher_cfg(cfg), train, test
+        self.seconds = 0.0
+
+    @contextlib.contextmanager
+    def timing(self):
+        start = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.seconds += time.perf_counter() - start
+
+    def __call__(self, model_cfg):
+        with self.timing():
+            if model_cfg is None:
+                return get_teacher(self.base, self.train, self.test)
+            return get_teacher(entry_teacher_cfg(self.base, model_cfg), self.train, self.test)
+
+
+#: keys of a teacher-list entry (``method.teachers``) that say where its weights come from, not what it is
+TEACHER_WEIGHT_KEYS = ("pretrained", "pretrained_file", "checkpoint")
+
+
+def _same_model(a: dict, b: dict) -> bool:
+    return a.get("name") == b.get("name") and (a.get("kwargs") or {}) == (b.get("kwargs") or {})
+
+
+def entry_teacher_cfg(base: DictConfig, entry) -> DictConfig:
+    """``base`` with the model of a teacher-list entry. The entry's ``pretrained`` / ``pretrained_file`` /
+    ``checkpoint`` become ``teacher.*``; a missing ``pretrained`` inherits the run's, and the run's weight files
+    (``teacher.checkpoint`` / ``teacher.pretrained_file``) carry over only to an entry of the run's own model."""
+    entry = dict(plain(entry))
+    model = {k: v for k, v in entry.items() if k not in TEACHER_WEIGHT_KEYS}
+    same = _same_model(model, plain(base.model))
+    sub = base.copy()
+    with open_dict(sub):
+        sub.model = model  # replace, not merge: another architecture's kwargs
+        sub.teacher.pretrained = bool(entry.get("pretrained", base.teacher.get("pretrained", False)))
+        for key in ("pretrained_file", "checkpoint"):
+            sub.teacher[key] = entry.get(key, base.teacher.get(key) if same else None)
+    return sub

@@ -19,18 +19,19 @@ from pathlib import Path
 import lightning as L
 import torch
 
-from reta.errors import CheckpointError
+from reta.errors import CheckpointError, load_failure
 from reta.utils.io import atomic_torch_save
 
 log = logging.getLogger(__name__)
 
 
 class SynthesisCheckpoint(L.Callback):
-    """Save the synthesis state to ``path`` every ``every_n_steps`` global steps and after the last step."""
+    """Save the synthesis state to ``path`` every ``every_n_steps`` global steps and at every job end;
+    ``every_n_steps=0`` = never (no resume point; the DM family reads ``checkpoint_every: 0`` the same way)."""
 
     def __init__(self, path: str | Path, every_n_steps: int = 100) -> None:
-        if int(every_n_steps) <= 0:
-            raise ValueError(f"every_n_steps must be positive, got {every_n_steps}")
+        if int(every_n_steps) < 0:
+            raise ValueError(f"every_n_steps must be >= 0 (0 = never), got {every_n_steps}")
         self.path = Path(path)
         self.every = int(every_n_steps)
 
@@ -38,6 +39,8 @@ class SynthesisCheckpoint(L.Callback):
         pl_module.ckpt_path = str(self.path) if self.path.is_file() else None
 
     def on_train_batch_end(self, trainer: L.Trainer, pl_module, outputs, batch, batch_idx: int) -> None:
+        if self.every == 0:
+            return
         n = pl_module.next_step
         job_end = n % pl_module.schedule.total == 0
         if job_end or n % self.every == 0:
@@ -70,7 +73,8 @@ def load_synthesis_checkpoint(path: str | Path, module, callbacks: list) -> None
         store = store_path(path)
         state["module"]["store"] = torch.load(store, map_location="cpu", weights_only=True) if store.is_file() else None
     except Exception as err:  # noqa: BLE001 - any unpickling failure means a corrupt file
-        raise CheckpointError(f"resume: cannot read {path} or its store.pt ({type(err).__name__})") from err
+        raise CheckpointError(f"resume: cannot read {path} or its store.pt ({load_failure(err)}); use overwrite=true "
+                              "to start again") from err
     module.load_synthesis_state(state["module"])
     saved = state.get("callbacks", {})
     for cb in callbacks:

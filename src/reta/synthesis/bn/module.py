@@ -19,13 +19,18 @@ image at the native resolution. Teachers are frozen eval-mode submodules (``trai
 batch-shared RandomResizedCrop + flip and a roll jitter in ``[0, J]`` (§3.5); forward through teacher
 ``t mod M`` (round robin, §3.7) with *its* BN hooks capturing; loss = Σ of the loss terms; backward; step; clamp
 to the normalised image of [0, 1] (§3.2). A non-finite term stops the run naming it (the last checkpoint stays).
+So does divergence with finite losses: when a step leaves at least ``saturation_limit`` of the working batch's
+pixels clamped at 0 or 1 (and more than at the job start), the step size has thrown the images out of the data range
+— with a sane lr the fraction stays near that of real images (Fashion-MNIST: ≈ 0.2-0.5, measured with the stock
+SRe2L and FADRM settings; lr = 1e30 gives 1.0 after the first step). The run stops naming the loss term that grew
+most since its first value in the job; the step's own checkpoint is never written, so the last good one stays.
 
 **No host-device sync per step** beyond logging intervals: the clamp bounds and the job's class ids are device tensors
 made once (per device / per job), the batch-shared crop matrix goes to the device from pinned memory without blocking
-(``reta.data.augment._apply_boxes``), and the loss terms' finiteness is accumulated on the device
-(:meth:`SynthesisModule._track_finite`) and read back only at logging steps, stage and job ends and before every
-resume checkpoint (:meth:`SynthesisModule.check_finite`), so a divergence is still named (term, first step, value)
-and never reaches a checkpoint or the stored images. The BN hooks and the CE term stay on the device. Callbacks may
+(``reta.data.augment._apply_boxes``), and both guards (non-finite terms, saturation) keep each step's evidence on the
+device (:meth:`SynthesisModule._record_step`); it is read back, in one transfer, only at logging steps, stage and job
+ends and before every resume checkpoint (:meth:`SynthesisModule.check_divergence`). The error still names the first
+bad step, its term and value, and a diverged state never reaches a checkpoint or the stored images. Callbacks may
 sync: PTA (``reta.synthesis.reta.pta``) computes persistence diagrams on the CPU on every step it applies to.
 
 **Callback API** (duck-typed methods of any Lightning callback in ``trainer.callbacks``; all optional):
@@ -54,7 +59,7 @@ import torch
 from torch import nn
 
 from reta.data.augment import random_resized_crop_flip
-from reta.errors import NonFiniteLossError, RetaError
+from reta.errors import DivergenceError, NonFiniteLossError, RetaError
 from reta.models import features
 from reta.synthesis.bn.anchors import StageEnd
 from reta.synthesis.bn.init import resample
@@ -180,6 +185,7 @@ class SynthesisModule(L.LightningModule):
         fingerprint: str = "",
         log_every: int = 50,
         shard: tuple[int, int] = (0, 1),
+        saturation_limit: float = 0.95,
     ) -> None:
         super().__init__()
         if not teachers:
@@ -210,9 +216,12 @@ class SynthesisModule(L.LightningModule):
         self.ckpt_path: str | None = None
         self.job_seconds: list[float] = []
         self._job_t0 = 0.0
+        self.saturation_limit = float(saturation_limit)
+        self._sat0: torch.Tensor | None = None  # saturated fraction at the job start (divergence guard, on the device)
+        self._loss0: dict[str, torch.Tensor] = {}  # loss terms at the job's first step here (names the diverging term)
         self._bounds: tuple[torch.Tensor, torch.Tensor] | None = None  # clamp bounds on the device of x
         self._classes: tuple[int, torch.Tensor] | None = None  # (job index, class ids on the device)
-        self._nonfinite: dict[str, tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = {}  # term → (flag, step, value)
+        self._pending: list[dict] = []  # per step since the last check: its losses and saturation, on the device
 
     # ------------------------------------------------------------------------------------------- plumbing
     @property
@@ -272,47 +281,77 @@ class SynthesisModule(L.LightningModule):
             self.x = nn.Parameter(new.clone())
             self.opt = None
 
-    @torch.no_grad()
-    def _clamp(self) -> None:
+    def _bounds_of_x(self) -> tuple[torch.Tensor, torch.Tensor]:
         if self._bounds is None or self._bounds[0].device != self.x.device or self._bounds[0].dtype != self.x.dtype:
             m = torch.tensor(self.mean, dtype=self.x.dtype).view(1, -1, 1, 1)
             s = torch.tensor(self.std, dtype=self.x.dtype).view(1, -1, 1, 1)
             self._bounds = (((0 - m) / s).to(self.x.device), ((1 - m) / s).to(self.x.device))
-        lo, hi = self._bounds
+        return self._bounds
+
+    @torch.no_grad()
+    def _clamp(self) -> torch.Tensor:
+        """Clamp the working batch to the normalised image of [0, 1]; returns the fraction now at either bound
+        (a device tensor: no sync)."""
+        lo, hi = self._bounds_of_x()
         self.x.copy_(torch.max(torch.min(self.x, hi), lo))
+        return self._saturated_fraction()
+
+    @torch.no_grad()
+    def _saturated_fraction(self) -> torch.Tensor:
+        lo, hi = self._bounds_of_x()
+        return ((self.x <= lo) | (self.x >= hi)).float().mean()
 
     # ------------------------------------------------------------------------------------------- divergence
     @torch.no_grad()
-    def _track_finite(self, g: int, losses: dict[str, torch.Tensor]) -> None:
-        """Accumulate, on the device, whether each term was ever non-finite and its first such step and value."""
-        for name, value in losses.items():
-            v = value.detach().float().sum()
-            bad = ~torch.isfinite(v)
-            if name not in self._nonfinite:
-                self._nonfinite[name] = (bad, torch.where(bad, float(g), -1.0), v)
-            else:
-                flag, step, first = self._nonfinite[name]
-                new = bad & ~flag
-                self._nonfinite[name] = (flag | bad, torch.where(new, float(g), step), torch.where(new, v, first))
+    def _record_step(self, step: SynthesisStep, job: Job) -> dict:
+        """Keep this step's evidence for :meth:`check_divergence` on the device (no sync)."""
+        if self._sat0 is None:  # first step of the job in this process (also right after a resume)
+            self._sat0 = self._saturated_fraction()
+        losses = {k: v.detach().float().sum() for k, v in step.losses.items()}
+        for k, v in losses.items():  # each term's first value in this job (a callback's term may start later)
+            if k not in self._loss0:
+                self._loss0[k] = v
+        rec = {"g": step.global_step, "job": job, "stage": step.stage, "lr": step.lr, "teacher": step.teacher.name,
+               "losses": losses, "sat": None, "sat0": self._sat0, "loss0": dict(self._loss0)}
+        self._pending.append(rec)
+        return rec
 
-    def check_finite(self) -> None:
-        """Raise :class:`NonFiniteLossError` naming the first term that became non-finite (one device read)."""
-        if not self._nonfinite:
+    def check_divergence(self) -> None:
+        """Read the steps recorded since the last check back in one transfer; raise for the first bad one:
+        :class:`NonFiniteLossError` (a non-finite term) or :class:`DivergenceError` (``saturation_limit`` of the
+        pixels clamped at 0 or 1, more than at the job start; see the module docstring)."""
+        pending, self._pending = self._pending, []
+        if not pending:
             return
-        names = list(self._nonfinite)
-        flags = torch.stack([self._nonfinite[n][0] for n in names]).tolist()
-        if not any(flags):
-            return
-        found = [(int(self._nonfinite[n][1]), n, float(self._nonfinite[n][2])) for n, f in zip(names, flags) if f]
-        g, name, value = min(found)
-        self._nonfinite = {}
-        T = self.schedule.total
-        job, t = self.own_jobs[g // T], g % T
-        teacher = self.teachers[t % len(self.teachers)]
-        raise NonFiniteLossError(
-            f"loss term {name!r} became {value:g} at step {g} (job {job.index}, slot {job.slot}, stage "
-            f"{self.schedule.position(t).stage}, teacher {teacher.name}); last good checkpoint: {self.ckpt_path or 'none'}"
-        )
+        flags = []
+        for rec in pending:
+            finite = torch.stack([torch.isfinite(v) for v in rec["losses"].values()]).all() if rec["losses"] else None
+            bad_f = ~finite if finite is not None else torch.zeros((), dtype=torch.bool, device=rec["sat0"].device)
+            sat = rec["sat"] if rec["sat"] is not None else torch.zeros((), device=rec["sat0"].device)
+            bad_s = (sat >= self.saturation_limit) & (sat > rec["sat0"])
+            flags.append(torch.stack([bad_f, bad_s]))
+        table = torch.stack(flags).tolist()
+        for rec, (bad_f, bad_s) in zip(pending, table):
+            job = rec["job"]
+            where = f"(job {job.index}, slot {job.slot}, stage {rec['stage']}, teacher {rec['teacher']})"
+            if bad_f:
+                name, value = next((k, float(v)) for k, v in rec["losses"].items() if not bool(torch.isfinite(v)))
+                raise NonFiniteLossError(
+                    f"loss term {name!r} became {value:g} at step {rec['g']} {where}; "
+                    f"last good checkpoint: {self.ckpt_path or 'none'}"
+                )
+            if bad_s:
+                now = {k: float(v) for k, v in rec["losses"].items()}
+                first = {k: float(v) for k, v in rec["loss0"].items()}
+                growth = {k: abs(v) / max(abs(first.get(k, v)), 1e-12) for k, v in now.items()}
+                term = max(growth, key=growth.get) if growth else "none"
+                sat, sat0 = float(rec["sat"]), float(rec["sat0"])
+                raise DivergenceError(
+                    f"synthesis diverged at step {rec['g']} {where}: {sat:.0%} of the pixels are "
+                    f"clamped at 0 or 1 (job start: {sat0:.0%}); loss term {term!r} grew x{growth.get(term, 1.0):.3g} "
+                    f"in this job (now {now.get(term, float('nan')):.4g}); lower method.lr (now {rec['lr']:g}); last "
+                    f"good checkpoint: {self.ckpt_path or 'none'}"
+                )
 
     # ------------------------------------------------------------------------------------------- job flow
     def _begin_job(self, job: Job) -> None:
@@ -323,6 +362,7 @@ class SynthesisModule(L.LightningModule):
         x0 = self.init(list(job.classes), job.slot, size0, self.channels, self.mean, self.std, self.gen)
         self.x, self.opt = nn.Parameter(x0.to(self.device).clone()), None
         self._job_t0 = time.perf_counter()
+        self._sat0, self._loss0 = None, {}
         self._notify("on_synthesis_job_start", job)
 
     def _begin_stage(self, size: int, lr: float) -> None:
@@ -362,15 +402,15 @@ class SynthesisModule(L.LightningModule):
         for term in self.losses:
             step.add_loss(term.name, term(step))
         self._notify("on_synthesis_step", step)
-        self._track_finite(g, step.losses)
-        logging_step = bool(self.log_every) and g % self.log_every == 0
-        if logging_step or pos.last_in_stage or t == T - 1:  # read back only here (and before a checkpoint)
-            self.check_finite()
+        record = self._record_step(step, job)
         loss = step.total()
         self.opt.zero_grad(set_to_none=True)
         self.manual_backward(loss)
         self.opt.step()
-        self._clamp()
+        record["sat"] = self._clamp()
+        logging_step = bool(self.log_every) and g % self.log_every == 0
+        if logging_step or pos.last_in_stage or t == T - 1:  # the only reads of the device (and before checkpoints)
+            self.check_divergence()
         if logging_step:
             metrics = {f"loss/{k}": float(v.detach()) for k, v in step.losses.items()}
             metrics.update({"loss/total": float(loss.detach()), "lr": pos.lr, "stage": pos.stage, "job": job.index})
@@ -401,6 +441,7 @@ class SynthesisModule(L.LightningModule):
             "gen": self.gen.get_state(),
             "torch_rng": torch.get_rng_state(),
             "job_seconds": list(self.job_seconds),
+            "job_elapsed": time.perf_counter() - self._job_t0 if self.x is not None else 0.0,  # of the unfinished job
         }
 
     def load_synthesis_state(self, state: dict) -> None:
@@ -419,3 +460,5 @@ class SynthesisModule(L.LightningModule):
         self.gen.set_state(state["gen"])
         torch.set_rng_state(state["torch_rng"])
         self.job_seconds = list(state.get("job_seconds", []))
+        # a job resumed mid-way is timed from its own start (work before the kill + work here), not from t = 0
+        self._job_t0 = time.perf_counter() - float(state.get("job_elapsed", 0.0))
