@@ -1,14 +1,14 @@
 """``trainer.precision=bf16-mixed`` reaches each family's step on CPU: the dtype of a network's output seen inside the
 training step (grad-enabled forwards only; test accuracy and KD labelling run under no_grad) is bfloat16 — squeeze,
-BN-matching synthesis (SRe2L/FADRM/FADRM+/RETA share its step), the student protocols (kd, hard) — and float32 with
-``32-true``. The DM family is a plain loop until it moves under Lightning: its test is a strict xfail."""
+BN-matching synthesis (SRe2L/FADRM/FADRM+/RETA share its step), the DM family's step (its embedder), the student
+protocols (kd, hard) — and float32 with ``32-true``."""
 
 from __future__ import annotations
 
 import pytest
 import torch
 
-import reta.synthesis.dm.family as dm_family
+import reta.synthesis.dm.matcher as dm_matcher
 import reta.training.teacher as teacher_mod
 from reta import distill, evaluate, squeeze
 from reta.data.distilled import load_distilled
@@ -43,7 +43,7 @@ def seen(monkeypatch):
         return build_and_hook
 
     monkeypatch.setattr(teacher_mod, "build_model", wrap(teacher_mod.build_model))
-    monkeypatch.setattr(dm_family, "build_model", wrap(dm_family.build_model))
+    monkeypatch.setattr(dm_matcher, "build_model", wrap(dm_matcher.build_model))
     return dtypes
 
 
@@ -82,12 +82,12 @@ def test_student_step(tiny, seen, protocol, precision, dtype):
     assert seen and set(seen) == {dtype}
 
 
-@pytest.mark.xfail(strict=True, reason="the DM family is a plain loop: trainer.precision does not reach it yet")
-def test_dm_step(tiny, seen):
+@pytest.mark.parametrize("precision,dtype", PRECISIONS)
+def test_dm_step(tiny, seen, precision, dtype):
     _, ov = tiny
     distill.run(compose_cfg("distill", [*ov, "method=dm", "ipc=1", "method.iterations=2", "method.batch_real=4",
-                                        "method.embedder.kwargs.width=8", "trainer.precision=bf16-mixed"]))
-    assert seen and set(seen) == {torch.bfloat16}
+                                        "method.embedder.kwargs.width=8", f"trainer.precision={precision}"]))
+    assert seen and set(seen) == {dtype}
 
 
 def test_channels_last_reaches_squeeze_synthesis_and_students(tiny, monkeypatch):

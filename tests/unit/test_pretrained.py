@@ -13,9 +13,9 @@ import torch
 import torchvision
 
 from reta import squeeze
-from reta.distill import entry_teacher_cfg
 from reta.errors import RetaError
 from reta.models import build_model
+from reta.training.teacher_cache import entry_teacher_cfg
 
 from fixtures import write_imagefolder
 from helpers import compose_cfg

@@ -9,9 +9,9 @@ win puts its values under ``debug:`` and the entry points call :func:`apply_debu
     debug:
       name: smoke
       last: {seeds: [0], protocol: {epochs: 1}}            # merged over the root, keys that exist only
-      method:                                               # merged over `method` by method.kind
-        bn_matching: {stages: {budgets: 2}}                 # an int for a list of ints: every entry
-        distribution: {iterations: 2, by_ipc: null}
+      method:                                               # merged over `method` by its family
+        bn: {stages: {budgets: 2}}                          # an int for a list of ints: every entry
+        dm: {iterations: 2}
 
 Only keys the composed config already has are set (a debug option shrinks what is there; it never adds a callback or
 a section a method does not have). Applying it twice gives the same config.
@@ -39,8 +39,16 @@ def _merge_existing(node: DictConfig, values: dict) -> None:
             node[key] = value
 
 
+def method_family(method: Any) -> str | None:
+    """The synthesis wing of a method config: ``bn`` for ``synthesize._target_: reta.synthesis.bn.family.…``,
+    ``dm``, ``frozen``, …; None when it has no ``synthesize`` target (the random subset has one too)."""
+    target = ((method.get("synthesize") or {}).get("_target_") or "") if isinstance(method, DictConfig) else ""
+    parts = str(target).split(".")
+    return parts[parts.index("synthesis") + 1] if "synthesis" in parts[:-1] else None
+
+
 def apply_debug(cfg: Any) -> Any:
-    """``cfg`` with its ``debug.last`` and ``debug.method[<method.kind>]`` blocks merged over it (in place)."""
+    """``cfg`` with its ``debug.last`` and ``debug.method[<method family>]`` blocks merged over it (in place)."""
     if not isinstance(cfg, DictConfig):
         return cfg
     block = cfg.get("debug")
@@ -51,6 +59,7 @@ def apply_debug(cfg: Any) -> Any:
     with open_dict(cfg):
         _merge_existing(cfg, last)
         method = cfg.get("method")
-        if isinstance(method, DictConfig) and method.get("kind") in by_kind:
-            _merge_existing(method, by_kind[method.kind])
+        family = method_family(method)
+        if family in by_kind:
+            _merge_existing(method, by_kind[family])
     return cfg
