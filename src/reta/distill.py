@@ -17,7 +17,7 @@ from reta.errors import RetaError
 from reta.synthesis.bn.sharding import ShardInfo, init_distributed
 from reta.synthesis.registry import DistillContext, is_shardable, synthesis_function
 from reta.tracking import log_distilled_artifact
-from reta.training.common import set_threads
+from reta.training.common import configure_data, set_threads
 from reta.training.teacher_cache import TeacherLoader
 from reta.utils.config import output_dir, plain, planned_output_dir, require_positive_int
 from reta.utils.io import atomic_write_json
@@ -109,6 +109,7 @@ def run(cfg: DictConfig) -> dict:
 
 def _run(cfg: DictConfig, shard: ShardInfo) -> dict:
     set_threads(cfg.get("num_threads"))
+    configure_data(cfg)
     ipc = require_positive_int(cfg.ipc, "ipc")
     fn = check_method(cfg)
     if shard.sharded and not is_shardable(fn):

@@ -14,7 +14,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from reta import distill, evaluate, squeeze
 from reta.synthesis.bn.sharding import ShardInfo, init_distributed
-from reta.training.common import set_threads
+from reta.training.common import configure_data, set_threads
 from reta.training.teacher_cache import teacher_cfg
 from reta.utils.config import output_dir, planned_output_dir
 from reta.utils.io import atomic_write_json
@@ -68,6 +68,7 @@ def run(cfg: DictConfig) -> dict:
 
 def _run(cfg: DictConfig, shard: ShardInfo) -> dict:
     set_threads(cfg.get("num_threads"))
+    configure_data(cfg)
     out = output_dir(cfg)
     tcfg = teacher_cfg(cfg)
     with shard.main_first("training the teacher"):

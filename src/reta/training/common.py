@@ -25,6 +25,20 @@ def set_threads(num_threads: int | None) -> None:
         torch.set_num_threads(int(num_threads))
 
 
+def configure_data(cfg) -> None:
+    """Apply the run's ``data`` config (workers, pinned memory, decode-once cache) to every real-data read of this
+    process (:mod:`reta.data.loading`)."""
+    from omegaconf import OmegaConf
+
+    from reta.data.loading import configure
+
+    data = cfg.get("data")
+    data = OmegaConf.to_container(data, resolve=True) if data is not None and not isinstance(data, dict) else data
+    trainer = cfg.get("trainer")
+    trainer = OmegaConf.to_container(trainer, resolve=True) if trainer is not None and not isinstance(trainer, dict) else trainer
+    configure(data, cfg.paths.cache_dir, cuda=eval_device(trainer or {}) == "cuda")
+
+
 def seed_everything(seed: int) -> torch.Generator:
     """Seed Python, numpy and torch (Lightning's helper) and return a fresh CPU generator for augmentation."""
     L.seed_everything(int(seed), workers=True, verbose=False)
@@ -91,6 +105,16 @@ def test_accuracy(
         correct += int((model(x).argmax(1).cpu() == dataset.targets[idx]).sum())
     model.train(was_training)
     return correct / max(n, 1)
+
+
+def eval_device(trainer_cfg: Mapping) -> str:
+    """The device of the ``trainer`` config's accelerator for work done outside a Trainer (test accuracy, scoring)."""
+    acc = str((trainer_cfg or {}).get("accelerator", "cpu"))
+    if acc in ("gpu", "cuda", "auto") and torch.cuda.is_available():
+        return "cuda"
+    if acc == "mps" and torch.backends.mps.is_available():
+        return "mps"
+    return "cpu"
 
 
 #: keys of a ``logger`` config that reta reads itself (not logger constructor arguments)

@@ -34,6 +34,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset, Sampler, TensorDataset
 
 from reta.data.augment import _apply_boxes, normalize, rrc_boxes
+from reta.data.loading import options
 from reta.errors import RetaError
 from reta.utils.io import atomic_directory, atomic_write_json
 
@@ -99,7 +100,8 @@ def view_generator(seed: int) -> torch.Generator:
 def batch_loader(images: torch.Tensor, labels: torch.Tensor, batch_size: int, seed: int) -> DataLoader:
     """The student's shuffled loader (one seeded permutation per epoch); relabelling replays it over indices."""
     g = torch.Generator().manual_seed(int(seed))
-    return DataLoader(TensorDataset(images, labels), batch_size=min(batch_size, len(labels)), shuffle=True, generator=g)
+    return DataLoader(TensorDataset(images, labels), batch_size=min(batch_size, len(labels)), shuffle=True, generator=g,
+                      pin_memory=options().pin_memory)  # in memory already: no workers, pinned for the GPU copy
 
 
 def label_teacher(teacher: nn.Module, mode: str) -> nn.Module:

@@ -278,6 +278,9 @@ def build_synthesis(cfg, ctx: DistillContext) -> tuple[SynthesisModule, list, BN
         model, meta = ctx.load_teacher(model_cfg)
         teachers.append(TeacherSlot(label, model, r_bn_for(m.r_bn, label), float(m.first_bn_multiplier), meta))
     check_resolutions(teachers, schedule.sizes, ds["channels"])
+    if cfg.get("channels_last", False):  # NHWC weights; the step's input is converted by the first convolution
+        for t in teachers:
+            t.model.to(memory_format=torch.channels_last)
     bank = pool = None
     if m.init.kind == "patch" or (provider is not None and provider.needs_pool):
         first = teachers[0]
