@@ -61,13 +61,18 @@ def _run(cfg: DictConfig, shard: ShardInfo) -> dict:
     set_threads(cfg.get("num_threads"))
     out = output_dir(cfg)
     tcfg = distill.teacher_cfg(cfg)
-    with shard.main_first("training the teacher"):
-        teacher = squeeze.run(tcfg)
+    if cfg.method.get("kind") == "frozen":  # LGM/SFM need no teacher; their frozen backbone is built by distill
+        teacher = {"name": f"backbone {cfg.backbone.name} (full-data probe)", "test_acc": None}
+    else:
+        with shard.main_first("training the teacher"):
+            teacher = squeeze.run(tcfg)
     dist = distill.run(cfg)
     if dist["distilled"] is None:  # a non-zero rank of a sharded distill
         return {"distill": dist}
     # evaluate's `seed` is the teacher's (students use `seeds`)
     metrics = evaluate.run(OmegaConf.merge(cfg, {"distilled": dist["distilled"], "ipc": dist["ipc"], "seed": int(tcfg.seed)}))
+    if cfg.method.get("kind") == "frozen":
+        teacher["test_acc"] = metrics["teacher"]["test_acc"]
     rows = results_rows(teacher, dist, metrics)
     table = format_table(rows, metrics)
     (out / "results.md").write_text(table + "\n")

@@ -23,6 +23,7 @@ KIND_MODULES: dict[str, str] = {
     "random": "reta.synthesis.random_subset",
     "distribution": "reta.synthesis.dm.family",
     "bn_matching": "reta.synthesis.bn.family",
+    "frozen": "reta.synthesis.frozen.family",
 }
 
 _KINDS: dict[str, Callable] = {}
