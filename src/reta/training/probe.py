@@ -83,9 +83,10 @@ def _view(x: torch.Tensor, spec: ProbeSpec, gen: torch.Generator) -> torch.Tenso
 class LinearProbeModule(L.LightningModule):
     """A linear head on a frozen backbone, trained on augmented views of a small image set (pixels in [0, 1])."""
 
-    def __init__(self, backbone: FrozenBackbone, num_classes: int, spec: ProbeSpec, steps: int, seed: int) -> None:
+    def __init__(self, backbone: FrozenBackbone, num_classes: int, spec: ProbeSpec, steps: int, batch: int,
+                 seed: int) -> None:
         super().__init__()
-        self.backbone, self.spec, self.steps = backbone, spec, steps
+        self.backbone, self.spec, self.steps, self.batch = backbone, spec, steps, batch
         self.head = nn.Linear(backbone.dim, num_classes)
         nn.init.normal_(self.head.weight, std=spec.head_init_std)
         nn.init.zeros_(self.head.bias)
@@ -100,7 +101,7 @@ class LinearProbeModule(L.LightningModule):
         return loss
 
     def configure_optimizers(self):
-        lr = self.spec.lr * (self.trainer.train_dataloader.batch_size / 256 if self.spec.lr_scale_batch else 1.0)
+        lr = self.spec.lr * (self.batch / 256 if self.spec.lr_scale_batch else 1.0)
         opt = torch.optim.Adam(self.head.parameters(), lr=lr)
         sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda("cosine", self.steps))
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
@@ -109,7 +110,7 @@ class LinearProbeModule(L.LightningModule):
 _TEST_FEATURES: dict[tuple[str, int], torch.Tensor] = {}
 
 
-def test_features(backbone: FrozenBackbone, test: ImageDataset) -> torch.Tensor:
+def eval_features(backbone: FrozenBackbone, test: ImageDataset) -> torch.Tensor:
     """φ of every test image (no augmentation), computed once per backbone and process."""
     k = (backbone.key, len(test))
     if k not in _TEST_FEATURES:
@@ -126,7 +127,7 @@ def train_probe(backbone: FrozenBackbone, images: torch.Tensor, labels: torch.Te
     """Fit a fresh linear head on ``images`` (pixels in [0, 1]) under ``spec``; returns the head (CPU)."""
     seed_everything(seed)
     loader = batch_loader(images.float(), labels.long(), spec.batch_size, seed)
-    module = LinearProbeModule(backbone, num_classes, spec, spec.epochs * len(loader), seed)
+    module = LinearProbeModule(backbone, num_classes, spec, spec.epochs * len(loader), loader.batch_size, seed)
     trainer = build_trainer(trainer_cfg, spec.epochs, False, False, ".", enable_checkpointing=False)
     trainer.fit(module, loader)
     return module.head.cpu().eval()
@@ -138,7 +139,7 @@ def probe_accuracy(backbone: FrozenBackbone, images: torch.Tensor, labels: torch
     start = time.perf_counter()
     head = train_probe(backbone, images, labels, num_classes, spec, seed, trainer_cfg)
     with torch.no_grad():
-        acc = accuracy(head(test_features(backbone, test)), test.targets)
+        acc = accuracy(head(eval_features(backbone, test)), test.targets)
     return {"acc_last": acc, "acc_best": acc, "seconds": time.perf_counter() - start}
 
 
@@ -211,7 +212,7 @@ def golden_head(backbone: FrozenBackbone, train: ImageDataset, test: ImageDatase
     head.load_state_dict(state)
     head.eval()
     with torch.no_grad():
-        test_acc = accuracy(head(test_features(backbone, test)), test.targets)
+        test_acc = accuracy(head(eval_features(backbone, test)), test.targets)
     record = {"backbone": backbone.meta["name"], "backbone_key": backbone.key, "spec": asdict(spec), "epoch": epoch,
               "holdout_acc": val_acc, "holdout_history": module.val_history, "test_acc": test_acc,
               "seconds": round(time.perf_counter() - start, 2)}
@@ -263,5 +264,5 @@ def inherited_accuracy(a: FrozenBackbone, golden_a: nn.Linear, b: FrozenBackbone
     start = time.perf_counter()
     proj = learn_projector(a, b, images, spec, seed, trainer_cfg)
     with torch.no_grad():
-        acc = accuracy(golden_a(proj(test_features(b, test))), test.targets)
+        acc = accuracy(golden_a(proj(eval_features(b, test))), test.targets)
     return {"acc_last": acc, "acc_best": acc, "seconds": time.perf_counter() - start}
