@@ -10,14 +10,21 @@ import json
 import pytest
 import torch
 
-from reta import distill, evaluate, pipeline
+from reta import distill, pipeline
 from reta.data.distilled import load_distilled
 from reta.data.registry import load_split
 from reta.errors import RetaError
 from reta.synthesis.frozen import module as frozen_module
 from reta.synthesis.frozen.statistics import real_statistics
 from reta.training.backbone import get_backbone
-from reta.training.probe import GoldenSpec, ProbeSpec, golden_head, inherited_accuracy, learn_projector, eval_features
+from reta.training.probe import (
+    GoldenSpec,
+    ProbeSpec,
+    eval_features,
+    golden_head,
+    inherited_accuracy,
+    learn_projector,
+)
 
 from fixtures import write_idx_dataset
 from helpers import compose_cfg, error_lines, run_cli, tiny_overrides
