@@ -178,7 +178,14 @@ def run_linear_probe(cfg: DictConfig) -> dict:
     from dataclasses import asdict
 
     from reta.training.backbone import BackboneSpec, expected_key, get_backbone
-    from reta.training.probe import GoldenSpec, ProbeSpec, golden_head, inherited_accuracy, probe_accuracy
+    from reta.training.probe import (
+        GoldenSpec,
+        ProbeSpec,
+        golden_head,
+        holdout_split,
+        inherited_accuracy,
+        probe_accuracy,
+    )
 
     set_threads(cfg.get("num_threads"))
     ipc = require_positive_int(cfg.ipc, "ipc")
@@ -214,13 +221,16 @@ def run_linear_probe(cfg: DictConfig) -> dict:
                         f"{made_for.get('key')}, this probe uses {backbone.key}; pass protocol.cross_backbone=true")
     C, trainer_cfg = int(ds_cfg["num_classes"]), plain(cfg.trainer)
     _, golden = golden_head(backbone, train, test, C, gspec, trainer_cfg)
-    sets: dict[str, list[dict]] = {"full": [{"acc_last": golden["test_acc"], "acc_best": golden["test_acc"],
-                                              "seconds": golden["seconds"]}]}
+    full, all_train, all_test = golden["test_acc"], train, test
+    if spec.eval_split == "holdout":  # choose settings: score on held-out training images, draw subsets from the rest
+        train, test = holdout_split(train, gspec)
+        full = golden["holdout_acc"]
+    sets: dict[str, list[dict]] = {"full": [{"acc_last": full, "acc_best": full, "seconds": golden["seconds"]}]}
     todo = []
     if cfg.get("baseline", True):
         for seed in seeds:
             idx = sample_per_class(train.targets, C, ipc, seed)
-            todo.append(("random", seed, train.gather(idx), train.targets[idx]))
+            todo.append(("random", seed, train.gather(idx), train.targets[idx].clone()))
     if distilled is not None:
         todo += [("distilled", seed, distilled.images.float(), distilled.labels) for seed in seeds]
     for name, seed, images, labels in todo:
@@ -228,8 +238,8 @@ def run_linear_probe(cfg: DictConfig) -> dict:
         log.info("%s seed %d: probe acc %.4f", name, seed, sets[name][-1]["acc_last"])
     inherited = None
     if spec.inherit:
-        source = get_backbone(cfg, train, test, BackboneSpec.from_cfg(made_for["config"]))
-        head_a, inherited = golden_head(source, train, test, C, dataclass_from(GoldenSpec, source.meta["config"]["probe"],
+        source = get_backbone(cfg, all_train, all_test, BackboneSpec.from_cfg(made_for["config"]))
+        head_a, inherited = golden_head(source, all_train, all_test, C, dataclass_from(GoldenSpec, source.meta["config"]["probe"],
                                                                                 "backbone.probe"), trainer_cfg)
         for name, seed, images, _ in todo:
             r = inherited_accuracy(source, head_a, backbone, images, test, spec, seed, trainer_cfg)
@@ -241,7 +251,8 @@ def run_linear_probe(cfg: DictConfig) -> dict:
         "protocol_config": asdict(spec),
         "student": f"linear_probe@{backbone.meta['name']}",
         "student_config": {"backbone": backbone.meta},
-        "teacher": {"name": backbone.meta["name"], "test_acc": golden["test_acc"]},
+        "teacher": {"name": backbone.meta["name"], "test_acc": full},
+        "eval_split": spec.eval_split,
         "seeds": seeds,
         "distilled": str(cfg.distilled) if distilled is not None else None,
         "method": distilled.meta.get("method") if distilled is not None else "random",

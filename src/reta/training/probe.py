@@ -56,10 +56,13 @@ class ProbeSpec:
     projector_steps: int = 1000
     projector_lr: float = 1e-2
     projector_batch: int = 100
+    eval_split: str = "test"  # test | holdout: score on the golden head's held-out part of train (to choose settings)
 
     @classmethod
     def from_cfg(cls, cfg) -> ProbeSpec:
         spec = cls(**check_keys(cls, cfg, "protocol"))
+        if spec.eval_split not in ("test", "holdout"):
+            raise RetaError(f"protocol.eval_split={spec.eval_split!r} unknown; valid: test, holdout")
         if spec.epochs <= 0 or spec.batch_size <= 0 or spec.lr <= 0:
             raise RetaError("protocol linear_probe: epochs, batch_size and lr must be > 0")
         return spec
@@ -178,6 +181,30 @@ class _HeadModule(L.LightningModule):
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
 
 
+class Subset(ImageDataset):
+    """Rows ``indices`` of ``base`` as a dataset (the held-out split used to choose settings)."""
+
+    def __init__(self, base: ImageDataset, indices: torch.Tensor) -> None:
+        self.base, self.indices = base, indices.long()
+        self.targets = base.targets[self.indices]
+        self.class_names, self.num_classes = base.class_names, base.num_classes
+
+    def load(self, index: int) -> torch.Tensor:
+        return self.base.load(int(self.indices[index]))
+
+    def gather(self, indices) -> torch.Tensor:
+        return self.base.gather(self.indices[torch.as_tensor(indices, dtype=torch.long).reshape(-1)])
+
+
+def holdout_split(train: ImageDataset, spec: GoldenSpec) -> tuple[Subset, Subset]:
+    """(fit, held-out) parts of ``train``: a seeded permutation, the first ``holdout`` fraction held out."""
+    perm = torch.randperm(len(train), generator=torch.Generator().manual_seed(spec.seed))
+    n_val = int(round(spec.holdout * len(train)))
+    if n_val <= 0 or n_val >= len(train):
+        raise RetaError(f"backbone.probe.holdout={spec.holdout} leaves no training or held-out images")
+    return Subset(train, perm[n_val:]), Subset(train, perm[:n_val])
+
+
 def golden_key(spec: GoldenSpec, n_train: int) -> str:
     return hashlib.sha256(json.dumps({**asdict(spec), "n": n_train}, sort_keys=True).encode()).hexdigest()[:10]
 
@@ -195,12 +222,8 @@ def golden_head(backbone: FrozenBackbone, train: ImageDataset, test: ImageDatase
     start = time.perf_counter()
     z = backbone.embed(train.gather(torch.arange(len(train))))
     y = train.targets.long()
-    g = torch.Generator().manual_seed(spec.seed)
-    perm = torch.randperm(len(y), generator=g)
-    n_val = int(round(spec.holdout * len(y)))
-    if n_val <= 0 or n_val >= len(y):
-        raise RetaError(f"backbone.probe.holdout={spec.holdout} leaves no training or held-out images")
-    val, fit = perm[:n_val], perm[n_val:]
+    fit_part, val_part = holdout_split(train, spec)
+    val, fit = val_part.indices, fit_part.indices
     seed_everything(spec.seed)
     gl = torch.Generator().manual_seed(spec.seed)
     loader = DataLoader(TensorDataset(z[fit], y[fit]), batch_size=spec.batch_size, shuffle=True, generator=gl)
