@@ -23,7 +23,7 @@ from reta.training.soft_labels import ensure_relabelled, stored_loader
 from reta.training.student import Protocol, StudentModule, student_loader
 from reta.training.teacher import new_model
 from reta.training.teacher_cache import get_teacher
-from reta.utils.config import output_dir, plain, planned_output_dir, require_positive_int
+from reta.utils.config import dataclass_from, output_dir, plain, planned_output_dir, require_positive_int
 from reta.utils.io import atomic_write_json
 from reta.utils.outputs import check_writable_dir
 
@@ -108,6 +108,8 @@ def run(cfg: DictConfig) -> dict:
     preflight(cfg, planned_output_dir(cfg))
     if (cfg.get("eval_pool") or {}).get("students"):
         return run_pool(cfg)
+    if cfg.protocol.get("name") == "linear_probe":
+        return run_linear_probe(cfg)
     set_threads(cfg.get("num_threads"))
     configure_data(cfg)
     ipc = require_positive_int(cfg.ipc, "ipc")
@@ -182,6 +184,107 @@ def run(cfg: DictConfig) -> dict:
         meta = {"dataset": ds_cfg["name"], "num_classes": ds_cfg["num_classes"], "ipc": ipc, "mean": ds_cfg["mean"],
                 "std": ds_cfg["std"], "method": "random", "seed": seeds[0]}
         save_distilled(out / "random_subset", train.gather(idx), train.targets[idx], meta, class_names=train.class_names)
+    print(format_metrics(metrics))
+    print(f"metrics: {out / 'metrics.json'}")
+    return metrics
+
+
+def run_linear_probe(cfg: DictConfig) -> dict:
+    """``protocol=linear_probe``: fresh linear heads on the frozen ``backbone`` trained on the distilled set and on a
+    random real subset (one per seed), the backbone's golden full-data probe as ``sets.full``, and with
+    ``protocol.inherit=true`` the set's own backbone's golden head deployed here through a learnt projector
+    (:mod:`reta.training.probe`). A set made for another backbone is refused unless ``cross_backbone``/``inherit``."""
+    from dataclasses import asdict
+
+    from reta.training.backbone import BackboneSpec, expected_key, get_backbone
+    from reta.training.probe import (
+        GoldenSpec,
+        ProbeSpec,
+        golden_head,
+        holdout_split,
+        inherited_accuracy,
+        probe_accuracy,
+    )
+
+    set_threads(cfg.get("num_threads"))
+    ipc = require_positive_int(cfg.ipc, "ipc")
+    seeds = [int(s) for s in (cfg.seeds or [])]
+    if not seeds:
+        raise RetaError("seeds must be a non-empty list, e.g. seeds=[0,1,2]")
+    spec = ProbeSpec.from_cfg(cfg.protocol)
+    bspec = BackboneSpec.from_cfg(cfg.backbone)
+    gspec = dataclass_from(GoldenSpec, bspec.probe, "backbone.probe")
+    ds_cfg = plain(cfg.dataset)
+    distilled, made_for = None, {}
+    if cfg.get("distilled"):
+        distilled = load_distilled(cfg.distilled)
+        check_compatible(distilled, ds_cfg, str(cfg.distilled))
+        made_for = distilled.meta.get("backbone") or {}
+        ipc = distilled.ipc
+        want = expected_key(cfg, bspec)
+        other = not made_for.get("key") or (want is not None and made_for["key"] != want)
+        if other and not (spec.cross_backbone or spec.inherit):
+            raise RetaError(f"distilled set {cfg.distilled} was made for backbone "
+                            f"{made_for.get('name', 'none (method ' + str(distilled.meta.get('method')) + ')')} "
+                            f"{made_for.get('key', '')}, this probe uses backbone {bspec.name} {want or ''}; pass "
+                            f"backbone={made_for.get('name', '...')} or protocol.cross_backbone=true")
+        if spec.inherit and not made_for.get("config"):
+            raise RetaError(f"protocol.inherit=true needs a set made for a frozen backbone; {cfg.distilled} records none")
+    elif spec.inherit:
+        raise RetaError("protocol.inherit=true needs distilled=DIR (the set whose backbone's classifier is inherited)")
+    train = load_split(cfg.dataset, "train", cfg.paths.data_dir)
+    test = load_split(cfg.dataset, "test", cfg.paths.data_dir)
+    backbone = get_backbone(cfg, train, test, bspec)
+    if distilled is not None and made_for.get("key") != backbone.key and not (spec.cross_backbone or spec.inherit):
+        raise RetaError(f"distilled set {cfg.distilled} was made for backbone {made_for.get('name')} "
+                        f"{made_for.get('key')}, this probe uses {backbone.key}; pass protocol.cross_backbone=true")
+    C, trainer_cfg = int(ds_cfg["num_classes"]), plain(cfg.trainer)
+    _, golden = golden_head(backbone, train, test, C, gspec, trainer_cfg)
+    full, all_train, all_test = golden["test_acc"], train, test
+    if spec.eval_split == "holdout":  # choose settings: score on held-out training images, draw subsets from the rest
+        train, test = holdout_split(train, gspec)
+        full = golden["holdout_acc"]
+    sets: dict[str, list[dict]] = {"full": [{"acc_last": full, "acc_best": full, "seconds": golden["seconds"]}]}
+    todo = []
+    if cfg.get("baseline", True):
+        for seed in seeds:
+            idx = sample_per_class(train.targets, C, ipc, seed)
+            todo.append(("random", seed, train.gather(idx), train.targets[idx].clone()))
+    if distilled is not None:
+        todo += [("distilled", seed, distilled.images.float(), distilled.labels) for seed in seeds]
+    for name, seed, images, labels in todo:
+        sets.setdefault(name, []).append(probe_accuracy(backbone, images, labels, test, C, spec, seed, trainer_cfg))
+        log.info("%s seed %d: probe acc %.4f", name, seed, sets[name][-1]["acc_last"])
+    inherited = None
+    if spec.inherit:
+        source = get_backbone(cfg, all_train, all_test, BackboneSpec.from_cfg(made_for["config"]))
+        head_a, inherited = golden_head(source, all_train, all_test, C, dataclass_from(GoldenSpec, source.meta["config"]["probe"],
+                                                                                "backbone.probe"), trainer_cfg)
+        for name, seed, images, _ in todo:
+            r = inherited_accuracy(source, head_a, backbone, images, test, spec, seed, trainer_cfg)
+            sets.setdefault(f"{name}_inherited", []).append(r)
+    metrics = {
+        "dataset": ds_cfg["name"],
+        "ipc": ipc,
+        "protocol": "linear_probe",
+        "protocol_config": asdict(spec),
+        "student": f"linear_probe@{backbone.meta['name']}",
+        "student_config": {"backbone": backbone.meta},
+        "teacher": {"name": backbone.meta["name"], "test_acc": full},
+        "eval_split": spec.eval_split,
+        "seeds": seeds,
+        "distilled": str(cfg.distilled) if distilled is not None else None,
+        "method": distilled.meta.get("method") if distilled is not None else "random",
+        "label": cfg.get("label"),
+        "expansion": "none",
+        "backbone": {"name": backbone.meta["name"], "key": backbone.key, "made_for": made_for.get("name"),
+                     "made_for_key": made_for.get("key")},
+        "golden": {k: v for k, v in golden.items() if k != "holdout_history"},
+        "inherited_from": None if inherited is None else {k: inherited[k] for k in ("backbone", "backbone_key", "test_acc")},
+        "sets": {name: summarize(runs) for name, runs in sets.items()},
+    }
+    out = output_dir(cfg)
+    atomic_write_json(out / "metrics.json", metrics)
     print(format_metrics(metrics))
     print(f"metrics: {out / 'metrics.json'}")
     return metrics
