@@ -35,7 +35,8 @@ def results_rows(teacher: dict, dist: dict, metrics: dict) -> list[dict]:
 
 
 def format_table(rows: list[dict], metrics: dict) -> str:
-    head = (f"{metrics['dataset']}, IPC {metrics['ipc']}, protocol {metrics['protocol']}, student {metrics['student']}, "
+    head = (f"{metrics['dataset']}, IPC {metrics['ipc']}, protocol {metrics['protocol']}, "
+            f"student {metrics['student']}, "
             f"seeds {metrics['seeds']} — test accuracy, last epoch, mean ± std")
     table = []
     for r in rows:
@@ -76,7 +77,9 @@ def _run(cfg: DictConfig, shard: ShardInfo) -> dict:
     if dist["distilled"] is None:  # a non-zero rank of a sharded distill
         return {"distill": dist}
     # evaluate's `seed` is the teacher's (students use `seeds`)
-    metrics = evaluate.run(OmegaConf.merge(cfg, {"distilled": dist["distilled"], "ipc": dist["ipc"], "seed": int(tcfg.seed)}))
+    metrics = evaluate.run(
+        OmegaConf.merge(cfg, {"distilled": dist["distilled"], "ipc": dist["ipc"], "seed": int(tcfg.seed)})
+    )
     rows = results_rows(teacher, dist, metrics)
     table = format_table(rows, metrics)
     (out / "results.md").write_text(table + "\n")

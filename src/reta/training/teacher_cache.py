@@ -1,4 +1,5 @@
-"""The teacher cache: ``get_teacher(cfg)`` returns the frozen teacher of a config — from ``teacher.checkpoint``, from the
+"""The teacher cache: ``get_teacher(cfg)`` returns the frozen teacher of a config — from ``teacher.checkpoint``,
+from the
 cache under ``${paths.cache_dir}/teachers`` (keyed by dataset + model + recipe + seed), or trained now and cached.
 
 Used by every stage that needs a teacher (squeeze, distill, evaluate) and by the DM family's pretrained pool, so it
@@ -81,7 +82,8 @@ def read_cache_entry(entry: Path, model: nn.Module) -> dict:
 
 
 def get_teacher(cfg: DictConfig, train=None, test=None) -> tuple[nn.Module, dict]:
-    """The frozen teacher of ``cfg`` (eval mode) and its meta: from ``teacher.checkpoint``, the cache, or trained now."""
+    """The frozen teacher of ``cfg`` (eval mode) and its meta: from ``teacher.checkpoint``, the cache, or trained
+    now."""
     ds, mc = plain(cfg.dataset), plain(cfg.model)
     ckpt = cfg.teacher.get("checkpoint")
     model = new_model(mc, ds)
