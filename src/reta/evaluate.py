@@ -61,7 +61,9 @@ def train_student(
         model, protocol, dataset_cfg["mean"], dataset_cfg["std"], len(loader), seed, test_set=test, teacher=teacher,
         channels_last=channels_last,
     )
-    trainer = build_trainer(trainer_cfg, protocol.epochs, build_logger(logger_cfg, out_dir, run_name), progress_bar, out_dir)
+    trainer = build_trainer(
+        trainer_cfg, protocol.epochs, build_logger(logger_cfg, out_dir, run_name), progress_bar, out_dir
+    )
     start = time.perf_counter()
     trainer.fit(module, loader)
     seconds = time.perf_counter() - start
@@ -84,7 +86,9 @@ def check_compatible(ds: DistilledSet, dataset_cfg: Mapping, source: str) -> Non
     """The distilled set must belong to the configured dataset (name, classes, image shape)."""
     expect = [dataset_cfg["channels"], dataset_cfg["image_size"], dataset_cfg["image_size"]]
     if ds.meta.get("dataset") != dataset_cfg["name"]:
-        raise RetaError(f"distilled set {source} is for dataset {ds.meta.get('dataset')!r}, config says {dataset_cfg['name']!r}")
+        raise RetaError(
+            f"distilled set {source} is for dataset {ds.meta.get('dataset')!r}, config says {dataset_cfg['name']!r}"
+        )
     if ds.num_classes != dataset_cfg["num_classes"] or list(ds.images.shape[1:]) != expect:
         raise RetaError(
             f"distilled set {source}: {ds.num_classes} classes of {list(ds.images.shape[1:])}, "
@@ -124,8 +128,8 @@ def run(cfg: DictConfig) -> dict:
         check_compatible(distilled, ds_cfg, str(cfg.distilled))
         meant = (distilled.meta.get("method_config") or {}).get("eval_protocol")
         if meant and meant != protocol.name:
-            log.warning("the %s set was made for protocol=%s, evaluating with protocol=%s", distilled.meta.get("method"),
-                        meant, protocol.name)
+            log.warning("the %s set was made for protocol=%s, evaluating with protocol=%s",
+                        distilled.meta.get("method"), meant, protocol.name)
         if distilled.ipc != ipc:
             log.warning("ipc=%d overridden by the distilled set's ipc=%d", ipc, distilled.ipc)
             ipc = distilled.ipc
@@ -152,7 +156,9 @@ def run(cfg: DictConfig) -> dict:
         for seed in seeds:
             idx = sample_per_class(train.targets, ds_cfg["num_classes"], ipc, seed)
             images, labels = train.gather(idx), train.targets[idx]
-            sets.setdefault("random", []).append(train_student(images, labels, seed=seed, run_name=f"random_seed{seed}", **common))
+            sets.setdefault("random", []).append(
+                train_student(images, labels, seed=seed, run_name=f"random_seed{seed}", **common)
+            )
             log.info("random seed %d: acc %.4f", seed, sets["random"][-1]["acc_last"])
     if distilled is not None:
         # stored images → training images (IDM mosaics expand ×4; the random baseline keeps the stored IPC)
@@ -183,7 +189,9 @@ def run(cfg: DictConfig) -> dict:
         idx = sample_per_class(train.targets, ds_cfg["num_classes"], ipc, seeds[0])
         meta = {"dataset": ds_cfg["name"], "num_classes": ds_cfg["num_classes"], "ipc": ipc, "mean": ds_cfg["mean"],
                 "std": ds_cfg["std"], "method": "random", "seed": seeds[0]}
-        save_distilled(out / "random_subset", train.gather(idx), train.targets[idx], meta, class_names=train.class_names)
+        save_distilled(
+            out / "random_subset", train.gather(idx), train.targets[idx], meta, class_names=train.class_names
+        )
     print(format_metrics(metrics))
     print(f"metrics: {out / 'metrics.json'}")
     return metrics
@@ -293,7 +301,10 @@ def run_linear_probe(cfg: DictConfig) -> dict:
 def format_metrics(m: dict) -> str:
     lines = [f"{m['dataset']} IPC {m['ipc']}, protocol {m['protocol']}, student {m['student']}, seeds {m['seeds']}"]
     for name, s in m["sets"].items():
-        lines.append(f"  {name:<10} {100 * s['acc_mean']:6.2f} ± {100 * s['acc_std']:.2f} %   (last epoch; best {', '.join(f'{100 * a:.2f}' for a in s['acc_best'])})")
+        lines.append(
+            f"  {name:<10} {100 * s['acc_mean']:6.2f} ± {100 * s['acc_std']:.2f} %   "
+            f"(last epoch; best {', '.join(f'{100 * a:.2f}' for a in s['acc_best'])})"
+        )
     return "\n".join(lines)
 
 

@@ -35,7 +35,8 @@ def results_rows(teacher: dict, dist: dict, metrics: dict) -> list[dict]:
 
 
 def format_table(rows: list[dict], metrics: dict) -> str:
-    head = (f"{metrics['dataset']}, IPC {metrics['ipc']}, protocol {metrics['protocol']}, student {metrics['student']}, "
+    head = (f"{metrics['dataset']}, IPC {metrics['ipc']}, protocol {metrics['protocol']}, "
+            f"student {metrics['student']}, "
             f"seeds {metrics['seeds']} — test accuracy, last epoch, mean ± std")
     table = []
     for r in rows:

@@ -24,7 +24,10 @@ def planned_output_dir(cfg: DictConfig) -> Path:
     try:
         from hydra.core.hydra_config import HydraConfig
 
-        run_dir = OmegaConf.select(HydraConfig.get(), "runtime.output_dir", default=None) if HydraConfig.initialized() else None
+        run_dir = (
+            OmegaConf.select(HydraConfig.get(), "runtime.output_dir", default=None)
+            if HydraConfig.initialized() else None
+        )
         if run_dir:
             path = Path(run_dir)
     except ImportError:  # pragma: no cover
