@@ -320,3 +320,64 @@ def test_evaluate_refuses_a_missing_distilled_dir_before_loading_data(tiny, monk
     monkeypatch.setattr(evaluate, "load_split", no_work)
     with pytest.raises(RetaError, match="distilled set not found"):
         evaluate.run(compose_cfg("evaluate", [*ov, "ipc=2", "distilled=/nonexistent/set"]))
+
+
+# ------------------------------------------------------------------------------------------------ cases that hold
+class Payload:
+    """Unpickling this runs ``touch <marker>``: the marker file shows whether any code ran."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return (os.system, (f"touch {self.marker}",))
+
+
+def test_pickle_payloads_are_refused_everywhere_and_never_run(tiny, monkeypatch):
+    tmp_path, ov = tiny
+    marker = tmp_path / "pwned"
+    distill.run(compose_cfg("distill", [*ov, "method=random", "ipc=2"]))
+    for name in ("images.pt", "labels.pt"):
+        d = tmp_path / f"set_{name}"
+        d.mkdir()
+        for f in (tmp_path / "out" / "distilled").iterdir():
+            if f.is_file():
+                (d / f.name).write_bytes(f.read_bytes())
+        torch.save({"x": Payload(marker)}, d / name)
+        with pytest.raises(RetaError, match=rf"{name}: cannot load .*pickled Python objects"):
+            load_distilled(d)
+    evil = tmp_path / "evil.pt"
+    torch.save({"w": Payload(marker)}, evil)
+    with pytest.raises(CheckpointError, match="pickled Python objects"):
+        squeeze.run(compose_cfg("squeeze", [*with_out(ov, tmp_path / "sq"), f"teacher.checkpoint={evil}"]))
+    # a resume checkpoint replaced by a payload
+    marker_kill = tmp_path / "killed.marker"
+    run = [*with_out(ov, tmp_path / "run"), "method=fadrm", *TINY_BN,
+           f"+method.callbacks.kill={{_target_:test_reliability.KillAt,at_step:3,marker:'{marker_kill}'}}"]
+    with pytest.raises(RuntimeError, match="killed"):
+        distill.run(compose_cfg("distill", run))
+    torch.save({"module": Payload(marker)}, tmp_path / "run" / "checkpoints" / "last.ckpt")
+    with pytest.raises(CheckpointError, match="resume: cannot read .*pickled Python objects"):
+        distill.run(compose_cfg("distill", [*run, "resume=true"]))
+    assert not marker.exists()
+
+
+def test_a_killed_squeeze_leaves_no_cache_entry(tiny, monkeypatch):
+    from reta.training import teacher_cache
+
+    tmp_path, ov = tiny
+    real_write = teacher_cache.write_cache_entry
+
+    def killed_mid_write(entry, model, meta):
+        def die(*a, **k):
+            raise KeyboardInterrupt
+
+        monkeypatch.setattr("reta.training.teacher.json.dumps", die)  # model.pt written, meta.json not yet
+        real_write(entry, model, meta)
+
+    monkeypatch.setattr(teacher_cache, "write_cache_entry", killed_mid_write)
+    with pytest.raises(KeyboardInterrupt):
+        squeeze.run(compose_cfg("squeeze", ov))
+    monkeypatch.undo()
+    teachers = tmp_path / "cache" / "teachers"
+    assert not teachers.exists() or list(teachers.iterdir()) == []

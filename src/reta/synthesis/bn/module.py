@@ -210,7 +210,7 @@ class SynthesisModule(L.LightningModule):
         self._job_t0 = 0.0
         self.saturation_limit = float(saturation_limit)
         self._sat0: float | None = None  # saturated fraction at the job start (divergence guard)
-        self._loss0: dict[str, float] = {}  # loss terms at the job's first step here (names the diverging term)
+        self._loss0: dict[str, float] = {}  # each loss term's first value in the job (names the diverging term)
 
     # ------------------------------------------------------------------------------------------- plumbing
     @property
@@ -348,7 +348,8 @@ class SynthesisModule(L.LightningModule):
         if self._sat0 is None:  # first step of the job in this process (also right after a resume)
             self._sat0 = self._saturated_fraction()
         for k, v in step.losses.items():  # each term's first value in this job (a callback's term may start later)
-            self._loss0.setdefault(k, float(v.detach()))
+            if k not in self._loss0:
+                self._loss0[k] = float(v.detach())
         for name, value in step.losses.items():
             if not bool(torch.isfinite(value.detach()).all()):
                 raise NonFiniteLossError(
