@@ -56,11 +56,13 @@ def no_work(*args, **kwargs):
 def cli(module, args: list[str], monkeypatch, capsys) -> tuple[int, list[str], str]:
     """Run a console script's ``main`` in-process (Hydra app, callbacks included); (exit code, error lines, stderr)."""
     monkeypatch.setattr(sys, "argv", ["reta", *args])
-    code = 0
+    code, handlers = 0, logging.root.handlers[:]
     try:
         module.main()
     except SystemExit as exit_:
         code = exit_.code
+    finally:  # Hydra pointed the root logger at this test's captured stderr and its job log
+        logging.root.handlers[:] = handlers
     err = capsys.readouterr().err
     return code, [ln for ln in err.splitlines() if ln.startswith("error:")], err
 
