@@ -10,7 +10,7 @@ PYTEST_ARGS ?=
 SCALE ?= cpu
 REPORT := $(BIN)/reta-report
 
-.PHONY: help install fashion-mnist demo test test-slow lint clean table1 table3 fig4
+.PHONY: help install fashion-mnist demo test test-slow lint clean table1 table3 fig4 smoke-paper bench-loading
 
 help:  ## list the targets
 	@grep -E '^[a-zA-Z0-9_-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
@@ -67,6 +67,14 @@ fig4: install  ## Figure 4: λ (DRC) and λ_topo (PTA) sweeps with error bars (S
 	$(BIN)/reta-run -m +experiment=fig4_topo_$(SCALE) $(ARGS)
 	$(REPORT) inputs=[multirun/fig4_topo_$(SCALE)$(FIG4_BAND_$(SCALE))] out=experiments/fig4/topo_$(SCALE) \
 	  plot.x=callbacks.pta.lam_topo "plot.title='RETA: PTA weight λ_topo ($(SCALE) scale, 3 seeds)'"
+
+# the paper grid at toy budgets on generated data (ImageNet + CIFAR layouts, local weight files): docs/paper_scale.md
+SMOKE_DIR ?= $(shell mktemp -d -t reta-smoke-XXXXXX)/smoke
+smoke-paper: install  ## table1_paper grid (SRe2L, FADRM, FADRM+, RETA) + DM paper configs, debug=smoke, + reta-report
+	nice -n 10 $(BIN)/python benchmarks/smoke_paper.py --out $(SMOKE_DIR)
+
+bench-loading: install  ## images/s of the file-dataset loaders (2,000 generated 224-px JPEGs) vs torchvision
+	nice -n 10 $(BIN)/python benchmarks/bench_loading.py $(ARGS)
 
 clean:  ## remove outputs and caches (keeps .venv)
 	rm -rf outputs multirun .cache

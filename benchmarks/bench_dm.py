@@ -23,6 +23,8 @@ import sys
 import time
 from pathlib import Path
 
+from reta.utils.markdown import md_table
+
 CONF_DIR = str(Path(__file__).resolve().parent.parent / "src" / "reta" / "conf")
 
 
@@ -38,7 +40,8 @@ def one(method: str, dataset: str, ipc: int, iters: int, warmup: int, threads: i
     from reta.data.registry import load_split
     from reta.models import build_model
     from reta.synthesis.dm.config import DistributionSpec
-    from reta.synthesis.dm.family import DistributionMatcher, _device
+    from reta.synthesis.dm.family import _device
+    from reta.synthesis.dm.matcher import DistributionMatcher
     from reta.utils.config import plain
 
     torch.set_num_threads(threads)
@@ -114,14 +117,15 @@ def main() -> None:
     if a.override:
         print(f"overrides: {' '.join(a.override)}")
     print()
-    print("| method | s / iteration | min | peak memory (MiB) | embedder | batch_real | expansion | L_CM | L_CC (pool model) |")
-    print("|---|---|---|---|---|---|---|---|---|")
+    table = []
     for r in rows:
         e = r["embedder"]
         emb = f"{e['name']} {e.get('kwargs', {})}"
         pool = f"yes ({r['pool_model']['name']} {r['pool_model'].get('kwargs', {})})" if r["cc"] else "no"
-        print(f"| {r['method']} | {r['s_per_it']:.3f} | {r['s_min']:.3f} | {r['peak_mb']:.0f} | {emb} | {r['batch_real']} | "
-              f"{r['expansion']} | {'yes' if r['cm'] else 'no'} | {pool} |")
+        table.append([r["method"], f"{r['s_per_it']:.3f}", f"{r['s_min']:.3f}", f"{r['peak_mb']:.0f}", emb,
+                      r["batch_real"], r["expansion"], "yes" if r["cm"] else "no", pool])
+    print(md_table(["method", "s / iteration", "min", "peak memory (MiB)", "embedder", "batch_real", "expansion",
+                    "L_CM", "L_CC (pool model)"], table))
 
 
 if __name__ == "__main__":

@@ -1,4 +1,4 @@
-"""Time the PTA loss + backward on CPU, one thread (cf. METHODS.md §4.5).
+"""Time the PTA loss + backward on CPU, one thread (cf. docs/methods.md §4.5).
 
 Setting: IPC 10 synthetic points per class, 512-d L2-normalised features, real pool 50 per class,
 mutual k-NN with k = 10, 32 × 32 persistence images, size-matched real targets (M = 16 subsets),
@@ -18,6 +18,7 @@ import torch
 import torch.nn.functional as F
 
 from reta.topology import TopologyLoss
+from reta.utils.markdown import md_table
 
 
 def _median_ms(fn: Callable[[], None], repeats: int) -> float:
@@ -61,11 +62,11 @@ def main() -> None:
     print(f"PTA loss + backward, CPU, 1 thread, torch {torch.__version__}; median of {args.repeats} (ms)")
     print("IPC 10 synthetic, 512-d, real pool 50/class, k 10, G 32, M 16 size-matched subsets, cutoff joint")
     print()
-    print("| classes | real targets cached | real targets recomputed | build targets alone |")
-    print("|---|---|---|---|")
+    rows = []
     for c in args.classes:
         r = bench(c, args.repeats)
-        print(f"| {c} | {r['cached']:.1f} | {r['recomputed']:.1f} | {r['build']:.1f} |")
+        rows.append([c, f"{r['cached']:.1f}", f"{r['recomputed']:.1f}", f"{r['build']:.1f}"])
+    print(md_table(["classes", "real targets cached", "real targets recomputed", "build targets alone"], rows))
 
 
 if __name__ == "__main__":

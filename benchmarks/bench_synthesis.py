@@ -1,4 +1,4 @@
-"""Seconds per synthetic image and peak memory of SRe2L, FADRM and FADRM+ synthesis on this CPU (cf. METHODS.md §8
+"""Seconds per synthetic image and peak memory of SRe2L, FADRM and FADRM+ synthesis on this CPU (cf. docs/methods.md §8
 "Cost per image", measured there on an RTX 4090 at ImageNet-1K scale).
 
 Each method runs ``reta-distill``'s code path (``reta.distill.run``) in a fresh child process, so the peak resident

@@ -7,6 +7,8 @@ RUN_DIR is a per-seed grid run (``…/<name>/eval/metrics.json``, name = the fol
 are added to the copy as ``synthesis_seconds`` (and ``synthesis_iterations`` where the set records them; for an
 evaluation folder the set is found through ``metrics.json``'s ``distilled`` path) so the table's cost column survives
 without the images.
+An absolute ``distilled`` path is written relative to the run root (``distilled``) or dropped when the set lives
+outside the run (:func:`relativize_paths.relativize_value`): committed files name no machine paths.
 ``reta-report inputs=[DEST]`` then rebuilds the table from the repository alone. ``--only-random`` keeps just the
 random-subset set of each file (a baseline table from runs that also evaluated a distilled set).
 """
@@ -16,6 +18,8 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
+
+from relativize_paths import is_absolute_path, relativize_value
 
 
 def collect(dest: Path, runs: list[Path], only_random: bool = False) -> int:
@@ -36,6 +40,8 @@ def collect(dest: Path, runs: list[Path], only_random: bool = False) -> int:
             data["synthesis_seconds"] = m.get("synthesis_seconds")
             if m.get("iterations") is not None:
                 data["synthesis_iterations"] = m["iterations"]
+        if is_absolute_path(data.get("distilled")):
+            data["distilled"] = relativize_value(data["distilled"], run.name)
         target = dest / run.name / "metrics.json"
         target.parent.mkdir(parents=True, exist_ok=True)
         tmp = target.with_suffix(".tmp")

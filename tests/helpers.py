@@ -7,6 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import lightning as L
 from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig
 
@@ -45,3 +46,28 @@ def run_cli(script: str, args: list[str], cwd: Path, timeout: int = 300) -> subp
 
 def error_lines(proc: subprocess.CompletedProcess) -> list[str]:
     return [line for line in proc.stderr.splitlines() if line.startswith("error:")]
+
+
+class KillAt(L.Callback):
+    """Raises once at global step ``at_step`` (a stand-in for a killed process); the marker file makes it one-shot."""
+
+    def __init__(self, at_step: int, marker: str) -> None:
+        self.at_step, self.marker = at_step, Path(marker)
+
+    def on_synthesis_step(self, trainer, module, step) -> None:
+        if step.global_step == self.at_step and not self.marker.exists():
+            self.marker.touch()
+            raise RuntimeError("killed")
+
+
+class TotalVariation:
+    """A loss term plugged in through ``method.losses`` (docs/architecture.md, "Add a loss term")."""
+
+    name = "tv"
+
+    def __init__(self, weight: float = 1e-3) -> None:
+        self.weight = float(weight)
+
+    def __call__(self, step):
+        x = step.images
+        return self.weight * ((x[..., 1:, :] - x[..., :-1, :]).abs().mean() + (x[..., 1:] - x[..., :-1]).abs().mean())

@@ -15,6 +15,8 @@ import statistics
 import sys
 from pathlib import Path
 
+from reta.utils.markdown import md_table
+
 
 def main() -> None:
     roots = [Path(a) for a in sys.argv[1:]] or [Path("outputs/dm_family"), Path("experiments/random_baseline/runs")]
@@ -41,14 +43,15 @@ def main() -> None:
         rows.append((ipc, 0, "random real subset", None, "none", accs, None,
                      statistics.fmean(by_seed[k][1] for k in by_seed), None, None))
     rows.sort(key=lambda r: (r[0], r[1], r[2], r[3] or 0))
-    print("| IPC | set | synthesis iterations | acc. % (mean ± std) | per seed | synthesis s | s / student |")
-    print("|---|---|---|---|---|---|---|")
+    table = []
     for ipc, _, label, iters, exp, acc, synth, stud, _, _ in rows:
         lab = label + (" (stored ×4 expanded)" if exp == "quadrants" else
                        " (no expansion)" if label.startswith("idm") else "")
         std = statistics.pstdev(acc) if len(acc) > 1 else 0.0
-        print(f"| {ipc} | {lab} | {iters or '–'} | {statistics.fmean(acc):.2f} ± {std:.2f} | "
-              f"{', '.join(f'{a:.2f}' for a in acc)} | {'–' if synth is None else f'{synth:.0f}'} | {stud:.0f} |")
+        table.append([ipc, lab, iters or "–", f"{statistics.fmean(acc):.2f} ± {std:.2f}",
+                      ", ".join(f"{a:.2f}" for a in acc), "–" if synth is None else f"{synth:.0f}", f"{stud:.0f}"])
+    print(md_table(["IPC", "set", "synthesis iterations", "acc. % (mean ± std)", "per seed", "synthesis s",
+                    "s / student"], table))
     student = next((r for r in rows if r[8] is not None), None)
     if student:
         print(f"\nstudent {student[8]}, {student[9]} epochs, protocol hard; last-epoch accuracy, population std")

@@ -2,24 +2,23 @@
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import shutil
 import time
 from pathlib import Path
 
-from omegaconf import DictConfig, open_dict
+from omegaconf import DictConfig
 
 import reta
 from reta.data.distilled import save_distilled
 from reta.data.registry import load_split
 from reta.errors import RetaError
-from reta.synthesis.bn.sharding import SHARDABLE_KINDS, ShardInfo, init_distributed
-from reta.synthesis.registry import DistillContext, get_kind
+from reta.synthesis.bn.sharding import ShardInfo, init_distributed
+from reta.synthesis.registry import DistillContext, is_shardable, synthesis_function
 from reta.tracking import log_distilled_artifact
-from reta.training.common import set_threads
-from reta.training.teacher_cache import get_teacher
+from reta.training.common import configure_data, set_threads
+from reta.training.teacher_cache import TeacherLoader
 from reta.utils.config import output_dir, plain, planned_output_dir, require_positive_int
 from reta.utils.io import atomic_write_json
 from reta.utils.outputs import check_writable_dir
@@ -52,12 +51,23 @@ def _describe_set(meta_path: Path) -> str:
         return ""
 
 
+def check_method(cfg: DictConfig):
+    """The method's synthesis function, after its family checked ``cfg.method`` (keys, types, ranges, the per-IPC
+    block) — no data or teacher is loaded."""
+    fn = synthesis_function(cfg.method)
+    check = getattr(getattr(fn, "func", fn), "check_config", None)
+    if check is not None:
+        check(cfg)
+    return fn
+
+
 def preflight(cfg: DictConfig, out: Path) -> None:
     """Every check that needs no data, no teacher and writes nothing; run before Hydra writes its run dir
     (:class:`reta.cli.common.Preflight`) and again at the start of :func:`run`. Refuses (one line) a bad ``ipc``, an
     output dir that cannot be written, a finished or interrupted run in ``out`` without ``resume=true`` or
     ``overwrite=true``, and ``resume=true`` on checkpoints written by a different configuration."""
     require_positive_int(cfg.ipc, "ipc")
+    check_method(cfg)
     resume, overwrite = bool(cfg.get("resume", False)), bool(cfg.get("overwrite", False))
     if resume and overwrite:
         raise RetaError("resume=true and overwrite=true exclude each other: resume continues the run in "
@@ -85,47 +95,6 @@ def preflight(cfg: DictConfig, out: Path) -> None:
                             "run, or another paths.output_dir")
 
 
-def teacher_cfg(cfg: DictConfig) -> DictConfig:
-    """``cfg`` as the teacher sees it: ``teacher.seed`` (when set) replaces ``seed``, so one cached teacher serves
-    synthesis runs of several seeds (``+teacher.seed=0``); otherwise the run's seed is the teacher's seed."""
-    seed = cfg.teacher.get("seed") if "teacher" in cfg else None
-    if seed is None:
-        return cfg
-    sub = cfg.copy()
-    with open_dict(sub):
-        sub.seed = int(seed)
-    return sub
-
-
-class TeacherLoader:
-    """``load(model_cfg)`` → the cached (or freshly squeezed) teacher of that architecture for this dataset.
-
-    ``load.seconds`` is the wall time spent in it and in ``with load.timing():`` blocks (loading, or squeezing a
-    teacher not cached yet), so that a set's ``synthesis_seconds`` can leave out teacher training done on first use
-    (recorded as ``teacher_seconds``)."""
-
-    def __init__(self, cfg: DictConfig, train, test) -> None:
-        self.base, self.train, self.test = teacher_cfg(cfg), train, test
-        self.seconds = 0.0
-
-    @contextlib.contextmanager
-    def timing(self):
-        start = time.perf_counter()
-        try:
-            yield
-        finally:
-            self.seconds += time.perf_counter() - start
-
-    def __call__(self, model_cfg):
-        with self.timing():
-            if model_cfg is None:
-                return get_teacher(self.base, self.train, self.test)
-            sub = self.base.copy()
-            with open_dict(sub):
-                sub.model = plain(model_cfg)  # replace, not merge: another architecture's kwargs
-            return get_teacher(sub, self.train, self.test)
-
-
 def run(cfg: DictConfig) -> dict:
     """Synthesise and write the set. With ``distributed.enabled=true`` and several ranks in the environment
     (torchrun / srun, :mod:`reta.synthesis.bn.sharding`) the jobs are sharded; only rank 0 writes ``distilled/``, the
@@ -140,12 +109,12 @@ def run(cfg: DictConfig) -> dict:
 
 def _run(cfg: DictConfig, shard: ShardInfo) -> dict:
     set_threads(cfg.get("num_threads"))
+    configure_data(cfg)
     ipc = require_positive_int(cfg.ipc, "ipc")
-    kind = cfg.method.get("kind")
-    if shard.sharded and kind not in SHARDABLE_KINDS:
-        raise RetaError(f"distributed.enabled=true shards only {', '.join(SHARDABLE_KINDS)} methods, not {kind!r} "
-                        f"(method {cfg.method.name}); run it in one process")
-    fn = get_kind(kind)
+    fn = check_method(cfg)
+    if shard.sharded and not is_shardable(fn):
+        raise RetaError(f"distributed.enabled=true shards only BN-matching methods (sre2l, fadrm, fadrm_plus, reta), "
+                        f"not {cfg.method.name}; run it in one process")
     train = load_split(cfg.dataset, "train", cfg.paths.data_dir)
     test = load_split(cfg.dataset, "test", cfg.paths.data_dir)
     smallest = int(min((train.targets == c).sum() for c in range(int(cfg.dataset.num_classes))))

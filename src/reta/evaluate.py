@@ -18,7 +18,7 @@ from reta.data.distilled import DistilledSet, load_distilled, save_distilled
 from reta.data.expansion import training_view
 from reta.data.registry import load_split, sample_per_class
 from reta.errors import RetaError
-from reta.training.common import build_logger, build_trainer, seed_everything, set_threads
+from reta.training.common import build_logger, build_trainer, configure_data, seed_everything, set_threads
 from reta.training.soft_labels import ensure_relabelled, stored_loader
 from reta.training.student import Protocol, StudentModule, student_loader
 from reta.training.teacher import new_model
@@ -44,6 +44,7 @@ def train_student(
     out_dir: str,
     run_name: str,
     progress_bar: bool,
+    channels_last: bool = False,
 ) -> dict:
     """Train one fresh student on ``images`` (pixel space [0, 1]) and return its accuracies and wall time."""
     if protocol.soft_labels == "stored":  # FKD-style: write (or reuse) this run's views + logits, then replay them
@@ -54,8 +55,11 @@ def train_student(
         loader = student_loader(images, labels, protocol.batch_size, seed)
     seed_everything(seed)
     model = new_model(student_cfg, dataset_cfg)
+    if channels_last:
+        model.to(memory_format=torch.channels_last)
     module = StudentModule(
-        model, protocol, dataset_cfg["mean"], dataset_cfg["std"], len(loader), seed, test_set=test, teacher=teacher
+        model, protocol, dataset_cfg["mean"], dataset_cfg["std"], len(loader), seed, test_set=test, teacher=teacher,
+        channels_last=channels_last,
     )
     trainer = build_trainer(trainer_cfg, protocol.epochs, build_logger(logger_cfg, out_dir, run_name), progress_bar, out_dir)
     start = time.perf_counter()
@@ -105,6 +109,7 @@ def run(cfg: DictConfig) -> dict:
     if (cfg.get("eval_pool") or {}).get("students"):
         return run_pool(cfg)
     set_threads(cfg.get("num_threads"))
+    configure_data(cfg)
     ipc = require_positive_int(cfg.ipc, "ipc")
     seeds = [int(s) for s in (cfg.seeds or [])]
     if not seeds:
@@ -138,6 +143,7 @@ def run(cfg: DictConfig) -> dict:
         logger_cfg=plain(cfg.logger),
         out_dir=str(out),
         progress_bar=bool(cfg.progress_bar),
+        channels_last=bool(cfg.get("channels_last", False)),
     )
     sets: dict[str, list[dict]] = {}
     if cfg.get("baseline", True):

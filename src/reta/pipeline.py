@@ -14,9 +14,11 @@ from omegaconf import DictConfig, OmegaConf
 
 from reta import distill, evaluate, squeeze
 from reta.synthesis.bn.sharding import ShardInfo, init_distributed
-from reta.training.common import set_threads
+from reta.training.common import configure_data, set_threads
+from reta.training.teacher_cache import teacher_cfg
 from reta.utils.config import output_dir, planned_output_dir
 from reta.utils.io import atomic_write_json
+from reta.utils.markdown import md_table
 
 
 def results_rows(teacher: dict, dist: dict, metrics: dict) -> list[dict]:
@@ -35,15 +37,15 @@ def results_rows(teacher: dict, dist: dict, metrics: dict) -> list[dict]:
 def format_table(rows: list[dict], metrics: dict) -> str:
     head = (f"{metrics['dataset']}, IPC {metrics['ipc']}, protocol {metrics['protocol']}, student {metrics['student']}, "
             f"seeds {metrics['seeds']} — test accuracy, last epoch, mean ± std")
-    lines = [head, "", "| set | accuracy (%) | per seed (%) | synthesis / training s |", "|---|---|---|---|"]
+    table = []
     for r in rows:
         acc = "–" if r["acc_mean"] is None else f"{100 * r['acc_mean']:.2f}"
         if r["acc_std"] is not None:
             acc += f" ± {100 * r['acc_std']:.2f}"
         per_seed = ", ".join(f"{100 * a:.2f}" for a in r["acc_last"]) if r["acc_last"] else "–"
         secs = "–" if r["seconds"] is None else f"{r['seconds']:.1f}"
-        lines.append(f"| {r['set']} | {acc} | {per_seed} | {secs} |")
-    return "\n".join(lines)
+        table.append([r["set"], acc, per_seed, secs])
+    return head + "\n\n" + md_table(["set", "accuracy (%)", "per seed (%)", "synthesis / training s"], table)
 
 
 def preflight(cfg: DictConfig, out: Path) -> None:
@@ -66,8 +68,9 @@ def run(cfg: DictConfig) -> dict:
 
 def _run(cfg: DictConfig, shard: ShardInfo) -> dict:
     set_threads(cfg.get("num_threads"))
+    configure_data(cfg)
     out = output_dir(cfg)
-    tcfg = distill.teacher_cfg(cfg)
+    tcfg = teacher_cfg(cfg)
     with shard.main_first("training the teacher"):
         teacher = squeeze.run(tcfg)
     dist = distill.run(cfg)

@@ -1,21 +1,41 @@
-"""Report stage as a plain function: aggregate ``metrics.json`` files into Markdown + CSV tables."""
+"""Report stage as a plain function: aggregate ``metrics.json`` files into Markdown + CSV tables (``inputs``), and/or
+draw RETA's topology diagnostics of one finished run (``topology.run_dir``)."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from reta.errors import RetaError
 from reta.reporting.plots import plot_sweep
 from reta.reporting.tables import collect, find_metrics, load_published, to_csv, to_markdown
+from reta.reporting.topology_plots import write_topology_report
+from reta.synthesis.reta.diagnostics import class_clouds, load_run_config, locate
 from reta.utils.io import atomic_write_text
 
 
-def run(cfg: DictConfig) -> dict:
+def topology_diagnostics(run_dir: str | Path, cfg: DictConfig | None = None, out_dir: str | Path | None = None,
+                         classes: Sequence[int] | None = None, max_classes: int = 20, seed: int = 0,
+                         overrides: Sequence[str] = ()) -> dict:
+    """Betti curves, persistence images and ``topology.json`` of the run in ``run_dir`` (its saved Hydra config, or
+    ``cfg``) under ``RUN_DIR/diagnostics/topology`` (or ``out_dir``); returns the summary."""
+    run, _ = locate(run_dir)
+    cfg = load_run_config(run, overrides) if cfg is None else cfg
+    data = class_clouds(run, cfg, classes, max_classes)
+    if data["skipped"]:
+        print(f"topology diagnostics: {data['skipped']}")
+        return {"ipc": data["ipc"], "skipped": data["skipped"]}
+    out = Path(out_dir) if out_dir is not None else run / "diagnostics" / "topology"
+    info = {"run_dir": ".", "method": data["distilled"].meta.get("method"), "ipc": data["ipc"], "teacher": data["teacher"]}
+    result = write_topology_report(out, data["clouds"], data["config"], seed, info)
+    print(f"topology diagnostics: {out} ({len(data['clouds'])} classes, mean PTA loss {result['mean_pta_loss']:.4g})")
+    return result
+
+
+def tables(cfg: DictConfig) -> dict:
     inputs = list(cfg.inputs or [])
-    if not inputs:
-        raise RetaError("report needs inputs=[DIR,...] (directories searched for metrics.json)")
     paths = find_metrics(inputs)
     if not paths:
         raise RetaError(f"no metrics.json under {inputs}")
@@ -33,3 +53,20 @@ def run(cfg: DictConfig) -> dict:
     print(md)
     print(f"tables: {out.with_suffix('.md')} {out.with_suffix('.csv')}")
     return {"cells": len(cells), "files": len(paths), "markdown": str(out.with_suffix(".md"))}
+
+
+def run(cfg: DictConfig) -> dict:
+    topo = cfg.get("topology") or {}
+    if not cfg.get("inputs") and not topo.get("run_dir"):
+        raise RetaError("report needs inputs=[DIR,...] (directories searched for metrics.json) and/or "
+                        "topology.run_dir=RUN_DIR (topology diagnostics of one run)")
+    result = {}
+    if topo.get("run_dir"):
+        opts = OmegaConf.to_container(topo, resolve=True)
+        result["topology"] = topology_diagnostics(
+            opts["run_dir"], out_dir=opts.get("out_dir"), classes=opts.get("classes"),
+            max_classes=int(opts.get("max_classes") or 20), seed=int(opts.get("seed") or 0),
+            overrides=list(opts.get("overrides") or []))
+    if cfg.get("inputs"):
+        result.update(tables(cfg))
+    return result

@@ -8,7 +8,7 @@ from pathlib import Path
 from omegaconf import DictConfig
 
 from reta.errors import CheckpointError
-from reta.training.common import set_threads
+from reta.training.common import configure_data, set_threads
 from reta.training.teacher_cache import get_teacher
 from reta.utils.config import output_dir, planned_output_dir
 from reta.utils.io import atomic_write_json
@@ -27,6 +27,7 @@ def run(cfg: DictConfig) -> dict:
     """Train or load the teacher, write ``teacher.json`` into the output dir, return its meta."""
     preflight(cfg, planned_output_dir(cfg))
     set_threads(cfg.get("num_threads"))
+    configure_data(cfg)
     _, meta = get_teacher(cfg)
     out = output_dir(cfg)
     atomic_write_json(out / "teacher.json", meta)

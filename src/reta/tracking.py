@@ -27,7 +27,7 @@ def log_distilled_artifact(logger_cfg: Mapping | None, out_dir: str | Path, path
     """Log ``path`` as a W&B dataset artifact to the active run (opened through the ``logger`` config when the
     method's own loop did not start one); returns the artifact name, or ``None`` when the logger is not W&B."""
     cfg = dict(logger_cfg or {})
-    if cfg.get("kind") != "wandb" or not cfg.get("artifact", True):
+    if not str(cfg.get("_target_") or "").endswith("WandbLogger") or not cfg.get("artifact", True):
         return None
     import wandb
 

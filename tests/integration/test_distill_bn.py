@@ -15,24 +15,13 @@ from reta.cli import distill as cli_distill
 from reta.cli.common import check_group_choices
 from reta.data.distilled import load_distilled
 from reta.errors import NonFiniteLossError, RetaError
+from reta.training import teacher_cache
 
 from fixtures import write_idx_dataset
 from helpers import compose_cfg, tiny_overrides
 
 TINY = ["ipc=2", "method.stages.sizes=[28,28]", "method.stages.budgets=[3,3]", "method.init.mipc=6",
         "method.init.num_crop=2", "method.checkpoint_every=2", "method.log_every=1"]
-
-
-class KillAt(L.Callback):
-    """Raises once at global step ``at_step`` (a stand-in for a killed process); the marker file makes it one-shot."""
-
-    def __init__(self, at_step: int, marker: str) -> None:
-        self.at_step, self.marker = at_step, Path(marker)
-
-    def on_synthesis_step(self, trainer, module, step) -> None:
-        if step.global_step == self.at_step and not self.marker.exists():
-            self.marker.touch()
-            raise RuntimeError("killed")
 
 
 class NanAt(L.Callback):
@@ -78,13 +67,13 @@ def test_teacher_time_is_kept_out_of_synthesis_seconds(tiny, monkeypatch):
     import time
 
     tmp_path, ov = tiny
-    real_get = distill.get_teacher
+    real_get = teacher_cache.get_teacher
 
     def slow_get(*a, **k):
         time.sleep(0.5)
         return real_get(*a, **k)
 
-    monkeypatch.setattr(distill, "get_teacher", slow_get)
+    monkeypatch.setattr(teacher_cache, "get_teacher", slow_get)
     start = time.perf_counter()
     distill.run(compose_cfg("distill", [*ov, "method=fadrm", *TINY]))
     wall = time.perf_counter() - start
@@ -96,7 +85,7 @@ def test_teacher_time_is_kept_out_of_synthesis_seconds(tiny, monkeypatch):
 def test_resume_after_kill_gives_the_uninterrupted_images(tiny):
     tmp_path, ov = tiny
     marker = tmp_path / "killed.marker"
-    kill = [f"+method.callbacks.kill={{_target_:test_distill_bn.KillAt,at_step:9,marker:'{marker}'}}"]
+    kill = [f"+method.callbacks.kill={{_target_:helpers.KillAt,at_step:9,marker:'{marker}'}}"]
     base = [*ov, "method=fadrm", *TINY, *kill]
     marker.touch()  # the reference run is never killed
     ref = distill.run(compose_cfg("distill", with_out(base, tmp_path / "ref")))
@@ -146,8 +135,11 @@ def test_a_killed_write_leaves_no_distilled_dir(tiny, monkeypatch):
         (["method.init.kind=zeros"], "init.kind must be one of noise, patch"),
         (["method.teachers=[convnet_d9]"], "unknown model config 'convnet_d9'"),
         (["method.stages.sizes=[14]", "method.stages.budgets=[2]"], "cannot take the stage resolution 14"),
-        (["method.kind=nope"], "unknown method kind 'nope'"),
+        (["method.synthesize._target_=reta.synthesis.nope.synthesize"], "cannot load 'reta.synthesis.nope.synthesize'"),
         (["trainer.precision=16-mixed"], "does not support fp16 loss scaling"),
+        (["method.losses=[{_target_:reta.synthesis.bn.matching.Nope}]"], r"method.losses\[0\] \(reta.synthesis.bn.matching.Nope\)"),
+        (["method.losses=[{_target_:reta.synthesis.bn.matching.BNMatchingLoss},"
+          "{_target_:reta.synthesis.bn.matching.BNMatchingLoss}]"], "term names must be unique"),
     ],
 )
 def test_bad_method_configs_fail_with_one_line(tiny, overrides, match):
@@ -176,3 +168,16 @@ def test_cli_bad_stages_exit_2_with_one_line(tiny, monkeypatch, capsys):
         "error: stages: sizes [28, 28] and budgets [1] must be non-empty lists of the same length"
     ]
     assert "Traceback" not in err and not (tmp_path / "out" / "distilled").exists()
+
+
+def test_a_loss_term_plugs_in_through_method_losses(tiny):
+    tmp_path, ov = tiny
+    base = [*ov, "method=sre2l", *TINY, "method.checkpoint_every=100"]
+    default = distill.run(compose_cfg("distill", [*base, f"paths.output_dir={tmp_path / 'l0'}"]))
+    terms = ("method.losses=[{_target_:reta.synthesis.bn.matching.CrossEntropyLoss,weight:1.0},"
+             "{_target_:reta.synthesis.bn.matching.BNMatchingLoss},{_target_:helpers.TotalVariation,weight:10.0}]")
+    tv = distill.run(compose_cfg("distill", [*base, terms, f"paths.output_dir={tmp_path / 'l1'}"]))
+    a, b = (load_distilled(r["distilled"]) for r in (default, tv))
+    assert [t["_target_"] for t in b.meta["synthesis"]["effective_method"]["losses"]][-1] == "helpers.TotalVariation"
+    tv_of = lambda x: (x[..., 1:, :] - x[..., :-1, :]).abs().mean() + (x[..., 1:] - x[..., :-1]).abs().mean()  # noqa: E731
+    assert tv_of(b.images) < tv_of(a.images)  # the extra term smooths the images

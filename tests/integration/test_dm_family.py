@@ -12,7 +12,7 @@ from reta import distill, evaluate
 from reta.data.distilled import load_distilled
 from reta.data.expansion import training_view
 from reta.errors import RetaError
-from reta.synthesis.dm import family as dm_family
+from reta.synthesis.dm import matcher as dm_matcher
 
 from fixtures import write_idx_dataset
 from helpers import compose_cfg, tiny_overrides
@@ -101,21 +101,46 @@ def test_resume_continues_to_the_same_images(tiny, monkeypatch):
     args = ["method=idm", "ipc=1", *SMALL, *TINY_QUEUE, "method.iterations=4", "method.checkpoint_every=2"]
     straight = load_distilled(distill.run(distill_cfg(ov, *args, "paths.output_dir=" + str(tmp_path / "a")))["distilled"])
 
-    real_step = dm_family.DistributionMatcher.step
+    real_step = dm_matcher.DistributionMatcher.step
 
     def crash_at_3(self):
         if self.iteration == 3:
-            raise KeyboardInterrupt
+            raise RuntimeError("killed")  # a stand-in for a killed process (Lightning turns Ctrl-C into exit 1)
         return real_step(self)
 
     out_b = "paths.output_dir=" + str(tmp_path / "b")
-    monkeypatch.setattr(dm_family.DistributionMatcher, "step", crash_at_3)
-    with pytest.raises(KeyboardInterrupt):
+    monkeypatch.setattr(dm_matcher.DistributionMatcher, "step", crash_at_3)
+    with pytest.raises(RuntimeError, match="killed"):
         distill.run(distill_cfg(ov, *args, out_b))
     assert (tmp_path / "b" / "checkpoints" / "last.ckpt").is_file()
-    monkeypatch.setattr(dm_family.DistributionMatcher, "step", real_step)
+    monkeypatch.setattr(dm_matcher.DistributionMatcher, "step", real_step)
     with pytest.raises(RetaError, match="different configuration"):
         distill.run(distill_cfg(ov, *args, out_b, "resume=true", "method.lr=0.3"))
     resumed = load_distilled(distill.run(distill_cfg(ov, *args, out_b, "resume=true"))["distilled"])
     assert resumed.meta["resumed_from_iteration"] == 2
     assert torch.equal(resumed.images, straight.images)
+
+
+def test_dm_runs_under_lightning_with_csv_metrics_and_bf16(tiny):
+    """The DM family is a LightningModule: logger=csv writes Lightning's metrics.csv with the loss terms, and
+    trainer.precision=bf16-mixed reaches the step (the embedder's features are bfloat16 inside it)."""
+    tmp_path, ov = tiny
+    ov = [o for o in ov if not o.startswith("logger=")]
+    res = distill.run(distill_cfg(ov, "method=dm", "ipc=1", *SMALL, "logger=csv", "paths.output_dir=" + str(tmp_path / "c")))
+    rows = (tmp_path / "c" / "logs" / "distill" / "metrics.csv").read_text().splitlines()
+    assert "dm/match" in rows[0] and len(rows) == 1 + 3  # header + one row per logged iteration
+    assert res["precision"] == "32-true" and res["feature_dtype"] == "float32"
+    bf16 = distill.run(distill_cfg(ov, "method=dm", "ipc=1", *SMALL, "logger=none", "trainer.precision=bf16-mixed",
+                                   "paths.output_dir=" + str(tmp_path / "d")))
+    assert bf16["precision"] == "bf16-mixed" and bf16["feature_dtype"] == "bfloat16"
+    assert load_distilled(bf16["distilled"]).images.dtype == torch.float32  # the set format is unchanged
+
+
+def test_a_wrong_type_on_the_command_line_is_one_line_and_exit_2(tmp_path):
+    from helpers import error_lines, run_cli
+
+    out = tmp_path / "out"
+    proc = run_cli("reta-distill", ["method=idm", "method.queue.lr=abc", f"paths.output_dir={out}", "logger=none"], tmp_path)
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    assert error_lines(proc) == ["error: method.queue.lr: Value 'abc' of type 'str' could not be converted to Float"]
+    assert not (out / "distilled").exists() and not (out / "checkpoints").exists()

@@ -27,7 +27,8 @@ from reta.errors import (
     RetaError,
     load_failure,
 )
-from reta.synthesis.dm import family as dm_family
+from reta.synthesis.dm import matcher as dm_matcher
+from reta.training import teacher_cache
 from reta.training.teacher_cache import teacher_entry
 
 from fixtures import write_idx_dataset
@@ -65,18 +66,6 @@ def cli(module, args: list[str], monkeypatch, capsys) -> tuple[int, list[str], s
         logging.root.handlers[:] = handlers
     err = capsys.readouterr().err
     return code, [ln for ln in err.splitlines() if ln.startswith("error:")], err
-
-
-class KillAt(L.Callback):
-    """Raises at global step ``at_step`` unless ``marker`` exists (a stand-in for kill -9)."""
-
-    def __init__(self, at_step: int, marker: str) -> None:
-        self.at_step, self.marker = at_step, Path(marker)
-
-    def on_synthesis_step(self, trainer, module, step) -> None:
-        if step.global_step == self.at_step and not self.marker.exists():
-            self.marker.touch()
-            raise RuntimeError("killed")
 
 
 class PushAll(L.Callback):
@@ -195,6 +184,7 @@ def test_saturating_pixels_stop_the_run_naming_the_term_and_the_last_good_checkp
 # ------------------------------------------------------------------------------------------------ defect 5
 @pytest.mark.parametrize("script,args", [
     (cli_distill, ["ipc=0"]),
+    (cli_distill, ["method=sre2l", "method.lr=1e30"]),
     (cli_evaluate, ["ipc=0"]),
     (cli_evaluate, ["distilled=/nonexistent/set"]),
     (cli_squeeze, ["teacher.checkpoint=/nonexistent/model.pt"]),
@@ -230,12 +220,12 @@ def test_damaged_teacher_cache_entries_name_the_entry_and_the_way_out(tiny):
 def test_refused_resume_costs_no_teacher_work_and_a_resumed_job_is_timed_from_its_own_start(tiny, monkeypatch):
     tmp_path, ov = tiny
     marker = tmp_path / "killed.marker"
-    base = [*ov, "method=fadrm", *TINY_BN, f"+method.callbacks.kill={{_target_:test_reliability.KillAt,at_step:9,"
+    base = [*ov, "method=fadrm", *TINY_BN, f"+method.callbacks.kill={{_target_:helpers.KillAt,at_step:9,"
                                            f"marker:'{marker}'}}"]
     start = time.perf_counter()
     with pytest.raises(RuntimeError, match="killed"):
         distill.run(compose_cfg("distill", base))
-    monkeypatch.setattr(distill, "get_teacher", no_work)
+    monkeypatch.setattr(teacher_cache, "get_teacher", no_work)
     monkeypatch.setattr(distill, "load_split", no_work)
     with pytest.raises(RetaError, match=r"resume: the checkpoints in .* were written by a different configuration "
                                         r"\(seed changed\)"):
@@ -289,13 +279,13 @@ def test_checkpoint_every_zero_means_never_and_negative_names_one_key(tiny, fami
 
 def test_dm_nonfinite_loss_names_the_kept_checkpoint(tiny, monkeypatch):
     tmp_path, ov = tiny
-    real = dm_family.DistributionMatcher.class_loss
+    real = dm_matcher.DistributionMatcher.class_loss
 
     def nan_at_2(self, *args, **kwargs):
         loss, terms = real(self, *args, **kwargs)
         return (loss * float("nan"), terms) if self.iteration == 2 else (loss, terms)
 
-    monkeypatch.setattr(dm_family.DistributionMatcher, "class_loss", nan_at_2)
+    monkeypatch.setattr(dm_matcher.DistributionMatcher, "class_loss", nan_at_2)
     with pytest.raises(NonFiniteLossError, match=r"at iteration 2; last good checkpoint: .*last.ckpt"):
         distill.run(compose_cfg("distill", [*ov, *TINY_DM]))
     assert torch.load(tmp_path / "out" / "checkpoints" / "last.ckpt", weights_only=True)["iteration"] == 2
@@ -355,7 +345,7 @@ def test_pickle_payloads_are_refused_everywhere_and_never_run(tiny, monkeypatch)
     # a resume checkpoint replaced by a payload
     marker_kill = tmp_path / "killed.marker"
     run = [*with_out(ov, tmp_path / "run"), "method=fadrm", *TINY_BN,
-           f"+method.callbacks.kill={{_target_:test_reliability.KillAt,at_step:3,marker:'{marker_kill}'}}"]
+           f"+method.callbacks.kill={{_target_:helpers.KillAt,at_step:3,marker:'{marker_kill}'}}"]
     with pytest.raises(RuntimeError, match="killed"):
         distill.run(compose_cfg("distill", run))
     torch.save({"module": Payload(marker)}, tmp_path / "run" / "checkpoints" / "last.ckpt")
@@ -365,7 +355,9 @@ def test_pickle_payloads_are_refused_everywhere_and_never_run(tiny, monkeypatch)
 
 
 def test_a_killed_squeeze_leaves_no_cache_entry(tiny, monkeypatch):
-    from reta.training import teacher_cache
+    from types import SimpleNamespace
+
+    from reta.training import teacher as teacher_module
 
     tmp_path, ov = tiny
     real_write = teacher_cache.write_cache_entry
@@ -374,7 +366,7 @@ def test_a_killed_squeeze_leaves_no_cache_entry(tiny, monkeypatch):
         def die(*a, **k):
             raise KeyboardInterrupt
 
-        monkeypatch.setattr("reta.training.teacher.json.dumps", die)  # model.pt written, meta.json not yet
+        monkeypatch.setattr(teacher_module, "json", SimpleNamespace(dumps=die))  # model.pt written, meta.json not yet
         real_write(entry, model, meta)
 
     monkeypatch.setattr(teacher_cache, "write_cache_entry", killed_mid_write)

@@ -1,16 +1,19 @@
-"""Topology diagnostics (reta.reporting.topology_plots) on a finished tiny RETA run: PNGs + JSON, from Python and the
-``python -m`` entry (``main``) on the saved Hydra config."""
+"""Topology diagnostics (reta-report topology.run_dir=…) on a finished tiny RETA run: PNGs + JSON, from Python and
+through the report stage on the saved Hydra config."""
 
 from __future__ import annotations
 
 import json
 
 import numpy as np
+import pytest
 import torch
 from omegaconf import OmegaConf
 
-from reta import distill
-from reta.reporting.topology_plots import betti_curve, main, topology_diagnostics
+from reta import distill, report
+from reta.errors import RetaError
+from reta.report import topology_diagnostics
+from reta.reporting.topology_plots import betti_curve
 
 from fixtures import write_idx_dataset
 from helpers import compose_cfg, tiny_overrides
@@ -43,7 +46,10 @@ def test_diagnostics_on_a_finished_run_from_python_and_cli(tmp_path, capsys):
     # CLI on the saved Hydra config (what reta-distill leaves in the run dir)
     (run / ".hydra").mkdir()
     OmegaConf.save(cfg, run / ".hydra" / "config.yaml")
-    code = main([str(run / "distilled"), "diag.classes=[1]", f"diag.out_dir={tmp_path / 'diag'}"])
-    assert code == 0 and (tmp_path / "diag" / "class_001_trouser.png").is_file()
+    rcfg = compose_cfg("report", [f"paths.output_dir={tmp_path / 'rep'}", f"topology.run_dir={run / 'distilled'}",
+                                  "topology.classes=[1]", f"topology.out_dir={tmp_path / 'diag'}"])
+    report.run(rcfg)
+    assert (tmp_path / "diag" / "class_001_trouser.png").is_file()
     assert "topology diagnostics" in capsys.readouterr().out
-    assert main([str(tmp_path)]) == 2 and capsys.readouterr().err.startswith("error: topology_plots:")
+    with pytest.raises(RetaError, match="neither a run dir"):
+        report.run(compose_cfg("report", [f"paths.output_dir={tmp_path / 'rep'}", f"topology.run_dir={tmp_path}"]))

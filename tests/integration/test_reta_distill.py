@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import lightning as L
 import pytest
 import torch
 
@@ -22,18 +21,6 @@ TINY = ["ipc=3", "method.stages.sizes=[28,28,28]", "method.stages.budgets=[3,3,2
 PTA_TINY = ["method.callbacks.pta.refresh_every=2", "method.callbacks.pta.k=3", "method.callbacks.pta.grid=8",
             "method.callbacks.pta.num_subsets=4"]
 DRC_OFF, PTA_OFF = "method.residual.anchors.enabled=false", "method.callbacks.pta.enabled=false"
-
-
-class KillAt(L.Callback):
-    """Raises once at global step ``at_step`` (a stand-in for a killed process); the marker makes it one-shot."""
-
-    def __init__(self, at_step: int, marker: str) -> None:
-        self.at_step, self.marker = at_step, Path(marker)
-
-    def on_synthesis_step(self, trainer, module, step) -> None:
-        if step.global_step == self.at_step and not self.marker.exists():
-            self.marker.touch()
-            raise RuntimeError("killed")
 
 
 @pytest.fixture(scope="module")
@@ -59,7 +46,7 @@ def test_configs_compose_on_fadrm_plus_and_fadrm(tiny):
     reta = compose_cfg("distill", [*ov, "method=reta"]).method
     plus = compose_cfg("distill", [*ov, "method=fadrm_plus"]).method
     assert reta.name == "reta" and reta.teachers == plus.teachers and reta.stages == plus.stages
-    assert reta.residual.anchors.kind == "retrieval" and reta.residual.anchors.lam == 0.1
+    assert reta.residual.anchors._target_ == "reta.synthesis.reta.drc.RetrievalAnchors" and reta.residual.anchors.lam == 0.1
     assert reta.callbacks.pta._target_ == "reta.synthesis.reta.pta.TopologyAlignment"
     # Fashion-MNIST carries the λ_topo tuned here (paper/reta_fashion_mnist.yaml); other datasets the METHODS.md default
     assert (reta.callbacks.pta.lam_topo, reta.callbacks.pta.k, reta.callbacks.pta.grid) == (50.0, 10, 32)
@@ -75,7 +62,7 @@ def test_configs_compose_on_fadrm_plus_and_fadrm(tiny):
     paper = compose_cfg("distill", [*ov, "method=reta", "dataset=tiny_imagenet"]).method
     plus_paper = compose_cfg("distill", [*ov, "method=fadrm_plus", "dataset=tiny_imagenet"]).method
     assert paper.scale == "paper" and paper.teachers == plus_paper.teachers and paper.stages == plus_paper.stages
-    assert paper.residual.anchors.kind == "retrieval" and paper.callbacks.pta.enabled
+    assert paper.residual.anchors._target_ == "reta.synthesis.reta.drc.RetrievalAnchors" and paper.callbacks.pta.enabled
     drc_paper = compose_cfg("distill", [*ov, "method=fadrm_drc", "dataset=tiny_imagenet"]).method
     fadrm_paper = compose_cfg("distill", [*ov, "method=fadrm", "dataset=tiny_imagenet"]).method
     assert drc_paper.stages == fadrm_paper.stages and drc_paper.lr == fadrm_paper.lr == 0.01 and drc_paper.teachers is None
@@ -112,7 +99,7 @@ def test_reta_runs_records_anchors_and_differs_from_fadrm_plus(tiny):
 def test_reta_resume_after_kill_gives_the_uninterrupted_images(tiny):
     tmp, _ = tiny
     marker = tmp / "killed.marker"
-    kill = [f"+method.callbacks.kill={{_target_:test_reta_distill.KillAt,at_step:13,marker:'{marker}'}}"]
+    kill = [f"+method.callbacks.kill={{_target_:helpers.KillAt,at_step:13,marker:'{marker}'}}"]
     base = ["method=fadrm_pta", "method.residual.anchors.enabled=true", "method.residual.anchors.reuse=never", *kill]
     marker.touch()
     ref = run(tiny, "ref", base)

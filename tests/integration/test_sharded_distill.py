@@ -78,7 +78,7 @@ def test_cross_slot_callbacks_are_refused_when_sharded():
 
 def test_only_bn_matching_methods_shard(tmp_path):
     cfg = compose_cfg("distill", [*tiny_overrides(tmp_path, tmp_path / "nodata"), "method=dm", "ipc=1"])
-    with pytest.raises(RetaError, match="shards only bn_matching"):
+    with pytest.raises(RetaError, match="shards only BN-matching methods"):
         distill._run(cfg, ShardInfo(0, 2))  # refused before any data is read or collective is called
     assert init_distributed(cfg).world == 1  # distributed.enabled defaults to false
 
@@ -157,5 +157,4 @@ def test_two_gloo_ranks_give_the_single_process_set(tmp_path):
     assert b.meta["synthesis"]["jobs"] == 4 and len(b.meta["synthesis"]["seconds_per_job"]) == 4
     assert b.meta["synthesis"]["residual"] == {"alpha": 0.5, "anchors": {"kind": "static"}}
     ckpts = tmp_path / "sharded" / "checkpoints"
-    # each rank resumes its own jobs; run.json (rank 0) records the configuration a resume must match
-    assert sorted(p.name for p in ckpts.iterdir()) == ["run.json", "shard0of2", "shard1of2"]
+    assert sorted(p.name for p in ckpts.iterdir()) == ["run.json", "shard0of2", "shard1of2"]  # each rank resumes its own jobs; run.json = the resume key

@@ -78,14 +78,24 @@ def test_training_view_expands_only_when_meta_says_so():
         expand(imgs, labels, "octants")
 
 
-def test_by_ipc_picks_the_largest_key_not_above_ipc():
+def test_per_ipc_merges_the_block_of_the_runs_ipc_only():
+    """One per-IPC rule for every family (reta.utils.config.per_ipc_override): the block whose key is the run's IPC."""
     m = {"name": "x", "ce_weight": 0.3, "queue": {"push_every": 30, "batch": 256},
-         "by_ipc": {1: {"ce_weight": 0.5, "queue": {"push_every": 5}}, 10: {}, 50: {"ce_weight": 0.1}}}
+         "per_ipc": {1: {"ce_weight": 0.5, "queue": {"push_every": 5}}, 10: {}, 50: {"ce_weight": 0.1}}}
     assert resolve_by_ipc(m, 1)["queue"] == {"push_every": 5, "batch": 256}
-    assert resolve_by_ipc(m, 5)["ce_weight"] == 0.5
+    assert resolve_by_ipc(m, 5)["ce_weight"] == 0.3  # no block for IPC 5: the top level
     assert resolve_by_ipc(m, 10) == {"name": "x", "ce_weight": 0.3, "queue": {"push_every": 30, "batch": 256}}
-    assert resolve_by_ipc(m, 100)["ce_weight"] == 0.1
-    assert resolve_by_ipc({"name": "y", "by_ipc": {10: {"lr": 2}}}, 1) == {"name": "y"}
+    assert resolve_by_ipc(m, 50)["ce_weight"] == 0.1
+    assert resolve_by_ipc({"name": "y", "per_ipc": {10: {"lr": 2}}}, 1) == {"name": "y"}
+    with pytest.raises(RetaError, match="per_ipc must map IPC values"):
+        resolve_by_ipc({"name": "y", "per_ipc": {"ten": {"lr": 2}}}, 10)
+
+
+def test_a_wrong_type_fails_with_one_line_naming_the_key():
+    with pytest.raises(RetaError, match=r"method.queue.lr: Value 'abc' of type 'str' could not be converted to Float"):
+        DistributionSpec.from_cfg({"name": "idm", "variant": "idm", "queue": {"lr": "abc"}}, 10)
+    with pytest.raises(RetaError, match=r"method.iterations:"):
+        DistributionSpec.from_cfg({"name": "dm", "iterations": "many"}, 10)
 
 
 def test_a_misspelt_method_key_fails():
@@ -113,7 +123,7 @@ def test_method_configs_compose(method, dataset):
     OmegaConf.to_container(cfg, resolve=True)
     for ipc in (1, 10, 50):
         spec = DistributionSpec.from_cfg(cfg.method, ipc)
-        assert spec.name == method and spec.kind == "distribution"
+        assert spec.name == method and spec.synthesize["_target_"] == "reta.synthesis.dm.family.synthesize"
         assert spec.scale == ("cpu" if dataset == "fashion_mnist" else "paper")
         assert spec.expansion == ("quadrants" if method.startswith("idm") else "none")
         assert (spec.iid.lambda_cm, spec.iid.kappa) == {

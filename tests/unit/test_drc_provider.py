@@ -235,20 +235,23 @@ def test_pool_is_shared_cached_and_thinned():
     assert isinstance(a, FeaturePool)
 
 
+DRC = "reta.synthesis.reta.drc.RetrievalAnchors"
+
+
 @pytest.mark.parametrize(
     "kwargs,match",
     [({"lam": 1.5}, "lam must be a number in"), ({"reuse": "sometimes"}, "reuse must be one of"),
      ({"normalization": "zscore"}, "normalization must be one of"), ({"sigma": 0}, "sigma must be"),
-     ({"pool_size": 0}, "pool_size must be"), ({"lamda": 0.1}, "bad keys")],
+     ({"pool_size": 0}, "pool_size must be"), ({"lamda": 0.1}, "lamda")],
 )
 def test_bad_provider_config_fails_with_one_line(kwargs, match):
     with pytest.raises(RetaError, match=match) as err:
-        build_anchor_provider({"kind": "retrieval", **kwargs})
+        build_anchor_provider({"_target_": DRC, **kwargs})
     assert "\n" not in str(err.value)
 
 
 def test_build_from_config_and_missing_pool():
-    p = build_anchor_provider({"kind": "retrieval", "lam": 0.2, "reuse": "never"})
+    p = build_anchor_provider({"_target_": DRC, "lam": 0.2, "reuse": "never"})
     assert isinstance(p, RetrievalAnchors) and p.needs_pool and p.lam == 0.2
     module = FakeModule()
     module.patch_pool = None

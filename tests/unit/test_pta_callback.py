@@ -173,3 +173,24 @@ def test_every_applies_the_term_on_every_nth_job_step_only():
     probe = Probe(before, pta)
     fit(module, [before, pta, probe])
     assert [r is not None for r in probe.rows] == [True, False, True] * 2
+
+
+def test_pta_defaults_have_one_source():
+    """The topology keys' defaults live in TopologyConfig; method/reta.yaml shows the same values (the Fashion-MNIST
+    λ_topo lives in method/paper/reta_fashion_mnist.yaml), and the callback rejects a misspelt key."""
+    import dataclasses
+
+    from omegaconf import OmegaConf
+
+    from reta.errors import RetaError
+    from reta.synthesis.reta.pta import TopologyAlignment
+    from reta.topology.loss import TopologyConfig
+
+    from helpers import CONF_DIR
+
+    pta = OmegaConf.to_container(OmegaConf.load(f"{CONF_DIR}/method/reta.yaml"))["callbacks"]["pta"]
+    assert {k: pta[k] for k in dataclasses.asdict(TopologyConfig())} == dataclasses.asdict(TopologyConfig())
+    cb = TopologyAlignment(**{k: v for k, v in pta.items() if k != "_target_"})
+    assert cb.topology == TopologyConfig() and cb.lam_topo == pta["lam_topo"]
+    with pytest.raises(RetaError, match=r"unknown keys \['kk'\]"):
+        TopologyAlignment(kk=3)

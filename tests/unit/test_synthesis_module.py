@@ -104,7 +104,10 @@ def test_nonfinite_term_stops_naming_it():
     module = make_module()
     with pytest.raises(NonFiniteLossError, match=r"loss term 'topo' became nan at step 3 \(job 0, slot 0, stage 1"):
         fit(module, [Boom()])
-    assert module.next_step == 3
+    # finiteness is read back from the device lazily (logging steps, stage/job ends, checkpoints): the error names
+    # the first bad step, and the run stops before the job's images are stored
+    assert 3 <= module.next_step < module.schedule.total
+    assert torch.isfinite(module.images.data).all()
 
 
 def test_shared_augmentation_is_one_box_for_the_batch():

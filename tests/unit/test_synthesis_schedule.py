@@ -122,11 +122,16 @@ def test_residual_callback_uses_a_swappable_provider():
 
 
 def test_anchor_provider_config_errors():
-    assert build_anchor_provider({"kind": "static"}).kind == "static"
-    with pytest.raises(RetaError, match="unknown kind 'nearest'"):
-        build_anchor_provider({"kind": "nearest"})
-    with pytest.raises(RetaError, match="bad keys"):
-        build_anchor_provider({"kind": "static", "lam": 0.1})
+    static = "reta.synthesis.bn.anchors.StaticPatchAnchors"
+    assert build_anchor_provider({"_target_": static}).kind == "static"
+    assert build_anchor_provider(None).kind == "static"
+    with pytest.raises(RetaError, match="reta.synthesis.bn.anchors.Nearest"):
+        build_anchor_provider({"_target_": "reta.synthesis.bn.anchors.Nearest"})
+    with pytest.raises(RetaError, match=r"keys \['lam'\]") as err:
+        build_anchor_provider({"_target_": static, "lam": 0.1})
+    assert "\n" not in str(err.value)
+    with pytest.raises(RetaError, match="_target_ must name"):
+        build_anchor_provider({"lam": 0.1})
 
 
 def test_method_configs_per_dataset_and_per_ipc():

@@ -82,12 +82,14 @@ def finish_wandb() -> None:
 
 
 def one_line_errors(fn: Callable) -> Callable:
-    """Run ``fn(cfg)``; a :class:`RetaError` becomes ``error: <message>`` on stderr and exit status 2."""
+    """Run ``fn(cfg)`` (the ``debug`` option's block merged last, :mod:`reta.utils.debug`); a :class:`RetaError` becomes ``error: <message>`` on stderr and exit status 2."""
 
     @functools.wraps(fn)
     def wrapper(cfg):
+        from reta.utils.debug import apply_debug
+
         try:
-            return fn(cfg)
+            return fn(apply_debug(cfg))
         except RetaError as err:
             logging.getLogger("reta").debug("error", exc_info=True)
             print(f"error: {err}", file=sys.stderr)

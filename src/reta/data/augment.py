@@ -53,7 +53,10 @@ def _apply_boxes(
     theta = torch.zeros(b, 2, 3, dtype=torch.float64)
     theta[:, 0, 0], theta[:, 0, 2] = sx, tx
     theta[:, 1, 1], theta[:, 1, 2] = sy, ty
-    grid = F.affine_grid(theta.to(x.dtype).to(x.device), [b, x.shape[1], size, size], align_corners=False)
+    theta = theta.to(x.dtype)
+    if x.is_cuda:  # from pinned memory without blocking: no host-device sync per augmented batch
+        theta = theta.pin_memory().to(x.device, non_blocking=True)
+    grid = F.affine_grid(theta, [b, x.shape[1], size, size], align_corners=False)
     return F.grid_sample(x, grid, mode=mode, padding_mode="zeros", align_corners=False)
 
 

@@ -25,8 +25,6 @@ import json
 import math
 import os
 import re
-import shutil
-import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,7 +33,7 @@ from typing import Any
 import torch
 
 from reta.errors import RetaError, load_failure
-from reta.utils.io import atomic_write_json
+from reta.utils.io import atomic_directory, atomic_write_json
 
 FORMAT_VERSION = 1
 SUPPORTED_VERSIONS = (1,)
@@ -283,26 +281,8 @@ def save_distilled(
     out = Path(out_dir)
     if out.exists() and not out.is_dir():
         raise RetaError(f"save_distilled: {out} exists and is not a directory")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tag = uuid.uuid4().hex[:12]
-    tmp = out.parent / f".{out.name}.tmp-{tag}"
-    os.mkdir(tmp)  # not mkdtemp: the final dir gets the usual umask permissions
-    try:
+    with atomic_directory(out) as tmp:
         _write_all(tmp, images, labels, soft_labels, meta, png)
-        if out.exists():
-            old = out.parent / f".{out.name}.old-{tag}"
-            os.rename(out, old)
-            try:
-                os.rename(tmp, out)
-            except BaseException:
-                os.rename(old, out)
-                raise
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.rename(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return out
 
 

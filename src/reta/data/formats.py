@@ -16,6 +16,7 @@ import numpy as np
 import torch
 
 from reta.data.base import ImageDataset
+from reta.data.loading import build_decode_cache, cache_file, parallel_map
 from reta.errors import DatasetNotFoundError, RetaError
 
 SPLITS = ("train", "test")
@@ -151,7 +152,8 @@ def pil_to_float(img: Any) -> torch.Tensor:
 
 
 class FileImageDataset(ImageDataset):
-    """A lazily decoded image dataset: one file per sample, decoded with PIL on ``load``.
+    """A lazily decoded image dataset: one file per sample, decoded with PIL on ``load`` (``gather`` decodes on the
+    thread pool of :mod:`reta.data.loading`), or read from the decode-once cache once it is attached.
 
     ``prepare`` maps the opened PIL image (already converted to RGB or L) to a PIL image of the final size;
     it must be a picklable callable (a module-level function or an object) so the dataset survives
@@ -176,8 +178,11 @@ class FileImageDataset(ImageDataset):
             raise RetaError(f"image datasets support channels 1 or 3, got {channels}")
         self.mode = "L" if channels == 1 else "RGB"
         self.prepare = prepare
+        self._cache_path: str | None = None
+        self._mm: np.ndarray | None = None
 
-    def load(self, index: int) -> torch.Tensor:
+    def decode(self, index: int) -> np.ndarray:
+        """uint8 ``[C, H, W]`` of file ``index``: PIL decode, convert, ``prepare``."""
         from PIL import Image, UnidentifiedImageError
 
         path = self.paths[index]
@@ -186,4 +191,40 @@ class FileImageDataset(ImageDataset):
                 img = im.convert(self.mode)
         except (OSError, UnidentifiedImageError, ValueError) as e:
             raise RetaError(f"cannot read image {path}: {e}") from e
-        return pil_to_float(self.prepare(img))
+        arr = np.asarray(self.prepare(img), dtype=np.uint8)
+        return (arr[:, :, None] if arr.ndim == 2 else arr).transpose(2, 0, 1)
+
+    def load(self, index: int) -> torch.Tensor:
+        if self._cache_path is not None:
+            return torch.from_numpy(np.array(self._cached()[index])).float().div_(255.0)
+        return torch.from_numpy(np.ascontiguousarray(self.decode(index))).float().div_(255.0)
+
+    def gather(self, indices) -> torch.Tensor:
+        """Float32 batch in [0, 1]: from the decode cache when attached, else decoded on the thread pool of
+        :mod:`reta.data.loading` (``data.num_workers`` threads)."""
+        idx = torch.as_tensor(indices, dtype=torch.long).reshape(-1)
+        if idx.numel() == 0:
+            raise ValueError("gather() needs at least one index")
+        if self._cache_path is not None:
+            return torch.from_numpy(self._cached()[idx.numpy()]).float().div_(255.0)
+        return torch.stack(parallel_map(self.load, idx.tolist()))
+
+    # ------------------------------------------------------------------------------- decode-once cache
+    def attach_decode_cache(self, cache_dir: str, name: str, split: str) -> Path:
+        """Decode every image once into a memory-mapped uint8 file (reused when it exists) and read from it."""
+        first = self.decode(0)
+        path = cache_file(cache_dir, name, split, self.paths, self.mode, int(first.shape[-1]))
+        if not path.is_file():
+            build_decode_cache(path, len(self.paths), tuple(first.shape), self.decode)
+        self._cache_path, self._mm = str(path), None
+        return path
+
+    def _cached(self) -> np.ndarray:
+        if self._mm is None:  # opened lazily: worker processes and threads each map the file themselves
+            self._mm = np.load(self._cache_path, mmap_mode="r")
+        return self._mm
+
+    def __getstate__(self) -> dict:
+        state = dict(self.__dict__)
+        state["_mm"] = None
+        return state

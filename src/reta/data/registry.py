@@ -14,8 +14,9 @@ import torch
 from reta.data.base import ImageDataset
 from reta.data.cifar import load_cifar10, load_cifar100
 from reta.data.folders import load_imagefolder, load_tiny_imagenet
-from reta.data.formats import DatasetSpec, check_split
+from reta.data.formats import DatasetSpec, FileImageDataset, check_split
 from reta.data.idx import load_idx
+from reta.data.loading import options
 from reta.errors import RetaError
 
 Loader = Callable[[DatasetSpec, str, "str | None"], ImageDataset]
@@ -51,6 +52,8 @@ def load_split(dataset_cfg: Any, split: str, data_dir: str | None) -> ImageDatas
             f"dataset '{spec.name}': unknown format '{spec.format}'; valid formats: {', '.join(sorted(FORMATS))}"
         )
     ds = loader(spec, split, data_dir)
+    if options().decode_cache and isinstance(ds, FileImageDataset) and len(ds):
+        ds.attach_decode_cache(options().cache_dir, spec.name, split)
     if ds.num_classes != spec.num_classes:
         raise RetaError(
             f"dataset '{spec.name}': loaded {ds.num_classes} class names but num_classes={spec.num_classes}"

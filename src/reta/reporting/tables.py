@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from reta.errors import RetaError
+from reta.utils.markdown import md_table
 
 
 @dataclass
@@ -121,9 +122,8 @@ def to_markdown(cells: list[Cell], published: dict | None = None) -> str:
         ipcs = sorted({c.ipc for c in group})
         methods = sorted({c.method for c in group}, key=lambda m: (m != "random", m))
         out.append(f"### {dataset} — protocol {protocol}, student {student}\n")
-        out.append("| method | " + " | ".join(f"IPC {i}" for i in ipcs) + " |")
-        out.append("|---|" + "---|" * len(ipcs))
         by = {(c.method, c.ipc): c for c in group}
+        table = []
         for m in methods:
             row = []
             for i in ipcs:
@@ -135,6 +135,7 @@ def to_markdown(cells: list[Cell], published: dict | None = None) -> str:
                     row.append(f"{mean:.2f} ± {std:.2f} (n={len(c.acc_last)})")
                 if published and (dataset, i, m) in published:
                     row[-1] += f" [paper {published[(dataset, i, m)]:.1f}]"
-            out.append(f"| {m} | " + " | ".join(row) + " |")
+            table.append([m, *row])
+        out.append(md_table(["method", *(f"IPC {i}" for i in ipcs)], table))
         out.append("")
     return "\n".join(out)

@@ -1,31 +1,23 @@
-"""Method registry: ``method.kind`` → a synthesis function.
+"""The method plug-in: ``method.synthesize`` is a Hydra ``_target_`` naming a synthesis function.
 
-A synthesis function has the signature ``fn(cfg, ctx: DistillContext) -> SynthesisResult`` and is registered with
-``@register_kind("name")`` in the module that implements it; :data:`KIND_MODULES` lists the modules imported
-lazily so ``reta-distill`` only pays for what it runs.
+A synthesis function has the signature ``fn(cfg, ctx: DistillContext) -> SynthesisResult``; a method config names it
+with ``synthesize: {_target_: reta.synthesis.bn.family.synthesize, _partial_: true}`` and :func:`synthesis_function`
+instantiates it (so ``reta-distill`` imports only the family it runs). A function that can be sharded over ranks
+carries ``shardable = True`` (see docs/architecture.md, "Add a method").
 """
 
 from __future__ import annotations
 
 import contextlib
-import importlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
+from hydra.utils import instantiate
 
 from reta.errors import RetaError
-
-#: kind → module that registers it (imported on first use).
-KIND_MODULES: dict[str, str] = {
-    "random": "reta.synthesis.random_subset",
-    "distribution": "reta.synthesis.dm.family",
-    "bn_matching": "reta.synthesis.bn.family",
-}
-
-_KINDS: dict[str, Callable] = {}
 
 
 @dataclass
@@ -54,16 +46,22 @@ class SynthesisResult:
     soft_labels: torch.Tensor | None = None
 
 
-def register_kind(name: str) -> Callable[[Callable], Callable]:
-    def deco(fn: Callable) -> Callable:
-        _KINDS[name] = fn
-        return fn
+def synthesis_function(method_cfg) -> Callable:
+    """``method.synthesize`` (``{_target_: dotted.path, _partial_: true}``) → the synthesis function; a missing or
+    unloadable target → one-line :class:`RetaError`."""
+    spec = method_cfg.get("synthesize") if method_cfg is not None else None
+    target = spec.get("_target_") if spec is not None else None
+    if not target:
+        raise RetaError("method.synthesize._target_ must name a synthesis function fn(cfg, ctx) -> SynthesisResult "
+                        "(e.g. reta.synthesis.bn.family.synthesize)")
+    try:
+        fn = instantiate(spec)
+    except Exception as err:  # noqa: BLE001 - hydra wraps import errors in its own types
+        raise RetaError(f"method.synthesize: cannot load {target!r} ({str(err).splitlines()[0]})") from None
+    if not callable(fn):
+        raise RetaError(f"method.synthesize: {target!r} is not callable (set _partial_: true for a function)")
+    return fn
 
-    return deco
 
-
-def get_kind(name: str) -> Callable:
-    if name not in KIND_MODULES:
-        raise RetaError(f"unknown method kind {name!r}; valid: {', '.join(sorted(KIND_MODULES))}")
-    importlib.import_module(KIND_MODULES[name])
-    return _KINDS[name]
+def is_shardable(fn: Callable) -> bool:
+    return bool(getattr(getattr(fn, "func", fn), "shardable", False))

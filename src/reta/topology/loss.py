@@ -43,7 +43,8 @@ REDUCTIONS = ("mean", "sum")
 
 @dataclass(frozen=True)
 class TopologyConfig:
-    """Hyper-parameters of PTA (defaults: METHODS §4.3)."""
+    """Hyper-parameters of PTA — the one place their defaults live (docs/methods.md §4.3); the PTA callback, the
+    loss and the diagnostics all build from it."""
 
     k: int = 10
     grid: int = 32
@@ -263,24 +264,11 @@ class TopologyLoss(nn.Module):
     Subsets are drawn from a CPU generator seeded with ``seed`` and advanced by every draw.
     """
 
-    def __init__(
-        self,
-        k: int = 10,
-        grid: int = 32,
-        sigma: float = 0.05,
-        gamma: float = 1.0,
-        power: float = 1.0,
-        cutoff: str | float = "joint",
-        kernel: str = "integrated",
-        reduction: str = "mean",
-        squared: bool = False,
-        num_subsets: int = 16,
-        seed: int = 0,
-    ) -> None:
+    def __init__(self, config: TopologyConfig | None = None, seed: int = 0, **topology) -> None:
+        """``config``, or its fields as keyword arguments (``TopologyLoss(k=3, grid=8)``; defaults: the one set in
+        :class:`TopologyConfig`); an unknown keyword raises ``TypeError``."""
         super().__init__()
-        self.config = TopologyConfig(
-            k, grid, sigma, gamma, power, cutoff, kernel, reduction, squared, num_subsets
-        )
+        self.config = config if config is not None else TopologyConfig(**topology)
         self.generator = torch.Generator().manual_seed(seed)
         self._targets: dict[int, RealTarget] = {}
 

@@ -8,6 +8,7 @@ from collections.abc import Iterable, Mapping
 
 import lightning as L
 import torch
+from hydra.utils import instantiate
 from torch import nn
 
 from reta.data.augment import normalize
@@ -22,6 +23,20 @@ def set_threads(num_threads: int | None) -> None:
     """Pin torch's intra-op CPU threads (``None``: leave torch's default)."""
     if num_threads:
         torch.set_num_threads(int(num_threads))
+
+
+def configure_data(cfg) -> None:
+    """Apply the run's ``data`` config (workers, pinned memory, decode-once cache) to every real-data read of this
+    process (:mod:`reta.data.loading`)."""
+    from omegaconf import OmegaConf
+
+    from reta.data.loading import configure
+
+    data = cfg.get("data")
+    data = OmegaConf.to_container(data, resolve=True) if data is not None and not isinstance(data, dict) else data
+    trainer = cfg.get("trainer")
+    trainer = OmegaConf.to_container(trainer, resolve=True) if trainer is not None and not isinstance(trainer, dict) else trainer
+    configure(data, cfg.paths.cache_dir, cuda=eval_device(trainer or {}) == "cuda")
 
 
 def seed_everything(seed: int) -> torch.Generator:
@@ -92,29 +107,42 @@ def test_accuracy(
     return correct / max(n, 1)
 
 
+def eval_device(trainer_cfg: Mapping) -> str:
+    """The device of the ``trainer`` config's accelerator for work done outside a Trainer (test accuracy, scoring)."""
+    acc = str((trainer_cfg or {}).get("accelerator", "cpu"))
+    if acc in ("gpu", "cuda", "auto") and torch.cuda.is_available():
+        return "cuda"
+    if acc == "mps" and torch.backends.mps.is_available():
+        return "mps"
+    return "cpu"
+
+
+#: keys of a ``logger`` config that reta reads itself (not logger constructor arguments)
+RETA_LOGGER_KEYS = ("run_name_key", "offline_without_key", "stage_images", "artifact")
+
+
 def build_logger(logger_cfg: Mapping | None, save_dir: str, run_name: str, group: str | None = None):
-    """``csv`` (default), ``wandb`` (offline unless an API key is configured) or ``none``."""
-    kind = (logger_cfg or {}).get("kind", "none")
-    if kind == "none":
+    """A Lightning logger from the ``logger`` group: ``_target_`` names its class (CSVLogger, WandbLogger,
+    TensorBoardLogger, MLFlowLogger, …; ``_target_: null`` = no logger) and the other keys are its constructor's
+    arguments. reta adds ``save_dir`` (the run dir) and puts the run's name (``squeeze``, ``distill``, a student's
+    name) under the argument named by ``run_name_key`` (``version`` for CSV/TensorBoard, ``name`` for W&B);
+    ``offline_without_key: true`` makes W&B offline when no API key is configured; ``group`` is passed when given."""
+    spec = dict(logger_cfg or {})
+    extras = {k: spec.pop(k) for k in RETA_LOGGER_KEYS if k in spec}
+    if not spec.get("_target_"):
         return False
-    if kind == "csv":
-        from lightning.pytorch.loggers import CSVLogger
-
-        return CSVLogger(save_dir=save_dir, name=logger_cfg.get("name", "logs"), version=run_name)
-    if kind == "wandb":
-        from lightning.pytorch.loggers import WandbLogger
-
+    kwargs = {"save_dir": save_dir}
+    if extras.get("run_name_key"):
+        kwargs[str(extras["run_name_key"])] = run_name
+    if extras.get("offline_without_key"):
         has_key = bool(os.environ.get("WANDB_API_KEY")) or os.path.exists(os.path.expanduser("~/.netrc"))
-        offline = bool(logger_cfg.get("offline", False)) or not has_key
-        return WandbLogger(
-            project=logger_cfg.get("project", "reta"),
-            entity=logger_cfg.get("entity"),
-            name=run_name,
-            group=group,
-            save_dir=save_dir,
-            offline=offline,
-        )
-    raise RetaError(f"unknown logger kind {kind!r}; valid: csv, wandb, none")
+        kwargs["offline"] = bool(spec.pop("offline", False)) or not has_key
+    if group is not None:
+        kwargs["group"] = group
+    try:
+        return instantiate(spec, **kwargs)
+    except Exception as err:  # noqa: BLE001 - hydra wraps import and constructor errors in its own types
+        raise RetaError(f"logger ({spec['_target_']}): {str(err.__cause__ or err).splitlines()[0]}") from None
 
 
 def build_trainer(

@@ -25,8 +25,6 @@ import copy
 import hashlib
 import json
 import math
-import shutil
-import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -36,8 +34,9 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset, Sampler, TensorDataset
 
 from reta.data.augment import _apply_boxes, normalize, rrc_boxes
+from reta.data.loading import options
 from reta.errors import RetaError
-from reta.utils.io import atomic_write_json
+from reta.utils.io import atomic_directory, atomic_write_json
 
 STORE_FORMAT = 1
 FIELDS = ("ids", "offsets", "boxes", "flip", "perm", "cut", "logits")
@@ -101,7 +100,8 @@ def view_generator(seed: int) -> torch.Generator:
 def batch_loader(images: torch.Tensor, labels: torch.Tensor, batch_size: int, seed: int) -> DataLoader:
     """The student's shuffled loader (one seeded permutation per epoch); relabelling replays it over indices."""
     g = torch.Generator().manual_seed(int(seed))
-    return DataLoader(TensorDataset(images, labels), batch_size=min(batch_size, len(labels)), shuffle=True, generator=g)
+    return DataLoader(TensorDataset(images, labels), batch_size=min(batch_size, len(labels)), shuffle=True, generator=g,
+                      pin_memory=options().pin_memory)  # in memory already: no workers, pinned for the GPU copy
 
 
 def label_teacher(teacher: nn.Module, mode: str) -> nn.Module:
@@ -135,9 +135,7 @@ def relabel(images, labels, p, teacher: nn.Module, mean, std, seed: int, out_dir
     if logits_dtype not in ("float16", "float32"):
         raise RetaError(f"soft-label logits_dtype must be float16 or float32, got {logits_dtype!r}")
     out = Path(out_dir)
-    tmp = out.parent / f".{out.name}.tmp-{uuid.uuid4().hex[:8]}"
-    tmp.mkdir(parents=True)
-    try:
+    with atomic_directory(out) as tmp:
         gen, labeller = view_generator(seed), label_teacher(teacher, p.teacher_mode)
         device = next(teacher.parameters()).device
         loader = batch_loader(torch.arange(len(labels)), labels, p.batch_size, seed)
@@ -163,12 +161,6 @@ def relabel(images, labels, p, teacher: nn.Module, mean, std, seed: int, out_dir
         meta = store_meta(p, images, labels, teacher, seed, logits_dtype)
         meta["mode"] = "stored"
         atomic_write_json(tmp / "meta.json", meta)
-        if out.exists():
-            shutil.rmtree(out)
-        tmp.rename(out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return out
 
 

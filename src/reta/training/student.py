@@ -103,8 +103,10 @@ class StudentModule(L.LightningModule):
         seed: int,
         test_set: ImageDataset | None = None,
         teacher: nn.Module | None = None,
+        channels_last: bool = False,
     ) -> None:
         super().__init__()
+        self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
         if protocol.name == "kd" and teacher is None:
             raise RetaError("protocol kd needs a teacher")
         self.model = model
@@ -132,7 +134,7 @@ class StudentModule(L.LightningModule):
         x = normalize(apply_view(x, view), self.mean, self.std)
         if self.dsa is not None:
             x = self.dsa(x, self.gen)
-        return x
+        return x.contiguous(memory_format=self.memory_format)
 
     def training_step(self, batch, batch_idx):
         if isinstance(batch, StoredBatch):  # stored soft labels: replay the view, use the stored logits

@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import shutil
-import tempfile
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -24,9 +22,11 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from reta.data.augment import normalize, random_crop_flip, random_resized_crop_flip
 from reta.data.base import ImageDataset, TensorImageDataset
+from reta.data.loading import train_loader_kwargs
 from reta.errors import CheckpointError, load_failure
 from reta.models import build_model
 from reta.training.common import lr_lambda, make_optimizer, test_accuracy
+from reta.utils.io import atomic_directory
 
 
 @dataclass(frozen=True)
@@ -48,9 +48,11 @@ class Recipe:
 class TeacherModule(L.LightningModule):
     """Plain cross-entropy training of ``model`` on normalised, augmented real batches."""
 
-    def __init__(self, model: nn.Module, mean, std, recipe: Recipe, steps_per_epoch: int, seed: int) -> None:
+    def __init__(self, model: nn.Module, mean, std, recipe: Recipe, steps_per_epoch: int, seed: int,
+                 channels_last: bool = False) -> None:
         super().__init__()
         self.model = model
+        self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
         self.mean, self.std = list(mean), list(std)
         self.recipe = recipe
         self.steps_per_epoch = steps_per_epoch
@@ -65,7 +67,8 @@ class TeacherModule(L.LightningModule):
     def training_step(self, batch, batch_idx):
         x, y = batch
         x = x.float() / 255.0 if x.dtype == torch.uint8 else x
-        logits = self.model(normalize(self._augment(x), self.mean, self.std))
+        x = normalize(self._augment(x), self.mean, self.std).contiguous(memory_format=self.memory_format)
+        logits = self.model(x)
         loss = nn.functional.cross_entropy(logits, y)
         acc = (logits.argmax(1) == y).float().mean()
         self.log_dict({"train/loss": loss, "train/acc": acc}, prog_bar=True, on_step=False, on_epoch=True)
@@ -90,11 +93,16 @@ def cache_key(dataset_cfg: Mapping, model_cfg: Mapping, recipe: Recipe, seed: in
     return hashlib.sha256(blob).hexdigest()[:12]
 
 
-def train_loader(dataset: ImageDataset, batch_size: int, seed: int, num_workers: int = 0) -> DataLoader:
-    """Shuffled loader; in-memory datasets yield uint8 batches (converted on the fly), others float."""
+def train_loader(dataset: ImageDataset, batch_size: int, seed: int, num_workers: int | None = None) -> DataLoader:
+    """Shuffled loader; in-memory datasets yield uint8 batches (converted on the fly), others float. File datasets
+    are decoded by ``data.num_workers`` persistent worker processes (``num_workers`` overrides; see
+    :mod:`reta.data.loading`); the shuffle order depends on ``seed`` only."""
     g = torch.Generator().manual_seed(seed)
-    ds = TensorDataset(dataset.images, dataset.targets) if isinstance(dataset, TensorImageDataset) else dataset
-    return DataLoader(ds, batch_size=batch_size, shuffle=True, generator=g, num_workers=num_workers, drop_last=False)
+    if isinstance(dataset, TensorImageDataset):
+        ds, kw = TensorDataset(dataset.images, dataset.targets), train_loader_kwargs(0)
+    else:
+        ds, kw = dataset, train_loader_kwargs(num_workers)
+    return DataLoader(ds, batch_size=batch_size, shuffle=True, generator=g, drop_last=False, **kw)
 
 
 def load_state_dict_file(path: str | Path) -> dict:
@@ -140,17 +148,9 @@ def load_weights(model: nn.Module, state: Mapping, source: str) -> None:
 
 def write_cache_entry(entry: Path, model: nn.Module, meta: dict) -> None:
     """Write ``model.pt`` + ``meta.json`` into a temporary sibling dir, then rename it to ``entry``."""
-    entry.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{entry.name}.", dir=entry.parent))
-    try:
+    with atomic_directory(entry) as tmp:
         torch.save(model.state_dict(), tmp / "model.pt")
         (tmp / "meta.json").write_text(json.dumps(meta, indent=2, sort_keys=True))
-        if entry.exists():
-            shutil.rmtree(entry)
-        tmp.rename(entry)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
 
 
 def new_model(model_cfg: Mapping, dataset_cfg: Mapping) -> nn.Module:
@@ -158,11 +158,15 @@ def new_model(model_cfg: Mapping, dataset_cfg: Mapping) -> nn.Module:
 
 
 def fit_teacher(
-    model: nn.Module, train: ImageDataset, dataset_cfg: Mapping, recipe: Recipe, seed: int, trainer_factory
+    model: nn.Module, train: ImageDataset, dataset_cfg: Mapping, recipe: Recipe, seed: int, trainer_factory,
+    channels_last: bool = False,
 ) -> float:
-    """Train ``model`` in place with ``recipe``; returns wall seconds. ``trainer_factory(max_epochs)`` → Trainer."""
+    """Train ``model`` in place with ``recipe``; returns wall seconds. ``trainer_factory(max_epochs)`` → Trainer.
+    ``channels_last``: weights and batches in NHWC memory format (faster convolutions on tensor cores)."""
     loader = train_loader(train, recipe.batch_size, seed)
-    module = TeacherModule(model, dataset_cfg["mean"], dataset_cfg["std"], recipe, len(loader), seed)
+    if channels_last:
+        model.to(memory_format=torch.channels_last)
+    module = TeacherModule(model, dataset_cfg["mean"], dataset_cfg["std"], recipe, len(loader), seed, channels_last)
     start = time.perf_counter()
     trainer_factory(recipe.epochs).fit(module, loader)
     return time.perf_counter() - start
@@ -172,5 +176,9 @@ def timestamp() -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%S")
 
 
-def evaluate_teacher(model: nn.Module, test: ImageDataset, dataset_cfg: Mapping) -> float:
-    return test_accuracy(model, test, dataset_cfg["mean"], dataset_cfg["std"])
+def evaluate_teacher(model: nn.Module, test: ImageDataset, dataset_cfg: Mapping, device: str = "cpu") -> float:
+    """Test accuracy on ``device`` (the model is moved there and back to the CPU)."""
+    try:
+        return test_accuracy(model.to(device), test, dataset_cfg["mean"], dataset_cfg["std"], device=device)
+    finally:
+        model.cpu()

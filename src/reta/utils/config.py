@@ -63,5 +63,43 @@ def check_keys(cls: type, d: Any, where: str) -> dict:
 
 
 def dataclass_from(cls: type, d: Any, where: str) -> Any:
-    """``cls(**d)`` for a config mapping (or None), keys checked by :func:`check_keys`."""
-    return cls(**check_keys(cls, d, where))
+    """``cls(**d)`` for a config mapping (or None), keys checked by :func:`check_keys`, types by :func:`check_types`."""
+    values = check_keys(cls, d, where)
+    check_types(cls, values, where)
+    return cls(**values)
+
+
+def check_types(cls: type, d: Any, where: str) -> None:
+    """Type-check a config mapping against dataclass ``cls`` through OmegaConf's structured-config schema
+    (``OmegaConf.structured(cls)``): a value that cannot be converted to the field's type (``lr=abc`` for a float)
+    fails with one line naming the key. Unknown keys are reported by :func:`check_keys`; nested dataclass fields are
+    checked by their own schema when they are built."""
+    from omegaconf.errors import OmegaConfBaseException
+
+    nested = {f for f, spec in cls.__dataclass_fields__.items() if hasattr(spec.type, "__dataclass_fields__")
+              or (isinstance(spec.type, str) and spec.type in _NESTED_NAMES)}
+    values = {k: v for k, v in dict(plain(d) or {}).items() if k in cls.__dataclass_fields__ and k not in nested}
+    try:
+        OmegaConf.merge(OmegaConf.structured(cls), values)
+    except OmegaConfBaseException as err:
+        key = getattr(err, "full_key", None) or "?"
+        msg = str(err).splitlines()[0]
+        raise RetaError(f"{where}.{key}: {msg}") from None
+
+
+#: dataclass-typed fields (by annotation name, ``from __future__ import annotations`` keeps them as strings)
+_NESTED_NAMES = {"StagesConfig", "AugmentConfig", "InitConfig", "ResidualConfig", "QueueSpec", "IIDSpec", "PoolSpec"}
+
+
+def per_ipc_override(values: dict, ipc: int | None, where: str = "method") -> tuple[dict, bool]:
+    """The one per-IPC rule of every method family: ``per_ipc: {<ipc>: {key: value, …}}`` — the block whose key
+    equals the run's IPC (the setting published for that IPC) is merged over the top level; other IPCs run the top
+    level. Returns the merged plain dict (``per_ipc`` removed) and whether a block applied."""
+    values = dict(values)
+    per = values.pop("per_ipc", None) or {}
+    if not isinstance(per, dict) or not all(str(k).isdigit() and isinstance(v, dict) for k, v in per.items()):
+        raise RetaError(f"{where}.per_ipc must map IPC values to override blocks, e.g. {{1: {{lr: 0.1}}}}, got {per!r}")
+    block = next((v for k, v in per.items() if ipc is not None and int(k) == int(ipc)), None)
+    if not block:
+        return values, False
+    return plain(OmegaConf.merge(OmegaConf.create(values), OmegaConf.create(block))), True

@@ -1,4 +1,5 @@
-"""Atomic file writes: a temporary file in the destination's directory, then ``os.replace``.
+"""Atomic writes of files (a temporary file in the destination's directory, then ``os.replace``) and of directories
+(:func:`atomic_directory`).
 
 A reader therefore sees either the old file or the complete new one, never a torn write; a failure
 removes the temporary file and leaves the old file untouched.
@@ -6,11 +7,13 @@ removes the temporary file and leaves the old file untouched.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
+import shutil
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import IO, Any
 
@@ -77,3 +80,34 @@ def atomic_torch_save(obj: Any, path: str | os.PathLike) -> Path:
 def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
     """Write ``text`` (UTF-8) to ``path`` atomically."""
     return _atomic(path, "w", lambda fh: fh.write(text))
+
+
+@contextlib.contextmanager
+def atomic_directory(path: str | os.PathLike) -> Iterator[Path]:
+    """Write a directory atomically: ``with atomic_directory(out) as tmp:`` fill ``tmp`` (a sibling of ``out``);
+    on success ``tmp`` replaces ``out`` (an existing ``out`` is renamed aside first and restored if the final
+    rename fails), on any exception ``tmp`` is removed and ``out`` is left as it was. The one directory writer of
+    the distilled sets, teacher cache entries and stored soft labels."""
+    out = Path(path)
+    if out.exists() and not out.is_dir():
+        raise NotADirectoryError(f"{out} exists and is not a directory")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tag = uuid.uuid4().hex[:12]
+    tmp = out.parent / f".{out.name}.tmp-{tag}"
+    os.mkdir(tmp)  # not mkdtemp: the final dir gets the usual umask permissions
+    try:
+        yield tmp
+        if out.exists():
+            old = out.parent / f".{out.name}.old-{tag}"
+            os.rename(out, old)
+            try:
+                os.rename(tmp, out)
+            except BaseException:
+                os.rename(old, out)
+                raise
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.rename(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise

@@ -4,7 +4,7 @@ with at the end of a stage.
 Source: METHODS.md §3.3 (``anchor(x, i)`` in the stage loop) — the fixed patch P of the image in FADRM
 [code: Jiacheng8/FADRM `recover/recover.py`], a per-stage retrieval from the class pool in RETA's DRC (§4.1).
 
-An :class:`AnchorProvider` is built from config (``method.residual.anchors: {kind: <name>, ...kwargs}``) with an
+An :class:`AnchorProvider` is built from config (``method.residual.anchors: {_target_: <class>, ...kwargs}``) with an
 explicit constructor, bound to the running :class:`~reta.synthesis.bn.module.SynthesisModule` once by
 :meth:`AnchorProvider.setup`, and asked for anchors by :class:`reta.synthesis.bn.residual.ResidualConnection` at
 every stage end but the last. What a provider may read from the module: ``module.patch_bank`` (FADRM's fixed
@@ -13,26 +13,21 @@ patches), ``module.patch_pool`` + ``module.train_set`` (the ranked class pools, 
 off), ``module.mean``/``module.std``. A provider whose choice depends on the past (e.g. reuse policies)
 keeps that in :meth:`state_dict` so a resumed run continues identically.
 
-Register a new provider with ``@register_anchor_provider("name")`` on the class; RETA's retrieval provider
-registers ``retrieval``. :data:`PROVIDER_MODULES` lists modules imported on first use of a kind.
+A new provider is a subclass named by its dotted path in ``_target_`` (Hydra instantiates it; its constructor's
+explicit keyword arguments are the config keys). RETA's DRC is ``reta.synthesis.reta.drc.RetrievalAnchors``; the
+BN family never imports it.
 """
 
 from __future__ import annotations
 
-import importlib
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 import torch
+from hydra.utils import instantiate
 
 from reta.data.augment import normalize
 from reta.errors import RetaError
-
-#: kind → module that registers it (imported lazily when the kind is asked for).
-PROVIDER_MODULES: dict[str, str] = {"static": "reta.synthesis.bn.anchors", "retrieval": "reta.synthesis.reta.drc"}
-
-_PROVIDERS: dict[str, type] = {}
 
 
 @dataclass(frozen=True)
@@ -80,33 +75,29 @@ class AnchorProvider:
         return {"kind": getattr(self, "kind", type(self).__name__)}
 
 
-def register_anchor_provider(name: str) -> Callable[[type], type]:
-    def deco(cls: type) -> type:
-        cls.kind = name
-        _PROVIDERS[name] = cls
-        return cls
-
-    return deco
-
-
 def build_anchor_provider(spec: dict | None) -> AnchorProvider:
-    """``{kind: name, **kwargs}`` → provider instance (unknown kind or keys: one-line :class:`RetaError`)."""
-    spec = dict(spec or {"kind": "static"})
-    kind = spec.pop("kind", "static")
-    if kind not in PROVIDER_MODULES and kind not in _PROVIDERS:
-        raise RetaError(f"residual.anchors: unknown kind {kind!r}; valid: {', '.join(sorted(set(PROVIDER_MODULES) | set(_PROVIDERS)))}")
-    if kind not in _PROVIDERS:
-        importlib.import_module(PROVIDER_MODULES[kind])
+    """``{_target_: dotted.Class, **kwargs}`` → provider instance (``None`` = the static FADRM anchor); a bad target
+    or a misspelt key → one-line :class:`RetaError`."""
+    spec = dict(spec or {"_target_": f"{__name__}.StaticPatchAnchors"})
+    target = spec.get("_target_")
+    if not target:
+        raise RetaError("method.residual.anchors._target_ must name an AnchorProvider class "
+                        "(e.g. reta.synthesis.bn.anchors.StaticPatchAnchors)")
     try:
-        return _PROVIDERS[kind](**spec)
-    except TypeError as err:
-        raise RetaError(f"residual.anchors ({kind}): bad keys {sorted(spec)}: {err}") from err
+        provider = instantiate(spec)
+    except Exception as err:  # noqa: BLE001 - hydra wraps import and constructor errors in its own types
+        msg = str(err.__cause__ or err).splitlines()[0]
+        raise RetaError(f"method.residual.anchors ({target}): {msg}; keys {sorted(k for k in spec if k != '_target_')}") from None
+    if not isinstance(provider, AnchorProvider):
+        raise RetaError(f"method.residual.anchors: {target} is not an AnchorProvider")
+    return provider
 
 
-@register_anchor_provider("static")
 class StaticPatchAnchors(AnchorProvider):
     """FADRM: the image's own fixed real patch P (the one it was initialised from, or — with noise init — the
     patch its (class, slot) would have been initialised from)."""
+
+    kind = "static"
 
     def anchors(self, event: StageEnd) -> torch.Tensor:
         bank = self.module.patch_bank

@@ -43,6 +43,8 @@ class SynthesisCheckpoint(L.Callback):
             return
         n = pl_module.next_step
         job_end = n % pl_module.schedule.total == 0
+        if job_end or n % self.every == 0:
+            pl_module.check_divergence()  # a diverged state is never written (the module checks lazily, on the device)
         if job_end:
             atomic_torch_save(pl_module.images.data.detach().cpu(), store_path(self.path))
         if job_end or n % self.every == 0:

@@ -35,9 +35,9 @@ from reta.synthesis.bn.residual import ResidualConnection, check_alpha
 from reta.synthesis.bn.schedule import StageSchedule
 from reta.synthesis.bn.sharding import ShardInfo, check_shardable
 from reta.synthesis.bn.stage_images import StageImageGrid
-from reta.synthesis.registry import DistillContext, SynthesisResult, register_kind
+from reta.synthesis.registry import DistillContext, SynthesisResult
 from reta.training.common import build_logger, build_trainer, seed_everything
-from reta.utils.config import plain
+from reta.utils.config import check_types, per_ipc_override, plain
 
 log = logging.getLogger(__name__)
 CONF_DIR = Path(__file__).resolve().parents[2] / "conf"
@@ -55,6 +55,7 @@ def _build(cls, values: Any, where: str):
     missing = sorted(k for k, f in fields.items() if k not in values and f.default is dataclasses.MISSING)
     if unknown or missing:
         raise RetaError(f"{where}: unknown keys {unknown}, missing keys {missing}; valid: {sorted(fields)}")
+    check_types(cls, values, where)
     kwargs = {}
     for k, v in values.items():
         sub = NESTED.get((cls, k))
@@ -97,7 +98,7 @@ class BNMethodConfig:
     """``method.*`` of a bn_matching config; see conf/method/fadrm.yaml for the meaning of every key."""
 
     name: str
-    kind: str
+    synthesize: dict
     scale: str
     teachers: list | None
     r_bn: Any
@@ -115,20 +116,16 @@ class BNMethodConfig:
     checkpoint_every: int
     log_every: int
     quantize_uint8: bool
+    losses: list | None = None  # [{_target_: …}, …]; None = CE(ce_weight) + BN matching
     per_ipc: dict = dataclasses.field(default_factory=dict)
     saturation_limit: float = 0.95  # divergence guard: stop when a step leaves this fraction of pixels at 0 or 1
 
     @classmethod
     def from_cfg(cls, method: Any, ipc: int | None = None) -> BNMethodConfig:
         """Parse and validate ``method``; with ``ipc``, its ``per_ipc[ipc]`` block is merged over the top level."""
-        values = plain(method)
-        per = values.get("per_ipc") or {}
-        if not isinstance(per, dict) or not all(str(k).isdigit() and isinstance(v, dict) for k, v in per.items()):
-            raise RetaError(f"method.per_ipc must map IPC values to override blocks, e.g. {{1: {{lr: 0.1}}}}, got {per!r}")
-        override = next((v for k, v in per.items() if ipc is not None and int(k) == int(ipc)), None)
-        if override:
-            values = plain(OmegaConf.merge(OmegaConf.create(values), OmegaConf.create(override)))
-        m = _build(cls, values, "method" if not override else f"method (with per_ipc.{ipc})")
+        values, override = per_ipc_override(plain(method), ipc)
+        m = _build(cls, {**values, "per_ipc": plain(method).get("per_ipc") or {}},
+                   "method" if not override else f"method (with per_ipc.{ipc})")
         if m.init.kind not in INIT_KINDS:
             raise RetaError(f"method.init.kind must be one of {', '.join(INIT_KINDS)}, got {m.init.kind!r}")
         check_alpha(m.residual.alpha)
@@ -245,6 +242,27 @@ def check_trainer(trainer_cfg: dict) -> None:
         raise RetaError("bn_matching synthesis does not support fp16 loss scaling; use trainer.precision=bf16-mixed or 32-true")
 
 
+def build_losses(m: BNMethodConfig) -> list:
+    """The step's loss terms from ``method.losses`` (Hydra ``_target_`` each; None = CE(ce_weight) + BN matching)."""
+    if m.losses is None:
+        return [CrossEntropyLoss(m.ce_weight), BNMatchingLoss()]
+    terms = []
+    for i, spec in enumerate(m.losses):
+        if not isinstance(spec, dict) or not spec.get("_target_"):
+            raise RetaError(f"method.losses[{i}] must be a mapping with a _target_, got {spec!r}")
+        try:
+            term = instantiate(spec)
+        except Exception as err:  # noqa: BLE001 - hydra wraps import and constructor errors in its own types
+            raise RetaError(f"method.losses[{i}] ({spec['_target_']}): {str(err.__cause__ or err).splitlines()[0]}") from None
+        if not callable(term) or not getattr(term, "name", None):
+            raise RetaError(f"method.losses[{i}]: {spec['_target_']} must be callable(step) with a name")
+        terms.append(term)
+    names = [t.name for t in terms]
+    if len(set(names)) != len(names):
+        raise RetaError(f"method.losses: term names must be unique, got {names}")
+    return terms
+
+
 def build_synthesis(cfg, ctx: DistillContext) -> tuple[SynthesisModule, list, BNMethodConfig]:
     """The module and its callbacks for ``cfg`` (no training yet)."""
     m = BNMethodConfig.from_cfg(cfg.method, int(cfg.ipc))
@@ -260,6 +278,9 @@ def build_synthesis(cfg, ctx: DistillContext) -> tuple[SynthesisModule, list, BN
         model, meta = ctx.load_teacher(model_cfg)
         teachers.append(TeacherSlot(label, model, r_bn_for(m.r_bn, label), float(m.first_bn_multiplier), meta))
     check_resolutions(teachers, schedule.sizes, ds["channels"])
+    if cfg.get("channels_last", False):  # NHWC weights; the step's input is converted by the first convolution
+        for t in teachers:
+            t.model.to(memory_format=torch.channels_last)
     bank = pool = None
     if m.init.kind == "patch" or (provider is not None and provider.needs_pool):
         first = teachers[0]
@@ -275,7 +296,7 @@ def build_synthesis(cfg, ctx: DistillContext) -> tuple[SynthesisModule, list, BN
     module = SynthesisModule(
         teachers, schedule, ds["num_classes"], ipc, ds["image_size"], ds["channels"], ds["mean"], ds["std"], init,
         AugmentSpec(bool(m.augment.rrc), tuple(m.augment.rrc_scale), bool(m.augment.flip), int(m.augment.jitter)),
-        [CrossEntropyLoss(m.ce_weight), BNMatchingLoss()], betas=tuple(m.betas), eps=m.eps,
+        build_losses(m), betas=tuple(m.betas), eps=m.eps,
         classes_per_batch=m.classes_per_batch, seed=int(cfg.seed), patch_bank=bank, patch_pool=pool,
         train_set=ctx.train, fingerprint=fingerprint(cfg, m, teachers), log_every=m.log_every,
         shard=(shard.rank, shard.world), saturation_limit=float(m.saturation_limit),
@@ -295,8 +316,7 @@ def build_synthesis(cfg, ctx: DistillContext) -> tuple[SynthesisModule, list, BN
     return module, callbacks, m
 
 
-@register_kind("bn_matching")
-def bn_matching(cfg, ctx: DistillContext) -> SynthesisResult:
+def synthesize(cfg, ctx: DistillContext) -> SynthesisResult:
     shard = ctx.shard or ShardInfo()
     with shard.main_first("loading the teachers and the patch pool"):  # rank 0 fills the shared caches first
         module, callbacks, m = build_synthesis(cfg, ctx)
@@ -340,3 +360,16 @@ def bn_matching(cfg, ctx: DistillContext) -> SynthesisResult:
         },
     }
     return SynthesisResult(pixels, module.images.labels, meta)
+
+
+def check_config(cfg) -> None:
+    """Validate ``cfg.method`` (keys, types, ranges, per-IPC block, the lr range of :func:`check_lr`) and the trainer
+    before any work."""
+    m = BNMethodConfig.from_cfg(cfg.method, int(cfg.ipc))
+    build_losses(m)
+    check_lr(m.lr, plain(cfg.dataset)["std"])
+    check_trainer(plain(cfg.trainer))
+
+
+synthesize.shardable = True  # jobs are independent given (seed, job): reta.synthesis.bn.sharding
+synthesize.check_config = check_config

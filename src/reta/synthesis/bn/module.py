@@ -26,6 +26,14 @@ lr = 2.8 (the top of the range ``check_lr`` allows), 1.0 from the first step at 
 loss term that grew most since its first value in the job; the step's own checkpoint is never written, so the last
 good one stays.
 
+**No host-device sync per step** beyond logging intervals: the clamp bounds and the job's class ids are device tensors
+made once (per device / per job), the batch-shared crop matrix goes to the device from pinned memory without blocking
+(``reta.data.augment._apply_boxes``), and both guards (non-finite terms, saturation) keep each step's evidence on the
+device (:meth:`SynthesisModule._record_step`); it is read back, in one transfer, only at logging steps, stage and job
+ends and before every resume checkpoint (:meth:`SynthesisModule.check_divergence`). The error still names the first
+bad step, its term and value, and a diverged state never reaches a checkpoint or the stored images. Callbacks may
+sync: PTA (``reta.synthesis.reta.pta``) computes persistence diagrams on the CPU on every step it applies to.
+
 **Callback API** (duck-typed methods of any Lightning callback in ``trainer.callbacks``; all optional):
 
 * ``on_synthesis_job_start(trainer, module, job: Job)`` — after the job's images were initialised;
@@ -210,8 +218,11 @@ class SynthesisModule(L.LightningModule):
         self.job_seconds: list[float] = []
         self._job_t0 = 0.0
         self.saturation_limit = float(saturation_limit)
-        self._sat0: float | None = None  # saturated fraction at the job start (divergence guard)
-        self._loss0: dict[str, float] = {}  # each loss term's first value in the job (names the diverging term)
+        self._sat0: torch.Tensor | None = None  # saturated fraction at the job start (divergence guard, on the device)
+        self._loss0: dict[str, torch.Tensor] = {}  # loss terms at the job's first step here (names the diverging term)
+        self._bounds: tuple[torch.Tensor, torch.Tensor] | None = None  # clamp bounds on the device of x
+        self._classes: tuple[int, torch.Tensor] | None = None  # (job index, class ids on the device)
+        self._pending: list[dict] = []  # per step since the last check: its losses and saturation, on the device
 
     # ------------------------------------------------------------------------------------------- plumbing
     @property
@@ -255,7 +266,10 @@ class SynthesisModule(L.LightningModule):
         return features(slot.model, x)
 
     def job_classes(self, job: Job) -> torch.Tensor:
-        return torch.tensor(job.classes, dtype=torch.long, device=self.device)
+        """The job's class ids on the device (made once per job, not per step)."""
+        if self._classes is None or self._classes[0] != job.index or self._classes[1].device != self.device:
+            self._classes = (job.index, torch.tensor(job.classes, dtype=torch.long, device=self.device))
+        return self._classes[1]
 
     def replace_images(self, new: torch.Tensor) -> None:
         """Set the working batch (normalised space). Same shape: values copied, optimiser moments kept;
@@ -268,34 +282,77 @@ class SynthesisModule(L.LightningModule):
             self.x = nn.Parameter(new.clone())
             self.opt = None
 
+    def _bounds_of_x(self) -> tuple[torch.Tensor, torch.Tensor]:
+        if self._bounds is None or self._bounds[0].device != self.x.device or self._bounds[0].dtype != self.x.dtype:
+            m = torch.tensor(self.mean, dtype=self.x.dtype).view(1, -1, 1, 1)
+            s = torch.tensor(self.std, dtype=self.x.dtype).view(1, -1, 1, 1)
+            self._bounds = (((0 - m) / s).to(self.x.device), ((1 - m) / s).to(self.x.device))
+        return self._bounds
+
     @torch.no_grad()
-    def _clamp(self) -> float:
-        """Clamp the working batch to the normalised image of [0, 1]; returns the fraction now at either bound."""
-        m = torch.tensor(self.mean, device=self.x.device).view(1, -1, 1, 1)
-        s = torch.tensor(self.std, device=self.x.device).view(1, -1, 1, 1)
-        self.x.copy_(torch.max(torch.min(self.x, (1 - m) / s), (0 - m) / s))
+    def _clamp(self) -> torch.Tensor:
+        """Clamp the working batch to the normalised image of [0, 1]; returns the fraction now at either bound
+        (a device tensor: no sync)."""
+        lo, hi = self._bounds_of_x()
+        self.x.copy_(torch.max(torch.min(self.x, hi), lo))
         return self._saturated_fraction()
 
-    def _check_divergence(self, saturated: float, step: SynthesisStep, job: Job) -> None:
-        """Stop when a step left ``saturation_limit`` of the pixels at 0 or 1 (see the module docstring)."""
-        if saturated < self.saturation_limit or saturated <= (self._sat0 or 0.0):
-            return
-        now = {k: float(v.detach()) for k, v in step.losses.items()}
-        growth = {k: abs(v) / max(abs(self._loss0.get(k, v)), 1e-12) for k, v in now.items()}
-        term = max(growth, key=growth.get) if growth else "none"
-        raise DivergenceError(
-            f"synthesis diverged at step {step.global_step} (job {job.index}, slot {job.slot}, stage {step.stage}, "
-            f"teacher {step.teacher.name}): {saturated:.0%} of the pixels are clamped at 0 or 1 (job start: "
-            f"{self._sat0 or 0.0:.0%}); loss term {term!r} grew x{growth.get(term, 1.0):.3g} in this job "
-            f"(now {now.get(term, float('nan')):.4g}); lower method.lr (now {step.lr:g}); last good checkpoint: "
-            f"{self.ckpt_path or 'none'}"
-        )
-
     @torch.no_grad()
-    def _saturated_fraction(self) -> float:
-        m = torch.tensor(self.mean, device=self.x.device).view(1, -1, 1, 1)
-        s = torch.tensor(self.std, device=self.x.device).view(1, -1, 1, 1)
-        return float(((self.x <= (0 - m) / s) | (self.x >= (1 - m) / s)).float().mean())
+    def _saturated_fraction(self) -> torch.Tensor:
+        lo, hi = self._bounds_of_x()
+        return ((self.x <= lo) | (self.x >= hi)).float().mean()
+
+    # ------------------------------------------------------------------------------------------- divergence
+    @torch.no_grad()
+    def _record_step(self, step: SynthesisStep, job: Job) -> dict:
+        """Keep this step's evidence for :meth:`check_divergence` on the device (no sync)."""
+        if self._sat0 is None:  # first step of the job in this process (also right after a resume)
+            self._sat0 = self._saturated_fraction()
+        losses = {k: v.detach().float().sum() for k, v in step.losses.items()}
+        for k, v in losses.items():  # each term's first value in this job (a callback's term may start later)
+            if k not in self._loss0:
+                self._loss0[k] = v
+        rec = {"g": step.global_step, "job": job, "stage": step.stage, "lr": step.lr, "teacher": step.teacher.name,
+               "losses": losses, "sat": None, "sat0": self._sat0, "loss0": dict(self._loss0)}
+        self._pending.append(rec)
+        return rec
+
+    def check_divergence(self) -> None:
+        """Read the steps recorded since the last check back in one transfer; raise for the first bad one:
+        :class:`NonFiniteLossError` (a non-finite term) or :class:`DivergenceError` (``saturation_limit`` of the
+        pixels clamped at 0 or 1, more than at the job start; see the module docstring)."""
+        pending, self._pending = self._pending, []
+        if not pending:
+            return
+        flags = []
+        for rec in pending:
+            finite = torch.stack([torch.isfinite(v) for v in rec["losses"].values()]).all() if rec["losses"] else None
+            bad_f = ~finite if finite is not None else torch.zeros((), dtype=torch.bool, device=rec["sat0"].device)
+            sat = rec["sat"] if rec["sat"] is not None else torch.zeros((), device=rec["sat0"].device)
+            bad_s = (sat >= self.saturation_limit) & (sat > rec["sat0"])
+            flags.append(torch.stack([bad_f, bad_s]))
+        table = torch.stack(flags).tolist()
+        for rec, (bad_f, bad_s) in zip(pending, table):
+            job = rec["job"]
+            where = f"(job {job.index}, slot {job.slot}, stage {rec['stage']}, teacher {rec['teacher']})"
+            if bad_f:
+                name, value = next((k, float(v)) for k, v in rec["losses"].items() if not bool(torch.isfinite(v)))
+                raise NonFiniteLossError(
+                    f"loss term {name!r} became {value:g} at step {rec['g']} {where}; "
+                    f"last good checkpoint: {self.ckpt_path or 'none'}"
+                )
+            if bad_s:
+                now = {k: float(v) for k, v in rec["losses"].items()}
+                first = {k: float(v) for k, v in rec["loss0"].items()}
+                growth = {k: abs(v) / max(abs(first.get(k, v)), 1e-12) for k, v in now.items()}
+                term = max(growth, key=growth.get) if growth else "none"
+                sat, sat0 = float(rec["sat"]), float(rec["sat0"])
+                raise DivergenceError(
+                    f"synthesis diverged at step {rec['g']} {where}: {sat:.0%} of the pixels are "
+                    f"clamped at 0 or 1 (job start: {sat0:.0%}); loss term {term!r} grew x{growth.get(term, 1.0):.3g} "
+                    f"in this job (now {now.get(term, float('nan')):.4g}); lower method.lr (now {rec['lr']:g}); last "
+                    f"good checkpoint: {self.ckpt_path or 'none'}"
+                )
 
     # ------------------------------------------------------------------------------------------- job flow
     def _begin_job(self, job: Job) -> None:
@@ -346,23 +403,16 @@ class SynthesisModule(L.LightningModule):
         for term in self.losses:
             step.add_loss(term.name, term(step))
         self._notify("on_synthesis_step", step)
-        if self._sat0 is None:  # first step of the job in this process (also right after a resume)
-            self._sat0 = self._saturated_fraction()
-        for k, v in step.losses.items():  # each term's first value in this job (a callback's term may start later)
-            if k not in self._loss0:
-                self._loss0[k] = float(v.detach())
-        for name, value in step.losses.items():
-            if not bool(torch.isfinite(value.detach()).all()):
-                raise NonFiniteLossError(
-                    f"loss term {name!r} became {float(value.detach()):g} at step {g} (job {job.index}, slot "
-                    f"{job.slot}, stage {pos.stage}, teacher {teacher.name}); last good checkpoint: {self.ckpt_path or 'none'}"
-                )
+        record = self._record_step(step, job)
         loss = step.total()
         self.opt.zero_grad(set_to_none=True)
         self.manual_backward(loss)
         self.opt.step()
-        self._check_divergence(self._clamp(), step, job)
-        if self.log_every and g % self.log_every == 0:
+        record["sat"] = self._clamp()
+        logging_step = bool(self.log_every) and g % self.log_every == 0
+        if logging_step or pos.last_in_stage or t == T - 1:  # the only reads of the device (and before checkpoints)
+            self.check_divergence()
+        if logging_step:
             metrics = {f"loss/{k}": float(v.detach()) for k, v in step.losses.items()}
             metrics.update({"loss/total": float(loss.detach()), "lr": pos.lr, "stage": pos.stage, "job": job.index})
             if self.logger is not None:

@@ -49,8 +49,6 @@ from reta.errors import RetaError
 
 log = logging.getLogger(__name__)
 
-#: method kinds whose synthesis can be sharded (``distributed.enabled=true``).
-SHARDABLE_KINDS = ("bn_matching",)
 BACKENDS = ("auto", "gloo", "nccl")
 DEFAULT_PORT = 29500
 

@@ -1,24 +1,22 @@
 """Validated configuration of the ``distribution`` method kind (DM / IDM / IID; METHODS.md §6).
 
 ``cfg.method`` → :class:`DistributionSpec` (with :class:`QueueSpec` for IDM's model queue and :class:`IIDSpec` for the
-IID terms); unknown keys and out-of-range values fail with one line naming the valid choices. ``by_ipc`` entries
-(published settings differ per IPC) are merged by :func:`resolve_by_ipc`.
+IID terms); unknown keys, wrong types and out-of-range values fail with one line naming the key or the valid choices.
+A ``per_ipc`` block (published settings differ per IPC) is merged by the rule every family shares
+(:func:`reta.utils.config.per_ipc_override`).
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
-
-from omegaconf import OmegaConf
 
 from reta.data.dsa import DSAParams
 from reta.data.expansion import EXPANSIONS
 from reta.errors import RetaError
 from reta.synthesis.dm.losses import CC_FORMS
 from reta.synthesis.dm.pretrained_pool import PoolSpec
-from reta.utils.config import dataclass_from, plain
+from reta.utils.config import dataclass_from, per_ipc_override, plain
 
 VARIANTS = ("dm", "idm")
 INITS = ("real", "noise")
@@ -58,7 +56,7 @@ class DistributionSpec:
     """``cfg.method`` of the ``distribution`` kind, validated (a misspelt key fails)."""
 
     name: str
-    kind: str = "distribution"
+    synthesize: dict = field(default_factory=dict)  # the plug-in target (reta.synthesis.dm.family.synthesize)
     scale: str = "cpu"  # label only
     eval_protocol: str = "hard"  # the protocol these sets are meant for; reta-evaluate warns on a mismatch
     variant: str = "dm"
@@ -68,10 +66,10 @@ class DistributionSpec:
     batch_real: int = 256
     init: str = "real"
     expansion: str = "none"
-    embedder: Mapping = field(
+    embedder: dict = field(
         default_factory=lambda: {"name": "convnet", "kwargs": {"depth": 3, "width": 128, "norm": "instance", "pool": "avg"}}
     )
-    dsa: Mapping = field(default_factory=dict)  # DSAParams fields; {} = the DSA defaults of METHODS.md §6.1
+    dsa: dict = field(default_factory=dict)  # DSAParams fields; {} = the DSA defaults of METHODS.md §6.1
     ce_weight: float = 0.0  # IDM class-aware CE (idm only)
     queue: QueueSpec = field(default_factory=QueueSpec)
     iid: IIDSpec = field(default_factory=IIDSpec)
@@ -120,12 +118,6 @@ class DistributionSpec:
 
 
 def resolve_by_ipc(method_cfg: Any, ipc: int) -> dict:
-    """Plain method dict with its ``by_ipc`` entry (largest key ≤ ipc) merged in; ``by_ipc`` removed."""
-    d = dict(plain(method_cfg) or {})
-    table = d.pop("by_ipc", None) or {}
-    keys = sorted(int(k) for k in table)
-    chosen = [k for k in keys if k <= int(ipc)]
-    if chosen:
-        entry = {int(k): v for k, v in table.items()}[chosen[-1]] or {}
-        d = OmegaConf.to_container(OmegaConf.merge(OmegaConf.create(d), OmegaConf.create(dict(entry))), resolve=True)
-    return d
+    """Plain method dict with its ``per_ipc`` block for this IPC merged in (:func:`reta.utils.config.per_ipc_override`,
+    the rule every family shares)."""
+    return per_ipc_override(dict(plain(method_cfg) or {}), ipc)[0]

@@ -24,60 +24,43 @@ map, same real/synthetic batch) and ``κ · L_CC`` (spread of the synthetic imag
 from a frozen pretrained network drawn from a pool, :mod:`reta.synthesis.dm.pretrained_pool`, one per iteration).
 With one synthetic training image per class both are inert: warned once, skipped, recorded in ``meta.json``.
 
-Every method field may be overridden per IPC with ``by_ipc: {IPC: {field: value, …}}``: the entry with the largest
-IPC ≤ the run's IPC is merged onto the method config (the published settings differ per IPC).
+Every method field may be overridden per IPC with ``per_ipc: {IPC: {field: value, …}}``: the block of the run's IPC
+is merged onto the method config (the published settings differ per IPC) — the rule every family shares.
 
-Resume: a plain checkpoint ``<output_dir>/checkpoints/last.ckpt`` (pixels, optimiser, iteration, RNG states, the IDM
-queue) is written every ``checkpoint_every`` iterations; ``resume=true`` with the same ``paths.output_dir`` continues
-from it and produces the same images as an uninterrupted run.
+Resume: ``<output_dir>/checkpoints/last.ckpt`` (pixels, optimiser, iteration, RNG states, the IDM queue) is written
+every ``checkpoint_every`` iterations (0 = never) by a Lightning callback; ``resume=true`` with the same
+``paths.output_dir`` continues from it and produces the same images as an uninterrupted run.
 
-The validated config lives in :mod:`reta.synthesis.dm.config`, IDM's model queue in :mod:`reta.synthesis.dm.model_queue`.
+Pieces: the validated config :mod:`reta.synthesis.dm.config`, one iteration :mod:`reta.synthesis.dm.matcher`, the
+Lightning loop (precision, devices, loggers, progress bar, checkpoints) :mod:`reta.synthesis.dm.module`, IDM's model
+queue :mod:`reta.synthesis.dm.model_queue`, the IID pool :mod:`reta.synthesis.dm.pretrained_pool`.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
 import math
-import random
 import time
 import warnings
-from collections.abc import Mapping
-from dataclasses import asdict
-from pathlib import Path
 
 import torch
-from torch import nn
 
-from reta.data.dsa import DSA, DSAParams
-from reta.data.expansion import expand_quadrants, factor, make_mosaics
-from reta.data.registry import sample_per_class
+from reta.data.expansion import factor
 from reta.errors import NonFiniteLossError, RetaError, load_failure
-from reta.models import build_model, features
 from reta.synthesis.dm.config import DistributionSpec
-from reta.synthesis.dm.losses import (
-    INERT_MESSAGE,
-    centralization_loss,
-    class_aware_ce,
-    covariance_matching_loss,
-    iid_inert,
-    mean_embedding_loss,
-)
-from reta.synthesis.dm.model_queue import ModelQueue, RealSampler
+from reta.synthesis.dm.losses import INERT_MESSAGE, iid_inert
+from reta.synthesis.dm.matcher import DistributionMatcher, fingerprint
+from reta.synthesis.dm.module import DistributionCheckpoint, DistributionModule
 from reta.synthesis.dm.pretrained_pool import get_pool
-from reta.synthesis.pixels import SyntheticImages
-from reta.synthesis.registry import DistillContext, SynthesisResult, register_kind
-from reta.training.common import seed_everything
+from reta.synthesis.registry import DistillContext, SynthesisResult
+from reta.training.common import build_logger, build_trainer, seed_everything
 from reta.utils.config import plain
-from reta.utils.io import atomic_torch_save
 
 log = logging.getLogger(__name__)
 
 CHECKPOINT_NAME = "last.ckpt"
-
-
-# --------------------------------------------------------------------------------------------------- helpers
+#: Lightning warnings that are expected here (the step stream has no __len__ for the progress bar's total otherwise).
+QUIET_WARNINGS = (".*IterableDataset.*__len__.*",)
 
 
 def _device(cfg) -> torch.device:
@@ -87,211 +70,7 @@ def _device(cfg) -> torch.device:
     return torch.device("cpu")
 
 
-def _rng_state(gen: torch.Generator) -> dict:
-    st = {"gen": gen.get_state(), "torch": torch.get_rng_state(), "python": random.getstate()}
-    if torch.cuda.is_available():
-        st["cuda"] = torch.cuda.get_rng_state_all()
-    return st
-
-
-def _set_rng_state(gen: torch.Generator, st: dict) -> None:
-    gen.set_state(st["gen"])
-    torch.set_rng_state(st["torch"])
-    random.setstate(st["python"])
-    if "cuda" in st and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(st["cuda"])
-
-
-def fingerprint(cfg, spec: DistributionSpec) -> str:
-    """Hash of everything a resumed run must share with the run that wrote the checkpoint."""
-    ds = plain(cfg.dataset)
-    keep = {"method": asdict(spec), "ipc": int(cfg.ipc), "seed": int(cfg.seed),
-            "dataset": {k: ds.get(k) for k in ("name", "image_size", "channels", "mean", "std", "num_classes")}}
-    return hashlib.sha256(json.dumps(keep, sort_keys=True, default=str).encode()).hexdigest()[:16]
-
-
-def _check_finite(value: torch.Tensor, term: str, it: int) -> None:
-    if not torch.isfinite(value):
-        raise NonFiniteLossError(f"{term} became {value.item()} at iteration {it}")
-
-
-# --------------------------------------------------------------------------------------------------- the loop
-
-
-class DistributionMatcher:
-    """State and step of one DM/IDM(+IID) synthesis run; :func:`distribution` drives it."""
-
-    def __init__(self, spec: DistributionSpec, ds: Mapping, ipc: int, train, seed: int, device: torch.device,
-                 pool: list[nn.Module] | None = None) -> None:
-        self.spec, self.ds, self.ipc, self.device = spec, ds, int(ipc), device
-        self.C = int(ds["num_classes"])
-        self.f = factor(spec.expansion)
-        self.gen = torch.Generator().manual_seed(int(seed) * 1000003 + 11)
-        self.sampler = RealSampler(train, self.C, ds["mean"], ds["std"], self.gen, device)
-        self.dsa = DSA(DSAParams(**dict(spec.dsa)))
-        self.images = SyntheticImages(self._init_pixels(train, seed), self.C, self.ipc, ds["mean"], ds["std"]).to(device)
-        self.opt = torch.optim.SGD([self.images.data], lr=spec.lr, momentum=spec.momentum)
-        self.inert = iid_inert(self.ipc * self.f)
-        self.use_cm = spec.iid.lambda_cm > 0 and not self.inert
-        self.use_cc = spec.iid.kappa > 0 and not self.inert and bool(pool)
-        self.pool = list(pool or [])
-        for m in self.pool:
-            m.to(device)
-        self.queue = ModelQueue(spec.queue, self._new_embedder, self.sampler, self.gen) if spec.variant == "idm" else None
-        self.iteration = 0
-        self.history: list[dict] = []
-        self.fingerprint = ""
-
-    # ---- construction
-    def _new_embedder(self) -> nn.Module:
-        ds = self.ds
-        return build_model(self.spec.embedder, self.C, ds["channels"], ds["image_size"]).to(self.device)
-
-    def _init_pixels(self, train, seed: int) -> torch.Tensor:
-        n = self.ipc * self.f
-        c, s = int(self.ds["channels"]), int(self.ds["image_size"])
-        if self.spec.init == "noise":
-            g = torch.Generator().manual_seed(int(seed))
-            z = torch.randn(self.C * self.ipc, c, s, s, generator=g)
-            std = torch.tensor(self.ds["std"]).view(1, -1, 1, 1)
-            mean = torch.tensor(self.ds["mean"]).view(1, -1, 1, 1)
-            return z * std + mean  # randn in normalised space, as the reference
-        smallest = min(len(g) for g in self.sampler.groups)
-        if n > smallest:
-            raise RetaError(f"init=real needs {n} real images per class (ipc {self.ipc} x expansion {self.f}); "
-                            f"the smallest class has {smallest}")
-        idx = sample_per_class(train.targets, self.C, n, int(seed))
-        self.init_indices = idx.tolist()
-        pixels = train.gather(idx)
-        return make_mosaics(pixels) if self.f == 4 else pixels
-
-    # ---- one class
-    def _syn(self, c: int) -> torch.Tensor:
-        x = self.images.data[c * self.ipc : (c + 1) * self.ipc]
-        return expand_quadrants(x) if self.f == 4 else x
-
-    def class_loss(self, c: int, net: nn.Module, pool_net: nn.Module | None, acc: float) -> tuple[torch.Tensor, dict]:
-        spec = self.spec
-        real = self.sampler.of_class(c, spec.batch_real)
-        syn = self._syn(c)
-        seed = int(torch.randint(0, 2**31 - 1, (1,), generator=self.gen))
-        real, syn = self.dsa.siamese(real, syn, seed=seed)
-        with torch.no_grad():
-            fr = net.forward_features(real)
-        fs = net.forward_features(syn)
-        loss = mean_embedding_loss(net.forward_head(fr, pre_logits=True), net.forward_head(fs, pre_logits=True))
-        terms = {"match": loss.item()}
-        if self.use_cm:
-            cm = covariance_matching_loss(fr, fs)
-            loss = loss + spec.iid.lambda_cm * cm
-            terms["cm"] = cm.item()
-        if self.use_cc and pool_net is not None:
-            i = spec.iid
-            cc = centralization_loss(features(pool_net, syn), i.cc_form, i.cc_alpha, i.cc_beta)
-            loss = loss + i.kappa * cc
-            terms["cc"] = cc.item()
-        if spec.ce_weight > 0:
-            ce = class_aware_ce(net.forward_head(fs), c, acc)
-            loss = loss + spec.ce_weight * ce
-            terms["ce"] = ce.item()
-        return loss, terms
-
-    # ---- one iteration
-    def step(self) -> dict:
-        spec, it = self.spec, self.iteration
-        pool_net = self.pool[int(torch.randint(len(self.pool), (1,), generator=self.gen))] if self.use_cc else None
-        totals: dict[str, float] = {}
-
-        def add(terms: dict) -> None:
-            for k, v in terms.items():
-                totals[k] = totals.get(k, 0.0) + v
-
-        if spec.variant == "dm":
-            net = self._new_embedder().requires_grad_(False)
-            self.opt.zero_grad(set_to_none=True)
-            for c in range(self.C):
-                loss, terms = self.class_loss(c, net, pool_net, 0.0)
-                _check_finite(loss.detach(), f"DM loss (class {c})", it)
-                loss.backward()
-                add(terms)
-            self.opt.step()
-        else:
-            q = self.queue
-            if it % spec.queue.acc_window == 0 and it > 0:
-                q.reset_meters()
-            if it % spec.queue.push_every == 0:
-                q.push()
-            for qn in q.pick(spec.queue.nets_per_iteration):
-                qn.net.eval().requires_grad_(False)
-                for c in range(self.C):
-                    self.opt.zero_grad(set_to_none=True)
-                    loss, terms = self.class_loss(c, qn.net, pool_net, qn.acc_percent)
-                    _check_finite(loss.detach(), f"IDM loss (class {c})", it)
-                    loss.backward()
-                    self.opt.step()
-                    add(terms)
-                qn.net.requires_grad_(True)
-            q.train_some()
-        self.iteration += 1
-        return totals
-
-    # ---- checkpoint
-    def state_dict(self) -> dict:
-        return {
-            "fingerprint": self.fingerprint,
-            "iteration": self.iteration,
-            "images": self.images.state_dict(),
-            "opt": self.opt.state_dict(),
-            "rng": _rng_state(self.gen),
-            "queue": self.queue.state() if self.queue is not None else None,
-            "history": self.history,
-        }
-
-    def load_state_dict(self, st: dict) -> None:
-        if st.get("fingerprint") != self.fingerprint:
-            raise RetaError("resume: the checkpoint was written by a different configuration (method, ipc, seed or "
-                            "dataset changed); use another paths.output_dir or resume=false")
-        self.iteration = int(st["iteration"])
-        self.images.load_state_dict(st["images"])
-        self.opt.load_state_dict(st["opt"])
-        if self.queue is not None and st.get("queue") is not None:
-            self.queue.load(st["queue"])
-        self.history = list(st.get("history", []))
-        _set_rng_state(self.gen, st["rng"])
-
-
-def run_matching(matcher: DistributionMatcher, ckpt_path=None, progress: bool = False) -> float:
-    """Iterate to ``spec.iterations`` (checkpointing as configured); returns seconds per iteration run here."""
-    spec = matcher.spec
-    start_it, t0 = matcher.iteration, time.perf_counter()
-    window: dict[str, float] = {}
-    n_window = 0
-    while matcher.iteration < spec.iterations:
-        try:
-            terms = matcher.step()
-        except NonFiniteLossError as err:  # the checkpoint of the last good iteration stays: say where it is
-            kept = ckpt_path if ckpt_path is not None and Path(ckpt_path).is_file() else None
-            raise NonFiniteLossError(f"{err}; last good checkpoint: {kept or 'none'}") from None
-        for k, v in terms.items():
-            window[k] = window.get(k, 0.0) + v
-        n_window += 1
-        it = matcher.iteration
-        if it % max(spec.log_every, 1) == 0 or it == spec.iterations:
-            row = {"iteration": it, **{k: round(v / n_window, 6) for k, v in window.items()}}
-            matcher.history.append(row)
-            msg = f"{spec.name} it {it}/{spec.iterations} " + " ".join(f"{k} {v:.4g}" for k, v in row.items() if k != "iteration")
-            log.info(msg)
-            if progress:
-                print(msg, flush=True)
-            window, n_window = {}, 0
-        if ckpt_path is not None and spec.checkpoint_every > 0 and it % spec.checkpoint_every == 0 and it < spec.iterations:
-            atomic_torch_save(matcher.state_dict(), ckpt_path)
-    done = matcher.iteration - start_it
-    return (time.perf_counter() - t0) / done if done else float("nan")
-
-
-@register_kind("distribution")
-def distribution(cfg, ctx: DistillContext) -> SynthesisResult:
+def synthesize(cfg, ctx: DistillContext) -> SynthesisResult:
     ipc = int(cfg.ipc)
     spec = DistributionSpec.from_cfg(cfg.method, ipc)
     ds = plain(cfg.dataset)
@@ -324,7 +103,22 @@ def distribution(cfg, ctx: DistillContext) -> SynthesisResult:
             log.warning("resume=true but %s does not exist: starting from scratch", ckpt)
         ckpt.unlink(missing_ok=True)
     ctx.ckpt_dir.mkdir(parents=True, exist_ok=True)
-    sec_per_it = run_matching(matcher, ckpt, progress=bool(cfg.get("progress_bar", False)))
+    module = DistributionModule(matcher)
+    logger = build_logger(plain(cfg.logger), str(ctx.out_dir), "distill")
+    trainer = build_trainer(plain(cfg.trainer), 1, logger, bool(cfg.get("progress_bar", False)), str(ctx.out_dir),
+                            callbacks=[DistributionCheckpoint(ckpt, spec.checkpoint_every)], log_every_n_steps=1)
+    start_it, t0 = matcher.iteration, time.perf_counter()
+    if matcher.iteration < spec.iterations:
+        with warnings.catch_warnings():
+            for msg in QUIET_WARNINGS:
+                warnings.filterwarnings("ignore", message=msg)
+            try:
+                trainer.fit(module)
+            except NonFiniteLossError as err:  # the checkpoint of the last good iteration stays: say where it is
+                kept = ckpt if ckpt.is_file() else None
+                raise NonFiniteLossError(f"{err}; last good checkpoint: {kept or 'none'}") from None
+    done = matcher.iteration - start_it
+    sec_per_it = (time.perf_counter() - t0) / done if done else float("nan")
     if ckpt.is_file():
         ckpt.unlink()  # finished: the distilled set is the artifact
     meta = {
@@ -333,6 +127,8 @@ def distribution(cfg, ctx: DistillContext) -> SynthesisResult:
         "iterations": spec.iterations,
         "seconds_per_iteration": round(sec_per_it, 4) if math.isfinite(sec_per_it) else None,
         "device": str(device),
+        "precision": str(trainer.precision),
+        "feature_dtype": str(module.step_dtype).replace("torch.", "") if module.step_dtype is not None else None,
         "iid": {
             "lambda_cm": spec.iid.lambda_cm,
             "kappa": spec.iid.kappa,
@@ -347,3 +143,11 @@ def distribution(cfg, ctx: DistillContext) -> SynthesisResult:
     if spec.init == "real":
         meta["init_indices"] = matcher.init_indices
     return SynthesisResult(matcher.images.pixels().cpu(), matcher.images.labels, meta)
+
+
+def check_config(cfg) -> None:
+    """Validate ``cfg.method`` (keys, types, ranges, per-IPC block) before any work."""
+    DistributionSpec.from_cfg(cfg.method, int(cfg.ipc))
+
+
+synthesize.check_config = check_config

@@ -14,7 +14,7 @@ complexity ``c`` of the crop resampled to every merge resolution ``D_t``. Pixels
 scales to ImageNet (features only: 300 × d floats per class). One pool per (module, teacher, pool_size) is shared by
 the DRC provider and the PTA callback (:func:`shared_feature_pool`).
 
-**Retrieval** (:class:`RetrievalAnchors`, registered as anchor kind ``retrieval``), at every residual connection
+**Retrieval** (:class:`RetrievalAnchors`, the anchor provider ``_target_: reta.synthesis.reta.drc.RetrievalAnchors``), at every residual connection
 (the end of every stage but the last), for every synthetic image x̃ of class c in the batch::
 
     q = Norm φ(Resample(x̃, D)),  J(o) = (1 − λ)·‖q − z(o)‖² + λ·ĉ(o),  o* = argmin_{o ∈ p_c} J
@@ -50,7 +50,7 @@ import torch.nn.functional as F
 
 from reta.data.augment import normalize
 from reta.errors import RetaError
-from reta.synthesis.bn.anchors import AnchorProvider, StageEnd, StaticPatchAnchors, register_anchor_provider
+from reta.synthesis.bn.anchors import AnchorProvider, StageEnd, StaticPatchAnchors
 from reta.synthesis.bn.init import resample
 from reta.synthesis.reta.pool import FeaturePool, shared_feature_pool
 from reta.synthesis.reta.retrieval import (
@@ -92,12 +92,13 @@ class AnchorChoice:
                    bool(fb), bool(ini))
 
 
-@register_anchor_provider("retrieval")
 class RetrievalAnchors(AnchorProvider):
     """DRC: per-image argmin of the fit–complexity score over the class pool (see module docstring)."""
 
     needs_pool = True
     module = None  # bound by setup()
+
+    kind = "retrieval"
 
     def __init__(
         self,
@@ -142,7 +143,7 @@ class RetrievalAnchors(AnchorProvider):
             self._static.setup(module)
             return
         if module.patch_pool is None:
-            raise RetaError("DRC (residual.anchors.kind=retrieval) needs the real-patch pool; it is built when "
+            raise RetaError("DRC (residual.anchors: RetrievalAnchors) needs the real-patch pool; it is built when "
                             "init.kind=patch or the provider asks for it")
         if not 0 <= self.feature_teacher < len(module.teachers):
             raise RetaError(f"residual.anchors.feature_teacher={self.feature_teacher} but the synthesis has "

@@ -28,6 +28,7 @@ position and the subset generator) is saved in resume checkpoints so a resumed r
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 import warnings
@@ -41,7 +42,7 @@ from reta.data.augment import normalize
 from reta.errors import RetaError
 from reta.synthesis.bn.init import resample
 from reta.synthesis.reta.pool import shared_feature_pool
-from reta.topology.loss import TopologyLoss
+from reta.topology.loss import TopologyConfig, TopologyLoss
 
 log = logging.getLogger(__name__)
 
@@ -55,23 +56,16 @@ class TopologyAlignment(L.Callback):
         self,
         enabled: bool = True,
         lam_topo: float = 0.5,
-        k: int = 10,
-        grid: int = 32,
-        sigma: float = 0.05,
-        gamma: float = 1.0,
-        power: float = 1.0,
-        cutoff: str | float = "joint",
-        kernel: str = "integrated",
-        reduction: str = "mean",
-        squared: bool = False,
-        num_subsets: int = 16,
         refresh_every: int = 50,
         every: int = 1,
         pool_size: int | None = None,
         feature_teacher: int = 0,
         seed: int | None = None,
         name: str = "topo",
+        **topology,
     ) -> None:
+        """The callback's own keys above; ``topology`` = the fields of :class:`reta.topology.loss.TopologyConfig`
+        (k, grid, sigma, gamma, power, cutoff, kernel, reduction, squared, num_subsets), whose defaults live there."""
         if isinstance(lam_topo, bool) or not isinstance(lam_topo, (int, float)) or not math.isfinite(lam_topo) \
                 or lam_topo < 0:
             raise RetaError(f"pta.lam_topo must be a number >= 0, got {lam_topo!r}")
@@ -80,13 +74,15 @@ class TopologyAlignment(L.Callback):
                 raise RetaError(f"pta.{key} must be a positive integer, got {value!r}")
         if pool_size is not None and (isinstance(pool_size, bool) or int(pool_size) < 2):
             raise RetaError(f"pta.pool_size must be an integer >= 2 or null, got {pool_size!r}")
-        self.topo_kwargs = dict(k=int(k), grid=int(grid), sigma=float(sigma), gamma=float(gamma), power=float(power),
-                                cutoff=cutoff, kernel=kernel, reduction=reduction, squared=bool(squared),
-                                num_subsets=int(num_subsets))
+        valid = [f.name for f in dataclasses.fields(TopologyConfig)]
+        unknown = sorted(set(topology) - set(valid))
+        if unknown:
+            raise RetaError(f"pta: unknown keys {unknown}; topology keys: {valid}")
         try:
-            TopologyLoss(**self.topo_kwargs)  # validate now: a bad key fails at build time, not at step 1
-        except ValueError as err:
+            self.topology = TopologyConfig(**topology)  # validate now: a bad value fails at build time, not at step 1
+        except (ValueError, TypeError) as err:
             raise RetaError(f"pta: {err}") from None
+        self.topo_kwargs = dataclasses.asdict(self.topology)
         self.enabled, self.lam_topo, self.name = bool(enabled), float(lam_topo), str(name)
         self.refresh_every, self.every = int(refresh_every), int(every)
         self.pool_size, self.feature_teacher, self.seed = pool_size, int(feature_teacher), seed
@@ -135,7 +131,7 @@ class TopologyAlignment(L.Callback):
                             f"smallest class pool has {smallest} (raise init.mipc or pta.pool_size)")
         if self.loss is None:
             seed = int(pl_module.seed) + 7919 if self.seed is None else int(self.seed)
-            self.loss = TopologyLoss(**self.topo_kwargs, seed=seed)
+            self.loss = TopologyLoss(self.topology, seed=seed)
             if self._gen_now is not None:  # loaded from a checkpoint before setup
                 self.loss.generator.set_state(self._gen_now)
 

@@ -1,0 +1,213 @@
+"""One DM/IDM(+IID) synthesis run as a plain state + step object: :class:`DistributionMatcher`.
+
+The algorithms are described in :mod:`reta.synthesis.dm.family`; the Lightning loop that drives the matcher (precision,
+devices, loggers, progress bar, resume checkpoints) is :mod:`reta.synthesis.dm.module`. The matcher does the maths of
+one iteration; how a loss is backpropagated and how the optimiser steps are injected (``backward``, ``optimizer_step``),
+so that under Lightning they go through the precision plugin (``manual_backward``, ``LightningOptimizer.step``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import random
+from collections.abc import Callable, Mapping
+from dataclasses import asdict
+
+import torch
+from torch import nn
+
+from reta.data.dsa import DSA, DSAParams
+from reta.data.expansion import expand_quadrants, factor, make_mosaics
+from reta.data.registry import sample_per_class
+from reta.errors import NonFiniteLossError, RetaError
+from reta.models import build_model, features
+from reta.synthesis.dm.config import DistributionSpec
+from reta.synthesis.dm.losses import (
+    centralization_loss,
+    class_aware_ce,
+    covariance_matching_loss,
+    iid_inert,
+    mean_embedding_loss,
+)
+from reta.synthesis.dm.model_queue import ModelQueue, RealSampler
+from reta.synthesis.pixels import SyntheticImages
+from reta.utils.config import plain
+
+
+def _rng_state(gen: torch.Generator) -> dict:
+    st = {"gen": gen.get_state(), "torch": torch.get_rng_state(), "python": random.getstate()}
+    if torch.cuda.is_available():
+        st["cuda"] = torch.cuda.get_rng_state_all()
+    return st
+
+
+def _set_rng_state(gen: torch.Generator, st: dict) -> None:
+    gen.set_state(st["gen"])
+    torch.set_rng_state(st["torch"])
+    random.setstate(st["python"])
+    if "cuda" in st and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(st["cuda"])
+
+
+def fingerprint(cfg, spec: DistributionSpec) -> str:
+    """Hash of everything a resumed run must share with the run that wrote the checkpoint."""
+    ds = plain(cfg.dataset)
+    keep = {"method": asdict(spec), "ipc": int(cfg.ipc), "seed": int(cfg.seed),
+            "dataset": {k: ds.get(k) for k in ("name", "image_size", "channels", "mean", "std", "num_classes")}}
+    return hashlib.sha256(json.dumps(keep, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def _check_finite(value: torch.Tensor, term: str, it: int) -> None:
+    if not torch.isfinite(value):
+        raise NonFiniteLossError(f"{term} became {value.item()} at iteration {it}")
+
+
+# --------------------------------------------------------------------------------------------------- the loop
+
+
+class DistributionMatcher:
+    """State and step of one DM/IDM(+IID) synthesis run; :func:`distribution` drives it."""
+
+    def __init__(self, spec: DistributionSpec, ds: Mapping, ipc: int, train, seed: int, device: torch.device,
+                 pool: list[nn.Module] | None = None) -> None:
+        self.spec, self.ds, self.ipc, self.device = spec, ds, int(ipc), device
+        self.C = int(ds["num_classes"])
+        self.f = factor(spec.expansion)
+        self.gen = torch.Generator().manual_seed(int(seed) * 1000003 + 11)
+        self.sampler = RealSampler(train, self.C, ds["mean"], ds["std"], self.gen, device)
+        self.dsa = DSA(DSAParams(**dict(spec.dsa)))
+        self.images = SyntheticImages(self._init_pixels(train, seed), self.C, self.ipc, ds["mean"], ds["std"]).to(device)
+        self.opt = torch.optim.SGD([self.images.data], lr=spec.lr, momentum=spec.momentum)
+        self.inert = iid_inert(self.ipc * self.f)
+        self.use_cm = spec.iid.lambda_cm > 0 and not self.inert
+        self.use_cc = spec.iid.kappa > 0 and not self.inert and bool(pool)
+        self.pool = list(pool or [])
+        for m in self.pool:
+            m.to(device)
+        self.queue = ModelQueue(spec.queue, self._new_embedder, self.sampler, self.gen) if spec.variant == "idm" else None
+        self.iteration = 0
+        self.history: list[dict] = []
+        self.fingerprint = ""
+        #: how a loss is backpropagated and the optimiser stepped (Lightning: manual_backward / LightningOptimizer.step)
+        self.backward: Callable[[torch.Tensor], None] = lambda loss: loss.backward()
+        self.optimizer_step: Callable[[], None] = self.opt.step
+        self.on_features: Callable[[torch.Tensor], None] = lambda feats: None
+
+    # ---- construction
+    def _new_embedder(self) -> nn.Module:
+        ds = self.ds
+        return build_model(self.spec.embedder, self.C, ds["channels"], ds["image_size"]).to(self.device)
+
+    def _init_pixels(self, train, seed: int) -> torch.Tensor:
+        n = self.ipc * self.f
+        c, s = int(self.ds["channels"]), int(self.ds["image_size"])
+        if self.spec.init == "noise":
+            g = torch.Generator().manual_seed(int(seed))
+            z = torch.randn(self.C * self.ipc, c, s, s, generator=g)
+            std = torch.tensor(self.ds["std"]).view(1, -1, 1, 1)
+            mean = torch.tensor(self.ds["mean"]).view(1, -1, 1, 1)
+            return z * std + mean  # randn in normalised space, as the reference
+        smallest = min(len(g) for g in self.sampler.groups)
+        if n > smallest:
+            raise RetaError(f"init=real needs {n} real images per class (ipc {self.ipc} x expansion {self.f}); "
+                            f"the smallest class has {smallest}")
+        idx = sample_per_class(train.targets, self.C, n, int(seed))
+        self.init_indices = idx.tolist()
+        pixels = train.gather(idx)
+        return make_mosaics(pixels) if self.f == 4 else pixels
+
+    # ---- one class
+    def _syn(self, c: int) -> torch.Tensor:
+        x = self.images.data[c * self.ipc : (c + 1) * self.ipc]
+        return expand_quadrants(x) if self.f == 4 else x
+
+    def class_loss(self, c: int, net: nn.Module, pool_net: nn.Module | None, acc: float) -> tuple[torch.Tensor, dict]:
+        spec = self.spec
+        real = self.sampler.of_class(c, spec.batch_real)
+        syn = self._syn(c)
+        seed = int(torch.randint(0, 2**31 - 1, (1,), generator=self.gen))
+        real, syn = self.dsa.siamese(real, syn, seed=seed)
+        with torch.no_grad():
+            fr = net.forward_features(real)
+        fs = net.forward_features(syn)
+        self.on_features(fs)
+        loss = mean_embedding_loss(net.forward_head(fr, pre_logits=True), net.forward_head(fs, pre_logits=True))
+        terms = {"match": loss.item()}
+        if self.use_cm:
+            cm = covariance_matching_loss(fr, fs)
+            loss = loss + spec.iid.lambda_cm * cm
+            terms["cm"] = cm.item()
+        if self.use_cc and pool_net is not None:
+            i = spec.iid
+            cc = centralization_loss(features(pool_net, syn), i.cc_form, i.cc_alpha, i.cc_beta)
+            loss = loss + i.kappa * cc
+            terms["cc"] = cc.item()
+        if spec.ce_weight > 0:
+            ce = class_aware_ce(net.forward_head(fs), c, acc)
+            loss = loss + spec.ce_weight * ce
+            terms["ce"] = ce.item()
+        return loss, terms
+
+    # ---- one iteration
+    def step(self) -> dict:
+        spec, it = self.spec, self.iteration
+        pool_net = self.pool[int(torch.randint(len(self.pool), (1,), generator=self.gen))] if self.use_cc else None
+        totals: dict[str, float] = {}
+
+        def add(terms: dict) -> None:
+            for k, v in terms.items():
+                totals[k] = totals.get(k, 0.0) + v
+
+        if spec.variant == "dm":
+            net = self._new_embedder().requires_grad_(False)
+            self.opt.zero_grad(set_to_none=True)
+            for c in range(self.C):
+                loss, terms = self.class_loss(c, net, pool_net, 0.0)
+                _check_finite(loss.detach(), f"DM loss (class {c})", it)
+                self.backward(loss)
+                add(terms)
+            self.optimizer_step()
+        else:
+            q = self.queue
+            if it % spec.queue.acc_window == 0 and it > 0:
+                q.reset_meters()
+            if it % spec.queue.push_every == 0:
+                q.push()
+            for qn in q.pick(spec.queue.nets_per_iteration):
+                qn.net.eval().requires_grad_(False)
+                for c in range(self.C):
+                    self.opt.zero_grad(set_to_none=True)
+                    loss, terms = self.class_loss(c, qn.net, pool_net, qn.acc_percent)
+                    _check_finite(loss.detach(), f"IDM loss (class {c})", it)
+                    self.backward(loss)
+                    self.optimizer_step()
+                    add(terms)
+                qn.net.requires_grad_(True)
+            q.train_some()
+        self.iteration += 1
+        return totals
+
+    # ---- checkpoint
+    def state_dict(self) -> dict:
+        return {
+            "fingerprint": self.fingerprint,
+            "iteration": self.iteration,
+            "images": self.images.state_dict(),
+            "opt": self.opt.state_dict(),
+            "rng": _rng_state(self.gen),
+            "queue": self.queue.state() if self.queue is not None else None,
+            "history": self.history,
+        }
+
+    def load_state_dict(self, st: dict) -> None:
+        if st.get("fingerprint") != self.fingerprint:
+            raise RetaError("resume: the checkpoint was written by a different configuration (method, ipc, seed or "
+                            "dataset changed); use another paths.output_dir or resume=false")
+        self.iteration = int(st["iteration"])
+        self.images.load_state_dict(st["images"])
+        self.opt.load_state_dict(st["opt"])
+        if self.queue is not None and st.get("queue") is not None:
+            self.queue.load(st["queue"])
+        self.history = list(st.get("history", []))
+        _set_rng_state(self.gen, st["rng"])
