@@ -57,11 +57,13 @@ def no_work(*args, **kwargs):
 def cli(module, args: list[str], monkeypatch, capsys) -> tuple[int, list[str], str]:
     """Run a console script's ``main`` in-process (Hydra app, callbacks included); (exit code, error lines, stderr)."""
     monkeypatch.setattr(sys, "argv", ["reta", *args])
-    code = 0
+    code, handlers = 0, logging.root.handlers[:]
     try:
         module.main()
     except SystemExit as exit_:
         code = exit_.code
+    finally:  # Hydra pointed the root logger at this test's captured stderr and its job log
+        logging.root.handlers[:] = handlers
     err = capsys.readouterr().err
     return code, [ln for ln in err.splitlines() if ln.startswith("error:")], err
 
@@ -182,6 +184,7 @@ def test_saturating_pixels_stop_the_run_naming_the_term_and_the_last_good_checkp
 # ------------------------------------------------------------------------------------------------ defect 5
 @pytest.mark.parametrize("script,args", [
     (cli_distill, ["ipc=0"]),
+    (cli_distill, ["method=sre2l", "method.lr=1e30"]),
     (cli_evaluate, ["ipc=0"]),
     (cli_evaluate, ["distilled=/nonexistent/set"]),
     (cli_squeeze, ["teacher.checkpoint=/nonexistent/model.pt"]),
@@ -311,3 +314,66 @@ def test_evaluate_refuses_a_missing_distilled_dir_before_loading_data(tiny, monk
     monkeypatch.setattr(evaluate, "load_split", no_work)
     with pytest.raises(RetaError, match="distilled set not found"):
         evaluate.run(compose_cfg("evaluate", [*ov, "ipc=2", "distilled=/nonexistent/set"]))
+
+
+# ------------------------------------------------------------------------------------------------ cases that hold
+class Payload:
+    """Unpickling this runs ``touch <marker>``: the marker file shows whether any code ran."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return (os.system, (f"touch {self.marker}",))
+
+
+def test_pickle_payloads_are_refused_everywhere_and_never_run(tiny, monkeypatch):
+    tmp_path, ov = tiny
+    marker = tmp_path / "pwned"
+    distill.run(compose_cfg("distill", [*ov, "method=random", "ipc=2"]))
+    for name in ("images.pt", "labels.pt"):
+        d = tmp_path / f"set_{name}"
+        d.mkdir()
+        for f in (tmp_path / "out" / "distilled").iterdir():
+            if f.is_file():
+                (d / f.name).write_bytes(f.read_bytes())
+        torch.save({"x": Payload(marker)}, d / name)
+        with pytest.raises(RetaError, match=rf"{name}: cannot load .*pickled Python objects"):
+            load_distilled(d)
+    evil = tmp_path / "evil.pt"
+    torch.save({"w": Payload(marker)}, evil)
+    with pytest.raises(CheckpointError, match="pickled Python objects"):
+        squeeze.run(compose_cfg("squeeze", [*with_out(ov, tmp_path / "sq"), f"teacher.checkpoint={evil}"]))
+    # a resume checkpoint replaced by a payload
+    marker_kill = tmp_path / "killed.marker"
+    run = [*with_out(ov, tmp_path / "run"), "method=fadrm", *TINY_BN,
+           f"+method.callbacks.kill={{_target_:helpers.KillAt,at_step:3,marker:'{marker_kill}'}}"]
+    with pytest.raises(RuntimeError, match="killed"):
+        distill.run(compose_cfg("distill", run))
+    torch.save({"module": Payload(marker)}, tmp_path / "run" / "checkpoints" / "last.ckpt")
+    with pytest.raises(CheckpointError, match="resume: cannot read .*pickled Python objects"):
+        distill.run(compose_cfg("distill", [*run, "resume=true"]))
+    assert not marker.exists()
+
+
+def test_a_killed_squeeze_leaves_no_cache_entry(tiny, monkeypatch):
+    from types import SimpleNamespace
+
+    from reta.training import teacher as teacher_module
+
+    tmp_path, ov = tiny
+    real_write = teacher_cache.write_cache_entry
+
+    def killed_mid_write(entry, model, meta):
+        def die(*a, **k):
+            raise KeyboardInterrupt
+
+        monkeypatch.setattr(teacher_module, "json", SimpleNamespace(dumps=die))  # model.pt written, meta.json not yet
+        real_write(entry, model, meta)
+
+    monkeypatch.setattr(teacher_cache, "write_cache_entry", killed_mid_write)
+    with pytest.raises(KeyboardInterrupt):
+        squeeze.run(compose_cfg("squeeze", ov))
+    monkeypatch.undo()
+    teachers = tmp_path / "cache" / "teachers"
+    assert not teachers.exists() or list(teachers.iterdir()) == []

@@ -375,8 +375,11 @@ def synthesize(cfg, ctx: DistillContext) -> SynthesisResult:
 
 
 def check_config(cfg) -> None:
-    """Validate ``cfg.method`` (keys, types, ranges, per-IPC block) and the trainer before any work."""
-    build_losses(BNMethodConfig.from_cfg(cfg.method, int(cfg.ipc)))
+    """Validate ``cfg.method`` (keys, types, ranges, per-IPC block, the lr range of :func:`check_lr`) and the trainer
+    before any work."""
+    m = BNMethodConfig.from_cfg(cfg.method, int(cfg.ipc))
+    build_losses(m)
+    check_lr(m.lr, plain(cfg.dataset)["std"])
     check_trainer(plain(cfg.trainer))
 
 
