@@ -104,8 +104,9 @@ def main() -> None:
         return
     rows = []
     for m in a.methods:
-        cmd = [sys.executable, __file__, "--one", m, "--dataset", a.dataset, "--ipc", str(a.ipc), "--iters", str(a.iters),
-               "--warmup", str(a.warmup), "--threads", str(a.threads), "--override", *a.override]
+        cmd = [sys.executable, __file__, "--one", m, "--dataset", a.dataset, "--ipc", str(a.ipc),
+               "--iters", str(a.iters), "--warmup", str(a.warmup), "--threads", str(a.threads),
+               "--override", *a.override]
         out = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": str(a.threads)})
         if out.returncode:
             sys.exit(f"{m} failed:\n{out.stderr[-3000:]}")

@@ -69,7 +69,9 @@ def random_teacher_loader(cfg, num_classes: int):
     return load
 
 
-def synthesize(overrides: list[str], train, tmp: Path, num_classes: int, callbacks_extra=()) -> tuple[float, int, object]:
+def synthesize(
+    overrides: list[str], train, tmp: Path, num_classes: int, callbacks_extra=()
+) -> tuple[float, int, object]:
     """Build and fit one synthesis; returns (Σ job seconds, #images, module)."""
     with initialize_config_dir(config_dir=CONF, version_base="1.3"):
         cfg = compose("distill", [*overrides, f"paths.cache_dir={tmp / 'cache'}", f"paths.output_dir={tmp / 'out'}",
@@ -177,9 +179,11 @@ def main() -> None:
     if not args.skip_b:
         print("Part B: PTA per step (ms), IPC 10 clouds, 576-d, pool 300, k 10, G 32, M 16")
         result["B"] = part_b(args.classes, args.repeats)
-        print(f"{'classes':>7s} {'loss+bwd':>9s} {'targets':>8s} {'step w/o':>9s} {'step w/':>8s} {'PTA term':>9s} {'refresh':>8s}")
+        print(f"{'classes':>7s} {'loss+bwd':>9s} {'targets':>8s} {'step w/o':>9s} {'step w/':>8s} "
+              f"{'PTA term':>9s} {'refresh':>8s}")
         for c, r in result["B"].items():
-            print(f"{c:7d} {r['loss_backward_cached_ms']:9.1f} {r['targets_build_ms']:8.1f} {r['step_without_ms']:9.1f} "
+            print(f"{c:7d} {r['loss_backward_cached_ms']:9.1f} {r['targets_build_ms']:8.1f} "
+                  f"{r['step_without_ms']:9.1f} "
                   f"{r['step_with_ms']:8.1f} {r['pta_term_ms']:9.1f} {r['refresh_ms']:8.1f}")
     if args.json:
         Path(args.json).write_text(json.dumps(result, indent=2, default=str))

@@ -92,7 +92,8 @@ def main() -> None:
     print(f"{'method':<12} {'s/image':>8} {'s/image (total)':>16} {'CPU s/image (total)':>20} {'peak RSS MB':>12} "
           f"{'RSS before MB':>14}  teachers")
     for r in rows:
-        print(f"{r['method']:<12} {r['s_per_image']:>8.3f} {r['s_per_image_total']:>16.3f} {r['cpu_s_per_image_total']:>20.3f} "
+        print(f"{r['method']:<12} {r['s_per_image']:>8.3f} {r['s_per_image_total']:>16.3f} "
+              f"{r['cpu_s_per_image_total']:>20.3f} "
               f"{r['peak_rss_mb']:>12.0f} {r['rss_before_mb']:>14.0f}  {', '.join(r['teachers'])}")
     print(f"load average at the end: {', '.join(f'{v:.1f}' for v in os.getloadavg())} on {os.cpu_count()} CPUs")
     out = Path(args.out)

@@ -153,7 +153,8 @@ def _run(cfg: DictConfig, shard: ShardInfo) -> dict:
     if not shard.is_main:  # rank 0 writes the merged set
         return {"distilled": None, "rank": shard.rank, "shards": shard.world, "seconds": seconds,
                 "method": cfg.method.name, "ipc": ipc}
-    path = save_distilled(out / "distilled", result.images, result.labels, meta, result.soft_labels, class_names=ds["class_names"] or train.class_names)
+    path = save_distilled(out / "distilled", result.images, result.labels, meta, result.soft_labels,
+                          class_names=ds["class_names"] or train.class_names)
     print(f"distilled set ({cfg.method.name}, IPC {ipc}): {path}  grid: {path / 'grid.png'}")
     artifact = log_distilled_artifact(plain(cfg.logger), out, path, meta)
     return {"distilled": str(path), "seconds": seconds, "wandb_artifact": artifact,

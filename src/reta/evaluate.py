@@ -23,7 +23,7 @@ from reta.training.soft_labels import ensure_relabelled, stored_loader
 from reta.training.student import Protocol, StudentModule, student_loader
 from reta.training.teacher import new_model
 from reta.training.teacher_cache import get_teacher
-from reta.utils.config import output_dir, plain, planned_output_dir, require_positive_int
+from reta.utils.config import dataclass_from, output_dir, plain, planned_output_dir, require_positive_int
 from reta.utils.io import atomic_write_json
 from reta.utils.outputs import check_writable_dir
 
@@ -61,7 +61,9 @@ def train_student(
         model, protocol, dataset_cfg["mean"], dataset_cfg["std"], len(loader), seed, test_set=test, teacher=teacher,
         channels_last=channels_last,
     )
-    trainer = build_trainer(trainer_cfg, protocol.epochs, build_logger(logger_cfg, out_dir, run_name), progress_bar, out_dir)
+    trainer = build_trainer(
+        trainer_cfg, protocol.epochs, build_logger(logger_cfg, out_dir, run_name), progress_bar, out_dir
+    )
     start = time.perf_counter()
     trainer.fit(module, loader)
     seconds = time.perf_counter() - start
@@ -84,7 +86,9 @@ def check_compatible(ds: DistilledSet, dataset_cfg: Mapping, source: str) -> Non
     """The distilled set must belong to the configured dataset (name, classes, image shape)."""
     expect = [dataset_cfg["channels"], dataset_cfg["image_size"], dataset_cfg["image_size"]]
     if ds.meta.get("dataset") != dataset_cfg["name"]:
-        raise RetaError(f"distilled set {source} is for dataset {ds.meta.get('dataset')!r}, config says {dataset_cfg['name']!r}")
+        raise RetaError(
+            f"distilled set {source} is for dataset {ds.meta.get('dataset')!r}, config says {dataset_cfg['name']!r}"
+        )
     if ds.num_classes != dataset_cfg["num_classes"] or list(ds.images.shape[1:]) != expect:
         raise RetaError(
             f"distilled set {source}: {ds.num_classes} classes of {list(ds.images.shape[1:])}, "
@@ -108,6 +112,8 @@ def run(cfg: DictConfig) -> dict:
     preflight(cfg, planned_output_dir(cfg))
     if (cfg.get("eval_pool") or {}).get("students"):
         return run_pool(cfg)
+    if cfg.protocol.get("name") == "linear_probe":
+        return run_linear_probe(cfg)
     set_threads(cfg.get("num_threads"))
     configure_data(cfg)
     ipc = require_positive_int(cfg.ipc, "ipc")
@@ -122,8 +128,8 @@ def run(cfg: DictConfig) -> dict:
         check_compatible(distilled, ds_cfg, str(cfg.distilled))
         meant = (distilled.meta.get("method_config") or {}).get("eval_protocol")
         if meant and meant != protocol.name:
-            log.warning("the %s set was made for protocol=%s, evaluating with protocol=%s", distilled.meta.get("method"),
-                        meant, protocol.name)
+            log.warning("the %s set was made for protocol=%s, evaluating with protocol=%s",
+                        distilled.meta.get("method"), meant, protocol.name)
         if distilled.ipc != ipc:
             log.warning("ipc=%d overridden by the distilled set's ipc=%d", ipc, distilled.ipc)
             ipc = distilled.ipc
@@ -150,7 +156,9 @@ def run(cfg: DictConfig) -> dict:
         for seed in seeds:
             idx = sample_per_class(train.targets, ds_cfg["num_classes"], ipc, seed)
             images, labels = train.gather(idx), train.targets[idx]
-            sets.setdefault("random", []).append(train_student(images, labels, seed=seed, run_name=f"random_seed{seed}", **common))
+            sets.setdefault("random", []).append(
+                train_student(images, labels, seed=seed, run_name=f"random_seed{seed}", **common)
+            )
             log.info("random seed %d: acc %.4f", seed, sets["random"][-1]["acc_last"])
     if distilled is not None:
         # stored images → training images (IDM mosaics expand ×4; the random baseline keeps the stored IPC)
@@ -181,7 +189,110 @@ def run(cfg: DictConfig) -> dict:
         idx = sample_per_class(train.targets, ds_cfg["num_classes"], ipc, seeds[0])
         meta = {"dataset": ds_cfg["name"], "num_classes": ds_cfg["num_classes"], "ipc": ipc, "mean": ds_cfg["mean"],
                 "std": ds_cfg["std"], "method": "random", "seed": seeds[0]}
-        save_distilled(out / "random_subset", train.gather(idx), train.targets[idx], meta, class_names=train.class_names)
+        save_distilled(
+            out / "random_subset", train.gather(idx), train.targets[idx], meta, class_names=train.class_names
+        )
+    print(format_metrics(metrics))
+    print(f"metrics: {out / 'metrics.json'}")
+    return metrics
+
+
+def run_linear_probe(cfg: DictConfig) -> dict:
+    """``protocol=linear_probe``: fresh linear heads on the frozen ``backbone`` trained on the distilled set and on a
+    random real subset (one per seed), the backbone's golden full-data probe as ``sets.full``, and with
+    ``protocol.inherit=true`` the set's own backbone's golden head deployed here through a learnt projector
+    (:mod:`reta.training.probe`). A set made for another backbone is refused unless ``cross_backbone``/``inherit``."""
+    from dataclasses import asdict
+
+    from reta.training.backbone import BackboneSpec, expected_key, get_backbone
+    from reta.training.probe import (
+        GoldenSpec,
+        ProbeSpec,
+        golden_head,
+        holdout_split,
+        inherited_accuracy,
+        probe_accuracy,
+    )
+
+    set_threads(cfg.get("num_threads"))
+    ipc = require_positive_int(cfg.ipc, "ipc")
+    seeds = [int(s) for s in (cfg.seeds or [])]
+    if not seeds:
+        raise RetaError("seeds must be a non-empty list, e.g. seeds=[0,1,2]")
+    spec = ProbeSpec.from_cfg(cfg.protocol)
+    bspec = BackboneSpec.from_cfg(cfg.backbone)
+    gspec = dataclass_from(GoldenSpec, bspec.probe, "backbone.probe")
+    ds_cfg = plain(cfg.dataset)
+    distilled, made_for = None, {}
+    if cfg.get("distilled"):
+        distilled = load_distilled(cfg.distilled)
+        check_compatible(distilled, ds_cfg, str(cfg.distilled))
+        made_for = distilled.meta.get("backbone") or {}
+        ipc = distilled.ipc
+        want = expected_key(cfg, bspec)
+        other = not made_for.get("key") or (want is not None and made_for["key"] != want)
+        if other and not (spec.cross_backbone or spec.inherit):
+            raise RetaError(f"distilled set {cfg.distilled} was made for backbone "
+                            f"{made_for.get('name', 'none (method ' + str(distilled.meta.get('method')) + ')')} "
+                            f"{made_for.get('key', '')}, this probe uses backbone {bspec.name} {want or ''}; pass "
+                            f"backbone={made_for.get('name', '...')} or protocol.cross_backbone=true")
+        if spec.inherit and not made_for.get("config"):
+            raise RetaError(f"protocol.inherit=true needs a set made for a frozen backbone; {cfg.distilled} records none")
+    elif spec.inherit:
+        raise RetaError("protocol.inherit=true needs distilled=DIR (the set whose backbone's classifier is inherited)")
+    train = load_split(cfg.dataset, "train", cfg.paths.data_dir)
+    test = load_split(cfg.dataset, "test", cfg.paths.data_dir)
+    backbone = get_backbone(cfg, train, test, bspec)
+    if distilled is not None and made_for.get("key") != backbone.key and not (spec.cross_backbone or spec.inherit):
+        raise RetaError(f"distilled set {cfg.distilled} was made for backbone {made_for.get('name')} "
+                        f"{made_for.get('key')}, this probe uses {backbone.key}; pass protocol.cross_backbone=true")
+    C, trainer_cfg = int(ds_cfg["num_classes"]), plain(cfg.trainer)
+    _, golden = golden_head(backbone, train, test, C, gspec, trainer_cfg)
+    full, all_train, all_test = golden["test_acc"], train, test
+    if spec.eval_split == "holdout":  # choose settings: score on held-out training images, draw subsets from the rest
+        train, test = holdout_split(train, gspec)
+        full = golden["holdout_acc"]
+    sets: dict[str, list[dict]] = {"full": [{"acc_last": full, "acc_best": full, "seconds": golden["seconds"]}]}
+    todo = []
+    if cfg.get("baseline", True):
+        for seed in seeds:
+            idx = sample_per_class(train.targets, C, ipc, seed)
+            todo.append(("random", seed, train.gather(idx), train.targets[idx].clone()))
+    if distilled is not None:
+        todo += [("distilled", seed, distilled.images.float(), distilled.labels) for seed in seeds]
+    for name, seed, images, labels in todo:
+        sets.setdefault(name, []).append(probe_accuracy(backbone, images, labels, test, C, spec, seed, trainer_cfg))
+        log.info("%s seed %d: probe acc %.4f", name, seed, sets[name][-1]["acc_last"])
+    inherited = None
+    if spec.inherit:
+        source = get_backbone(cfg, all_train, all_test, BackboneSpec.from_cfg(made_for["config"]))
+        head_a, inherited = golden_head(source, all_train, all_test, C, dataclass_from(GoldenSpec, source.meta["config"]["probe"],
+                                                                                "backbone.probe"), trainer_cfg)
+        for name, seed, images, _ in todo:
+            r = inherited_accuracy(source, head_a, backbone, images, test, spec, seed, trainer_cfg)
+            sets.setdefault(f"{name}_inherited", []).append(r)
+    metrics = {
+        "dataset": ds_cfg["name"],
+        "ipc": ipc,
+        "protocol": "linear_probe",
+        "protocol_config": asdict(spec),
+        "student": f"linear_probe@{backbone.meta['name']}",
+        "student_config": {"backbone": backbone.meta},
+        "teacher": {"name": backbone.meta["name"], "test_acc": full},
+        "eval_split": spec.eval_split,
+        "seeds": seeds,
+        "distilled": str(cfg.distilled) if distilled is not None else None,
+        "method": distilled.meta.get("method") if distilled is not None else "random",
+        "label": cfg.get("label"),
+        "expansion": "none",
+        "backbone": {"name": backbone.meta["name"], "key": backbone.key, "made_for": made_for.get("name"),
+                     "made_for_key": made_for.get("key")},
+        "golden": {k: v for k, v in golden.items() if k != "holdout_history"},
+        "inherited_from": None if inherited is None else {k: inherited[k] for k in ("backbone", "backbone_key", "test_acc")},
+        "sets": {name: summarize(runs) for name, runs in sets.items()},
+    }
+    out = output_dir(cfg)
+    atomic_write_json(out / "metrics.json", metrics)
     print(format_metrics(metrics))
     print(f"metrics: {out / 'metrics.json'}")
     return metrics
@@ -190,7 +301,10 @@ def run(cfg: DictConfig) -> dict:
 def format_metrics(m: dict) -> str:
     lines = [f"{m['dataset']} IPC {m['ipc']}, protocol {m['protocol']}, student {m['student']}, seeds {m['seeds']}"]
     for name, s in m["sets"].items():
-        lines.append(f"  {name:<10} {100 * s['acc_mean']:6.2f} ± {100 * s['acc_std']:.2f} %   (last epoch; best {', '.join(f'{100 * a:.2f}' for a in s['acc_best'])})")
+        lines.append(
+            f"  {name:<10} {100 * s['acc_mean']:6.2f} ± {100 * s['acc_std']:.2f} %   "
+            f"(last epoch; best {', '.join(f'{100 * a:.2f}' for a in s['acc_best'])})"
+        )
     return "\n".join(lines)
 
 

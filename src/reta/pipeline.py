@@ -16,7 +16,7 @@ from reta import distill, evaluate, squeeze
 from reta.synthesis.bn.sharding import ShardInfo, init_distributed
 from reta.training.common import configure_data, set_threads
 from reta.training.teacher_cache import teacher_cfg
-from reta.utils.config import output_dir, planned_output_dir
+from reta.utils.config import method_family, output_dir, planned_output_dir
 from reta.utils.io import atomic_write_json
 from reta.utils.markdown import md_table
 
@@ -35,7 +35,8 @@ def results_rows(teacher: dict, dist: dict, metrics: dict) -> list[dict]:
 
 
 def format_table(rows: list[dict], metrics: dict) -> str:
-    head = (f"{metrics['dataset']}, IPC {metrics['ipc']}, protocol {metrics['protocol']}, student {metrics['student']}, "
+    head = (f"{metrics['dataset']}, IPC {metrics['ipc']}, protocol {metrics['protocol']}, "
+            f"student {metrics['student']}, "
             f"seeds {metrics['seeds']} — test accuracy, last epoch, mean ± std")
     table = []
     for r in rows:
@@ -71,13 +72,19 @@ def _run(cfg: DictConfig, shard: ShardInfo) -> dict:
     configure_data(cfg)
     out = output_dir(cfg)
     tcfg = teacher_cfg(cfg)
-    with shard.main_first("training the teacher"):
-        teacher = squeeze.run(tcfg)
+    frozen = method_family(cfg.method) == "frozen"
+    if frozen:  # LGM/SFM need no teacher; their frozen backbone is built by distill
+        teacher = {"name": f"backbone {cfg.backbone.name} (full-data probe)", "test_acc": None}
+    else:
+        with shard.main_first("training the teacher"):
+            teacher = squeeze.run(tcfg)
     dist = distill.run(cfg)
     if dist["distilled"] is None:  # a non-zero rank of a sharded distill
         return {"distill": dist}
     # evaluate's `seed` is the teacher's (students use `seeds`)
     metrics = evaluate.run(OmegaConf.merge(cfg, {"distilled": dist["distilled"], "ipc": dist["ipc"], "seed": int(tcfg.seed)}))
+    if frozen:
+        teacher["test_acc"] = metrics["teacher"]["test_acc"]
     rows = results_rows(teacher, dist, metrics)
     table = format_table(rows, metrics)
     (out / "results.md").write_text(table + "\n")

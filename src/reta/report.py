@@ -28,7 +28,8 @@ def topology_diagnostics(run_dir: str | Path, cfg: DictConfig | None = None, out
         print(f"topology diagnostics: {data['skipped']}")
         return {"ipc": data["ipc"], "skipped": data["skipped"]}
     out = Path(out_dir) if out_dir is not None else run / "diagnostics" / "topology"
-    info = {"run_dir": ".", "method": data["distilled"].meta.get("method"), "ipc": data["ipc"], "teacher": data["teacher"]}
+    info = {"run_dir": ".", "method": data["distilled"].meta.get("method"), "ipc": data["ipc"],
+            "teacher": data["teacher"]}
     result = write_topology_report(out, data["clouds"], data["config"], seed, info)
     print(f"topology diagnostics: {out} ({len(data['clouds'])} classes, mean PTA loss {result['mean_pta_loss']:.4g})")
     return result

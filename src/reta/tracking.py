@@ -23,7 +23,9 @@ def artifact_name(meta: Mapping) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]", "_", raw)
 
 
-def log_distilled_artifact(logger_cfg: Mapping | None, out_dir: str | Path, path: str | Path, meta: Mapping) -> str | None:
+def log_distilled_artifact(
+    logger_cfg: Mapping | None, out_dir: str | Path, path: str | Path, meta: Mapping
+) -> str | None:
     """Log ``path`` as a W&B dataset artifact to the active run (opened through the ``logger`` config when the
     method's own loop did not start one); returns the artifact name, or ``None`` when the logger is not W&B."""
     cfg = dict(logger_cfg or {})

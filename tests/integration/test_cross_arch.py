@@ -12,7 +12,8 @@ from helpers import compose_cfg, tiny_overrides
 
 def test_cross_arch_pool_runs_every_student(tmp_path):
     root = write_idx_dataset(tmp_path / "fmnist", n_train=60, n_test=20, classes=10, gz=True)
-    ov = [*tiny_overrides(tmp_path, root), "protocol=hard", "protocol.epochs=1", "protocol.eval_every=1", "ipc=1", "seeds=[0]"]
+    ov = [*tiny_overrides(tmp_path, root), "protocol=hard", "protocol.epochs=1", "protocol.eval_every=1", "ipc=1",
+          "seeds=[0]"]
     cfg = compose_cfg("evaluate", [*ov, "eval_pool=cross_arch"])
     # keep the test small: two architectures of the pool, a transformer and a CIFAR-stem CNN
     cfg.eval_pool.students = {k: v for k, v in cfg.eval_pool.students.items() if k in ("vit_tiny", "shufflenetv2")}

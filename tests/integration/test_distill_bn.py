@@ -46,7 +46,10 @@ def with_out(ov: list[str], out: Path) -> list[str]:
 @pytest.mark.parametrize("method", ["fadrm", "fadrm_plus"])
 def test_distill_writes_a_format_v1_set_with_teacher_meta(tiny, method):
     tmp_path, ov = tiny
-    extra = ["method.teachers=[convnet_tiny,{name:convnet,kwargs:{depth:1,width:4,norm:batch},label:c1}]"] if method == "fadrm_plus" else []
+    extra = (
+        ["method.teachers=[convnet_tiny,{name:convnet,kwargs:{depth:1,width:4,norm:batch},label:c1}]"]
+        if method == "fadrm_plus" else []
+    )
     r = distill.run(compose_cfg("distill", [*ov, f"method={method}", *TINY, *extra]))
     out = tmp_path / "out" / "distilled"
     ds = load_distilled(out)
@@ -107,7 +110,9 @@ def test_resume_after_kill_gives_the_uninterrupted_images(tiny):
 def test_nonfinite_loss_stops_naming_the_term_and_keeps_the_checkpoint(tiny):
     tmp_path, ov = tiny
     nan = ["+method.callbacks.nan={_target_:test_distill_bn.NanAt,at_step:5}"]
-    with pytest.raises(NonFiniteLossError, match=r"loss term 'probe' became inf at step 5 .*last good checkpoint: .*last.ckpt"):
+    with pytest.raises(
+        NonFiniteLossError, match=r"loss term 'probe' became inf at step 5 .*last good checkpoint: .*last.ckpt"
+    ):
         distill.run(compose_cfg("distill", [*ov, "method=sre2l", *TINY, *nan]))
     state = torch.load(tmp_path / "out" / "checkpoints" / "last.ckpt", weights_only=True)
     assert state["module"]["next_step"] == 4
@@ -137,7 +142,8 @@ def test_a_killed_write_leaves_no_distilled_dir(tiny, monkeypatch):
         (["method.stages.sizes=[14]", "method.stages.budgets=[2]"], "cannot take the stage resolution 14"),
         (["method.synthesize._target_=reta.synthesis.nope.synthesize"], "cannot load 'reta.synthesis.nope.synthesize'"),
         (["trainer.precision=16-mixed"], "does not support fp16 loss scaling"),
-        (["method.losses=[{_target_:reta.synthesis.bn.matching.Nope}]"], r"method.losses\[0\] \(reta.synthesis.bn.matching.Nope\)"),
+        (["method.losses=[{_target_:reta.synthesis.bn.matching.Nope}]"],
+         r"method.losses\[0\] \(reta.synthesis.bn.matching.Nope\)"),
         (["method.losses=[{_target_:reta.synthesis.bn.matching.BNMatchingLoss},"
           "{_target_:reta.synthesis.bn.matching.BNMatchingLoss}]"], "term names must be unique"),
     ],

@@ -14,10 +14,12 @@ def test_pipeline_chains_the_stages_and_writes_a_results_table(tmp_path, capsys)
     root = write_idx_dataset(tmp_path / "fmnist", n_train=60, n_test=30, classes=10, gz=True)
     ov = [*tiny_overrides(tmp_path, root), "method=fadrm", "ipc=2", "method.stages.sizes=[28,28]",
           "method.stages.budgets=[2,2]", "method.init.mipc=4", "method.init.num_crop=1", "model@student=convnet_tiny",
-          "protocol.epochs=1", "protocol.eval_every=1", "protocol.batch_size=8", "seeds=[0]", "seed=3", "+teacher.seed=0"]
+          "protocol.epochs=1", "protocol.eval_every=1", "protocol.batch_size=8", "seeds=[0]", "seed=3",
+          "+teacher.seed=0"]
     r = pipeline.run(compose_cfg("pipeline", ov))
     out = tmp_path / "out"
-    for name in ("teacher.json", "metrics.json", "results.md", "results.json", "distilled/grid.png", "distilled/meta.json"):
+    for name in ("teacher.json", "metrics.json", "results.md", "results.json", "distilled/grid.png",
+                 "distilled/meta.json"):
         assert (out / name).is_file(), name
     metrics = json.loads((out / "metrics.json").read_text())
     assert set(metrics["sets"]) == {"random", "distilled"} and metrics["method"] == "fadrm" and metrics["ipc"] == 2
@@ -25,7 +27,9 @@ def test_pipeline_chains_the_stages_and_writes_a_results_table(tmp_path, capsys)
     table = (out / "results.md").read_text()
     assert "| random real subset |" in table and "| fadrm |" in table
     printed = capsys.readouterr().out
-    assert f"grid image: {out / 'distilled' / 'grid.png'}" in printed and f"metrics:    {out / 'metrics.json'}" in printed
+    assert (
+        f"grid image: {out / 'distilled' / 'grid.png'}" in printed and f"metrics:    {out / 'metrics.json'}" in printed
+    )
     # teacher.seed=0 decouples the teacher from the run seed: one cached teacher, distilled with seed 3
     assert len(list((tmp_path / "cache" / "teachers").iterdir())) == 1
     assert json.loads((out / "distilled" / "meta.json").read_text())["seed"] == 3
@@ -39,4 +43,6 @@ def test_evaluate_with_stored_soft_labels_matches_online(tmp_path):
     stored = evaluate.run(compose_cfg("evaluate", [*ov, "protocol.soft_labels=stored"]))
     assert stored["sets"]["random"]["acc_last"] == online["sets"]["random"]["acc_last"]
     store = tmp_path / "out" / "soft_labels" / "random_seed0"
-    assert json.loads((store / "meta.json").read_text())["epochs"] == 2 and (store / "epoch_0001" / "logits.npy").is_file()
+    assert (
+        json.loads((store / "meta.json").read_text())["epochs"] == 2 and (store / "epoch_0001" / "logits.npy").is_file()
+    )

@@ -20,7 +20,8 @@ from helpers import compose_cfg, tiny_overrides
 # ConvNet-2 width 8 embedder, 4 real images per class per iteration, 3 iterations: seconds, not minutes
 SMALL = ["method.iterations=3", "method.batch_real=4", "method.embedder.kwargs.depth=2",
          "method.embedder.kwargs.width=8", "method.log_every=1", "method.checkpoint_every=1"]
-TINY_POOL = ["method.iid.pool.size=1", "method.iid.pool.model={name: convnet, kwargs: {depth: 2, width: 8, norm: instance}}",
+TINY_POOL = ["method.iid.pool.size=1",
+             "method.iid.pool.model={name: convnet, kwargs: {depth: 2, width: 8, norm: instance}}",
              "method.iid.pool.recipe={optimizer: sgd, lr: 0.01, momentum: 0.9, weight_decay: 0.0, batch_size: 32, "
              "epochs: 1, schedule: constant, crop_pad: 0, rrc_scale_min: 0.0, flip: false}"]
 TINY_QUEUE = ["method.queue.initial=1", "method.queue.capacity=3", "method.queue.push_every=2",
@@ -93,13 +94,17 @@ def test_idm_stores_mosaics_and_evaluation_expands_them(tiny):
     ev = [*ov, "protocol=hard", "model@student=convnet_tiny", "protocol.epochs=1", "protocol.eval_every=1",
           "seeds=[0]", f"distilled={res['distilled']}", "paths.output_dir=" + str(tmp_path / "eval")]
     metrics = evaluate.run(compose_cfg("evaluate", ev))
-    assert metrics["expansion"] == "quadrants" and metrics["ipc"] == 1 and set(metrics["sets"]) == {"random", "distilled"}
+    assert (
+        metrics["expansion"] == "quadrants" and metrics["ipc"] == 1 and set(metrics["sets"]) == {"random", "distilled"}
+    )
 
 
 def test_resume_continues_to_the_same_images(tiny, monkeypatch):
     tmp_path, ov = tiny
     args = ["method=idm", "ipc=1", *SMALL, *TINY_QUEUE, "method.iterations=4", "method.checkpoint_every=2"]
-    straight = load_distilled(distill.run(distill_cfg(ov, *args, "paths.output_dir=" + str(tmp_path / "a")))["distilled"])
+    straight = load_distilled(
+        distill.run(distill_cfg(ov, *args, "paths.output_dir=" + str(tmp_path / "a")))["distilled"]
+    )
 
     real_step = dm_matcher.DistributionMatcher.step
 
@@ -126,7 +131,9 @@ def test_dm_runs_under_lightning_with_csv_metrics_and_bf16(tiny):
     trainer.precision=bf16-mixed reaches the step (the embedder's features are bfloat16 inside it)."""
     tmp_path, ov = tiny
     ov = [o for o in ov if not o.startswith("logger=")]
-    res = distill.run(distill_cfg(ov, "method=dm", "ipc=1", *SMALL, "logger=csv", "paths.output_dir=" + str(tmp_path / "c")))
+    res = distill.run(
+        distill_cfg(ov, "method=dm", "ipc=1", *SMALL, "logger=csv", "paths.output_dir=" + str(tmp_path / "c"))
+    )
     rows = (tmp_path / "c" / "logs" / "distill" / "metrics.csv").read_text().splitlines()
     assert "dm/match" in rows[0] and len(rows) == 1 + 3  # header + one row per logged iteration
     assert res["precision"] == "32-true" and res["feature_dtype"] == "float32"
@@ -140,7 +147,9 @@ def test_a_wrong_type_on_the_command_line_is_one_line_and_exit_2(tmp_path):
     from helpers import error_lines, run_cli
 
     out = tmp_path / "out"
-    proc = run_cli("reta-distill", ["method=idm", "method.queue.lr=abc", f"paths.output_dir={out}", "logger=none"], tmp_path)
+    proc = run_cli(
+        "reta-distill", ["method=idm", "method.queue.lr=abc", f"paths.output_dir={out}", "logger=none"], tmp_path
+    )
     assert proc.returncode == 2, proc.stderr[-2000:]
     assert error_lines(proc) == ["error: method.queue.lr: Value 'abc' of type 'str' could not be converted to Float"]
     assert not (out / "distilled").exists() and not (out / "checkpoints").exists()

@@ -2,7 +2,8 @@
 
 The reference tensors in ``tests/golden/*.pt`` were written by the code *before* the layout change of the
 architecture issue (one wing per method family); a move, rename or plug-in change must not alter a single bit.
-Regenerate only on purpose (a behaviour change), with ``RETA_WRITE_GOLDEN=1 pytest tests/integration/test_golden_sets.py``,
+Regenerate only on purpose (a behaviour change), with
+``RETA_WRITE_GOLDEN=1 pytest tests/integration/test_golden_sets.py``,
 and say so in the commit. Bit equality holds on one machine type with one torch thread (as here and in CI).
 """
 

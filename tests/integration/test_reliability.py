@@ -290,7 +290,9 @@ def test_dm_nonfinite_loss_names_the_kept_checkpoint(tiny, monkeypatch):
 
 def test_missing_data_hint_names_the_data_dir_in_use(tmp_path):
     elsewhere = tmp_path / "elsewhere"
-    cfg = compose_cfg("squeeze", ["dataset=cifar10", f"paths.data_dir={elsewhere}", f"paths.output_dir={tmp_path / 'o'}"])
+    cfg = compose_cfg(
+        "squeeze", ["dataset=cifar10", f"paths.data_dir={elsewhere}", f"paths.output_dir={tmp_path / 'o'}"]
+    )
     with pytest.raises(DatasetNotFoundError) as err:
         load_split(cfg.dataset, "train", cfg.paths.data_dir)
     assert f"put cifar-10-batches-py/ under {elsewhere}/cifar10/" in str(err.value)

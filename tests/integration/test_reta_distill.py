@@ -33,7 +33,10 @@ def tiny(tmp_path_factory):
 def run(tiny, name: str, overrides: list[str]) -> dict:
     tmp, ov = tiny
     ov = [o for o in ov if not o.startswith("paths.output_dir=")] + [f"paths.output_dir={tmp / name}"]
-    pta = PTA_TINY if any(o.startswith("method=") and o not in ("method=fadrm", "method=fadrm_plus") for o in overrides) else []
+    pta = (
+        PTA_TINY if any(o.startswith("method=") and o not in ("method=fadrm", "method=fadrm_plus") for o in overrides)
+        else []
+    )
     return distill.run(compose_cfg("distill", [*ov, *TINY, *pta, *overrides]))
 
 
@@ -46,7 +49,10 @@ def test_configs_compose_on_fadrm_plus_and_fadrm(tiny):
     reta = compose_cfg("distill", [*ov, "method=reta"]).method
     plus = compose_cfg("distill", [*ov, "method=fadrm_plus"]).method
     assert reta.name == "reta" and reta.teachers == plus.teachers and reta.stages == plus.stages
-    assert reta.residual.anchors._target_ == "reta.synthesis.reta.drc.RetrievalAnchors" and reta.residual.anchors.lam == 0.1
+    assert (
+        reta.residual.anchors._target_ == "reta.synthesis.reta.drc.RetrievalAnchors"
+        and reta.residual.anchors.lam == 0.1
+    )
     assert reta.callbacks.pta._target_ == "reta.synthesis.reta.pta.TopologyAlignment"
     # Fashion-MNIST carries the λ_topo tuned here (paper/reta_fashion_mnist.yaml); other datasets the METHODS.md default
     assert (reta.callbacks.pta.lam_topo, reta.callbacks.pta.k, reta.callbacks.pta.grid) == (50.0, 10, 32)
@@ -65,7 +71,9 @@ def test_configs_compose_on_fadrm_plus_and_fadrm(tiny):
     assert paper.residual.anchors._target_ == "reta.synthesis.reta.drc.RetrievalAnchors" and paper.callbacks.pta.enabled
     drc_paper = compose_cfg("distill", [*ov, "method=fadrm_drc", "dataset=tiny_imagenet"]).method
     fadrm_paper = compose_cfg("distill", [*ov, "method=fadrm", "dataset=tiny_imagenet"]).method
-    assert drc_paper.stages == fadrm_paper.stages and drc_paper.lr == fadrm_paper.lr == 0.01 and drc_paper.teachers is None
+    assert (
+        drc_paper.stages == fadrm_paper.stages and drc_paper.lr == fadrm_paper.lr == 0.01 and drc_paper.teachers is None
+    )
 
 
 def test_reta_with_drc_and_pta_off_equals_fadrm_plus_bit_for_bit(tiny):
@@ -110,5 +118,7 @@ def test_reta_resume_after_kill_gives_the_uninterrupted_images(tiny):
     assert state["module"]["next_step"] == 12 and "TopologyAlignment" in state["callbacks"]
     resumed = run(tiny, "killed", [*base, "resume=true"])
     assert torch.equal(images(ref), images(resumed))
-    a, b = (json.loads((Path(r["distilled"]) / "meta.json").read_text())["synthesis"]["residual"] for r in (ref, resumed))
+    a, b = (
+        json.loads((Path(r["distilled"]) / "meta.json").read_text())["synthesis"]["residual"] for r in (ref, resumed)
+    )
     assert a == b

@@ -39,7 +39,7 @@ def test_smoke_shrinks_the_dm_paper_configs(method):
     cfg = apply_debug(compose_cfg("pipeline", [*BASE, "dataset=cifar100", f"method={method}", "protocol=hard",
                                                "debug=smoke"]))
     assert cfg.method.scale == "paper" and cfg.method.iterations == 2 and cfg.method.batch_real == 8
-    assert cfg.method.get("by_ipc") is None and cfg.protocol.epochs == 1
+    assert cfg.method.get("per_ipc") is None and cfg.protocol.epochs == 1
 
 
 def test_smoke_cell_runs_end_to_end(tmp_path):

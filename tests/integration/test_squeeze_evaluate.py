@@ -50,7 +50,9 @@ def test_evaluate_random_and_distilled(tiny, protocol):
     idx = sample_per_class(train.targets, 10, 2, seed=123)
     meta = {"dataset": "fashion_mnist", "num_classes": 10, "ipc": 2, "mean": [0.286], "std": [0.353],
             "method": "test", "seed": 0}
-    save_distilled(tmp_path / "dset", train.gather(idx), train.targets[idx], meta, class_names=list(cfg.dataset.class_names))
+    save_distilled(
+        tmp_path / "dset", train.gather(idx), train.targets[idx], meta, class_names=list(cfg.dataset.class_names)
+    )
     m = evaluate.run(compose_cfg("evaluate", [*ev, f"distilled={tmp_path / 'dset'}"]))
     written = json.loads((tmp_path / "out" / "metrics.json").read_text())
     assert written == json.loads(json.dumps(m))
@@ -69,7 +71,8 @@ def test_evaluate_random_and_distilled(tiny, protocol):
 
 def test_evaluate_is_deterministic(tiny):
     tmp_path, ov = tiny
-    ev = [*ov, "protocol=kd", "model@student=convnet_tiny", "protocol.epochs=1", "protocol.eval_every=1", "ipc=1", "seeds=[3]"]
+    ev = [*ov, "protocol=kd", "model@student=convnet_tiny", "protocol.epochs=1", "protocol.eval_every=1", "ipc=1",
+          "seeds=[3]"]
     a = evaluate.run(compose_cfg("evaluate", ev))
     b = evaluate.run(compose_cfg("evaluate", ev))
     assert a["sets"]["random"]["acc_last"] == b["sets"]["random"]["acc_last"]

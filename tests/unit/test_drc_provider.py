@@ -67,7 +67,8 @@ class FakeModule:
         per = len(imgs)
         pixels = torch.cat([imgs.flip(0) if c % 2 else imgs for c in range(num_classes)])
         self.train_set = TensorImageDataset((pixels * 255).round().to(torch.uint8),
-                                            torch.arange(num_classes).repeat_interleave(per), [str(c) for c in range(num_classes)])
+                                            torch.arange(num_classes).repeat_interleave(per),
+                                            [str(c) for c in range(num_classes)])
         boxes = torch.tensor([[0, 0, D, D]] * per)
         self.patch_pool = PatchPool([torch.arange(c * per, (c + 1) * per) for c in range(num_classes)],
                                     [boxes.clone() for _ in range(num_classes)],
@@ -120,7 +121,9 @@ def test_drc_returns_the_argmin_on_a_hand_built_pool(lam):
         expected = brute_force(module, c, query[i : i + 1], lam)
         assert j.cls == c and j.index == int(expected.argmin())
         assert j.score == pytest.approx(float(expected.min()), abs=1e-5)
-        assert torch.allclose(anchors[i], normalize(module.patch_pool.render(module.train_set, c, [j.rank]), MEAN, STD)[0])
+        assert torch.allclose(
+            anchors[i], normalize(module.patch_pool.render(module.train_set, c, [j.rank]), MEAN, STD)[0]
+        )
     chosen = p.choices[0].index
     crops_c = image_complexity(crops0)
     if lam == 0.0:  # pure feature nearest neighbour

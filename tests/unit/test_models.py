@@ -23,7 +23,9 @@ REGISTERED = ["convnet", "convnet_d3", "convnet_d3_bn", "convnet_d4", "convnet_d
 def test_registered_with_timm(name):
     assert timm.is_model(name)
     size = 32 if not name.endswith(("d4", "d5")) else (64 if name.endswith("d4") else 128)
-    model = timm.create_model(name, num_classes=7, in_chans=3, **({"img_size": size} if name.startswith("convnet") else {}))
+    model = timm.create_model(
+        name, num_classes=7, in_chans=3, **({"img_size": size} if name.startswith("convnet") else {})
+    )
     model.eval()
     x = torch.randn(2, 3, size, size)
     with torch.no_grad():
@@ -34,7 +36,9 @@ def test_registered_with_timm(name):
     assert torch.allclose(model.forward_head(model.forward_features(x)), logits, atol=1e-5)
 
 
-@pytest.mark.parametrize("cfg_name", sorted(p.stem for p in (Path(CONF_DIR) / "model").glob("*.yaml") if p.stem != "timm"))
+@pytest.mark.parametrize(
+    "cfg_name", sorted(p.stem for p in (Path(CONF_DIR) / "model").glob("*.yaml") if p.stem != "timm")
+)
 def test_model_configs_build(cfg_name):
     cfg = OmegaConf.load(Path(CONF_DIR) / "model" / f"{cfg_name}.yaml")
     depth = cfg.kwargs.get("depth", 0) if cfg.kwargs else 0

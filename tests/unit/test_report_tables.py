@@ -64,7 +64,9 @@ def test_published_column_and_sweep_plot(tmp_path):
     for lam, accs in ((0.0, [0.80, 0.82]), (0.1, [0.85, 0.87]), (1.0, [0.70, 0.72])):
         run = tmp_path / f"lam{lam}"
         (run / "distilled").mkdir(parents=True)
-        (run / "distilled" / "meta.json").write_text(json.dumps({"method_config": {"residual": {"anchors": {"lam": lam}}}}))
+        (run / "distilled" / "meta.json").write_text(
+            json.dumps({"method_config": {"residual": {"anchors": {"lam": lam}}}})
+        )
         (run / "metrics.json").write_text(json.dumps({
             "dataset": "fashion_mnist", "ipc": 10, "protocol": "kd", "student": "convnet", "method": "reta",
             "seeds": [0, 1], "distilled": str(run / "distilled"),

@@ -51,7 +51,9 @@ def test_pool_is_cached_and_bank_serves_the_band(tmp_path, monkeypatch):
     assert all(torch.equal(a, b) for a, b in zip(first.boxes, again.boxes))
     bank = PatchBank(again, ds, ipc=2, band="medium")
     assert bank.ranks == [[2, 3]] * 3
-    torch.testing.assert_close(bank.get([1, 2], 1), torch.stack([again.render(ds, 1, [3])[0], again.render(ds, 2, [3])[0]]))
+    torch.testing.assert_close(
+        bank.get([1, 2], 1), torch.stack([again.render(ds, 1, [3])[0], again.render(ds, 2, [3])[0]])
+    )
     x = PatchInit(bank)([0, 1, 2], 0, 8, 1, MEAN, STD, torch.Generator())
     assert x.shape == (3, 1, 8, 8)  # normalised, resampled to the first stage's resolution
     noise = NoiseInit()([0, 1], 0, 16, 1, MEAN, STD, torch.Generator().manual_seed(0))

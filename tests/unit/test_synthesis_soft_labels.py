@@ -58,7 +58,9 @@ def test_stored_and_online_soft_labels_give_identical_students(tmp_path, teacher
     before = {k: v.clone() for k, v in teacher.state_dict().items()}
     online = train(p, batch_loader(images, labels, p.batch_size, 5), teacher)
     store = relabel(images, labels, p, teacher, MEAN, STD, seed=5, out_dir=tmp_path / "fkd")
-    stored = train(dataclasses.replace(p, soft_labels="stored"), stored_loader(store, images, labels, p, teacher, 5), teacher)
+    stored = train(
+        dataclasses.replace(p, soft_labels="stored"), stored_loader(store, images, labels, p, teacher, 5), teacher
+    )
     assert online.keys() == stored.keys()
     assert all(torch.equal(online[k], stored[k]) for k in online)
     # the shared teacher is never modified, even when labelling in train mode (private copy)

@@ -34,7 +34,10 @@ def check_group_choices(argv: list[str]) -> None:
             continue
         key, value = arg.split("=", 1)
         group = key.split("@", 1)[0].lstrip("+")
-        if "." in group or not (CONF_DIR / group).is_dir() or "," in value or value.startswith(("$", "choice(", "range(", "glob(")):
+        if (
+            "." in group or not (CONF_DIR / group).is_dir() or "," in value
+            or value.startswith(("$", "choice(", "range(", "glob("))
+        ):
             continue
         options = group_options(group)
         if value not in options and value != "null":

@@ -1,4 +1,5 @@
-"""`reta-distill`: see ``reta.distill.run``. Usage: ``reta-distill dataset=fashion_mnist method=fadrm ipc=10 seed=0 ...`` (Hydra overrides)."""
+"""`reta-distill`: see ``reta.distill.run``. Usage:
+``reta-distill dataset=fashion_mnist method=fadrm ipc=10 seed=0 ...`` (Hydra overrides)."""
 
 from __future__ import annotations
 

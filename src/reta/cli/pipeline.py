@@ -1,4 +1,5 @@
-"""`reta-run`: see ``reta.pipeline.run``. Usage: ``reta-run dataset=fashion_mnist method=fadrm ipc=10 seeds=[0,1,2] ...`` (Hydra overrides)."""
+"""`reta-run`: see ``reta.pipeline.run``. Usage:
+``reta-run dataset=fashion_mnist method=fadrm ipc=10 seeds=[0,1,2] ...`` (Hydra overrides)."""
 
 from __future__ import annotations
 

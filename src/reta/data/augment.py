@@ -66,10 +66,14 @@ def random_crop_flip(x: torch.Tensor, pad: int, flip: bool, generator: torch.Gen
     Integer shifts in ``[-pad, pad]`` are exact: the sampling grid lands on pixel centres.
     """
     b, _, h, w = x.shape
-    dx = torch.randint(-pad, pad + 1, (b,), generator=generator).double() if pad > 0 else torch.zeros(b, dtype=torch.float64)
-    dy = torch.randint(-pad, pad + 1, (b,), generator=generator).double() if pad > 0 else torch.zeros(b, dtype=torch.float64)
+    dx = (torch.randint(-pad, pad + 1, (b,), generator=generator).double() if pad > 0
+          else torch.zeros(b, dtype=torch.float64))
+    dy = (torch.randint(-pad, pad + 1, (b,), generator=generator).double() if pad > 0
+          else torch.zeros(b, dtype=torch.float64))
     do_flip = (torch.rand(b, generator=generator) < 0.5) if flip else torch.zeros(b, dtype=torch.bool)
-    boxes = torch.stack([dx, dy, torch.full((b,), float(w), dtype=torch.float64), torch.full((b,), float(h), dtype=torch.float64)], 1)
+    boxes = torch.stack(
+        [dx, dy, torch.full((b,), float(w), dtype=torch.float64), torch.full((b,), float(h), dtype=torch.float64)], 1
+    )
     if h != w:
         raise ValueError("random_crop_flip expects square images")
     return _apply_boxes(x, boxes, do_flip, h, mode="nearest")

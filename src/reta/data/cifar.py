@@ -164,7 +164,8 @@ def load_cifar(spec: DatasetSpec, split: str, data_dir: str | None, variant: str
         check_class_count(spec, len(found_names), str(folder / meta_file))
     if labels.size and (labels.min() < 0 or labels.max() >= spec.num_classes):
         raise RetaError(
-            f"CIFAR files in {folder}: labels span [{labels.min()}, {labels.max()}], outside num_classes={spec.num_classes}"
+            f"CIFAR files in {folder}: labels span [{labels.min()}, {labels.max()}], "
+            f"outside num_classes={spec.num_classes}"
         )
     return TensorImageDataset(
         torch.from_numpy(np.ascontiguousarray(images)), torch.from_numpy(labels), spec.names_or(found_names)

@@ -171,7 +171,8 @@ def validate(images: Any, labels: Any, soft_labels: Any, meta: Mapping[str, Any]
             raise RetaError(f"soft_labels.pt: expected a tensor, got {type(soft_labels).__name__}")
         if soft_labels.dtype != torch.float32 or tuple(soft_labels.shape) != (images.shape[0], k):
             raise RetaError(
-                f"soft_labels.pt: expected float32 [{images.shape[0]}, {k}], got {soft_labels.dtype} {tuple(soft_labels.shape)}"
+                f"soft_labels.pt: expected float32 [{images.shape[0]}, {k}], "
+                f"got {soft_labels.dtype} {tuple(soft_labels.shape)}"
             )
         if not bool(torch.isfinite(soft_labels).all()):
             raise RetaError("soft_labels.pt: contains NaN or inf")
@@ -314,7 +315,8 @@ def load_distilled(directory: str | os.PathLike) -> DistilledSet:
         raise RetaError(f"meta.json: expected a JSON object in {meta_path}")
     if meta.get("format_version") not in SUPPORTED_VERSIONS:
         raise RetaError(
-            f"meta.json: format_version {meta.get('format_version')!r} in {d} is not supported (this reta reads {SUPPORTED_VERSIONS})"
+            f"meta.json: format_version {meta.get('format_version')!r} in {d} is not supported "
+            f"(this reta reads {SUPPORTED_VERSIONS})"
         )
     images = _load_tensor(d / "images.pt")
     labels = _load_tensor(d / "labels.pt")

@@ -88,8 +88,12 @@ def densenet121_cifar_model(num_classes: int = 10, in_chans: int = 3, drop_rate:
     (the FADRM CIFAR-100 teacher pool's DenseNet121, METHODS.md §2), from timm's DenseNet."""
     from timm.models.densenet import DenseNet
 
-    model = DenseNet(growth_rate=32, block_config=(6, 12, 24, 16), num_classes=num_classes, in_chans=in_chans, drop_rate=drop_rate)
-    model.features.conv0 = nn.Conv2d(in_chans, model.features.conv0.out_channels, kernel_size=3, stride=1, padding=1, bias=False)
+    model = DenseNet(
+        growth_rate=32, block_config=(6, 12, 24, 16), num_classes=num_classes, in_chans=in_chans, drop_rate=drop_rate
+    )
+    model.features.conv0 = nn.Conv2d(
+        in_chans, model.features.conv0.out_channels, kernel_size=3, stride=1, padding=1, bias=False
+    )
     model.features.pool0 = nn.Identity()
     return model
 

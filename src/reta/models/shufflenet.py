@@ -23,7 +23,10 @@ _WIDTHS = {
 class ShuffleNetV2(nn.Module):
     """torchvision ShuffleNetV2 with timm's feature interface; ``cifar_stem`` = 3×3/s1 stem and no max-pool."""
 
-    def __init__(self, width: str = "1_0", num_classes: int = 1000, in_chans: int = 3, cifar_stem: bool = False, drop_rate: float = 0.0) -> None:
+    def __init__(
+        self, width: str = "1_0", num_classes: int = 1000, in_chans: int = 3, cifar_stem: bool = False,
+        drop_rate: float = 0.0,
+    ) -> None:
         super().__init__()
         if width not in _WIDTHS:
             raise ValueError(f"unknown ShuffleNetV2 width {width!r}; valid: {', '.join(_WIDTHS)}")

@@ -1,7 +1,8 @@
 """Aggregate many runs' ``metrics.json`` into tables (Markdown + CSV).
 
 A row is one (dataset, IPC, protocol, student, method) cell; the ``random`` set of every run and the ``distilled``
-set (under its ``label``, ``reta-evaluate label=…``, else its method's name) each contribute a row, and rows of the same cell from different runs are merged per
+set (under its ``label``, ``reta-evaluate label=…``, else its method's name) each contribute a row, and rows of the
+same cell from different runs are merged per
 evaluation seed (so a sweep that split seeds over jobs aggregates correctly, and the random baseline that every run
 of a table re-evaluates with the same seeds — deterministically the same students — is counted once per seed).
 Accuracies are reported in percent, mean ± population std over seeds (DESIGN.md evaluation contract).
@@ -87,12 +88,14 @@ def collect(paths: Iterable[Path]) -> list[Cell]:
 def to_csv(cells: list[Cell]) -> str:
     buf = io.StringIO()
     w = csv.writer(buf)
-    w.writerow(["dataset", "ipc", "protocol", "student", "method", "n_seeds", "acc_mean", "acc_std", "acc_best_mean", "seconds_per_student"])
+    w.writerow(["dataset", "ipc", "protocol", "student", "method", "n_seeds", "acc_mean", "acc_std", "acc_best_mean",
+                "seconds_per_student"])
     for c in cells:
         mean, std = c.mean_std()
         best, _ = c.mean_std(best=True)
         secs = statistics.fmean(c.seconds) if c.seconds else ""
-        w.writerow([c.dataset, c.ipc, c.protocol, c.student, c.method, len(c.acc_last), f"{mean:.2f}", f"{std:.2f}", f"{best:.2f}", f"{secs:.1f}" if secs != "" else ""])
+        w.writerow([c.dataset, c.ipc, c.protocol, c.student, c.method, len(c.acc_last), f"{mean:.2f}", f"{std:.2f}",
+                    f"{best:.2f}", f"{secs:.1f}" if secs != "" else ""])
     return buf.getvalue()
 
 

@@ -47,15 +47,20 @@ def _pi(bars: tuple[torch.Tensor, torch.Tensor, torch.Tensor], kappa: float, con
                               config.power, config.kernel)[0]
 
 
-def class_topology(real_pool: torch.Tensor, syn: torch.Tensor, config: TopologyConfig, generator: torch.Generator) -> dict:
+def class_topology(
+    real_pool: torch.Tensor, syn: torch.Tensor, config: TopologyConfig, generator: torch.Generator
+) -> dict:
     """Bars, cutoff and persistence images of one class: synthetic cloud ``syn [n, d]`` vs size-matched real subsets."""
     n = int(syn.shape[0])
     target = build_real_targets([real_pool], n, config, generator)[0]
     graph = mutual_knn_graphs([syn], config.k, config.squared)
     h0, h1 = pairing_bars(persistence_pairings(graph, with_h1=n >= 4), np.zeros(1, dtype=np.int64), 1)
     syn_longest = torch.as_tensor(graph.longest_edge(), dtype=torch.float64)
-    kappa = float(resolve_cutoff(config.cutoff, torch.tensor([target.longest_edge], dtype=torch.float64), syn_longest)[0])
-    out = {"n": n, "kappa": kappa, "real": {"h0": target.h0, "h1": target.h1}, "syn": {"h0": h0.group(0), "h1": h1.group(0)}}
+    kappa = float(
+        resolve_cutoff(config.cutoff, torch.tensor([target.longest_edge], dtype=torch.float64), syn_longest)[0]
+    )
+    out = {"n": n, "kappa": kappa, "real": {"h0": target.h0, "h1": target.h1},
+           "syn": {"h0": h0.group(0), "h1": h1.group(0)}}
     for side in ("real", "syn"):
         out[side]["pi0"] = _pi(out[side]["h0"], kappa, config)
         out[side]["pi1"] = _pi(out[side]["h1"], kappa, config)

@@ -19,7 +19,9 @@ from reta.data.augment import denormalize, normalize
 class SyntheticImages(nn.Module):
     """``num_classes × ipc`` learnable images; index ``c * ipc + k`` is slot ``k`` of class ``c``."""
 
-    def __init__(self, init_pixels: torch.Tensor, num_classes: int, ipc: int, mean: Sequence[float], std: Sequence[float]) -> None:
+    def __init__(
+        self, init_pixels: torch.Tensor, num_classes: int, ipc: int, mean: Sequence[float], std: Sequence[float]
+    ) -> None:
         super().__init__()
         if init_pixels.ndim != 4 or init_pixels.shape[0] != num_classes * ipc:
             raise ValueError(f"init_pixels must be [{num_classes * ipc}, C, H, W], got {tuple(init_pixels.shape)}")
@@ -39,7 +41,9 @@ class SyntheticImages(nn.Module):
 
     def pixels(self) -> torch.Tensor:
         """Detached pixel-space copy in [0, 1] (denormalise + clamp, METHODS.md §3.8 "Output")."""
-        return denormalize(self.data.detach(), self.mean.flatten().tolist(), self.std.flatten().tolist()).clamp_(0.0, 1.0)
+        return denormalize(
+            self.data.detach(), self.mean.flatten().tolist(), self.std.flatten().tolist()
+        ).clamp_(0.0, 1.0)
 
     @torch.no_grad()
     def clamp_(self, index: torch.Tensor | None = None) -> None:

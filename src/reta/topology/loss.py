@@ -196,7 +196,8 @@ def _check_targets(
             raise ValueError(f"class {c}: no real target for a cloud of {cloud.shape[0]} points")
         if target.subset_size != cloud.shape[0]:
             raise ValueError(
-                f"class {c}: real target is size-matched to {target.subset_size} points, synthetic cloud has {cloud.shape[0]}"
+                f"class {c}: real target is size-matched to {target.subset_size} points, "
+                f"synthetic cloud has {cloud.shape[0]}"
             )
         if target.config != config:
             raise ValueError(f"class {c}: real target was built with a different TopologyConfig")

@@ -64,8 +64,10 @@ def sample_view(p, b: int, h: int, w: int, gen: torch.Generator) -> ViewParams:
         mode = "bilinear"
     elif p.crop_pad > 0 or p.flip:
         pad = p.crop_pad
-        dx = torch.randint(-pad, pad + 1, (b,), generator=gen).double() if pad > 0 else torch.zeros(b, dtype=torch.float64)
-        dy = torch.randint(-pad, pad + 1, (b,), generator=gen).double() if pad > 0 else torch.zeros(b, dtype=torch.float64)
+        dx = (torch.randint(-pad, pad + 1, (b,), generator=gen).double() if pad > 0
+              else torch.zeros(b, dtype=torch.float64))
+        dy = (torch.randint(-pad, pad + 1, (b,), generator=gen).double() if pad > 0
+              else torch.zeros(b, dtype=torch.float64))
         flip = (torch.rand(b, generator=gen) < 0.5) if p.flip else torch.zeros(b, dtype=torch.bool)
         full = torch.full((b,), float(w), dtype=torch.float64), torch.full((b,), float(h), dtype=torch.float64)
         boxes, mode = torch.stack([dx, dy, *full], 1), "nearest"
@@ -130,7 +132,9 @@ def store_meta(p, images, labels, teacher: nn.Module, seed: int, logits_dtype: s
 
 
 @torch.no_grad()
-def relabel(images, labels, p, teacher: nn.Module, mean, std, seed: int, out_dir, logits_dtype: str = "float32") -> Path:
+def relabel(
+    images, labels, p, teacher: nn.Module, mean, std, seed: int, out_dir, logits_dtype: str = "float32"
+) -> Path:
     """Write the stored soft labels of one student run (protocol ``p``, training seed ``seed``) to ``out_dir``."""
     if logits_dtype not in ("float16", "float32"):
         raise RetaError(f"soft-label logits_dtype must be float16 or float32, got {logits_dtype!r}")
@@ -147,7 +151,9 @@ def relabel(images, labels, p, teacher: nn.Module, mean, std, seed: int, out_dir
                 v = sample_view(p, len(idx), h, w, gen)
                 x = normalize(apply_view(images[idx].to(device), v), mean, std)
                 rec["ids"].append(idx.numpy())
-                rec["boxes"].append((v.boxes if v.boxes is not None else torch.zeros(len(idx), 4, dtype=torch.float64)).numpy())
+                rec["boxes"].append(
+                    (v.boxes if v.boxes is not None else torch.zeros(len(idx), 4, dtype=torch.float64)).numpy()
+                )
                 rec["flip"].append((v.flip if v.flip is not None else torch.zeros(len(idx), dtype=torch.bool)).numpy())
                 rec["perm"].append((v.perm if v.perm is not None else torch.arange(len(idx))).numpy())
                 rec["cut"].append(np.array(v.cut if v.cut is not None else (-1, -1, -1, -1), dtype=np.int64))
@@ -156,7 +162,10 @@ def relabel(images, labels, p, teacher: nn.Module, mean, std, seed: int, out_dir
             edir = tmp / f"epoch_{e:04d}"
             edir.mkdir()
             for k in FIELDS:
-                arr = np.asarray(offsets, dtype=np.int64) if k == "offsets" else (np.stack(rec[k]) if k == "cut" else np.concatenate(rec[k]))
+                arr = (
+                    np.asarray(offsets, dtype=np.int64) if k == "offsets"
+                    else (np.stack(rec[k]) if k == "cut" else np.concatenate(rec[k]))
+                )
                 np.save(edir / f"{k}.npy", arr)
         meta = store_meta(p, images, labels, teacher, seed, logits_dtype)
         meta["mode"] = "stored"
@@ -224,9 +233,12 @@ class StoredBatches(Dataset):
         cut = tuple(int(c) for c in a["cut"][b])
         view = ViewParams(
             torch.from_numpy(np.array(a["boxes"][lo:hi])), torch.from_numpy(np.array(a["flip"][lo:hi])),
-            self.mode, torch.from_numpy(np.array(a["perm"][lo:hi])) if cut[0] >= 0 else None, cut if cut[0] >= 0 else None,
+            self.mode, torch.from_numpy(np.array(a["perm"][lo:hi])) if cut[0] >= 0 else None,
+            cut if cut[0] >= 0 else None,
         )
-        return StoredBatch(self.images[ids], self.labels[ids], view, torch.from_numpy(np.array(a["logits"][lo:hi])).float())
+        return StoredBatch(
+            self.images[ids], self.labels[ids], view, torch.from_numpy(np.array(a["logits"][lo:hi])).float()
+        )
 
 
 class EpochBatchSampler(Sampler):
@@ -249,7 +261,9 @@ def view_mode(p) -> str:
     return "bilinear" if p.rrc_scale_min > 0 else ("nearest" if (p.crop_pad > 0 or p.flip) else "none")
 
 
-def stored_loader(directory, images, labels, p, teacher: nn.Module, seed: int, logits_dtype: str = "float32") -> DataLoader:
+def stored_loader(
+    directory, images, labels, p, teacher: nn.Module, seed: int, logits_dtype: str = "float32"
+) -> DataLoader:
     """A loader of :class:`StoredBatch` items for a student run, after checking the store against the run."""
     check_store(directory, store_meta(p, images, labels, teacher, seed, logits_dtype))
     data = StoredBatches(directory, images, labels, view_mode(p))

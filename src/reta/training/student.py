@@ -80,14 +80,19 @@ class Protocol:
         if p.teacher_mode not in ("eval", "train"):
             raise RetaError(f"protocol teacher_mode must be eval or train, got {p.teacher_mode!r}")
         if p.soft_labels not in SOFT_LABELS or (p.soft_labels == "stored" and (p.name != "kd" or p.dsa)):
-            raise RetaError(f"protocol soft_labels must be online or stored (stored: kd without DSA), got {p.soft_labels!r}")
+            raise RetaError(
+                f"protocol soft_labels must be online or stored (stored: kd without DSA), got {p.soft_labels!r}"
+            )
         return p
 
 
 def kd_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperature: float) -> torch.Tensor:
     """KL(softmax(t/T) ‖ softmax(s/T)), batch mean, no T² factor (METHODS.md §5.1)."""
     t = temperature
-    return F.kl_div(F.log_softmax(student_logits / t, 1), F.log_softmax(teacher_logits / t, 1), reduction="batchmean", log_target=True)
+    return F.kl_div(
+        F.log_softmax(student_logits / t, 1), F.log_softmax(teacher_logits / t, 1), reduction="batchmean",
+        log_target=True,
+    )
 
 
 class StudentModule(L.LightningModule):
@@ -167,7 +172,9 @@ class StudentModule(L.LightningModule):
 
     def configure_optimizers(self):
         p = self.p
-        opt = make_optimizer(self.model.named_parameters(), p.optimizer, p.lr, p.weight_decay, p.momentum, p.decay_only_weights)
+        opt = make_optimizer(
+            self.model.named_parameters(), p.optimizer, p.lr, p.weight_decay, p.momentum, p.decay_only_weights
+        )
         total = p.epochs * self.steps_per_epoch
         sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda(p.schedule, total, p.cosine_eta))
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}

@@ -1,4 +1,5 @@
-"""The teacher cache: ``get_teacher(cfg)`` returns the frozen teacher of a config — from ``teacher.checkpoint``, from the
+"""The teacher cache: ``get_teacher(cfg)`` returns the frozen teacher of a config — from ``teacher.checkpoint``,
+from the
 cache under ``${paths.cache_dir}/teachers`` (keyed by dataset + model + recipe + seed), or trained now and cached.
 
 Pretrained teachers (``teacher.pretrained=true``: timm's weights of a tagged name such as ``resnet18.tv_in1k``;

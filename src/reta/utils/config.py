@@ -24,7 +24,10 @@ def planned_output_dir(cfg: DictConfig) -> Path:
     try:
         from hydra.core.hydra_config import HydraConfig
 
-        run_dir = OmegaConf.select(HydraConfig.get(), "runtime.output_dir", default=None) if HydraConfig.initialized() else None
+        run_dir = (
+            OmegaConf.select(HydraConfig.get(), "runtime.output_dir", default=None)
+            if HydraConfig.initialized() else None
+        )
         if run_dir:
             path = Path(run_dir)
     except ImportError:  # pragma: no cover
@@ -103,3 +106,11 @@ def per_ipc_override(values: dict, ipc: int | None, where: str = "method") -> tu
     if not block:
         return values, False
     return plain(OmegaConf.merge(OmegaConf.create(values), OmegaConf.create(block))), True
+
+
+def method_family(method: Any) -> str | None:
+    """The synthesis wing of a method config: ``bn`` for ``synthesize._target_: reta.synthesis.bn.family.…``,
+    ``dm``, ``frozen``, …; None when it has no ``synthesize`` target (the random subset has one too)."""
+    target = ((method.get("synthesize") or {}).get("_target_") or "") if isinstance(method, DictConfig) else ""
+    parts = str(target).split(".")
+    return parts[parts.index("synthesis") + 1] if "synthesis" in parts[:-1] else None

@@ -23,6 +23,8 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf, open_dict
 
+from reta.utils.config import method_family
+
 
 def _merge_existing(node: DictConfig, values: dict) -> None:
     for key, value in values.items():
@@ -37,14 +39,6 @@ def _merge_existing(node: DictConfig, values: dict) -> None:
             node[key] = [value] * len(current)  # e.g. stages.budgets: 2 → [2, 2, 2, 2]
         else:
             node[key] = value
-
-
-def method_family(method: Any) -> str | None:
-    """The synthesis wing of a method config: ``bn`` for ``synthesize._target_: reta.synthesis.bn.family.…``,
-    ``dm``, ``frozen``, …; None when it has no ``synthesize`` target (the random subset has one too)."""
-    target = ((method.get("synthesize") or {}).get("_target_") or "") if isinstance(method, DictConfig) else ""
-    parts = str(target).split(".")
-    return parts[parts.index("synthesis") + 1] if "synthesis" in parts[:-1] else None
 
 
 def apply_debug(cfg: Any) -> Any:

@@ -87,7 +87,9 @@ def build_anchor_provider(spec: dict | None) -> AnchorProvider:
         provider = instantiate(spec)
     except Exception as err:  # noqa: BLE001 - hydra wraps import and constructor errors in its own types
         msg = str(err.__cause__ or err).splitlines()[0]
-        raise RetaError(f"method.residual.anchors ({target}): {msg}; keys {sorted(k for k in spec if k != '_target_')}") from None
+        raise RetaError(
+            f"method.residual.anchors ({target}): {msg}; keys {sorted(k for k in spec if k != '_target_')}"
+        ) from None
     if not isinstance(provider, AnchorProvider):
         raise RetaError(f"method.residual.anchors: {target} is not an AnchorProvider")
     return provider

@@ -43,7 +43,9 @@ log = logging.getLogger(__name__)
 CONF_DIR = Path(__file__).resolve().parents[2] / "conf"
 INIT_KINDS = ("noise", "patch")
 #: Lightning warnings that are expected here (frozen eval-mode teachers, optimisers made per stage, step stream).
-QUIET_WARNINGS = (".*module\\(s\\) in eval mode.*", ".*configure_optimizers.*returned.*None.*", ".*IterableDataset.*__len__.*")
+QUIET_WARNINGS = (
+    ".*module\\(s\\) in eval mode.*", ".*configure_optimizers.*returned.*None.*", ".*IterableDataset.*__len__.*"
+)
 
 
 def _build(cls, values: Any, where: str):
@@ -132,7 +134,9 @@ class BNMethodConfig:
         if len(m.betas) != 2 or not all(0 <= b < 1 for b in m.betas):
             raise RetaError(f"method.betas must be two numbers in [0, 1), got {m.betas}")
         if len(m.augment.rrc_scale) != 2 or not 0 < m.augment.rrc_scale[0] <= m.augment.rrc_scale[1] <= 1:
-            raise RetaError(f"method.augment.rrc_scale must be [lo, hi] with 0 < lo <= hi <= 1, got {m.augment.rrc_scale}")
+            raise RetaError(
+                f"method.augment.rrc_scale must be [lo, hi] with 0 < lo <= hi <= 1, got {m.augment.rrc_scale}"
+            )
         if int(m.augment.jitter) < 0:
             raise RetaError(f"method.augment.jitter must be >= 0, got {m.augment.jitter}")
         if isinstance(m.checkpoint_every, bool) or not isinstance(m.checkpoint_every, int) or m.checkpoint_every < 0:
@@ -171,7 +175,10 @@ def _model_label(model_cfg: dict, run_model: bool = False) -> str:
         if HydraConfig.initialized() and HydraConfig.get().runtime.choices.get("model"):
             return str(HydraConfig.get().runtime.choices.get("model"))
     kwargs = model_cfg.get("kwargs") or {}
-    return f"{model_cfg['name']}({','.join(f'{k}={v}' for k, v in sorted(kwargs.items()))})" if kwargs else str(model_cfg["name"])
+    return (
+        f"{model_cfg['name']}({','.join(f'{k}={v}' for k, v in sorted(kwargs.items()))})" if kwargs
+        else str(model_cfg["name"])
+    )
 
 
 def teacher_specs(cfg, teachers: list | None) -> list[tuple[str, dict | None]]:
@@ -237,9 +244,12 @@ def check_trainer(trainer_cfg: dict) -> None:
     precision plugin), which is exact for 32-true and bf16-mixed but would skip GradScaler's unscale/skip logic."""
     if int(trainer_cfg.get("devices", 1) or 1) > 1 or int(trainer_cfg.get("num_nodes", 1) or 1) > 1:
         raise RetaError("bn_matching synthesis runs one device per process; use trainer=cpu or trainer=gpu (to shard "
-                        "the jobs over ranks start one process per rank with torchrun/srun and distributed.enabled=true)")
+                        "the jobs over ranks start one process per rank with torchrun/srun and "
+                        "distributed.enabled=true)")
     if str(trainer_cfg.get("precision", "32-true")) in ("16", "16-mixed"):
-        raise RetaError("bn_matching synthesis does not support fp16 loss scaling; use trainer.precision=bf16-mixed or 32-true")
+        raise RetaError(
+            "bn_matching synthesis does not support fp16 loss scaling; use trainer.precision=bf16-mixed or 32-true"
+        )
 
 
 def build_losses(m: BNMethodConfig) -> list:
@@ -253,7 +263,9 @@ def build_losses(m: BNMethodConfig) -> list:
         try:
             term = instantiate(spec)
         except Exception as err:  # noqa: BLE001 - hydra wraps import and constructor errors in its own types
-            raise RetaError(f"method.losses[{i}] ({spec['_target_']}): {str(err.__cause__ or err).splitlines()[0]}") from None
+            raise RetaError(
+                f"method.losses[{i}] ({spec['_target_']}): {str(err.__cause__ or err).splitlines()[0]}"
+            ) from None
         if not callable(term) or not getattr(term, "name", None):
             raise RetaError(f"method.losses[{i}]: {spec['_target_']} must be callable(step) with a name")
         terms.append(term)

@@ -125,7 +125,9 @@ def build_patch_pool(
 
 
 def pool_key(dataset_name: str, teacher_id: str, size: int, mipc: int, num_crop: int, seed: int, crop_scale) -> str:
-    blob = json.dumps([POOL_FORMAT, dataset_name, teacher_id, size, mipc, num_crop, seed, [float(v) for v in crop_scale]]).encode()
+    blob = json.dumps(
+        [POOL_FORMAT, dataset_name, teacher_id, size, mipc, num_crop, seed, [float(v) for v in crop_scale]]
+    ).encode()
     return hashlib.sha256(blob).hexdigest()[:12]
 
 

@@ -198,14 +198,17 @@ class SynthesisModule(L.LightningModule):
         self.betas, self.eps = (float(betas[0]), float(betas[1])), float(eps)
         self.mean, self.std = [float(v) for v in mean], [float(v) for v in std]
         self.num_classes, self.ipc, self.image_size, self.channels = num_classes, ipc, image_size, channels
-        self.images = SyntheticImages(torch.zeros(num_classes * ipc, channels, image_size, image_size), num_classes, ipc, mean, std)
+        self.images = SyntheticImages(
+            torch.zeros(num_classes * ipc, channels, image_size, image_size), num_classes, ipc, mean, std
+        )
         self.images.data.requires_grad_(False)
         self.jobs = make_jobs(num_classes, ipc, classes_per_batch)
         rank, world = (int(v) for v in shard)
         if world < 1 or not 0 <= rank < world:
             raise RetaError(f"bad shard {shard}: need 0 <= rank < world")
         self.shard = (rank, world)
-        self.own_jobs = self.jobs[rank::world]  # the jobs this process runs (reta.synthesis.bn.sharding); all when (0, 1)
+        # the jobs this process runs (reta.synthesis.bn.sharding); all when (0, 1)
+        self.own_jobs = self.jobs[rank::world]
         self.patch_bank, self.patch_pool, self.train_set = patch_bank, patch_pool, train_set
         self.fingerprint, self.log_every = fingerprint, int(log_every)
         self.seed = int(seed)
@@ -259,7 +262,10 @@ class SynthesisModule(L.LightningModule):
     def teacher_features(self, x: torch.Tensor, teacher: TeacherSlot | int | None = None) -> torch.Tensor:
         """Penultimate features of ``x`` (normalised) via :func:`reta.models.features`, BN hooks off (first teacher
         by default). Gradients flow to ``x``."""
-        slot = self.teachers[0] if teacher is None else (self.teachers[teacher] if isinstance(teacher, int) else teacher)
+        slot = (
+            self.teachers[0] if teacher is None
+            else (self.teachers[teacher] if isinstance(teacher, int) else teacher)
+        )
         if slot.hooks.enabled:
             raise RuntimeError("teacher_features called while BN hooks are capturing")
         return features(slot.model, x)
@@ -424,7 +430,8 @@ class SynthesisModule(L.LightningModule):
         if t == T - 1:
             self._end_job(job)
             log.info("job %d/%d (slot %d, %d classes) done in %.1f s; last loss %.4f",
-                     job.index + 1, len(self.jobs), job.slot, len(job.classes), self.job_seconds[-1], float(loss.detach()))
+                     job.index + 1, len(self.jobs), job.slot, len(job.classes), self.job_seconds[-1],
+                     float(loss.detach()))
         self.next_step = g + 1
         return None
 

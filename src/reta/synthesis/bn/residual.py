@@ -23,7 +23,10 @@ from reta.synthesis.bn.init import resample
 
 
 def check_alpha(alpha: Any) -> float:
-    if isinstance(alpha, bool) or not isinstance(alpha, (int, float)) or not math.isfinite(alpha) or not 0.0 <= alpha <= 1.0:
+    if (
+        isinstance(alpha, bool) or not isinstance(alpha, (int, float)) or not math.isfinite(alpha)
+        or not 0.0 <= alpha <= 1.0
+    ):
         raise RetaError(f"residual.alpha must be a number in [0, 1], got {alpha!r}")
     return float(alpha)
 

@@ -25,7 +25,9 @@ class StageImageGrid(L.Callback):
     """Log ``stages/slot<k>`` grids at every stage end of the IPC slots in ``slots`` (``None`` = every slot)."""
 
     def __init__(self, slots: Sequence[int] | None = (0,), nrow: int = 10) -> None:
-        if slots is not None and (isinstance(slots, (str, bytes)) or not all(isinstance(s, int) and s >= 0 for s in slots)):
+        if slots is not None and (
+            isinstance(slots, (str, bytes)) or not all(isinstance(s, int) and s >= 0 for s in slots)
+        ):
             raise RetaError(f"stage image slots must be a list of non-negative ints or null, got {slots!r}")
         if not isinstance(nrow, int) or nrow < 1:
             raise RetaError(f"stage image nrow must be a positive int, got {nrow!r}")

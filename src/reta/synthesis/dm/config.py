@@ -67,7 +67,9 @@ class DistributionSpec:
     init: str = "real"
     expansion: str = "none"
     embedder: dict = field(
-        default_factory=lambda: {"name": "convnet", "kwargs": {"depth": 3, "width": 128, "norm": "instance", "pool": "avg"}}
+        default_factory=lambda: {
+            "name": "convnet", "kwargs": {"depth": 3, "width": 128, "norm": "instance", "pool": "avg"}
+        }
     )
     dsa: dict = field(default_factory=dict)  # DSAParams fields; {} = the DSA defaults of METHODS.md §6.1
     ce_weight: float = 0.0  # IDM class-aware CE (idm only)
@@ -101,8 +103,13 @@ class DistributionSpec:
                 raise RetaError(f"method.{name} must be >= 1, got {getattr(self, name)}")
         if self.lr <= 0:
             raise RetaError(f"method.lr must be > 0, got {self.lr}")
-        if isinstance(self.checkpoint_every, bool) or not isinstance(self.checkpoint_every, int) or self.checkpoint_every < 0:
-            raise RetaError(f"method.checkpoint_every must be an integer >= 0 (0 = never), got {self.checkpoint_every!r}")
+        if (
+            isinstance(self.checkpoint_every, bool) or not isinstance(self.checkpoint_every, int)
+            or self.checkpoint_every < 0
+        ):
+            raise RetaError(
+                f"method.checkpoint_every must be an integer >= 0 (0 = never), got {self.checkpoint_every!r}"
+            )
         if min(self.iid.lambda_cm, self.iid.kappa, self.ce_weight) < 0:
             raise RetaError("method: lambda_cm, kappa and ce_weight must be >= 0")
         if self.ce_weight > 0 and self.variant != "idm":

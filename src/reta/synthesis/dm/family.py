@@ -94,7 +94,9 @@ def synthesize(cfg, ctx: DistillContext) -> SynthesisResult:
         try:
             state = torch.load(ckpt, map_location=device, weights_only=True)
         except Exception as err:  # noqa: BLE001 - torch raises several types for corrupt or non-tensor files
-            raise RetaError(f"resume: cannot read {ckpt} ({load_failure(err)}); use overwrite=true to start again") from err
+            raise RetaError(
+                f"resume: cannot read {ckpt} ({load_failure(err)}); use overwrite=true to start again"
+            ) from err
         matcher.load_state_dict(state)
         resumed_from = matcher.iteration
         log.info("resumed %s from %s at iteration %d", spec.name, ckpt, matcher.iteration)

@@ -42,7 +42,9 @@ def channel_covariance(fmap: torch.Tensor) -> torch.Tensor:
     Centred over the batch per (channel, position); ``Σ[c, c'] = (1/N) Σ_n Σ_p F̃[n, c, p] F̃[n, c', p]``.
     """
     if fmap.ndim < 3:
-        raise ValueError(f"channel_covariance needs a feature map [N, C, ...] with spatial dims, got {tuple(fmap.shape)}")
+        raise ValueError(
+            f"channel_covariance needs a feature map [N, C, ...] with spatial dims, got {tuple(fmap.shape)}"
+        )
     f = fmap.flatten(2)  # [N, C, P]
     f = f - f.mean(0, keepdim=True)
     return torch.einsum("ncp,ndp->cd", f, f) / f.shape[0]

@@ -77,7 +77,9 @@ class DistributionMatcher:
         self.gen = torch.Generator().manual_seed(int(seed) * 1000003 + 11)
         self.sampler = RealSampler(train, self.C, ds["mean"], ds["std"], self.gen, device)
         self.dsa = DSA(DSAParams(**dict(spec.dsa)))
-        self.images = SyntheticImages(self._init_pixels(train, seed), self.C, self.ipc, ds["mean"], ds["std"]).to(device)
+        self.images = SyntheticImages(
+            self._init_pixels(train, seed), self.C, self.ipc, ds["mean"], ds["std"]
+        ).to(device)
         self.opt = torch.optim.SGD([self.images.data], lr=spec.lr, momentum=spec.momentum)
         self.inert = iid_inert(self.ipc * self.f)
         self.use_cm = spec.iid.lambda_cm > 0 and not self.inert
@@ -85,7 +87,9 @@ class DistributionMatcher:
         self.pool = list(pool or [])
         for m in self.pool:
             m.to(device)
-        self.queue = ModelQueue(spec.queue, self._new_embedder, self.sampler, self.gen) if spec.variant == "idm" else None
+        self.queue = (
+            ModelQueue(spec.queue, self._new_embedder, self.sampler, self.gen) if spec.variant == "idm" else None
+        )
         self.iteration = 0
         self.history: list[dict] = []
         self.fingerprint = ""

@@ -94,7 +94,10 @@ class ModelQueue:
             q.correct = q.seen = 0
 
     def state(self) -> list[dict]:
-        return [{"net": q.net.state_dict(), "opt": q.opt.state_dict(), "correct": q.correct, "seen": q.seen} for q in self.nets]
+        return [
+            {"net": q.net.state_dict(), "opt": q.opt.state_dict(), "correct": q.correct, "seen": q.seen}
+            for q in self.nets
+        ]
 
     def load(self, states: list[dict]) -> None:
         self.nets = []

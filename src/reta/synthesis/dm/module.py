@@ -1,4 +1,5 @@
-"""The DM family under Lightning: :class:`DistributionModule` drives a :class:`~reta.synthesis.dm.matcher.DistributionMatcher`
+"""The DM family under Lightning: :class:`DistributionModule` drives a
+:class:`~reta.synthesis.dm.matcher.DistributionMatcher`
 one iteration per training step, with manual optimisation, and :class:`DistributionCheckpoint` writes its resume state.
 
 Why a LightningModule with manual optimisation (not Fabric): the BN family is a LightningModule run by a Trainer, so

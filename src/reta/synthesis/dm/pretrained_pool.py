@@ -3,7 +3,8 @@
 IID's class-centralisation loss L_CC reads features of a frozen network *pretrained on the dataset*, drawn from a
 pool [code: VincenDen/IID ``DM+ours/pre_model.py``: ResNet-18-IN, 40 epochs each, no augmentation, SGD lr 0.01,
 momentum 0.9, wd 5e-4, batch 256, constant lr; 1000 models by default]. ``reta`` trains pool member ``i`` as an
-ordinary teacher — :func:`reta.training.teacher_cache.get_teacher` with ``model = pool.model``, ``recipe = pool.recipe`` and
+ordinary teacher — :func:`reta.training.teacher_cache.get_teacher` with ``model = pool.model``,
+``recipe = pool.recipe`` and
 ``seed = pool.seed + i`` — so each member is an entry of the teacher cache (``<cache_dir>/teachers/``), keyed by
 dataset + model + recipe + seed, shared by every run that asks for the same pool and creatable by hand with
 ``reta-squeeze model=resnet18_cifar_in recipe=iid_pool seed=I`` (``conf/recipe/iid_pool.yaml`` holds the same recipe).

@@ -2,9 +2,11 @@
 
 Source: METHODS.md §4.1 [paper*: RETA, arXiv 2602.24144 — "selects a real patch from a prebuilt pool by minimizing a
 fit-complexity score in teacher feature space"; pool, features, reuse and discretisation recon]. The math (complexity,
-score, argmin with reuse exclusions) is :mod:`reta.synthesis.reta.retrieval`; this module binds it to a running synthesis.
+score, argmin with reuse exclusions) is :mod:`reta.synthesis.reta.retrieval`; this module binds it to a running
+synthesis.
 
-**Pool** (:class:`reta.synthesis.reta.pool.FeaturePool`), per class ``c``: the ranked teacher-scored crops of the real-patch initialisation
+**Pool** (:class:`reta.synthesis.reta.pool.FeaturePool`), per class ``c``: the ranked teacher-scored crops of the
+real-patch initialisation
 (:class:`reta.synthesis.bn.init.PatchPool`, one lowest-CE 1×1 crop per sampled real image, ``mipc`` = 300 by default —
 the same cached list FADRM draws its fixed patches from), optionally thinned to ``pool_size`` evenly spaced ranks.
 Per entry, computed once per class on first use and kept in memory: ``z`` = L2-normalised penultimate features
@@ -14,7 +16,8 @@ complexity ``c`` of the crop resampled to every merge resolution ``D_t``. Pixels
 scales to ImageNet (features only: 300 × d floats per class). One pool per (module, teacher, pool_size) is shared by
 the DRC provider and the PTA callback (:func:`shared_feature_pool`).
 
-**Retrieval** (:class:`RetrievalAnchors`, the anchor provider ``_target_: reta.synthesis.reta.drc.RetrievalAnchors``), at every residual connection
+**Retrieval** (:class:`RetrievalAnchors`, the anchor provider ``_target_: reta.synthesis.reta.drc.RetrievalAnchors``),
+at every residual connection
 (the end of every stage but the last), for every synthetic image x̃ of class c in the batch::
 
     q = Norm φ(Resample(x̃, D)),  J(o) = (1 − λ)·‖q − z(o)‖² + λ·ĉ(o),  o* = argmin_{o ∈ p_c} J

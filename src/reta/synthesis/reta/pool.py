@@ -6,7 +6,8 @@ Source: RETA, arXiv 2602.24144 (pool of teacher-scored real crops, features in t
 ``pool_size`` evenly spaced ranks. Per entry, computed once per class on first use and kept in memory: ``z`` =
 L2-normalised penultimate features of the reference teacher at the native resolution, and the raw complexity ``c`` of
 the crop resampled to every merge resolution. Pixels are rendered on demand (features only: P × d floats per class).
-One pool per (module, teacher, pool_size) is shared by the DRC provider and the PTA callback (:func:`shared_feature_pool`).
+One pool per (module, teacher, pool_size) is shared by the DRC provider and the PTA callback
+(:func:`shared_feature_pool`).
 """
 
 from __future__ import annotations
