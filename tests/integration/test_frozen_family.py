@@ -155,3 +155,17 @@ def test_simclr_backbone_is_trained_once_and_cached(tiny):
     fresh = compose_cfg("evaluate", [*ov, "backbone=random", "backbone.model.kwargs.depth=2", "backbone.model.kwargs.width=8"])
     assert any(not torch.equal(p, q) for p, q in zip(a.net.state_dict().values(),
                                                       get_backbone(fresh, train).net.state_dict().values()))
+
+
+def test_holdout_split_is_disjoint_seeded_and_the_golden_heads_held_out_part(tiny):
+    tmp_path, ov = tiny
+    from reta.training.probe import holdout_split
+
+    train = load_split(compose_cfg("evaluate", ov).dataset, "train", None)
+    fit, val = holdout_split(train, GoldenSpec(holdout=0.25, seed=3))
+    again, _ = holdout_split(train, GoldenSpec(holdout=0.25, seed=3))
+    assert len(val) == 20 and len(fit) == 60 and not set(fit.indices.tolist()) & set(val.indices.tolist())
+    assert torch.equal(fit.indices, again.indices)
+    assert torch.equal(val.gather([0, 1]), train.gather(val.indices[:2])) and torch.equal(val.targets, train.targets[val.indices])
+    with pytest.raises(RetaError, match="eval_split='val' unknown; valid: test, holdout"):
+        ProbeSpec.from_cfg({"eval_split": "val"})
