@@ -98,13 +98,17 @@ def check_compatible(ds: DistilledSet, dataset_cfg: Mapping, source: str) -> Non
 
 def preflight(cfg: DictConfig, out: Path) -> None:
     """Checks that need no data and write nothing (before Hydra's run dir, :class:`reta.cli.common.Preflight`):
-    ``ipc``, ``seeds``, that ``distilled`` is a directory, that ``out`` can be written."""
+    ``ipc``, ``seeds``, that ``distilled`` is a directory, that ``out`` can be written and holds no finished
+    ``metrics.json`` (replaced only with ``overwrite=true``, or ``resume=true`` in ``reta-run``)."""
     require_positive_int(cfg.ipc, "ipc")
     if not list(cfg.get("seeds") or []):
         raise RetaError("seeds must be a non-empty list, e.g. seeds=[0,1,2]")
     if cfg.get("distilled") and not Path(str(cfg.distilled)).is_dir():
         raise RetaError(f"distilled set not found: {cfg.distilled} is not a directory")
     check_writable_dir(out)
+    if (out / "metrics.json").is_file() and not (cfg.get("overwrite", False) or cfg.get("resume", False)):
+        raise RetaError(f"paths.output_dir {out} already holds a finished evaluation (metrics.json); pass "
+                        "overwrite=true to replace it, or choose another paths.output_dir")
 
 
 def run(cfg: DictConfig) -> dict:

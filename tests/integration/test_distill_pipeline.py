@@ -40,7 +40,7 @@ def test_evaluate_with_stored_soft_labels_matches_online(tmp_path):
     ov = [*tiny_overrides(tmp_path, root), "model@student=convnet_tiny", "protocol=kd", "protocol.epochs=2",
           "protocol.eval_every=1", "protocol.batch_size=8", "ipc=2", "seeds=[0]"]
     online = evaluate.run(compose_cfg("evaluate", ov))
-    stored = evaluate.run(compose_cfg("evaluate", [*ov, "protocol.soft_labels=stored"]))
+    stored = evaluate.run(compose_cfg("evaluate", [*ov, "protocol.soft_labels=stored", "overwrite=true"]))
     assert stored["sets"]["random"]["acc_last"] == online["sets"]["random"]["acc_last"]
     store = tmp_path / "out" / "soft_labels" / "random_seed0"
     assert (

@@ -74,7 +74,9 @@ def test_evaluate_is_deterministic(tiny):
     ev = [*ov, "protocol=kd", "model@student=convnet_tiny", "protocol.epochs=1", "protocol.eval_every=1", "ipc=1",
           "seeds=[3]"]
     a = evaluate.run(compose_cfg("evaluate", ev))
-    b = evaluate.run(compose_cfg("evaluate", ev))
+    with pytest.raises(RetaError, match=r"already holds a finished evaluation \(metrics.json\); pass overwrite=true"):
+        evaluate.run(compose_cfg("evaluate", ev))  # never replaced silently
+    b = evaluate.run(compose_cfg("evaluate", [*ev, "overwrite=true"]))
     assert a["sets"]["random"]["acc_last"] == b["sets"]["random"]["acc_last"]
 
 
