@@ -15,7 +15,6 @@ import torch.multiprocessing as mp
 from reta import distill
 from reta.data.distilled import load_distilled
 from reta.errors import RetaError
-from reta.synthesis.bn.module import make_jobs
 from reta.synthesis.bn.residual import ResidualConnection
 from reta.synthesis.bn.sharding import (
     ShardInfo,
@@ -26,6 +25,7 @@ from reta.synthesis.bn.sharding import (
     ranks_from_env,
     shard_jobs,
 )
+from reta.synthesis.bn.step import make_jobs
 from reta.synthesis.pixels import SyntheticImages
 
 from fixtures import write_idx_dataset

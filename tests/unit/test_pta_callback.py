@@ -20,8 +20,9 @@ from reta.errors import NonFiniteLossError, RetaError
 from reta.models import build_model
 from reta.synthesis.bn.init import PatchBank, PatchInit, build_patch_pool, resample
 from reta.synthesis.bn.matching import BNMatchingLoss, CrossEntropyLoss, TeacherSlot
-from reta.synthesis.bn.module import AugmentSpec, SynthesisModule
+from reta.synthesis.bn.module import SynthesisModule
 from reta.synthesis.bn.schedule import StageSchedule
+from reta.synthesis.bn.step import AugmentSpec
 from reta.synthesis.reta.pta import IPC1_WARNING, TopologyAlignment
 from reta.topology.loss import TopologyLoss
 

@@ -13,8 +13,9 @@ from reta.errors import NonFiniteLossError
 from reta.models import build_model
 from reta.synthesis.bn.init import NoiseInit
 from reta.synthesis.bn.matching import BNMatchingLoss, CrossEntropyLoss, TeacherSlot
-from reta.synthesis.bn.module import AugmentSpec, SynthesisModule, synthesis_augment
+from reta.synthesis.bn.module import SynthesisModule
 from reta.synthesis.bn.schedule import StageSchedule
+from reta.synthesis.bn.step import AugmentSpec, synthesis_augment
 
 MEAN, STD = [0.286], [0.353]
 

@@ -12,9 +12,9 @@ from omegaconf import OmegaConf
 from reta.errors import RetaError
 from reta.synthesis.bn.anchors import AnchorProvider, StageEnd, build_anchor_provider
 from reta.synthesis.bn.init import band_ranks
-from reta.synthesis.bn.module import make_jobs
 from reta.synthesis.bn.residual import ResidualConnection, check_alpha, residual_merge
 from reta.synthesis.bn.schedule import StageSchedule
+from reta.synthesis.bn.step import make_jobs
 
 
 def test_stage_positions_resolutions_and_global_cosine():

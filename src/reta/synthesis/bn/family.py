@@ -30,11 +30,12 @@ from reta.synthesis.bn.anchors import build_anchor_provider
 from reta.synthesis.bn.checkpoint import SynthesisCheckpoint, load_synthesis_checkpoint
 from reta.synthesis.bn.init import NoiseInit, PatchBank, PatchInit, cached_patch_pool, teacher_id
 from reta.synthesis.bn.matching import BNMatchingLoss, CrossEntropyLoss, TeacherSlot
-from reta.synthesis.bn.module import AugmentSpec, SynthesisModule
+from reta.synthesis.bn.module import SynthesisModule
 from reta.synthesis.bn.residual import ResidualConnection, check_alpha
 from reta.synthesis.bn.schedule import StageSchedule
 from reta.synthesis.bn.sharding import ShardInfo, check_shardable
 from reta.synthesis.bn.stage_images import StageImageGrid
+from reta.synthesis.bn.step import AugmentSpec
 from reta.synthesis.registry import DistillContext, SynthesisResult
 from reta.training.common import build_logger, build_trainer, seed_everything
 from reta.utils.config import check_types, per_ipc_override, plain
