@@ -12,6 +12,7 @@ from omegaconf import DictConfig, open_dict
 
 import reta
 from reta.data.distilled import save_distilled
+from reta.data.holdout import check_holdout, split_holdout
 from reta.data.registry import load_split
 from reta.errors import RetaError
 from reta.synthesis.bn.sharding import SHARDABLE_KINDS, ShardInfo, init_distributed
@@ -87,14 +88,16 @@ def _run(cfg: DictConfig, shard: ShardInfo) -> dict:
         raise RetaError(f"distributed.enabled=true shards only {', '.join(SHARDABLE_KINDS)} methods, not {kind!r} "
                         f"(method {cfg.method.name}); run it in one process")
     fn = get_kind(kind)
-    train = load_split(cfg.dataset, "train", cfg.paths.data_dir)
+    holdout = check_holdout(cfg.get("holdout_per_class", 0))
+    full_train = load_split(cfg.dataset, "train", cfg.paths.data_dir)
     test = load_split(cfg.dataset, "test", cfg.paths.data_dir)
+    train, _ = split_holdout(full_train, holdout)  # synthesis never sees the held-out images
     smallest = int(min((train.targets == c).sum() for c in range(int(cfg.dataset.num_classes))))
     if ipc > smallest:
         raise RetaError(f"ipc={ipc} exceeds the smallest class of {cfg.dataset.name} ({smallest} images)")
     out = Path(shard.broadcast(str(output_dir(cfg))))  # sharded: every rank uses rank 0's run dir
     ckpt_dir = out / "checkpoints" / shard.checkpoint_subdir() if shard.sharded else out / "checkpoints"
-    load = TeacherLoader(cfg, train, test)
+    load = TeacherLoader(cfg, full_train, test)  # teachers: the whole training split (one cache entry)
     ctx = DistillContext(train, test, out, ckpt_dir, load, shard=shard, teacher_timing=load.timing)
     start = time.perf_counter()
     result = fn(cfg, ctx)
@@ -114,6 +117,7 @@ def _run(cfg: DictConfig, shard: ShardInfo) -> dict:
         "synthesis_seconds": round(seconds, 2),  # without teacher_seconds (teachers squeezed on first use)
         "teacher_seconds": round(load.seconds, 2),
         "shards": shard.world,
+        "holdout_per_class": holdout,
         **result.meta,
     }
     if not shard.is_main:  # rank 0 writes the merged set

@@ -239,7 +239,8 @@ def test_pool_is_shared_cached_and_thinned():
     "kwargs,match",
     [({"lam": 1.5}, "lam must be a number in"), ({"reuse": "sometimes"}, "reuse must be one of"),
      ({"normalization": "zscore"}, "normalization must be one of"), ({"sigma": 0}, "sigma must be"),
-     ({"pool_size": 0}, "pool_size must be"), ({"lamda": 0.1}, "bad keys")],
+     ({"pool_size": 0}, "pool_size must be"), ({"lamda": 0.1}, "bad keys"),
+     ({"keep_margin": -0.1}, "keep_margin must be"), ({"confidence_weight": -1}, "confidence_weight must be")],
 )
 def test_bad_provider_config_fails_with_one_line(kwargs, match):
     with pytest.raises(RetaError, match=match) as err:
@@ -254,3 +255,37 @@ def test_build_from_config_and_missing_pool():
     module.patch_pool = None
     with warnings.catch_warnings(), pytest.raises(RetaError, match="needs the real-patch pool"):
         p.setup(module)
+
+
+def test_keep_margin_keeps_the_slots_own_patch_unless_beaten_by_more_than_the_margin():
+    module = FakeModule(ipc=2)
+    crops0 = module.patch_pool.render(module.train_set, 0)
+    query = torch.cat([crops0[3:4], crops0[3:4].flip(-1)])  # far from both slot-1 own patches (rank 1 of each class)
+    paper = provider(module, lam=0.1)
+    paper.anchors(event(query, [0, 1], slot=1))
+    assert not any(ch.initial for ch in paper.choices)  # the paper's argmin moves away from the own patch
+    gaps = [brute_force(module, c, query[i : i + 1], 0.1) for i, c in enumerate([0, 1])]
+    own = [paper._initial_index(c, 1) for c in (0, 1)]
+    gap = [float(g[o] - g.min()) for g, o in zip(gaps, own, strict=True)]
+    safe = provider(module, lam=0.1, keep_margin=max(gap) + 1e-4)
+    got = safe.anchors(event(query, [0, 1], slot=1))
+    assert all(ch.initial for ch in safe.choices) and [ch.index for ch in safe.choices] == own
+    assert torch.equal(got, normalize(module.patch_bank.get([0, 1], 1), MEAN, STD))  # = FADRM's static anchor
+    tight = provider(module, lam=0.1, keep_margin=min(gap) / 2)
+    tight.anchors(event(query, [0, 1], slot=1))
+    assert [ch.index for ch in tight.choices] == [ch.index for ch in paper.choices]
+    assert safe.describe()["keep_margin"] == pytest.approx(max(gap) + 1e-4)
+
+
+def test_confidence_weight_prefers_the_teachers_confident_crops():
+    module = FakeModule(ipc=1)
+    crops0 = module.patch_pool.render(module.train_set, 0)
+    query = crops0[5:6]  # the noise crop: rank 5, the least confident entry of class 0
+    plain_choice = provider(module, lam=0.0)
+    plain_choice.anchors(event(query, [0]))
+    assert plain_choice.choices[0].rank == 5
+    conf = provider(module, lam=0.0, confidence_weight=100.0)
+    conf.anchors(event(query, [0]))
+    assert conf.choices[0].rank == 0  # μ large: the most confident crop
+    fit = brute_force(module, 0, query, 0.0)
+    assert conf.choices[0].score == pytest.approx(float(fit[0]), abs=1e-5)  # J' = J + μ·0 at rank 0

@@ -228,6 +228,12 @@ def check_trainer(trainer_cfg: dict) -> None:
         raise RetaError("bn_matching synthesis does not support fp16 loss scaling; use trainer.precision=bf16-mixed or 32-true")
 
 
+def _pool_name(dataset_name: str, train) -> str:
+    """The patch-pool cache name: a held-out view of train (``reta.data.holdout``) gets its own entries."""
+    tag = getattr(train, "tag", None)
+    return f"{dataset_name}-{tag}" if tag else dataset_name
+
+
 def build_synthesis(cfg, ctx: DistillContext) -> tuple[SynthesisModule, list, BNMethodConfig]:
     """The module and its callbacks for ``cfg`` (no training yet)."""
     m = BNMethodConfig.from_cfg(cfg.method, int(cfg.ipc))
@@ -248,7 +254,7 @@ def build_synthesis(cfg, ctx: DistillContext) -> tuple[SynthesisModule, list, BN
         first = teachers[0]
         device = _pool_device(plain(cfg.trainer))
         pool = cached_patch_pool(
-            cfg.paths.cache_dir, ds["name"], teacher_id(first.meta), dataset=ctx.train, teacher=first.model.to(device),
+            cfg.paths.cache_dir, _pool_name(ds["name"], ctx.train), teacher_id(first.meta), dataset=ctx.train, teacher=first.model.to(device),
             mean=ds["mean"], std=ds["std"], num_classes=ds["num_classes"], size=ds["image_size"], mipc=int(m.init.mipc),
             num_crop=int(m.init.num_crop), seed=int(cfg.seed), crop_scale=tuple(m.init.crop_scale),
         )
