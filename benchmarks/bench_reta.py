@@ -45,6 +45,8 @@ METHODS = {
     "fadrm_plus+drc": ["method=reta", "method.callbacks.pta.enabled=false"],
     "fadrm_plus+pta": ["method=reta", "method.residual.anchors.enabled=false"],
     "reta": ["method=reta"],
+    "reta(pta=separate)": ["method=reta", "method.callbacks.pta.features=separate"],
+    "reta(pta=step)": ["method=reta", "method.callbacks.pta.features=step"],
     "reta(every=4)": ["method=reta", "method.callbacks.pta.every=4"],
     "reta(every=8)": ["method=reta", "method.callbacks.pta.every=8"],
     "fadrm+drc": ["method=fadrm_drc"],

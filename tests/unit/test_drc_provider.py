@@ -289,3 +289,32 @@ def test_confidence_weight_prefers_the_teachers_confident_crops():
     assert conf.choices[0].rank == 0  # μ large: the most confident crop
     fit = brute_force(module, 0, query, 0.0)
     assert conf.choices[0].score == pytest.approx(float(fit[0]), abs=1e-5)  # J' = J + μ·0 at rank 0
+
+
+def test_feature_pool_disk_cache_is_written_once_and_read_back_without_a_feature_pass(tmp_path):
+    calls = []
+
+    def fresh():
+        module = FakeModule()
+        module.teachers[0].meta = {"key": "pixnet"}
+        module.feature_pool_cache = tmp_path
+        real = module.teacher_features
+        module.teacher_features = lambda x, t=None: (calls.append(len(x)), real(x, t))[1]
+        return module
+
+    a = shared_feature_pool(fresh(), 0, None)
+    a.complexity_specs.add((D, 1.0, "central"))
+    fa, ca = a.features(1), a.complexity(1, D)
+    assert sum(calls) == 6 and len(list(tmp_path.rglob("class_1.pt"))) == 1
+    calls.clear()
+    b = shared_feature_pool(fresh(), 0, None)
+    assert torch.equal(b.features(1), fa) and torch.equal(b.complexity(1, D), ca) and calls == []  # from disk
+    other = FakeModule()
+    other.teachers[0].meta = {"key": "another-teacher"}
+    other.feature_pool_cache = tmp_path
+    shared_feature_pool(other, 0, None).features(1)
+    assert len(list(tmp_path.rglob("class_1.pt"))) == 2  # another teacher: its own entry
+    anonymous = FakeModule()  # a teacher without an id is never cached
+    anonymous.feature_pool_cache = tmp_path / "anon"
+    shared_feature_pool(anonymous, 0, None).features(0)
+    assert not (tmp_path / "anon").exists()

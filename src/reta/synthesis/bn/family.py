@@ -269,6 +269,8 @@ def build_synthesis(cfg, ctx: DistillContext) -> tuple[SynthesisModule, list, BN
         train_set=ctx.train, fingerprint=fingerprint(cfg, m, teachers), log_every=m.log_every,
         shard=(shard.rank, shard.world),
     )
+    if cfg.paths.get("cache_dir"):  # RETA's feature pool (reta.synthesis.reta.pool) caches its features here
+        module.feature_pool_cache = Path(cfg.paths.cache_dir) / "feature_pools"
     callbacks: list = []
     media = (plain(cfg.logger) or {}).get("stage_images")
     if media is not None and media.get("enabled", True):  # first, so it sees the stage's pixels before the merge
