@@ -8,6 +8,8 @@ FMNIST_DIR ?= /usr/share/datasets/fashion-mnist
 PYTEST_ARGS ?=
 
 SCALE ?= cpu
+DEMO_IPC ?= 10
+DEMO_TEACHER_EPOCHS ?= 2
 REPORT := $(BIN)/reta-report
 
 .PHONY: help install fashion-mnist demo test test-slow lint clean table1 table3 fig4
@@ -33,7 +35,7 @@ fashion-mnist:  ## make sure the Debian package dataset-fashion-mnist is install
 	fi
 
 demo: install  ## Fashion-MNIST, IPC 10, CPU: 3 quick FADRM+ teachers (cached) → RETA and FADRM+ sets → KD students vs a random subset → table + topology plot
-	BIN=$(BIN) bash scripts/demo.sh
+	BIN=$(BIN) DEMO_IPC=$(DEMO_IPC) DEMO_TEACHER_EPOCHS=$(DEMO_TEACHER_EPOCHS) bash scripts/demo.sh
 
 test: install  ## run the fast test suite
 	$(BIN)/python -m pytest -q $(PYTEST_ARGS)

@@ -21,12 +21,13 @@ declare -A V=(
   [reta_m0]="method=reta method.residual.anchors.keep_margin=0.0"
   [reta_m0.02]="method=reta method.residual.anchors.keep_margin=0.02"
   [reta_m0.1]="method=reta method.residual.anchors.keep_margin=0.1"
+  [reta_m0.3]="method=reta method.residual.anchors.keep_margin=0.3"
   [reta_c0.1]="method=reta method.residual.anchors.confidence_weight=0.1"
   [reta_c0.5]="method=reta method.residual.anchors.confidence_weight=0.5"
 )
 mkdir -p "$O/$SPLIT"
 out=$O/$SPLIT/random_$PROTOCOL
-[ -f "$out/metrics.json" ] || $BIN/reta-evaluate ipc=1 seeds=[${SEEDS_LIST:-0,1,2}] protocol=$PROTOCOL $H $C \
+[ "${RANDOM_BASELINE:-1}" = 0 ] || [ -f "$out/metrics.json" ] || $BIN/reta-evaluate ipc=1 seeds=[${SEEDS_LIST:-0,1,2}] protocol=$PROTOCOL $H $C \
   paths.output_dir=$out > "$out.log" 2>&1 || echo "FAILED random"
 for name in ${VARIANTS:-fadrm_plus reta}; do
   for s in ${SEEDS:-0 1 2}; do
