@@ -5,6 +5,8 @@
 # SPLIT=test measures the chosen setting on the test split. Idempotent (finished cells are skipped).
 #   SPLIT=holdout VARIANTS="fadrm_plus reta reta_m0.02 reta_m0.1 reta_c0.1 reta_c0.5" bash experiments/drc_ipc1/run.sh OUT
 #   SPLIT=test VARIANTS="fadrm_plus reta" bash experiments/drc_ipc1/run.sh OUT
+# Single-teacher analogue (FADRM ± DRC; at IPC 1 PTA is off, so RETA = FADRM+ + DRC there):
+#   SEEDS="0 1" SPLIT=holdout VARIANTS="fadrm fadrm_drc fadrm_drc_m0.1 fadrm_drc_c0.5" bash experiments/drc_ipc1/run.sh OUT
 # PROTOCOL=hard evaluates the same sets (SETS=dir of an earlier run) with hard labels.
 set -u
 cd "$(dirname "$0")/../.."
@@ -17,6 +19,10 @@ H=""
 [ "$SPLIT" = holdout ] && H="holdout_per_class=1000"
 declare -A V=(
   [fadrm_plus]="method=fadrm_plus"
+  [fadrm]="method=fadrm"
+  [fadrm_drc]="method=fadrm_drc"
+  [fadrm_drc_m0.1]="method=fadrm_drc method.residual.anchors.keep_margin=0.1"
+  [fadrm_drc_c0.5]="method=fadrm_drc method.residual.anchors.confidence_weight=0.5"
   [reta]="method=reta"
   [reta_m0]="method=reta method.residual.anchors.keep_margin=0.0"
   [reta_m0.02]="method=reta method.residual.anchors.keep_margin=0.02"
@@ -27,7 +33,7 @@ declare -A V=(
 )
 mkdir -p "$O/$SPLIT"
 out=$O/$SPLIT/random_$PROTOCOL
-[ "${RANDOM_BASELINE:-1}" = 0 ] || [ -f "$out/metrics.json" ] || $BIN/reta-evaluate ipc=1 seeds=[${SEEDS_LIST:-0,1,2}] protocol=$PROTOCOL $H $C \
+[ "${RANDOM_BASELINE:-1}" = 0 ] || [ -f "$out/metrics.json" ] || $BIN/reta-evaluate ipc=1 seeds=[$(echo ${SEEDS:-0 1 2} | tr ' ' ,)] protocol=$PROTOCOL $H $C \
   paths.output_dir=$out > "$out.log" 2>&1 || echo "FAILED random"
 for name in ${VARIANTS:-fadrm_plus reta}; do
   for s in ${SEEDS:-0 1 2}; do
