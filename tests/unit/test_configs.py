@@ -71,3 +71,15 @@ def test_experiment_configs_compose_with_reta_run(experiment):
     elif experiment.startswith("fig4"):
         assert cfg.label.startswith("reta_") and cfg.baseline is False and cfg.ipc == 10
     assert cfg.method.name == "reta" and cfg.dataset.name == "fashion_mnist"  # table1_paper takes dataset=… per run
+
+
+def test_reta_on_fashion_mnist_uses_the_fadrm_anchor_at_ipc_1_only():
+    """Issue 15: at IPC 1 DRC's retrieved anchors lost to the slot's own (most confident) patch on the held-out split,
+    so the Fashion-MNIST setting switches DRC off there (RETA = FADRM+ at IPC 1, PTA being off at IPC 1 anyway)."""
+    from reta.synthesis.bn.family import BNMethodConfig
+
+    cfg = compose_cfg("distill", [*BASE, "method=reta", "dataset=fashion_mnist"])
+    one, ten = BNMethodConfig.from_cfg(cfg.method, 1), BNMethodConfig.from_cfg(cfg.method, 10)
+    assert one.residual.anchors["enabled"] is False and ten.residual.anchors["enabled"] is True
+    assert one.lr == 0.25 and ten.lr == 0.02  # the FADRM+ per-IPC setting is kept
+    assert ten.callbacks["pta"]["features"] == "step"
