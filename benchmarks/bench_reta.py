@@ -4,8 +4,10 @@ Part A — end to end. The method configs of ``conf/method`` (fadrm, fadrm_plus,
 are built by the real builder (:func:`reta.synthesis.bn.family.build_synthesis`) on Fashion-MNIST-shaped data
 (1×28×28, 10 classes, 300 images per class, random pixels) with randomly initialised teachers of the configured
 architectures (timing does not depend on the weights), and fitted with a Lightning Trainer; seconds per image =
-Σ job seconds / images (the DRC pool feature pass, done once at the first merge, is included; the teacher-scored pool
-build, shared with FADRM, is not). Methods are interleaved and repeated; medians are reported.
+Σ job seconds / images, and CPU seconds of the whole fit / images (one thread: the wall time an idle CPU would give;
+use it on a shared machine). The teacher-scored patch pool, shared with FADRM, comes from the cache; RETA's feature
+pool (DRC/PTA) comes from its disk cache as a second run finds it (a warm-up RETA run fills it), or is rebuilt in
+every run with ``--cold-pool`` (a first run). Methods are interleaved and repeated; medians are reported.
 
 Part B — PTA per step at 10 and 100 classes (one image per class per batch, IPC 10 clouds, ConvNet-3 w64 teacher,
 576-d features, pool 300, k 10, 32×32 PI, M 16): (1) the topology loss + backward alone on cached targets
@@ -19,6 +21,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import shutil
 import statistics
 import sys
 import tempfile
@@ -45,6 +49,8 @@ METHODS = {
     "fadrm_plus+drc": ["method=reta", "method.callbacks.pta.enabled=false"],
     "fadrm_plus+pta": ["method=reta", "method.residual.anchors.enabled=false"],
     "reta": ["method=reta"],
+    "reta(pta=separate)": ["method=reta", "method.callbacks.pta.features=separate"],
+    "reta(pta=step)": ["method=reta", "method.callbacks.pta.features=step"],
     "reta(every=4)": ["method=reta", "method.callbacks.pta.every=4"],
     "reta(every=8)": ["method=reta", "method.callbacks.pta.every=8"],
     "fadrm+drc": ["method=fadrm_drc"],
@@ -82,29 +88,43 @@ def synthesize(
     callbacks = [cb for cb in callbacks if type(cb).__name__ != "SynthesisCheckpoint"] + list(callbacks_extra)
     trainer = L.Trainer(accelerator="cpu", max_epochs=1, logger=False, enable_progress_bar=False,
                         enable_model_summary=False, enable_checkpointing=False, callbacks=callbacks)
+    cpu0 = time.process_time()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         trainer.fit(module)
     module.bench_callbacks = callbacks
+    module.bench_cpu_seconds = time.process_time() - cpu0  # one thread: what the wall time would be on an idle CPU
     return sum(module.job_seconds), module.images.data.shape[0], module
 
 
-def part_a(ipc: int, repeats: int, methods: list[str], mipc: int) -> dict:
+def part_a(ipc: int, repeats: int, methods: list[str], mipc: int, cold_pool: bool = False) -> dict:
     train = dataset(10, mipc)
     common = [f"ipc={ipc}", f"method.init.mipc={mipc}", "method.init.num_crop=1"]
     times: dict[str, list[float]] = {m: [] for m in methods}
+    cpu: dict[str, list[float]] = {m: [] for m in methods}
     with tempfile.TemporaryDirectory() as d:
         tmp = Path(d)
-        synthesize(["method=fadrm", *common, "ipc=1"], train, tmp, 10)  # warm-up + build the cached pool
+        synthesize(["method=fadrm", *common, "ipc=1"], train, tmp, 10)  # warm-up + build the cached patch pool
+        if cold_pool:
+            print("  [A] the RETA feature pool is rebuilt in every run (--cold-pool)")
+        else:  # and RETA's feature pool (disk-cached per teacher + patch pool), as a second run would find it
+            synthesize(["method=reta", *common, "ipc=1"], train, tmp, 10)
         for r in range(repeats):
             for m in methods:
-                seconds, n, _ = synthesize([*METHODS[m], *common], train, tmp, 10)
+                if cold_pool:
+                    shutil.rmtree(tmp / "cache" / "feature_pools", ignore_errors=True)
+                seconds, n, module = synthesize([*METHODS[m], *common], train, tmp, 10)
                 times[m].append(seconds / n)
-                print(f"  [A] repeat {r} {m:16s} {seconds / n:.4f} s/image", flush=True)
+                cpu[m].append(module.bench_cpu_seconds / n)
+                print(f"  [A] repeat {r} {m:18s} {seconds / n:.4f} s/image (wall)  {cpu[m][-1]:.4f} CPU s/image",
+                      flush=True)
     med = {m: statistics.median(v) for m, v in times.items()}
-    return {"seconds_per_image": med, "all": times,
+    med_cpu = {m: statistics.median(v) for m, v in cpu.items()}
+    return {"seconds_per_image": med, "cpu_seconds_per_image": med_cpu, "all": times, "all_cpu": cpu,
             "ratio_vs_fadrm": {m: med[m] / med["fadrm"] for m in med if "fadrm" in med},
-            "ratio_vs_fadrm_plus": {m: med[m] / med["fadrm_plus"] for m in med if "fadrm_plus" in med}}
+            "ratio_vs_fadrm_plus": {m: med[m] / med["fadrm_plus"] for m in med if "fadrm_plus" in med},
+            "cpu_ratio_vs_fadrm_plus": {m: med_cpu[m] / med_cpu["fadrm_plus"] for m in med_cpu
+                                        if "fadrm_plus" in med_cpu}}
 
 
 class StepTimer(L.Callback):
@@ -163,6 +183,8 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--classes", type=int, nargs="+", default=[10, 100])
     parser.add_argument("--methods", nargs="+", default=list(METHODS))
+    parser.add_argument("--cold-pool", action="store_true",
+                        help="rebuild RETA's feature pool in every run (no disk cache), as a first run does")
     parser.add_argument("--skip-a", action="store_true")
     parser.add_argument("--skip-b", action="store_true")
     parser.add_argument("--json", type=str, default=None, help="write the results here")
@@ -171,11 +193,14 @@ def main() -> None:
     result = {"torch_threads": torch.get_num_threads()}
     if not args.skip_a:
         print(f"Part A: seconds per image, Fashion-MNIST shape, 4 × 50 steps, IPC {args.ipc}, pool {args.mipc}")
-        result["A"] = part_a(args.ipc, args.repeats, args.methods, args.mipc)
-        print(f"{'method':18s} {'s/image':>9s} {'/FADRM':>7s} {'/FADRM+':>8s}")
-        for m, v in result["A"]["seconds_per_image"].items():
-            print(f"{m:18s} {v:9.4f} {result['A']['ratio_vs_fadrm'].get(m, float('nan')):7.3f} "
-                  f"{result['A']['ratio_vs_fadrm_plus'].get(m, float('nan')):8.3f}")
+        result["A"] = part_a(args.ipc, args.repeats, args.methods, args.mipc, args.cold_pool)
+        a = result["A"]
+        print(f"{'method':18s} {'s/image':>9s} {'/FADRM':>7s} {'/FADRM+':>8s} {'CPU s/image':>12s} {'CPU /FADRM+':>12s}")
+        for m, v in a["seconds_per_image"].items():
+            print(f"{m:18s} {v:9.4f} {a['ratio_vs_fadrm'].get(m, float('nan')):7.3f} "
+                  f"{a['ratio_vs_fadrm_plus'].get(m, float('nan')):8.3f} {a['cpu_seconds_per_image'][m]:12.4f} "
+                  f"{a['cpu_ratio_vs_fadrm_plus'].get(m, float('nan')):12.3f}")
+        print(f"load average: {', '.join(f'{v:.1f}' for v in os.getloadavg())} on {os.cpu_count()} CPUs")
     if not args.skip_b:
         print("Part B: PTA per step (ms), IPC 10 clouds, 576-d, pool 300, k 10, G 32, M 16")
         result["B"] = part_b(args.classes, args.repeats)

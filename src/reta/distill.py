@@ -12,6 +12,7 @@ from omegaconf import DictConfig
 
 import reta
 from reta.data.distilled import save_distilled
+from reta.data.holdout import check_holdout, split_holdout
 from reta.data.registry import load_split
 from reta.errors import RetaError
 from reta.synthesis.bn.sharding import ShardInfo, init_distributed
@@ -115,14 +116,16 @@ def _run(cfg: DictConfig, shard: ShardInfo) -> dict:
     if shard.sharded and not is_shardable(fn):
         raise RetaError(f"distributed.enabled=true shards only BN-matching methods (sre2l, fadrm, fadrm_plus, reta), "
                         f"not {cfg.method.name}; run it in one process")
-    train = load_split(cfg.dataset, "train", cfg.paths.data_dir)
+    holdout = check_holdout(cfg.get("holdout_per_class", 0))
+    full_train = load_split(cfg.dataset, "train", cfg.paths.data_dir)
     test = load_split(cfg.dataset, "test", cfg.paths.data_dir)
+    train, _ = split_holdout(full_train, holdout)  # synthesis never sees the held-out images
     smallest = int(min((train.targets == c).sum() for c in range(int(cfg.dataset.num_classes))))
     if ipc > smallest:
         raise RetaError(f"ipc={ipc} exceeds the smallest class of {cfg.dataset.name} ({smallest} images)")
     out = Path(shard.broadcast(str(output_dir(cfg))))  # sharded: every rank uses rank 0's run dir
     ckpt_dir = out / "checkpoints" / shard.checkpoint_subdir() if shard.sharded else out / "checkpoints"
-    load = TeacherLoader(cfg, train, test)
+    load = TeacherLoader(cfg, full_train, test)  # teachers: the whole training split (one cache entry)
     ctx = DistillContext(train, test, out, ckpt_dir, load, shard=shard, teacher_timing=load.timing)
     if shard.is_main:
         if cfg.get("overwrite", False) and (out / "checkpoints").is_dir():
@@ -148,6 +151,7 @@ def _run(cfg: DictConfig, shard: ShardInfo) -> dict:
         "synthesis_seconds": round(seconds, 2),  # without teacher_seconds (teachers squeezed on first use)
         "teacher_seconds": round(load.seconds, 2),
         "shards": shard.world,
+        "holdout_per_class": holdout,
         **result.meta,
     }
     if not shard.is_main:  # rank 0 writes the merged set

@@ -16,6 +16,7 @@ from torch import nn
 from reta.data.base import ImageDataset
 from reta.data.distilled import DistilledSet, load_distilled, save_distilled
 from reta.data.expansion import training_view
+from reta.data.holdout import check_holdout, split_holdout
 from reta.data.registry import load_split, sample_per_class
 from reta.errors import RetaError
 from reta.training.common import build_logger, build_trainer, configure_data, seed_everything, set_threads
@@ -124,6 +125,7 @@ def run(cfg: DictConfig) -> dict:
     seeds = [int(s) for s in (cfg.seeds or [])]
     if not seeds:
         raise RetaError("seeds must be a non-empty list, e.g. seeds=[0,1,2]")
+    holdout = check_holdout(cfg.get("holdout_per_class", 0))
     protocol = Protocol.from_cfg(plain(cfg.protocol))
     ds_cfg, student_cfg = plain(cfg.dataset), plain(cfg.student)
     distilled = None
@@ -134,14 +136,23 @@ def run(cfg: DictConfig) -> dict:
         if meant and meant != protocol.name:
             log.warning("the %s set was made for protocol=%s, evaluating with protocol=%s",
                         distilled.meta.get("method"), meant, protocol.name)
+        made_with = int(distilled.meta.get("holdout_per_class") or 0)
+        if holdout and made_with != holdout:
+            raise RetaError(f"holdout_per_class={holdout} but the distilled set {cfg.distilled} was made with "
+                            f"holdout_per_class={made_with}: it may contain held-out images; distil it with "
+                            f"holdout_per_class={holdout}")
         if distilled.ipc != ipc:
             log.warning("ipc=%d overridden by the distilled set's ipc=%d", ipc, distilled.ipc)
             ipc = distilled.ipc
-    train = load_split(cfg.dataset, "train", cfg.paths.data_dir)
+    full_train = load_split(cfg.dataset, "train", cfg.paths.data_dir)
     test = load_split(cfg.dataset, "test", cfg.paths.data_dir)
     teacher, teacher_meta = None, {"name": None, "test_acc": None}
     if protocol.name == "kd":
-        teacher, teacher_meta = get_teacher(cfg, train, test)
+        teacher, teacher_meta = get_teacher(cfg, full_train, test)
+    # held-out split: random subsets come from the rest, students are measured on the held-out images, not test
+    train, held_out = split_holdout(full_train, holdout)
+    if held_out is not None:
+        test = held_out
     out = output_dir(cfg)
     common = dict(
         protocol=protocol,
@@ -186,6 +197,7 @@ def run(cfg: DictConfig) -> dict:
         "method": distilled.meta.get("method") if distilled is not None else "random",
         "label": cfg.get("label"),
         "expansion": distilled.meta.get("expansion", "none") if distilled is not None else "none",
+        "eval_split": f"holdout{holdout}" if holdout else "test",
         "sets": {name: summarize(runs) for name, runs in sets.items()},
     }
     atomic_write_json(out / "metrics.json", metrics)
@@ -303,7 +315,8 @@ def run_linear_probe(cfg: DictConfig) -> dict:
 
 
 def format_metrics(m: dict) -> str:
-    lines = [f"{m['dataset']} IPC {m['ipc']}, protocol {m['protocol']}, student {m['student']}, seeds {m['seeds']}"]
+    lines = [f"{m['dataset']} IPC {m['ipc']}, protocol {m['protocol']}, student {m['student']}, seeds {m['seeds']}, "
+             f"accuracy on {m.get('eval_split', 'test')}"]
     for name, s in m["sets"].items():
         lines.append(
             f"  {name:<10} {100 * s['acc_mean']:6.2f} ± {100 * s['acc_std']:.2f} %   "

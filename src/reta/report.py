@@ -42,7 +42,11 @@ def tables(cfg: DictConfig) -> dict:
         raise RetaError(f"no metrics.json under {inputs}")
     cells = collect(paths)
     published = load_published(cfg.published) if cfg.get("published") else None
-    md, csv_text = to_markdown(cells, published), to_csv(cells)
+    side = list(cfg.get("side_by_side") or [])
+    known = sorted({c.protocol for c in cells})
+    if side and (len(side) < 2 or any(p not in known for p in side)):
+        raise RetaError(f"side_by_side needs two or more of the inputs' protocols ({', '.join(known)}), got {side}")
+    md, csv_text = to_markdown(cells, published, side), to_csv(cells)
     out = Path(cfg.out)
     plot_x = cfg.get("plot", {}).get("x") if cfg.get("plot") else None
     if plot_x:

@@ -46,3 +46,38 @@ def test_evaluate_with_stored_soft_labels_matches_online(tmp_path):
     assert (
         json.loads((store / "meta.json").read_text())["epochs"] == 2 and (store / "epoch_0001" / "logits.npy").is_file()
     )
+
+
+def test_holdout_split_keeps_held_out_images_out_of_the_set_and_measures_on_them(tmp_path):
+    import pytest
+    import torch
+
+    from reta.data.distilled import load_distilled
+    from reta.data.holdout import holdout_indices
+    from reta.data.registry import load_split
+    from reta.errors import RetaError
+
+    root = write_idx_dataset(tmp_path / "fmnist", n_train=80, n_test=30, classes=10, gz=True)
+    ov = [*tiny_overrides(tmp_path, root), "method=random", "ipc=4", "model@student=convnet_tiny", "protocol=hard",
+          "protocol.epochs=1", "protocol.eval_every=1", "protocol.batch_size=8", "seeds=[0]", "holdout_per_class=4"]
+    pipeline.run(compose_cfg("pipeline", ov))
+    out = tmp_path / "out"
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["eval_split"] == "holdout4"
+    ds = load_distilled(out / "distilled")
+    assert ds.meta["holdout_per_class"] == 4
+    cfg = compose_cfg("pipeline", ov)
+    train = load_split(cfg.dataset, "train", cfg.paths.data_dir)
+    held = train.gather(holdout_indices(train.targets, 10, 4))
+    rest = [i for i in range(len(train)) if i not in set(holdout_indices(train.targets, 10, 4).tolist())]
+    # every distilled image is a non-held-out training image (ipc 4 of the 4 left per class: all of them)
+    flat = lambda x: {tuple((x[i] * 255).round().to(torch.uint8).flatten().tolist()) for i in range(len(x))}  # noqa: E731
+    assert flat(ds.images) == flat(train.gather(rest)) and not flat(ds.images) & flat(held)
+    # a set made without the split cannot be evaluated on it (it may contain held-out images); nothing is written
+    ov2 = [o for o in ov if not o.startswith("holdout")] + [f"paths.output_dir={tmp_path / 'plain'}"]
+    pipeline.run(compose_cfg("pipeline", ov2))
+    ev = [*(o for o in ov2[:-1] if not o.startswith("method")), f"paths.output_dir={tmp_path / 'ev'}", f"distilled={tmp_path / 'plain' / 'distilled'}",
+          "holdout_per_class=4", "baseline=false"]
+    with pytest.raises(RetaError, match="may contain held-out images"):
+        evaluate.run(compose_cfg("evaluate", ev))
+    assert not (tmp_path / "ev" / "metrics.json").exists()

@@ -87,16 +87,32 @@ def test_debug_fast_reaches_every_stage(primary):
 
 
 @pytest.mark.parametrize("script", ["evaluate", "pipeline", "distill"])
-def test_cli_cfg_job_shows_debug_fast(script, monkeypatch, capsys):
+def test_cli_cfg_job_shows_debug_fast(script, monkeypatch, capsys, tmp_path):
     """What a user sees with ``reta-evaluate debug=fast --cfg job`` (the CLI's own composition, in-process)."""
     import sys
 
     import yaml
+    from hydra.core.hydra_config import HydraConfig
 
     from reta.cli import distill, evaluate, pipeline
 
     mod = {"distill": distill, "evaluate": evaluate, "pipeline": pipeline}[script]
-    monkeypatch.setattr(sys, "argv", [f"reta-{script}", "debug=fast", "paths.output_dir=/tmp/x", "--cfg", "job"])
-    mod.main()
+    monkeypatch.setattr(sys, "argv", [f"reta-{script}", "debug=fast", f"paths.output_dir={tmp_path}", "--cfg", "job"])
+    try:
+        mod.main()
+    finally:
+        HydraConfig.instance().cfg = None  # the in-process app must not leak its config into later tests
     shown = yaml.safe_load(capsys.readouterr().out)
     assert shown["progress_bar"] is False and shown["seeds"] == [0] and shown["protocol"]["epochs"] == 2
+
+
+def test_reta_on_fashion_mnist_uses_the_fadrm_anchor_at_ipc_1_only():
+    """Issue 15: at IPC 1 DRC's retrieved anchors lost to the slot's own (most confident) patch on the held-out split,
+    so the Fashion-MNIST setting switches DRC off there (RETA = FADRM+ at IPC 1, PTA being off at IPC 1 anyway)."""
+    from reta.synthesis.bn.family import BNMethodConfig
+
+    cfg = compose_cfg("distill", [*BASE, "method=reta", "dataset=fashion_mnist"])
+    one, ten = BNMethodConfig.from_cfg(cfg.method, 1), BNMethodConfig.from_cfg(cfg.method, 10)
+    assert one.residual.anchors["enabled"] is False and ten.residual.anchors["enabled"] is True
+    assert one.lr == 0.25 and ten.lr == 0.02  # the FADRM+ per-IPC setting is kept
+    assert ten.callbacks["pta"]["features"] == "step"

@@ -245,7 +245,8 @@ DRC = "reta.synthesis.reta.drc.RetrievalAnchors"
     "kwargs,match",
     [({"lam": 1.5}, "lam must be a number in"), ({"reuse": "sometimes"}, "reuse must be one of"),
      ({"normalization": "zscore"}, "normalization must be one of"), ({"sigma": 0}, "sigma must be"),
-     ({"pool_size": 0}, "pool_size must be"), ({"lamda": 0.1}, "lamda")],
+     ({"pool_size": 0}, "pool_size must be"), ({"lamda": 0.1}, "lamda"),
+     ({"keep_margin": -0.1}, "keep_margin must be"), ({"confidence_weight": -1}, "confidence_weight must be")],
 )
 def test_bad_provider_config_fails_with_one_line(kwargs, match):
     with pytest.raises(RetaError, match=match) as err:
@@ -260,3 +261,66 @@ def test_build_from_config_and_missing_pool():
     module.patch_pool = None
     with warnings.catch_warnings(), pytest.raises(RetaError, match="needs the real-patch pool"):
         p.setup(module)
+
+
+def test_keep_margin_keeps_the_slots_own_patch_unless_beaten_by_more_than_the_margin():
+    module = FakeModule(ipc=2)
+    crops0 = module.patch_pool.render(module.train_set, 0)
+    query = torch.cat([crops0[3:4], crops0[3:4].flip(-1)])  # far from both slot-1 own patches (rank 1 of each class)
+    paper = provider(module, lam=0.1)
+    paper.anchors(event(query, [0, 1], slot=1))
+    assert not any(ch.initial for ch in paper.choices)  # the paper's argmin moves away from the own patch
+    gaps = [brute_force(module, c, query[i : i + 1], 0.1) for i, c in enumerate([0, 1])]
+    own = [paper._initial_index(c, 1) for c in (0, 1)]
+    gap = [float(g[o] - g.min()) for g, o in zip(gaps, own, strict=True)]
+    safe = provider(module, lam=0.1, keep_margin=max(gap) + 1e-4)
+    got = safe.anchors(event(query, [0, 1], slot=1))
+    assert all(ch.initial for ch in safe.choices) and [ch.index for ch in safe.choices] == own
+    assert torch.equal(got, normalize(module.patch_bank.get([0, 1], 1), MEAN, STD))  # = FADRM's static anchor
+    tight = provider(module, lam=0.1, keep_margin=min(gap) / 2)
+    tight.anchors(event(query, [0, 1], slot=1))
+    assert [ch.index for ch in tight.choices] == [ch.index for ch in paper.choices]
+    assert safe.describe()["keep_margin"] == pytest.approx(max(gap) + 1e-4)
+
+
+def test_confidence_weight_prefers_the_teachers_confident_crops():
+    module = FakeModule(ipc=1)
+    crops0 = module.patch_pool.render(module.train_set, 0)
+    query = crops0[5:6]  # the noise crop: rank 5, the least confident entry of class 0
+    plain_choice = provider(module, lam=0.0)
+    plain_choice.anchors(event(query, [0]))
+    assert plain_choice.choices[0].rank == 5
+    conf = provider(module, lam=0.0, confidence_weight=100.0)
+    conf.anchors(event(query, [0]))
+    assert conf.choices[0].rank == 0  # μ large: the most confident crop
+    fit = brute_force(module, 0, query, 0.0)
+    assert conf.choices[0].score == pytest.approx(float(fit[0]), abs=1e-5)  # J' = J + μ·0 at rank 0
+
+
+def test_feature_pool_disk_cache_is_written_once_and_read_back_without_a_feature_pass(tmp_path):
+    calls = []
+
+    def fresh():
+        module = FakeModule()
+        module.teachers[0].meta = {"key": "pixnet"}
+        module.feature_pool_cache = tmp_path
+        real = module.teacher_features
+        module.teacher_features = lambda x, t=None: (calls.append(len(x)), real(x, t))[1]
+        return module
+
+    a = shared_feature_pool(fresh(), 0, None)
+    a.complexity_specs.add((D, 1.0, "central"))
+    fa, ca = a.features(1), a.complexity(1, D)
+    assert sum(calls) == 6 and len(list(tmp_path.rglob("class_1.pt"))) == 1
+    calls.clear()
+    b = shared_feature_pool(fresh(), 0, None)
+    assert torch.equal(b.features(1), fa) and torch.equal(b.complexity(1, D), ca) and calls == []  # from disk
+    other = FakeModule()
+    other.teachers[0].meta = {"key": "another-teacher"}
+    other.feature_pool_cache = tmp_path
+    shared_feature_pool(other, 0, None).features(1)
+    assert len(list(tmp_path.rglob("class_1.pt"))) == 2  # another teacher: its own entry
+    anonymous = FakeModule()  # a teacher without an id is never cached
+    anonymous.feature_pool_cache = tmp_path / "anon"
+    shared_feature_pool(anonymous, 0, None).features(0)
+    assert not (tmp_path / "anon").exists()

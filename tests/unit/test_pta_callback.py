@@ -39,15 +39,17 @@ def dataset(per_class: int = 8) -> TensorImageDataset:
     return TensorImageDataset(imgs.clamp(0, 255).to(torch.uint8), labels, [str(c) for c in range(CLASSES)])
 
 
-def make_module(ipc: int = 3, budgets=(3, 2)) -> SynthesisModule:
+def make_module(ipc: int = 3, budgets=(3, 2), teachers: int = 1) -> SynthesisModule:
     torch.manual_seed(0)
     model = build_model({"name": "convnet_tiny", "kwargs": {}}, CLASSES, 1, SIZE)
     slot = TeacherSlot("tiny", model, r_bn=0.01)
+    others = [TeacherSlot(f"tiny{i}", build_model({"name": "convnet_tiny", "kwargs": {}}, CLASSES, 1, SIZE), r_bn=0.01)
+              for i in range(1, teachers)]
     ds = dataset()
     pool = build_patch_pool(ds, slot.model, MEAN, STD, CLASSES, SIZE, mipc=8, num_crop=1, seed=0)
     bank = PatchBank(pool, ds, ipc, "easy")
     return SynthesisModule(
-        [slot], StageSchedule([SIZE] * len(budgets), list(budgets), 0.25), num_classes=CLASSES, ipc=ipc,
+        [slot, *others], StageSchedule([SIZE] * len(budgets), list(budgets), 0.25), num_classes=CLASSES, ipc=ipc,
         image_size=SIZE, channels=1, mean=MEAN, std=STD, init=PatchInit(bank), augment=AugmentSpec(jitter=2),
         losses=[CrossEntropyLoss(), BNMatchingLoss()], seed=0, patch_bank=bank, patch_pool=pool, train_set=ds,
     )
@@ -161,7 +163,7 @@ def test_disabled_or_zero_weight_pta_adds_nothing():
     "kwargs,match",
     [({"lam_topo": -1.0}, "lam_topo must be"), ({"refresh_every": 0}, "refresh_every must be"),
      ({"k": 0}, "k must be >= 1"), ({"cutoff": "median"}, "unknown cutoff policy"), ({"kernel": "box"}, "kernel"),
-     ({"pool_size": 1}, "pool_size must be")],
+     ({"pool_size": 1}, "pool_size must be"), ({"features": "cached"}, "features must be one of")],
 )
 def test_bad_pta_config_fails_at_build_time(kwargs, match):
     with pytest.raises(RetaError, match=match):
@@ -195,3 +197,53 @@ def test_pta_defaults_have_one_source():
     assert cb.topology == TopologyConfig() and cb.lam_topo == pta["lam_topo"]
     with pytest.raises(RetaError, match=r"unknown keys \['kk'\]"):
         TopologyAlignment(kk=3)
+
+
+class Forwards(L.Callback):
+    """Counts forward passes through every teacher's first conv (whole forwards and feature passes) per step."""
+
+    def __init__(self) -> None:
+        self.calls, self.per_step = 0, []
+
+    def setup(self, trainer, module, stage):
+        for slot in module.teachers:
+            conv = next(m for m in slot.model.modules() if isinstance(m, torch.nn.Conv2d))
+            conv.register_forward_hook(lambda *a: setattr(self, "calls", self.calls + 1))
+
+    def on_train_batch_start(self, trainer, module, batch, batch_idx):
+        self.calls = 0
+
+    def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx):
+        self.per_step.append(self.calls)
+
+
+def test_step_features_reuse_the_steps_forward_and_apply_on_the_feature_teachers_steps_only():
+    module, before = make_module(ipc=2, budgets=(4,), teachers=2), Before()
+    pta = TopologyAlignment(**{**PTA, "features": "step", "refresh_every": 100})
+    probe, fwd = Probe(before, pta), Forwards()
+    fit(module, [fwd, before, pta, probe])
+    assert [r is not None for r in probe.rows] == [True, False, True, False] * 2  # teacher 0 on even steps only
+    grads = [r[5] for r in probe.rows if r is not None]
+    assert all(torch.isfinite(g).all() and float(g.abs().sum()) > 0 for g in grads)  # through the step's graph
+    # one teacher forward per step (a job's first step adds the pool build and the refresh's no-grad passes)
+    assert fwd.per_step[1:4] == [1, 1, 1] and fwd.per_step[5:8] == [1, 1, 1]
+    sep, fwd_sep = make_module(ipc=2, budgets=(4,), teachers=2), Forwards()
+    fit(sep, [fwd_sep, TopologyAlignment(**{**PTA, "refresh_every": 100})])
+    assert fwd_sep.per_step[1:4] == [2, 2, 2]  # separate: the step's forward + PTA's own
+    assert pta._hook is None  # removed at teardown
+
+
+def test_step_features_are_the_feature_teachers_penultimate_features_of_the_augmented_batch():
+    module = make_module(ipc=2, budgets=(2,))
+    pta = TopologyAlignment(**{**PTA, "features": "step"})
+    diffs = []
+
+    class Peek(L.Callback):  # runs before PTA in the step: sees what PTA is about to use
+        def on_synthesis_step(self, trainer, m, step):
+            got = pta._captured.detach()
+            want = m.teacher_features(step.augmented.detach())
+            diffs.append(float((got.flatten(1) - want.flatten(1)).abs().max()))
+
+    fit(module, [Peek(), pta])
+    assert len(diffs) == module.total_steps and max(diffs) < 1e-5
+    assert pta.describe()["features"] == "step" and pta.describe()["mean_loss"] is not None

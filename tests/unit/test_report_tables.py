@@ -10,14 +10,16 @@ from reta.errors import RetaError
 from reta.reporting.tables import collect, find_metrics, to_csv, to_markdown
 
 
-def _metrics(path, ipc, method, rand, dist=None, seeds=None, label=None):
+def _metrics(path, ipc, method, rand, dist=None, seeds=None, label=None, protocol="kd", split=None):
     sets = {"random": {"acc_last": rand, "acc_best": [a + 0.01 for a in rand], "seconds": [1.0] * len(rand)}}
     if dist is not None:
         sets["distilled"] = {"acc_last": dist, "acc_best": dist}
     path.mkdir(parents=True)
-    (path / "metrics.json").write_text(json.dumps({"dataset": "fashion_mnist", "ipc": ipc, "protocol": "kd",
-                                                   "student": "convnet", "method": method, "label": label, "sets": sets,
-                                                   "seeds": seeds or list(range(len(rand)))}))
+    m = {"dataset": "fashion_mnist", "ipc": ipc, "protocol": protocol, "student": "convnet", "method": method,
+         "label": label, "sets": sets, "seeds": seeds or list(range(len(rand)))}
+    if split is not None:
+        m["eval_split"] = split
+    (path / "metrics.json").write_text(json.dumps(m))
 
 
 def test_collect_merges_and_formats(tmp_path):
@@ -85,3 +87,41 @@ def test_published_column_and_sweep_plot(tmp_path):
     pub.write_text("# from the paper\ndataset,ipc,method,acc\nfashion_mnist,10,reta,88.5\n")
     md = to_markdown(collect(paths), load_published(pub))
     assert "[paper 88.5]" in md
+
+
+def test_side_by_side_puts_kd_and_hard_label_accuracy_of_the_same_sets_in_one_table(tmp_path):
+    _metrics(tmp_path / "kd1", 1, "reta", [0.60], [0.65])
+    _metrics(tmp_path / "hard1", 1, "reta", [0.40], [0.45], protocol="hard")
+    _metrics(tmp_path / "kd10", 10, "reta", [0.80], [0.82])
+    cells = collect(find_metrics([tmp_path]))
+    separate = to_markdown(cells)
+    assert "protocol kd," in separate and "protocol hard," in separate
+    md = to_markdown(cells, side_by_side=["kd", "hard"])
+    assert "protocols kd vs hard (same sets)" in md and md.count("###") == 1
+    assert "| method | IPC 1 kd | IPC 1 hard | IPC 10 kd |" in md  # no hard run at IPC 10: no column
+    assert "| reta | 65.00 ± 0.00 (n=1) | 45.00 ± 0.00 (n=1) | 82.00 ± 0.00 (n=1) |" in md
+    assert "| random | 60.00 ± 0.00 (n=1) | 40.00 ± 0.00 (n=1) | 80.00 ± 0.00 (n=1) |" in md
+
+
+def test_held_out_accuracies_are_never_merged_with_test_accuracies(tmp_path):
+    _metrics(tmp_path / "test", 1, "reta", [0.60], [0.65])
+    _metrics(tmp_path / "val", 1, "reta", [0.70], [0.75], split="holdout1000")
+    cells = collect(find_metrics([tmp_path]))
+    assert sorted((c.method, c.split) for c in cells) == [("random", "holdout1000"), ("random", "test"),
+                                                          ("reta", "holdout1000"), ("reta", "test")]
+    md = to_markdown(cells)
+    assert md.count("###") == 2 and "accuracy on holdout1000 (held-out split of train, not test)" in md
+    assert to_csv(cells).splitlines()[0].endswith(",split")
+
+
+def test_report_cli_rejects_an_unknown_side_by_side_protocol(tmp_path):
+    from omegaconf import OmegaConf
+
+    from reta import report
+
+    _metrics(tmp_path / "kd1", 1, "reta", [0.60], [0.65])
+    cfg = OmegaConf.create({"inputs": [str(tmp_path)], "out": str(tmp_path / "r" / "results"), "published": None,
+                            "plot": None, "side_by_side": ["kd", "hard"]})
+    with pytest.raises(RetaError, match="side_by_side needs two or more of the inputs' protocols"):
+        report.run(cfg)
+    assert not (tmp_path / "r").exists()

@@ -9,6 +9,7 @@ import torch
 import torch.nn.functional as F
 
 from reta.synthesis.reta.retrieval import (
+    confidence_cost,
     fit_complexity_scores,
     gaussian_kernel1d,
     image_complexity,
@@ -174,3 +175,57 @@ def test_exhausted_pool_falls_back_to_allow_with_a_warning() -> None:
         retrieve(q, z, c, lam=0.1, reuse="sometimes")
     with pytest.raises(ValueError):
         retrieve(q, z, c, lam=0.1, reuse="never", used={99})
+
+
+def test_incumbent_wins_ties_and_is_kept_within_the_margin_only() -> None:
+    q, z, c = _pool()
+    plain = retrieve(q, z, c, lam=0.1)
+    scores = fit_complexity_scores(q, z, normalize_complexity(c), 0.1)
+    # each slot's incumbent: its second-best entry, so the gap to the argmin is known
+    second = scores.masked_fill(torch.nn.functional.one_hot(plain.indices, 12).bool(), float("inf")).argmin(1)
+    gap = scores[torch.arange(4), second] - plain.scores
+    assert (gap > 0).all()
+    inc = second.tolist()
+    zero = retrieve(q, z, c, lam=0.1, incumbent=inc, margin=0.0)
+    assert torch.equal(zero.indices, plain.indices)  # a strictly better entry still wins at margin 0
+    wide = retrieve(q, z, c, lam=0.1, incumbent=inc, margin=float(gap.max()))
+    assert wide.indices.tolist() == inc  # every incumbent within the margin is kept
+    torch.testing.assert_close(wide.scores, scores[torch.arange(4), second])
+    mid = float(gap.sort().values[1])  # keeps the two slots with the smallest gaps, only those
+    kept = retrieve(q, z, c, lam=0.1, incumbent=inc, margin=mid)
+    expect = [inc[i] if float(gap[i]) <= mid else int(plain.indices[i]) for i in range(4)]
+    assert kept.indices.tolist() == expect and expect != inc and expect != plain.indices.tolist()
+    none = retrieve(q, z, c, lam=0.1, incumbent=[None] * 4, margin=1e9)  # no own anchor in the pool: paper argmin
+    assert torch.equal(none.indices, plain.indices)
+
+
+def test_incumbent_wins_an_exact_tie_and_respects_exclusions() -> None:
+    _, z, c = _pool()
+    zz = torch.cat([z, z[:1]])  # entry 12 duplicates entry 0: identical score
+    cc = torch.cat([c, c[:1]])
+    q = z[:1].clone()
+    assert int(retrieve(q, zz, cc, lam=0.0).indices[0]) == 0  # argmin takes the first of a tie
+    assert int(retrieve(q, zz, cc, lam=0.0, incumbent=[12]).indices[0]) == 12  # the own anchor wins the tie
+    # an excluded incumbent is not kept (reuse policy first)
+    r = retrieve(q, zz, cc, lam=0.0, reuse="never", used={12}, incumbent=[12], margin=1e9)
+    assert int(r.indices[0]) == 0
+    with pytest.raises(ValueError, match="margin"):
+        retrieve(q, zz, cc, lam=0.0, incumbent=[0], margin=-1.0)
+
+
+def test_confidence_cost_penalises_low_confidence_entries() -> None:
+    q, z, c = _pool()
+    ranks = torch.arange(12)
+    cost = confidence_cost(ranks, 12)
+    assert float(cost[0]) == 0.0 and float(cost[-1]) == 1.0 and (cost.diff() > 0).all()
+    base = fit_complexity_scores(q, z, normalize_complexity(c), 0.1)
+    r = retrieve(q, z, c, lam=0.1, pool_confidence=cost, mu=0.5)
+    expect = base + 0.5 * cost[None, :]
+    assert torch.equal(r.indices, expect.argmin(1))
+    torch.testing.assert_close(r.scores, expect.min(1).values)
+    huge = retrieve(q, z, c, lam=0.1, pool_confidence=cost, mu=1e3)
+    assert huge.indices.tolist() == [0, 0, 0, 0]  # confidence dominates: the teacher's most confident crop
+    with pytest.raises(ValueError):
+        confidence_cost(torch.tensor([12]), 12)
+    with pytest.raises(ValueError):
+        retrieve(q, z, c, lam=0.1, mu=0.5)  # mu without the per-entry cost

@@ -5,7 +5,13 @@ set (under its ``label``, ``reta-evaluate label=…``, else its method's name) e
 same cell from different runs are merged per
 evaluation seed (so a sweep that split seeds over jobs aggregates correctly, and the random baseline that every run
 of a table re-evaluates with the same seeds — deterministically the same students — is counted once per seed).
-Accuracies are reported in percent, mean ± population std over seeds (DESIGN.md evaluation contract).
+Accuracies are reported in percent, mean ± population std over seeds (DESIGN.md evaluation contract). Runs measured
+on a held-out split of train (``reta-evaluate holdout_per_class=N``, ``eval_split`` in metrics.json) form their own
+cells and tables, never merged with test accuracies.
+
+``to_markdown(..., side_by_side=["kd", "hard"])`` puts the protocols' accuracies of the same sets next to each other
+(one column per IPC and protocol): the hard-label view of DD-Ranking (github.com/NUS-HPC-AI-Lab/DD-Ranking) beside the
+soft-label (KD) one, to show how much of a set's KD accuracy the labels carry rather than the images.
 """
 
 from __future__ import annotations
@@ -29,6 +35,7 @@ class Cell:
     protocol: str
     student: str
     method: str
+    split: str = "test"  # where the students were measured: test, or holdout<N> (a held-out split of train)
     per_seed: dict[int, tuple[float, float]] = field(default_factory=dict)  # seed -> (last, best)
     seconds: list[float] = field(default_factory=list)
     runs: list[str] = field(default_factory=list)
@@ -43,7 +50,7 @@ class Cell:
 
     @property
     def key(self) -> tuple:
-        return (self.dataset, self.ipc, self.protocol, self.student, self.method)
+        return (self.dataset, self.ipc, self.protocol, self.student, self.method, self.split)
 
     def mean_std(self, best: bool = False) -> tuple[float, float]:
         vals = self.acc_best if best else self.acc_last
@@ -75,7 +82,7 @@ def collect(paths: Iterable[Path]) -> list[Cell]:
             raise RetaError(f"{path} is not a reta metrics.json ({type(err).__name__}: {err})") from err
         for set_name, s in sets.items():
             method = "random" if set_name == "random" else (m.get("label") or m.get("method") or set_name)
-            cell = Cell(m["dataset"], int(m["ipc"]), m["protocol"], m["student"], method)
+            cell = Cell(m["dataset"], int(m["ipc"]), m["protocol"], m["student"], method, m.get("eval_split", "test"))
             cell = cells.setdefault(cell.key, cell)
             seeds = m.get("seeds") or list(range(len(s["acc_last"])))
             for seed, last, best in zip(seeds, s["acc_last"], s.get("acc_best", s["acc_last"])):
@@ -89,13 +96,13 @@ def to_csv(cells: list[Cell]) -> str:
     buf = io.StringIO()
     w = csv.writer(buf)
     w.writerow(["dataset", "ipc", "protocol", "student", "method", "n_seeds", "acc_mean", "acc_std", "acc_best_mean",
-                "seconds_per_student"])
+                "seconds_per_student", "split"])
     for c in cells:
         mean, std = c.mean_std()
         best, _ = c.mean_std(best=True)
         secs = statistics.fmean(c.seconds) if c.seconds else ""
         w.writerow([c.dataset, c.ipc, c.protocol, c.student, c.method, len(c.acc_last), f"{mean:.2f}", f"{std:.2f}",
-                    f"{best:.2f}", f"{secs:.1f}" if secs != "" else ""])
+                    f"{best:.2f}", f"{secs:.1f}" if secs != "" else "", c.split])
     return buf.getvalue()
 
 
@@ -114,31 +121,47 @@ def load_published(path: str | Path) -> dict[tuple[str, int, str], float]:
     return out
 
 
-def to_markdown(cells: list[Cell], published: dict | None = None) -> str:
-    """One table per (dataset, protocol, student): rows = methods, columns = IPC, entries 'mean ± std'
-    (with the published number in brackets where ``published`` has one)."""
+def _split_note(split: str) -> str:
+    return "" if split == "test" else f", accuracy on {split} (held-out split of train, not test)"
+
+
+def to_markdown(cells: list[Cell], published: dict | None = None, side_by_side: list[str] | None = None) -> str:
+    """One table per (dataset, protocol, student, split): rows = methods, columns = IPC, entries 'mean ± std'
+    (with the published number in brackets where ``published`` has one). With ``side_by_side`` (protocol names, e.g.
+    ``["kd", "hard"]``) the cells of those protocols share one table per (dataset, student, split), one column per
+    IPC and protocol; cells of other protocols keep their own tables."""
+    side = [str(p) for p in side_by_side or []]
     out: list[str] = []
     groups: dict[tuple, list[Cell]] = {}
     for c in cells:
-        groups.setdefault((c.dataset, c.protocol, c.student), []).append(c)
-    for (dataset, protocol, student), group in groups.items():
+        protocol = "+".join(side) if c.protocol in side else c.protocol
+        groups.setdefault((c.dataset, protocol, c.student, c.split), []).append(c)
+    for (dataset, protocol, student, split), group in groups.items():
+        protos = side if "+" in protocol or (side and protocol in side) else [protocol]
         ipcs = sorted({c.ipc for c in group})
+        cols = [(i, p) for i in ipcs for p in protos if any(c.ipc == i and c.protocol == p for c in group)]
         methods = sorted({c.method for c in group}, key=lambda m: (m != "random", m))
-        out.append(f"### {dataset} — protocol {protocol}, student {student}\n")
-        by = {(c.method, c.ipc): c for c in group}
+        if len(protos) > 1:
+            out.append(f"### {dataset} — protocols {' vs '.join(protos)} (same sets), student {student}"
+                       f"{_split_note(split)}\n")
+            header = ["method", *(f"IPC {i} {p}" for i, p in cols)]
+        else:
+            out.append(f"### {dataset} — protocol {protocol}, student {student}{_split_note(split)}\n")
+            header = ["method", *(f"IPC {i}" for i, _ in cols)]
+        by = {(c.method, c.ipc, c.protocol): c for c in group}
         table = []
         for m in methods:
             row = []
-            for i in ipcs:
-                c = by.get((m, i))
+            for i, p in cols:
+                c = by.get((m, i, p))
                 if c is None:
                     row.append("–")
                 else:
                     mean, std = c.mean_std()
                     row.append(f"{mean:.2f} ± {std:.2f} (n={len(c.acc_last)})")
-                if published and (dataset, i, m) in published:
+                if published and (dataset, i, m) in published and (len(protos) == 1 or p == protos[0]):
                     row[-1] += f" [paper {published[(dataset, i, m)]:.1f}]"
             table.append([m, *row])
-        out.append(md_table(["method", *(f"IPC {i}" for i in ipcs)], table))
+        out.append(md_table(header, table))
         out.append("")
     return "\n".join(out)

@@ -276,6 +276,12 @@ def build_losses(m: BNMethodConfig) -> list:
     return terms
 
 
+def _pool_name(dataset_name: str, train) -> str:
+    """The patch-pool cache name: a held-out view of train (``reta.data.holdout``) gets its own entries."""
+    tag = getattr(train, "tag", None)
+    return f"{dataset_name}-{tag}" if tag else dataset_name
+
+
 def build_synthesis(cfg, ctx: DistillContext) -> tuple[SynthesisModule, list, BNMethodConfig]:
     """The module and its callbacks for ``cfg`` (no training yet)."""
     m = BNMethodConfig.from_cfg(cfg.method, int(cfg.ipc))
@@ -299,7 +305,7 @@ def build_synthesis(cfg, ctx: DistillContext) -> tuple[SynthesisModule, list, BN
         first = teachers[0]
         device = _pool_device(plain(cfg.trainer))
         pool = cached_patch_pool(
-            cfg.paths.cache_dir, ds["name"], teacher_id(first.meta), dataset=ctx.train, teacher=first.model.to(device),
+            cfg.paths.cache_dir, _pool_name(ds["name"], ctx.train), teacher_id(first.meta), dataset=ctx.train, teacher=first.model.to(device),
             mean=ds["mean"], std=ds["std"], num_classes=ds["num_classes"], size=ds["image_size"], mipc=int(m.init.mipc),
             num_crop=int(m.init.num_crop), seed=int(cfg.seed), crop_scale=tuple(m.init.crop_scale),
         )
@@ -314,6 +320,8 @@ def build_synthesis(cfg, ctx: DistillContext) -> tuple[SynthesisModule, list, BN
         train_set=ctx.train, fingerprint=fingerprint(cfg, m, teachers), log_every=m.log_every,
         shard=(shard.rank, shard.world), saturation_limit=float(m.saturation_limit),
     )
+    if cfg.paths.get("cache_dir"):  # RETA's feature pool (reta.synthesis.reta.pool) caches its features here
+        module.feature_pool_cache = Path(cfg.paths.cache_dir) / "feature_pools"
     callbacks: list = []
     media = (plain(cfg.logger) or {}).get("stage_images")
     if media is not None and media.get("enabled", True):  # first, so it sees the stage's pixels before the merge

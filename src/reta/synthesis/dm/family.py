@@ -84,7 +84,8 @@ def synthesize(cfg, ctx: DistillContext) -> SynthesisResult:
     pool, pool_meta = [], []
     if spec.iid.kappa > 0 and not inert:
         with ctx.teacher_timing():  # a pool squeezed on first use is teacher time, not synthesis
-            pool, pool_meta = get_pool(cfg, spec.iid.pool, ctx.train, ctx.test)
+            # pool members are teachers: trained on the whole training split even under a held-out split
+            pool, pool_meta = get_pool(cfg, spec.iid.pool, getattr(ctx.train, "base", ctx.train), ctx.test)
     seed_everything(seed)  # after the pool (its training reseeds): embedder inits come from this stream
     matcher = DistributionMatcher(spec, ds, ipc, ctx.train, seed, device, pool)
     matcher.fingerprint = fingerprint(cfg, spec)

@@ -23,7 +23,13 @@ at every residual connection
     q = Norm φ(Resample(x̃, D)),  J(o) = (1 − λ)·‖q − z(o)‖² + λ·ĉ(o),  o* = argmin_{o ∈ p_c} J
 
 with ĉ the class-pool-normalised complexity at the merge resolution (``normalization``: minmax | median | none).
-The residual callback then merges ``α·x̃ + (1 − α)·o*``. Reuse policies (METHODS.md §4.1 [recon]):
+The residual callback then merges ``α·x̃ + (1 − α)·o*``.
+
+**Safety options** (own additions, off by default = the paper's argmin; see
+:func:`reta.synthesis.reta.retrieval.retrieve`): ``confidence_weight`` μ adds μ·r̂(o) to J, r̂ the entry's teacher-CE
+rank over the class list length, so low-confidence neighbours of a prototype that synthesis has moved need a much
+better fit to be chosen; ``keep_margin`` δ (null = off) makes the slot's own initial patch (FADRM's fixed anchor) a
+candidate that is kept unless another entry scores lower by more than δ — it wins ties, and a large δ is FADRM. Reuse policies (METHODS.md §4.1 [recon]):
 
 * ``allow`` — independent argmin per image;
 * ``per_connection`` — an anchor chosen by another slot of class c at the same connection is excluded (greedy in
@@ -60,6 +66,7 @@ from reta.synthesis.reta.retrieval import (
     GRADIENTS,
     NORMALIZATIONS,
     REUSE_POLICIES,
+    confidence_cost,
     normalize_complexity,
     retrieve,
 )
@@ -114,6 +121,8 @@ class RetrievalAnchors(AnchorProvider):
         normalization: str = "minmax",
         feature_teacher: int = 0,
         batch_size: int = 256,
+        keep_margin: float | None = None,
+        confidence_weight: float = 0.0,
     ) -> None:
         if isinstance(lam, bool) or not isinstance(lam, (int, float)) or not 0.0 <= float(lam) <= 1.0:
             raise RetaError(f"residual.anchors.lam must be a number in [0, 1], got {lam!r}")
@@ -128,6 +137,14 @@ class RetrievalAnchors(AnchorProvider):
             raise RetaError(f"residual.anchors.sigma must be a positive number, got {sigma!r}")
         if pool_size is not None and (isinstance(pool_size, bool) or int(pool_size) < 1):
             raise RetaError(f"residual.anchors.pool_size must be a positive integer or null, got {pool_size!r}")
+        if keep_margin is not None and (isinstance(keep_margin, bool) or not isinstance(keep_margin, (int, float))
+                                        or not math.isfinite(keep_margin) or keep_margin < 0):
+            raise RetaError(f"residual.anchors.keep_margin must be null or a number >= 0, got {keep_margin!r}")
+        if (isinstance(confidence_weight, bool) or not isinstance(confidence_weight, (int, float))
+                or not math.isfinite(confidence_weight) or confidence_weight < 0):
+            raise RetaError(f"residual.anchors.confidence_weight must be a number >= 0, got {confidence_weight!r}")
+        self.keep_margin = None if keep_margin is None else float(keep_margin)
+        self.confidence_weight = float(confidence_weight)
         self.enabled = bool(enabled)
         self.lam, self.reuse, self.pool_size = float(lam), reuse, pool_size
         self.sigma, self.gradient, self.normalization = float(sigma), gradient, normalization
@@ -210,8 +227,12 @@ class RetrievalAnchors(AnchorProvider):
         crops, made = [], []
         for i, c in enumerate(event.classes.tolist()):
             z, cx = pool.features(c), pool.complexity(c, next_size, self.sigma, self.gradient)
+            own = self._initial_index(c, int(event.slot)) if self.keep_margin is not None else None
+            conf = (confidence_cost(pool.ranks(c), module.patch_pool.class_size(c)) if self.confidence_weight
+                    else None)
             res = retrieve(q[i : i + 1], z, cx, self.lam, self.reuse, self.excluded(c, event.slot, event.stage),
-                           self.normalization)
+                           self.normalization, incumbent=None if self.keep_margin is None else [own],
+                           margin=self.keep_margin or 0.0, pool_confidence=conf, mu=self.confidence_weight)
             j = int(res.indices[0])
             cnorm = float(normalize_complexity(cx, self.normalization)[j])
             fit = float((2.0 - 2.0 * (q[i] @ z[j])).clamp_min(0.0))
@@ -281,7 +302,8 @@ class RetrievalAnchors(AnchorProvider):
     def describe(self) -> dict[str, Any]:
         params = {"enabled": self.enabled, "lam": self.lam, "reuse": self.reuse, "pool_size": self.pool_size,
                   "sigma": self.sigma, "gradient": self.gradient, "normalization": self.normalization,
-                  "feature_teacher": self.feature_teacher}
+                  "feature_teacher": self.feature_teacher, "keep_margin": self.keep_margin,
+                  "confidence_weight": self.confidence_weight}
         if not self.enabled:
             return {"kind": "static", "via": "retrieval(enabled=false)", **params}
         return {"kind": "retrieval", **params, "choices": self.record()}

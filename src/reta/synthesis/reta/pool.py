@@ -8,12 +8,21 @@ L2-normalised penultimate features of the reference teacher at the native resolu
 the crop resampled to every merge resolution. Pixels are rendered on demand (features only: P × d floats per class).
 One pool per (module, teacher, pool_size) is shared by the DRC provider and the PTA callback
 (:func:`shared_feature_pool`).
+
+**Disk cache.** With ``cache_dir`` (the synthesis sets ``module.feature_pool_cache`` to
+``<paths.cache_dir>/feature_pools``) each class's features and complexities are also written once to
+``<cache_dir>/<id>/class_<c>.pt`` and read back by later runs, so only the first RETA run on a (teacher, patch pool)
+pays the feature pass; ``id`` hashes the feature teacher's id, the patch pool's sources and boxes, the training
+view's tag and ``pool_size``. Reads are weights-only; an unreadable entry is recomputed.
 """
 
 from __future__ import annotations
 
+import hashlib
+import logging
 import weakref
 from collections.abc import Sequence
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -22,6 +31,9 @@ from reta.data.augment import normalize
 from reta.errors import RetaError
 from reta.synthesis.bn.init import resample
 from reta.synthesis.reta.retrieval import image_complexity
+from reta.utils.io import atomic_torch_save
+
+log = logging.getLogger(__name__)
 
 
 def pool_ranks(class_size: int, pool_size: int | None) -> torch.Tensor:
@@ -48,6 +60,7 @@ class FeaturePool:
         pool_size: int | None = None,
         batch_size: int = 256,
         device: torch.device | str = "cpu",
+        cache_dir: str | Path | None = None,
     ) -> None:
         if patch_pool is None or dataset is None:
             raise RetaError("the RETA pool needs the real-patch pool and the training set (init.kind=patch, or a "
@@ -61,6 +74,7 @@ class FeaturePool:
         self._complexity: dict[tuple, torch.Tensor] = {}
         #: (size, sigma, gradient) complexities computed together with the features (one rendering per class)
         self.complexity_specs: set[tuple[int, float, str]] = set()
+        self.cache_dir = None if cache_dir is None else Path(cache_dir)
 
     def ranks(self, c: int) -> torch.Tensor:
         """Pool entry ``i`` of class ``c`` is rank ``ranks(c)[i]`` of the class's ranked patch list."""
@@ -80,8 +94,38 @@ class FeaturePool:
         ranks = self.ranks(c) if index is None else self.ranks(c)[torch.as_tensor(index, dtype=torch.long)]
         return self.patch_pool.render(self.dataset, c, ranks)
 
+    def _cache_file(self, c: int) -> Path | None:
+        return None if self.cache_dir is None else self.cache_dir / f"class_{c}.pt"
+
+    def _load_cached(self, c: int) -> None:
+        path = self._cache_file(c)
+        if path is None or not path.is_file() or c in self._feats:
+            return
+        try:
+            state = torch.load(path, map_location="cpu", weights_only=True)
+            if state["feats"].shape[0] != self.class_size(c):
+                raise ValueError("pool size mismatch")
+        except Exception as err:  # noqa: BLE001 - a corrupt or stale entry is recomputed
+            log.warning("feature pool cache %s unreadable (%s); recomputing", path, type(err).__name__)
+            return
+        self._feats[c] = state["feats"]
+        for key, value in state["complexity"].items():
+            size, sigma, gradient = key.split("|")
+            self._complexity[c, int(size), float(sigma), gradient] = value
+
+    def _save_cached(self, c: int) -> None:
+        path = self._cache_file(c)
+        if path is None:
+            return
+        cx = {f"{size}|{sigma}|{gradient}": v for (k, size, sigma, gradient), v in self._complexity.items() if k == c}
+        atomic_torch_save({"feats": self._feats[c], "complexity": cx}, path)
+
     @torch.no_grad()
     def _build(self, c: int, specs: set[tuple[int, float, str]]) -> None:
+        self._load_cached(c)
+        missing = [sp for sp in specs if (c, *sp) not in self._complexity]
+        if c in self._feats and not missing:
+            return
         crops = self.render(c)
         if c not in self._feats:
             feats = []
@@ -94,6 +138,7 @@ class FeaturePool:
                 self._complexity[c, size, sigma, gradient] = image_complexity(
                     resample(crops, size).clamp(0.0, 1.0), sigma, gradient
                 ).double()
+        self._save_cached(c)
 
     def features(self, c: int) -> torch.Tensor:
         """``[P_c, d]`` L2-normalised float32 features (CPU) of class ``c``'s pool, computed on first use."""
@@ -129,5 +174,25 @@ def shared_feature_pool(module, feature_teacher: int = 0, pool_size: int | None 
             return module.teacher_features(x, int(feature_teacher))
 
         pools[key] = FeaturePool(module.patch_pool, module.train_set, embed, module.mean, module.std, pool_size,
-                                 batch_size, device)
+                                 batch_size, device, _cache_dir(module, slot, pool_size))
     return pools[key]
+
+
+def _cache_dir(module, slot, pool_size: int | None) -> Path | None:
+    """``<module.feature_pool_cache>/<id>`` for this (feature teacher, patch pool, training view, pool_size), or
+    ``None`` when the module has no cache root."""
+    root = getattr(module, "feature_pool_cache", None)
+    if root is None:
+        return None
+    meta = getattr(slot, "meta", None) or {}
+    teacher = str(meta.get("checkpoint_sha256") or meta.get("key") or meta.get("name") or "")
+    if not teacher:
+        return None  # an anonymous teacher has no stable id: no cache
+    h = hashlib.sha256()
+    pool = module.patch_pool
+    for part in (teacher, str(getattr(module.train_set, "tag", "")), str(pool_size), str(pool.size)):
+        h.update(part.encode() + b"\0")
+    for src, box in zip(pool.source, pool.boxes, strict=True):
+        h.update(src.to(torch.int64).numpy().tobytes())
+        h.update(torch.as_tensor(box).to(torch.int64).numpy().tobytes())
+    return Path(root) / h.hexdigest()[:16]

@@ -24,6 +24,15 @@ drawn). At IPC 1 the cloud has no edge: PTA switches itself off with **one warni
 fewer than 4 points (the library does it). A non-finite term stops the run naming ``topo`` (the module's check).
 ``every`` > 1 applies the term on every ``every``-th step only (a cost lever; no rescaling). The state (refresh
 position and the subset generator) is saved in resume checkpoints so a resumed run draws the same subsets.
+
+**Where the live features come from** (``features``): ``separate`` (the description above: an extra eval-mode
+forward and backward of the un-augmented batch through the feature teacher on every step) or ``step`` — the step's
+own forward is reused: on the steps whose round-robin teacher is the feature teacher, a forward pre-hook on that
+teacher's classifier (``get_classifier()``, timm's API) keeps its input — the penultimate features of the step's
+augmented batch, with their graph — and L_topo is added on those steps only (every M-th step with M teachers; a
+single teacher: every step). No extra forward, and the backward through the teacher is the step's own, so the
+term costs the topology loss alone. Own cost lever, not in the paper (the paper does not say which forward PTA
+uses); the live point is then the augmented view of the image, the cached points stay un-augmented.
 """
 
 from __future__ import annotations
@@ -46,6 +55,7 @@ from reta.topology.loss import TopologyConfig, TopologyLoss
 
 log = logging.getLogger(__name__)
 
+FEATURE_SOURCES = ("separate", "step")
 IPC1_WARNING = "PTA: IPC 1 gives one-point synthetic clouds without edges (no topology to align); PTA is switched off"
 
 
@@ -62,10 +72,13 @@ class TopologyAlignment(L.Callback):
         feature_teacher: int = 0,
         seed: int | None = None,
         name: str = "topo",
+        features: str = "separate",
         **topology,
     ) -> None:
         """The callback's own keys above; ``topology`` = the fields of :class:`reta.topology.loss.TopologyConfig`
         (k, grid, sigma, gamma, power, cutoff, kernel, reduction, squared, num_subsets), whose defaults live there."""
+        if features not in FEATURE_SOURCES:
+            raise RetaError(f"pta.features must be one of {', '.join(FEATURE_SOURCES)}, got {features!r}")
         if isinstance(lam_topo, bool) or not isinstance(lam_topo, (int, float)) or not math.isfinite(lam_topo) \
                 or lam_topo < 0:
             raise RetaError(f"pta.lam_topo must be a number >= 0, got {lam_topo!r}")
@@ -86,6 +99,9 @@ class TopologyAlignment(L.Callback):
         self.enabled, self.lam_topo, self.name = bool(enabled), float(lam_topo), str(name)
         self.refresh_every, self.every = int(refresh_every), int(every)
         self.pool_size, self.feature_teacher, self.seed = pool_size, int(feature_teacher), seed
+        self.features = features
+        self._hook = None  # features=step: forward pre-hook on the feature teacher's classifier
+        self._captured: torch.Tensor | None = None
         self.active = False
         self.disabled_reason: str | None = None if self.enabled else "enabled=false"
         self.module = None
@@ -124,6 +140,13 @@ class TopologyAlignment(L.Callback):
         if not 0 <= self.feature_teacher < len(pl_module.teachers):
             raise RetaError(f"pta.feature_teacher={self.feature_teacher} but the synthesis has "
                             f"{len(pl_module.teachers)} teacher(s)")
+        if self.features == "step" and self._hook is None:
+            slot = pl_module.teachers[self.feature_teacher]
+            head = getattr(slot.model, "get_classifier", None)
+            if head is None:
+                raise RetaError(f"pta.features=step needs a teacher with get_classifier() (timm API); "
+                                f"{slot.name} has none: use pta.features=separate")
+            self._hook = head().register_forward_pre_hook(self._capture)
         self.pool = shared_feature_pool(pl_module, self.feature_teacher, self.pool_size)
         smallest = min(self.pool.class_size(c) for c in range(pl_module.num_classes))
         if smallest < pl_module.ipc:
@@ -134,6 +157,28 @@ class TopologyAlignment(L.Callback):
             self.loss = TopologyLoss(self.topology, seed=seed)
             if self._gen_now is not None:  # loaded from a checkpoint before setup
                 self.loss.generator.set_state(self._gen_now)
+
+    def _capture(self, head, inputs) -> None:
+        """Keep the classifier input of the step's own forward (BN hooks capturing = inside the step's forward)."""
+        if self.module.teachers[self.feature_teacher].hooks.enabled:
+            self._captured = inputs[0]
+
+    def teardown(self, trainer: L.Trainer, pl_module, stage: str) -> None:
+        if self._hook is not None:
+            self._hook.remove()
+            self._hook, self._captured = None, None
+
+    def _live_features(self, step) -> torch.Tensor | None:
+        """L2-normalised live features of the step's batch, or ``None`` when PTA skips this step."""
+        if self.features == "separate":
+            x = self.module.teacher_features(step.images, self.feature_teacher)
+        else:
+            if int(step.teacher_index) != self.feature_teacher:
+                return None
+            x, self._captured = self._captured, None
+            if x is None or x.shape[0] != len(step.classes):
+                raise RuntimeError("PTA features=step: the step's forward through the feature teacher was not seen")
+        return F.normalize(x.float().flatten(1), dim=1)
 
     # ------------------------------------------------------------------------------------------- cache
     @torch.no_grad()
@@ -188,10 +233,12 @@ class TopologyAlignment(L.Callback):
     def on_synthesis_step(self, trainer: L.Trainer, pl_module, step) -> None:
         if not self.active or int(step.step) % self.every:
             return
+        z = self._live_features(step)
+        if z is None:
+            return
         if self._due(step):
             self.refresh(step)
             self._where, self._last_refresh = (int(step.job), int(step.stage)), int(step.step)
-        z = F.normalize(pl_module.teacher_features(step.images, self.feature_teacher).float().flatten(1), dim=1)
         classes = step.classes.tolist()
         clouds = []
         for i, c in enumerate(classes):
@@ -231,6 +278,6 @@ class TopologyAlignment(L.Callback):
         return {
             "enabled": self.enabled, "active": self.active, "disabled_reason": self.disabled_reason,
             "lam_topo": self.lam_topo, **self.topo_kwargs, "refresh_every": self.refresh_every, "every": self.every,
-            "pool_size": self.pool_size, "feature_teacher": self.feature_teacher,
+            "pool_size": self.pool_size, "feature_teacher": self.feature_teacher, "features": self.features,
             "refreshes": self.refreshes, "mean_loss": self._sum / self._count if self._count else None,
         }

@@ -12,6 +12,13 @@ reuse policies [recon]).
 * Per-pool normalisation ĉ = (c − min) / (max − min + 1e-12) (a constant pool gives ĉ ≡ 0), or the
   option c / (median + 1e-12).
 * Score J(o | x̃) = (1 − λ)·‖q − z(o)‖² + λ·ĉ(o) with q, z L2-normalised, so ‖q − z‖² = 2 − 2 cos.
+* Confidence-aware score (optional, ``mu`` > 0): J'(o) = J(o) + μ·r̂(o) with r̂ ∈ [0, 1] the entry's teacher-CE rank
+  in its class list over the list length (0 = the teacher's most confident crop), so a feature neighbour the
+  teacher is unsure of must fit much better to be chosen. Own addition, not in the paper.
+* Incumbent (optional): the slot's own anchor (its initial patch, FADRM's fixed anchor) is always a candidate and
+  is kept unless another entry scores lower by more than ``margin`` (J'(own) − min J' > margin); it wins ties.
+  ``margin`` = 0 keeps the paper's argmin except for exact ties; a large margin turns DRC into FADRM's static
+  anchor. Own addition, not in the paper.
 * Reuse: ``allow`` (independent argmin per query); ``per_connection`` / ``never`` exclude the anchors
   in ``used`` and, greedily in slot (query) order, the anchors chosen by earlier slots of the same
   call. What ``used`` holds is the caller's policy: the anchors chosen by other slots at this
@@ -23,7 +30,7 @@ from __future__ import annotations
 
 import math
 import warnings
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -153,6 +160,31 @@ class RetrievalResult:
     fell_back: torch.Tensor  # bool [Q]
 
 
+def confidence_cost(ranks: torch.Tensor, list_size: int) -> torch.Tensor:
+    """r̂ = rank / (list_size − 1) ∈ [0, 1] for pool entries at teacher-CE ranks ``ranks`` of a class list of
+    ``list_size`` (0 = most confident); a one-entry list costs 0."""
+    if list_size < 1 or (ranks.numel() and (int(ranks.min()) < 0 or int(ranks.max()) >= list_size)):
+        raise ValueError(f"ranks must lie in [0, {list_size}), got {ranks.tolist()}")
+    return ranks.double().div(max(list_size - 1, 1)).float()
+
+
+def keep_incumbent(scores: torch.Tensor, chosen: torch.Tensor, incumbent: Sequence[int | None],
+                   margin: float, excluded: torch.Tensor | None = None) -> torch.Tensor:
+    """``chosen`` with slot i replaced by ``incumbent[i]`` where J(incumbent) − J(chosen) ≤ ``margin`` (the own
+    anchor wins ties); ``None`` or excluded incumbents leave the slot as chosen."""
+    if margin < 0 or not math.isfinite(margin):
+        raise ValueError(f"margin must be a finite number >= 0, got {margin}")
+    if len(incumbent) != scores.shape[0]:
+        raise ValueError(f"need one incumbent per query ({scores.shape[0]}), got {len(incumbent)}")
+    out = chosen.clone()
+    for i, own in enumerate(incumbent):
+        if own is None or (excluded is not None and bool(excluded[int(own)])):
+            continue
+        if float(scores[i, int(own)] - scores[i, int(chosen[i])]) <= margin:
+            out[i] = int(own)
+    return out
+
+
 def retrieve(
     query_feats: torch.Tensor,
     pool_feats: torch.Tensor,
@@ -161,6 +193,10 @@ def retrieve(
     reuse: str = "allow",
     used: Iterable[int] | None = None,
     normalization: str = "minmax",
+    incumbent: Sequence[int | None] | None = None,
+    margin: float = 0.0,
+    pool_confidence: torch.Tensor | None = None,
+    mu: float = 0.0,
 ) -> RetrievalResult:
     """o* = argmin_o J(o | x̃) for every query (slot) of one class at one residual connection.
 
@@ -169,17 +205,25 @@ def retrieve(
     excluded and slots choose greedily in order, each excluding the earlier slots' choices; an
     exhausted pool makes that slot fall back to ``allow`` with ``warnings.warn``. ``used`` is not
     modified; add ``result.indices`` to it yourself. With ``allow``, ``used`` has no effect.
+    ``pool_confidence`` (r̂ of :func:`confidence_cost`) adds ``mu``·r̂ to J; ``incumbent`` (one pool index or
+    ``None`` per query) keeps the slot's own anchor within ``margin`` of the best (:func:`keep_incumbent`).
     """
     if reuse not in REUSE_POLICIES:
         raise ValueError(f"unknown reuse policy {reuse!r}; expected one of {REUSE_POLICIES}")
     scores = fit_complexity_scores(
         query_feats, pool_feats, normalize_complexity(pool_complexity, normalization), lam
     )
+    if mu:
+        if mu < 0 or pool_confidence is None or pool_confidence.shape != scores.shape[1:]:
+            raise ValueError(f"mu must be >= 0 with a [P] = [{scores.shape[1]}] pool_confidence")
+        scores = scores + float(mu) * pool_confidence.to(scores)[None, :]
     num_q, num_p = scores.shape
     fell_back = torch.zeros(num_q, dtype=torch.bool, device=scores.device)
     if reuse == "allow":
-        best, idx = scores.min(dim=1)
-        return RetrievalResult(idx, best, fell_back)
+        idx = scores.argmin(dim=1)
+        if incumbent is not None:
+            idx = keep_incumbent(scores, idx, incumbent, margin)
+        return RetrievalResult(idx, scores.gather(1, idx[:, None]).squeeze(1), fell_back)
     excluded = torch.zeros(num_p, dtype=torch.bool, device=scores.device)
     for i in used or ():
         if not 0 <= int(i) < num_p:
@@ -197,5 +241,7 @@ def retrieve(
             indices[slot] = row.argmin()
             continue
         indices[slot] = row.masked_fill(excluded, float("inf")).argmin()
+        if incumbent is not None:
+            indices[slot] = keep_incumbent(row[None], indices[slot : slot + 1], [incumbent[slot]], margin, excluded)[0]
         excluded[indices[slot]] = True
     return RetrievalResult(indices, scores.gather(1, indices[:, None]).squeeze(1), fell_back)
