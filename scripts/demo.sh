@@ -14,6 +14,7 @@ CACHE=${CACHE:-.cache/reta}
 IPC=${DEMO_IPC:-10}
 EPOCHS=${DEMO_TEACHER_EPOCHS:-2}
 COMMON=(dataset=fashion_mnist seed=0 +teacher.seed=0 num_threads=1 "recipe.epochs=$EPOCHS" "paths.cache_dir=$CACHE")
+AGAIN=(overwrite=true)  # a second `make demo` replaces its own sets and metrics (teachers stay cached)
 BG=(progress_bar=false)
 mkdir -p "$OUT/logs"
 T0=$(date +%s)
@@ -34,23 +35,25 @@ $BIN/reta-squeeze "${COMMON[@]}" model=convnet_d3_w32 paths.output_dir="$OUT/tea
 wait_bg $W16 "ConvNet-3 w16 + ConvNet-4 w16 teachers" "$OUT/logs/teachers_w16.log"
 
 stamp "2/4 synthesis at IPC $IPC: FADRM+ in the background (log: $OUT/logs/fadrm_plus_distill.log), RETA here:"
-$BIN/reta-distill "${COMMON[@]}" "${BG[@]}" method=fadrm_plus ipc=$IPC paths.output_dir="$OUT/fadrm_plus" \
+$BIN/reta-distill "${COMMON[@]}" "${BG[@]}" "${AGAIN[@]}" method=fadrm_plus ipc=$IPC paths.output_dir="$OUT/fadrm_plus" \
   > "$OUT/logs/fadrm_plus_distill.log" 2>&1 &
 FP=$!
-$BIN/reta-distill "${COMMON[@]}" method=reta ipc=$IPC paths.output_dir="$OUT/reta"
+$BIN/reta-distill "${COMMON[@]}" "${AGAIN[@]}" method=reta ipc=$IPC paths.output_dir="$OUT/reta"
 wait_bg $FP "FADRM+ synthesis" "$OUT/logs/fadrm_plus_distill.log"
 
 stamp "3/4 KD students (seed 0): FADRM+ set in the background (log: $OUT/logs/fadrm_plus_eval.log); RETA set and a random real subset here:"
-$BIN/reta-evaluate "${COMMON[@]}" "${BG[@]}" ipc=$IPC seeds=[0] baseline=false distilled="$OUT/fadrm_plus/distilled" \
+$BIN/reta-evaluate "${COMMON[@]}" "${BG[@]}" "${AGAIN[@]}" ipc=$IPC seeds=[0] baseline=false distilled="$OUT/fadrm_plus/distilled" \
   paths.output_dir="$OUT/fadrm_plus/eval" > "$OUT/logs/fadrm_plus_eval.log" 2>&1 &
 FE=$!
-$BIN/reta-evaluate "${COMMON[@]}" ipc=$IPC seeds=[0] distilled="$OUT/reta/distilled" paths.output_dir="$OUT/reta/eval"
+$BIN/reta-evaluate "${COMMON[@]}" "${AGAIN[@]}" ipc=$IPC seeds=[0] distilled="$OUT/reta/distilled" paths.output_dir="$OUT/reta/eval"
 wait_bg $FE "FADRM+ student" "$OUT/logs/fadrm_plus_eval.log"
 
 stamp "4/4 topology diagnostics of the RETA set and the table"
-$BIN/python -m reta.reporting.topology_plots "$OUT/reta" diag.max_classes=10 \
+$BIN/reta-report topology.run_dir="$OUT/reta" topology.max_classes=10 "paths.cache_dir=$CACHE" \
+  paths.output_dir="$OUT/logs/topology" \
   > "$OUT/logs/topology.log" 2>&1 || { tail -20 "$OUT/logs/topology.log"; exit 1; }
-$BIN/reta-report "inputs=[$OUT/reta/eval,$OUT/fadrm_plus/eval]" out="$OUT/results" > "$OUT/logs/report.log" 2>&1 \
+$BIN/reta-report "inputs=[$OUT/reta/eval,$OUT/fadrm_plus/eval]" out="$OUT/results" paths.output_dir="$OUT/logs/report" \
+  > "$OUT/logs/report.log" 2>&1 \
   || { tail -20 "$OUT/logs/report.log"; exit 1; }
 echo
 sed 1,2d "$OUT/results.md"

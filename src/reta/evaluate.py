@@ -1,5 +1,5 @@
 """Evaluation stage as plain functions: students on a distilled set and on a random real subset of the same IPC,
-under the identical protocol, once per seed (DESIGN.md "Evaluation" contract, METHODS.md §5.3)."""
+under the identical protocol, once per seed (docs/architecture.md "Evaluation" contract, docs/methods.md §5.3)."""
 
 from __future__ import annotations
 
@@ -326,7 +326,7 @@ def format_metrics(m: dict) -> str:
 
 
 def run_pool(cfg: DictConfig) -> dict:
-    """Evaluate with every student of ``eval_pool.students`` (cross-architecture, METHODS.md / paper Table 2):
+    """Evaluate with every student of ``eval_pool.students`` (cross-architecture, docs/methods.md / paper Table 2):
     one :func:`run` per student under ``<output_dir>/cross_arch/<label>/``, plus ``cross_arch.md`` / ``.json``."""
     import copy
 

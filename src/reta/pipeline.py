@@ -1,6 +1,6 @@
 """The whole pipeline as a plain function: squeeze (cached) → distill → evaluate, then one small results table.
 
-DESIGN.md "The three stages": ``run(cfg)`` calls :func:`reta.squeeze.run` (the teacher comes from the cache when it is
+docs/architecture.md "The three stages": ``run(cfg)`` calls :func:`reta.squeeze.run` (the teacher comes from the cache when it is
 there), :func:`reta.distill.run` (``<output_dir>/distilled/``) and :func:`reta.evaluate.run` on that set together with
 a random real subset of the same IPC under the identical protocol (``<output_dir>/metrics.json``), and writes
 ``results.md`` + ``results.json`` next to them.

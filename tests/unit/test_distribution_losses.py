@@ -1,4 +1,4 @@
-"""DM / IDM / IID losses (reta.synthesis.dm.losses) against direct float64 computations (METHODS.md §6)."""
+"""DM / IDM / IID losses (reta.synthesis.dm.losses) against direct float64 computations (docs/methods.md §6)."""
 
 from __future__ import annotations
 

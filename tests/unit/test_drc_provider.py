@@ -1,6 +1,6 @@
 """DRC anchor provider (reta.synthesis.reta.drc): argmin on a hand-built pool, reuse policies, record, α = 1, state.
 
-METHODS.md §4.1, §4.6 ("λ = 0 picks the feature nearest neighbour, λ = 1 the least complex anchor; reuse policies
+docs/methods.md §4.1, §4.6 ("λ = 0 picks the feature nearest neighbour, λ = 1 the least complex anchor; reuse policies
 hold; α = 1 makes a merge the identity").
 """
 

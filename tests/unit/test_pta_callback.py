@@ -1,6 +1,6 @@
 """PTA callback (reta.synthesis.reta.pta) on a real SynthesisModule with a tiny frozen conv teacher.
 
-METHODS.md §4.2, §4.6.7: the gradient of L_topo reaches the in-batch pixels through the frozen teacher (separate
+docs/methods.md §4.2, §4.6.7: the gradient of L_topo reaches the in-batch pixels through the frozen teacher (separate
 eval-mode forward, BN hooks off); the synthetic cache is refreshed every T steps and at stage boundaries with the
 finished slots' images and the pending slots' anchors; IPC 1 → one warning and off; a NaN stops the run naming it.
 """

@@ -1,4 +1,4 @@
-"""DRC math: anchor complexity, fit–complexity score and retrieval with reuse policies (METHODS §4.1, §4.6)."""
+"""DRC math: anchor complexity, fit–complexity score and retrieval with reuse policies (docs/methods.md §4.1, §4.6)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""BN-statistics hooks and loss terms (METHODS.md §3.1): hook statistics equal a direct computation."""
+"""BN-statistics hooks and loss terms (docs/methods.md §3.1): hook statistics equal a direct computation."""
 
 from __future__ import annotations
 

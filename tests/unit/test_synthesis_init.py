@@ -1,4 +1,4 @@
-"""Real-patch initialisation (METHODS.md §3.6): teacher-scored crops ranked by CE, bands, cache; noise init."""
+"""Real-patch initialisation (docs/methods.md §3.6): teacher-scored crops ranked by CE, bands, cache; noise init."""
 
 from __future__ import annotations
 

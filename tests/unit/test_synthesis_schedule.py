@@ -1,4 +1,4 @@
-"""Stage / resolution / LR schedule (METHODS.md §3.2-§3.3), job layout (§3.4) and the residual merge formula."""
+"""Stage / resolution / LR schedule (docs/methods.md §3.2-§3.3), job layout (§3.4) and the residual merge formula."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Persistence pairings with critical edges vs ripser / scipy, and their re-evaluation (METHODS §4.6 1–3)."""
+"""Persistence pairings with critical edges vs ripser / scipy, and their re-evaluation (docs/methods.md §4.6 1–3)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Mutual k-NN graphs of several clouds as one disjoint union (METHODS §4.2)."""
+"""Mutual k-NN graphs of several clouds as one disjoint union (docs/methods.md §4.2)."""
 
 from __future__ import annotations
 

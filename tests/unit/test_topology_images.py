@@ -1,4 +1,4 @@
-"""Torch persistence images vs persim and a direct formula (METHODS §4.6 4)."""
+"""Torch persistence images vs persim and a direct formula (docs/methods.md §4.6 4)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""PTA loss: gradients, descent, size-matched targets and edge behaviour (METHODS §4.6 5–7)."""
+"""PTA loss: gradients, descent, size-matched targets and edge behaviour (docs/methods.md §4.6 5–7)."""
 
 from __future__ import annotations
 

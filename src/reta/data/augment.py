@@ -8,7 +8,7 @@ image and applied with a single ``grid_sample`` call — the vectorised equivale
 Sources: RandomResizedCrop box sampling follows torchvision ``transforms.RandomResizedCrop.get_params``
 (area fraction ~ U(scale), log-ratio ~ U(log ratio), 10 tries, centre-crop fallback); CutMix follows Yun et al.
 2019 (box side √(1−λ), λ ~ Beta(1, 1), random permutation) as used by the FKD/SRe2L/FADRM relabel code
-(METHODS.md §5.1), where the teacher labels the mixed image.
+(docs/methods.md §5.1), where the teacher labels the mixed image.
 """
 
 from __future__ import annotations
@@ -123,8 +123,8 @@ def random_resized_crop_flip(
 ) -> torch.Tensor:
     """``RandomResizedCrop(size, scale, ratio)`` + ``RandomHorizontalFlip(0.5)``, bilinear.
 
-    ``shared=True`` draws one box and one flip for the whole batch (SRe2L/FADRM synthesis, METHODS.md §3.5);
-    otherwise every image gets its own (KD student views, METHODS.md §5.1). Differentiable w.r.t. ``x``.
+    ``shared=True`` draws one box and one flip for the whole batch (SRe2L/FADRM synthesis, docs/methods.md §3.5);
+    otherwise every image gets its own (KD student views, docs/methods.md §5.1). Differentiable w.r.t. ``x``.
     """
     b, _, h, w = x.shape
     n = 1 if shared else b

@@ -1,4 +1,4 @@
-"""Distilled-set format, version 1 (DESIGN.md, "Contracts"): writer and validating reader.
+"""Distilled-set format, version 1 (docs/architecture.md, "Contracts"): writer and validating reader.
 
 A distilled set is a directory::
 

@@ -3,7 +3,7 @@
 Zhao & Bilen, "Dataset Condensation with Differentiable Siamese Augmentation", ICML 2021, arXiv 2102.08259.
 Behaviour follows the public reference, VICO-UoE/DatasetCondensation ``utils.py`` (``ParamDiffAug``,
 ``DiffAugment`` and the ``rand_*`` functions); this is an independent implementation of that behaviour
-(METHODS.md §6.1 for the parameters, §5.2 for the evaluation protocol).
+(docs/methods.md §6.1 for the parameters, §5.2 for the evaluation protocol).
 
 Families (the reference's ``AUGMENT_FNS`` keys) and what each does to a batch ``x`` of shape ``[B, C, H, W]``:
 
@@ -82,7 +82,7 @@ DSA_OPS: tuple[str, ...] = tuple(_N_UNIFORMS)
 
 @dataclass
 class DSAParams:
-    """DSA hyperparameters; defaults are the reference's ``ParamDiffAug`` / METHODS.md §6.1.
+    """DSA hyperparameters; defaults are the reference's ``ParamDiffAug`` / docs/methods.md §6.1.
 
     ``strategy``: op families joined by ``_`` (subset of :data:`DSA_OPS`; ``''`` or ``'none'`` = identity).
     ``single_op``: one family drawn per call (reference mode ``'S'``) vs all in order (``'M'``).

@@ -1,6 +1,6 @@
 """Stored-image parameterisations that expand into more training images: IDM's partition-and-expansion.
 
-IDM [code: uitrbn/IDM ``dc_utils.py`` ``number_sign_augment``, ``downscale``; METHODS.md §6.2] stores every synthetic
+IDM [code: uitrbn/IDM ``dc_utils.py`` ``number_sign_augment``, ``downscale``; docs/methods.md §6.2] stores every synthetic
 image as a 2 × 2 mosaic of half-resolution images; for matching *and* for student training each stored image is
 split into its quadrants and each quadrant is upsampled ×2 (bilinear, ``align_corners=False``), so a set of IPC stored
 images per class trains on 4·IPC images per class.

@@ -14,7 +14,7 @@ unpacked from that archive)::
 The test split here is ``val`` (labels from ``val_annotations.txt``). **Class order is the sorted list of
 wnids** (= ``sorted(os.listdir("train"))``, what ImageFolder and most distillation code use), not the
 order of ``wnids.txt``: two label sequences are in circulation and a teacher trained under the other one
-loses ~10 points (the class-order trap of METHODS.md §2).
+loses ~10 points (the class-order trap of docs/methods.md §2).
 
 **ImageFolder** (torchvision ``ImageFolder`` layout; ImageNette / ImageWoof as distributed by fast.ai,
 ImageNet-1K with ``val`` sorted into class folders)::

@@ -1,9 +1,9 @@
 """The ConvNet family of the dataset-distillation literature, registered with timm.
 
-Architecture [code: VICO-UoE/DatasetCondensation `networks.py` `ConvNet`, restated in METHODS.md §5.2/§6.1]:
+Architecture [code: VICO-UoE/DatasetCondensation `networks.py` `ConvNet`, restated in docs/methods.md §5.2/§6.1]:
 ``depth`` blocks of conv3x3(width, padding 1) → norm → ReLU → 2×2 average pool, then flatten → linear.
 ``norm='instance'`` is ``GroupNorm(width, width)`` (the DM/DC "instancenorm"), ``'batch'`` is BatchNorm2d
-(required for BN-statistics matching teachers, METHODS.md §2), ``'none'`` drops the layer.
+(required for BN-statistics matching teachers, docs/methods.md §2), ``'none'`` drops the layer.
 
 The penultimate representation (``forward_head(..., pre_logits=True)``) is the flattened trunk output,
 ``width · (H / 2^depth) · (W / 2^depth)`` values — the embedding DM matches and the feature RETA's DRC/PTA use.

@@ -2,7 +2,7 @@
 
 The CIFAR stem is the convention of the FADRM / CV-DD / SRe2L small-image teachers and students
 [code: Jiacheng8/CV-DD `squeeze/` models; VILA-Lab/SRe2L `SRe2L/*small_dataset/` torchvision resnet18 with
-conv1 3×3/s1 and maxpool = Identity; METHODS.md §2]. We take timm's ``ResNet`` (block layout, init,
+conv1 3×3/s1 and maxpool = Identity; docs/methods.md §2]. We take timm's ``ResNet`` (block layout, init,
 ``forward_features``/``forward_head``) and swap its stem, instead of re-implementing the blocks.
 Layer names follow timm (``fc``, ``downsample``); importing third-party checkpoints needs a key map.
 """
@@ -24,7 +24,7 @@ _LAYOUTS = {
 
 
 class _InstanceNorm(nn.GroupNorm):
-    """Instance norm with affine parameters, as GroupNorm(C, C) (IID's ResNet-18-IN, METHODS.md §6.3)."""
+    """Instance norm with affine parameters, as GroupNorm(C, C) (IID's ResNet-18-IN, docs/methods.md §6.3)."""
 
     def __init__(self, num_channels: int, **_: object) -> None:
         super().__init__(num_channels, num_channels, affine=True)
@@ -85,7 +85,7 @@ for _name in _LAYOUTS:
 
 def densenet121_cifar_model(num_classes: int = 10, in_chans: int = 3, drop_rate: float = 0.0):
     """DenseNet-121 (growth 32, blocks 6-12-24-16) with the CIFAR stem: 3×3/s1 conv0, no pool0
-    (the FADRM CIFAR-100 teacher pool's DenseNet121, METHODS.md §2), from timm's DenseNet."""
+    (the FADRM CIFAR-100 teacher pool's DenseNet121, docs/methods.md §2), from timm's DenseNet."""
     from timm.models.densenet import DenseNet
 
     model = DenseNet(

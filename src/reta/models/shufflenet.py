@@ -1,6 +1,6 @@
 """ShuffleNetV2 registered with timm (timm has no ShuffleNet), built from torchvision's implementation.
 
-FADRM+'s teacher set and the cross-architecture pool use ShuffleNetV2 (METHODS.md §2, §3.8). We wrap torchvision's
+FADRM+'s teacher set and the cross-architecture pool use ShuffleNetV2 (docs/methods.md §2, §3.8). We wrap torchvision's
 ``ShuffleNetV2`` (blocks, init) and add timm's feature interface (``forward_features`` / ``forward_head`` /
 ``num_features``), ``in_chans`` and a CIFAR option (stride-1 stem without max-pool, as the FADRM CIFAR models).
 """

@@ -3,7 +3,7 @@
 Each run dir of a sweep holds ``metrics.json`` (per-seed accuracies) and the distilled set whose ``meta.json`` records
 the method config; the x value is read from that config by a dotted key (``residual.anchors.lam``). The random
 subset of the same IPC is drawn as a horizontal band (mean ± std), so the plot shows whether the method earns its
-place (METHODS.md §10).
+place (docs/methods.md §10).
 """
 
 from __future__ import annotations

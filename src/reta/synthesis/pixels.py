@@ -2,8 +2,8 @@
 
 Every synthesis method (BN matching, distribution matching, …) optimises a :class:`SyntheticImages` module:
 ``data`` is ``[C·IPC, channels, H, W]`` in *normalised* space ``(pixel − mean) / std`` (the space the reference
-implementations optimise in, METHODS.md §3.2 and §6.1), ordered by class (class 0's IPC images, then class 1's …,
-the distilled-set contract of DESIGN.md). ``pixels()`` maps back to ``[0, 1]`` for writing.
+implementations optimise in, docs/methods.md §3.2 and §6.1), ordered by class (class 0's IPC images, then class 1's …,
+the distilled-set contract of docs/architecture.md). ``pixels()`` maps back to ``[0, 1]`` for writing.
 """
 
 from __future__ import annotations
@@ -40,14 +40,14 @@ class SyntheticImages(nn.Module):
         return torch.as_tensor(classes, dtype=torch.long) * self.ipc + int(slot)
 
     def pixels(self) -> torch.Tensor:
-        """Detached pixel-space copy in [0, 1] (denormalise + clamp, METHODS.md §3.8 "Output")."""
+        """Detached pixel-space copy in [0, 1] (denormalise + clamp, docs/methods.md §3.8 "Output")."""
         return denormalize(
             self.data.detach(), self.mean.flatten().tolist(), self.std.flatten().tolist()
         ).clamp_(0.0, 1.0)
 
     @torch.no_grad()
     def clamp_(self, index: torch.Tensor | None = None) -> None:
-        """Clamp (part of) the images to the normalised image of [0, 1] per channel (METHODS.md §3.2)."""
+        """Clamp (part of) the images to the normalised image of [0, 1] per channel (docs/methods.md §3.2)."""
         lo, hi = (0.0 - self.mean) / self.std, (1.0 - self.mean) / self.std
         target = self.data if index is None else self.data[index]
         target = torch.max(torch.min(target, hi), lo)

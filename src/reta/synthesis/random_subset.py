@@ -1,4 +1,4 @@
-"""The ``random`` method: IPC real training images per class, uniformly at random, seeded (METHODS.md §5.3)."""
+"""The ``random`` method: IPC real training images per class, uniformly at random, seeded (docs/methods.md §5.3)."""
 
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
 """Topology for PTA: mutual k-NN graphs, persistence diagrams with critical edges, persistence images
 and the differentiable topology loss. Pure torch/numpy/scipy/gudhi — no Lightning, no images
-(METHODS.md §4.2, §4.4; DESIGN.md "Contracts")."""
+(docs/methods.md §4.2, §4.4; docs/architecture.md "Contracts")."""
 
 from reta.topology.diagrams import (
     CloudPairing,

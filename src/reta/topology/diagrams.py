@@ -1,6 +1,6 @@
 """Persistence diagrams with critical edges, and their differentiable re-evaluation.
 
-Source: METHODS.md §4.2 "Diagrams with critical edges" and "Differentiability", §4.4 library facts.
+Source: docs/methods.md §4.2 "Diagrams with critical edges" and "Differentiability", §4.4 library facts.
 
 Combinatorial step (detached, one call for the disjoint union of all clouds' graphs):
 
@@ -115,7 +115,7 @@ def _edge_lookup(graph: UnionGraph, uv: np.ndarray) -> np.ndarray:
 def h0_pairing(graph: UnionGraph) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Finite H0 death edges (global ids, ``u < v``), their weights, and the extra component count per cloud.
 
-    Kruskal via scipy ``minimum_spanning_tree`` on ``w + 1`` (explicit-zeros trap, METHODS §4.4).
+    Kruskal via scipy ``minimum_spanning_tree`` on ``w + 1`` (explicit-zeros trap, docs/methods.md §4.4).
     """
     n = graph.num_vertices
     if len(graph.edges):
@@ -211,7 +211,7 @@ def edge_lengths(
 ) -> torch.Tensor:
     """Lengths ``[m]`` of ``edges [m, 2]`` (row indices into ``points [N, d]``), differentiable.
 
-    ℓ = sqrt(‖z_u − z_v‖² + 1e-12) by explicit differences (METHODS §4.2); the ε keeps the gradient
+    ℓ = sqrt(‖z_u − z_v‖² + 1e-12) by explicit differences (docs/methods.md §4.2); the ε keeps the gradient
     finite for duplicate points. With ``squared`` the squared distance ‖z_u − z_v‖² is returned
     (smooth everywhere, no ε needed).
     """
@@ -337,7 +337,7 @@ def pairing_bars(
 def resolve_cutoff(
     policy: str | float, real_longest: torch.Tensor | None, syn_longest: torch.Tensor
 ) -> torch.Tensor:
-    """Per-class cutoff κ (detached), METHODS §4.2 "Cutoff".
+    """Per-class cutoff κ (detached), docs/methods.md §4.2 "Cutoff".
 
     ``joint``: max(longest real-subset edge, longest synthetic edge) — nothing leaves the grid;
     ``real``: longest real-subset edge only; a float: that value for every class.

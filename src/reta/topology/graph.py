@@ -1,6 +1,6 @@
 """Batched mutual k-nearest-neighbour graphs of several point clouds, as one disjoint union.
 
-Source: METHODS.md §4.2 "Graph and filtration" — per point cloud, an edge i–j exists iff i is among
+Source: docs/methods.md §4.2 "Graph and filtration" — per point cloud, an edge i–j exists iff i is among
 the k_eff = min(k, n − 1) nearest neighbours of j *and* j among those of i (mutual k-NN); its weight
 is the Euclidean distance ℓ_ij = ‖z_i − z_j‖₂ (squared distance as an option). With n ≤ k + 1 the
 graph is complete. Clouds never share edges; their vertex ids are offset so that all graphs of a
@@ -70,7 +70,7 @@ class UnionGraph:
 
 
 def effective_k(k: int, n: int) -> int:
-    """k_eff = min(k, n − 1) (METHODS §4.2); ``k`` must be ≥ 1."""
+    """k_eff = min(k, n − 1) (docs/methods.md §4.2); ``k`` must be ≥ 1."""
     if k < 1:
         raise ValueError(f"k must be >= 1, got {k}")
     return max(0, min(k, n - 1))

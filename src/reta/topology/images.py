@@ -1,8 +1,8 @@
 """Persistence images in torch, batched over clouds (differentiable in births and deaths).
 
-Source: METHODS.md §4.2 "Persistence image" (persim-equivalent); Adams et al., "Persistence Images:
+Source: docs/methods.md §4.2 "Persistence image" (persim-equivalent); Adams et al., "Persistence Images:
 A Stable Vector Representation of Persistent Homology", JMLR 18 (2017); persim ``PersistenceImager``
-(tests compare against it, see METHODS §4.4 for its conventions).
+(tests compare against it, see docs/methods.md §4.4 for its conventions).
 
 A bar (b, d) of a cloud with cutoff κ becomes the point (b̂, p̂) = (b/κ, (d − b)/κ) on [0, 1]²,
 after capping b and d at κ (essential deaths are +inf and become κ; values above κ lose their

@@ -1,6 +1,6 @@
 """Persistent Topology Alignment (PTA) loss between synthetic and size-matched real point clouds.
 
-Source: METHODS.md §4.2 "PTA: the loss" and the edge-behaviour table; RETA (arXiv 2602.24144) for
+Source: docs/methods.md §4.2 "PTA: the loss" and the edge-behaviour table; RETA (arXiv 2602.24144) for
 the loss form, the reduction and the size-matched real target are [recon] there.
 
     L_topo = (1/|C|) Σ_c ( ‖PI⁰(Z_c^syn) − PI⁰_real,c‖²_F + γ·‖PI¹(Z_c^syn) − PI¹_real,c‖²_F )

@@ -54,7 +54,7 @@ def make_optimizer(
     decay_only_weights: bool = False,
 ) -> torch.optim.Optimizer:
     """SGD / Adam / AdamW. ``decay_only_weights`` puts weight decay only on >1-d ``weight`` tensors
-    (the FKD/FADRM student recipe, METHODS.md §5.1)."""
+    (the FKD/FADRM student recipe, docs/methods.md §5.1)."""
     named = list(params)
     if decay_only_weights:
         decay = [p for n, p in named if p.ndim > 1 and n.endswith("weight")]
@@ -74,8 +74,8 @@ def make_optimizer(
 def lr_lambda(schedule: str, total_steps: int, cosine_eta: float = 1.0):
     """Multiplier of the base LR at optimizer step ``t``.
 
-    ``cosine``: ½(1 + cos(π t / (T η))) — η = 1 decays to 0, η = 2 ends at ½ (FKD/FADRM student, METHODS.md §5.1).
-    ``step_half``: ×0.1 after half of the steps (DC/DM ``evaluate_synset``, METHODS.md §5.2). ``constant``: 1.
+    ``cosine``: ½(1 + cos(π t / (T η))) — η = 1 decays to 0, η = 2 ends at ½ (FKD/FADRM student, docs/methods.md §5.1).
+    ``step_half``: ×0.1 after half of the steps (DC/DM ``evaluate_synset``, docs/methods.md §5.2). ``constant``: 1.
     """
     if schedule not in SCHEDULES:
         raise RetaError(f"unknown schedule {schedule!r}; valid: {', '.join(SCHEDULES)}")

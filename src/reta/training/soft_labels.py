@@ -1,10 +1,10 @@
 """KD soft labels: the per-batch view (crop, flip, CutMix) as explicit parameters, and FKD-style stored labels.
 
-Sources: METHODS.md §5.1 [code: Jiacheng8/FADRM `relabel/relabel.py`, `relabel/utils_fkd.py`; VILA-Lab/SRe2L
+Sources: docs/methods.md §5.1 [code: Jiacheng8/FADRM `relabel/relabel.py`, `relabel/utils_fkd.py`; VILA-Lab/SRe2L
 `SRe2L/relabel/generate_soft_label.py`]: per epoch and batch the reference stores sample ids, crop boxes, flip flags,
 the CutMix permutation and box, and the teacher's logits of the mixed view; the trainer replays them.
 
-reta's design [recon, METHODS.md §5.1 "reta design"]:
+reta's design [recon, docs/methods.md §5.1 "reta design"]:
 
 * a view is *sampled* (:func:`sample_view`, from the student's generator, in the exact draw order of
   ``reta.data.augment``'s RandomResizedCrop/RandomCrop + flip + CutMix) and *applied* (:func:`apply_view`) as two
@@ -108,7 +108,7 @@ def batch_loader(images: torch.Tensor, labels: torch.Tensor, batch_size: int, se
 
 def label_teacher(teacher: nn.Module, mode: str) -> nn.Module:
     """The teacher that labels views: the frozen module in eval mode, or a private copy in train mode (BSSL) so its
-    running statistics never leak into the shared teacher (METHODS.md §5.1 "BSSL trap")."""
+    running statistics never leak into the shared teacher (docs/methods.md §5.1 "BSSL trap")."""
     if mode == "train":
         return copy.deepcopy(teacher).train().requires_grad_(False)
     return teacher.eval()

@@ -1,6 +1,6 @@
 """Student evaluation: one fresh network trained on a small image set under a fixed protocol.
 
-Protocols (METHODS.md §5):
+Protocols (docs/methods.md §5):
 - ``kd`` — FKD/SRe2L/FADRM soft-label protocol: per-sample RandomResizedCrop + flip, CutMix on the batch, the frozen
   teacher labels the *mixed* view online, loss KL(softmax(t/T) ‖ softmax(s/T)) with ``batchmean`` and no T² factor
   [code: Jiacheng8/FADRM `validate/train_fkd.py`], AdamW with decay only on >1-d weights, cosine with η.
@@ -87,7 +87,7 @@ class Protocol:
 
 
 def kd_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperature: float) -> torch.Tensor:
-    """KL(softmax(t/T) ‖ softmax(s/T)), batch mean, no T² factor (METHODS.md §5.1)."""
+    """KL(softmax(t/T) ‖ softmax(s/T)), batch mean, no T² factor (docs/methods.md §5.1)."""
     t = temperature
     return F.kl_div(
         F.log_softmax(student_logits / t, 1), F.log_softmax(teacher_logits / t, 1), reduction="batchmean",

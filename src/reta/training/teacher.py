@@ -1,4 +1,4 @@
-"""Squeeze: train a teacher with a recipe, cache it, or load a given checkpoint (METHODS.md §2).
+"""Squeeze: train a teacher with a recipe, cache it, or load a given checkpoint (docs/methods.md §2).
 
 The cache key hashes everything that changes the weights: dataset (name, resolution, normalisation), model
 config, recipe and seed. A cache entry is a directory ``<cache_dir>/teachers/<dataset>_<model>_<key>/`` with
@@ -31,7 +31,7 @@ from reta.utils.io import atomic_directory
 
 @dataclass(frozen=True)
 class Recipe:
-    """A teacher training recipe (METHODS.md §2); every field is part of the cache key."""
+    """A teacher training recipe (docs/methods.md §2); every field is part of the cache key."""
 
     optimizer: str = "sgd"
     lr: float = 0.01

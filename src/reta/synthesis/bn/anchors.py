@@ -1,7 +1,7 @@
 """The anchor-selection extension point of the residual connection: which real image a synthetic image is merged
 with at the end of a stage.
 
-Source: METHODS.md §3.3 (``anchor(x, i)`` in the stage loop) — the fixed patch P of the image in FADRM
+Source: docs/methods.md §3.3 (``anchor(x, i)`` in the stage loop) — the fixed patch P of the image in FADRM
 [code: Jiacheng8/FADRM `recover/recover.py`], a per-stage retrieval from the class pool in RETA's DRC (§4.1).
 
 An :class:`AnchorProvider` is built from config (``method.residual.anchors: {_target_: <class>, ...kwargs}``) with an

@@ -8,7 +8,7 @@ even when the distilled set is large. A ``store.pt`` one job ahead of ``last.ckp
 the resumed job rewrites its own slots. Loading it before
 ``trainer.fit`` makes the fit loop continue at the next global step, so an interrupted run ends with exactly the
 images of an uninterrupted one. A step that raises (e.g. a non-finite loss) never reaches ``on_train_batch_end``,
-so the last good checkpoint is kept. [recon; DESIGN.md "Contracts" for atomic writes]
+so the last good checkpoint is kept. [recon; docs/architecture.md "Contracts" for atomic writes]
 """
 
 from __future__ import annotations

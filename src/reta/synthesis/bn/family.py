@@ -1,6 +1,6 @@
 """The ``bn_matching`` method kind: SRe2L, FADRM and FADRM+ (and the base RETA builds on) from one config.
 
-Sources: METHODS.md §3 (all of it) [code: Jiacheng8/FADRM `recover/recover.py`, `recover/scripts/`;
+Sources: docs/methods.md §3 (all of it) [code: Jiacheng8/FADRM `recover/recover.py`, `recover/scripts/`;
 VILA-Lab/SRe2L `SRe2L/recover/`]. The method config (``conf/method/{sre2l,fadrm,fadrm_plus}.yaml``) is parsed into
 :class:`BNMethodConfig` — explicit fields, so a misspelt key fails with one line — and turned into a
 :class:`~reta.synthesis.bn.module.SynthesisModule` plus callbacks (residual connection, resume checkpoints, any extra
@@ -203,7 +203,7 @@ def teacher_specs(cfg, teachers: list | None) -> list[tuple[str, dict | None]]:
 
 
 def r_bn_for(r_bn: Any, label: str) -> float:
-    """``r_bn`` is a number (every teacher) or a map ``{default: w, <teacher label>: w}`` (METHODS.md §3.1)."""
+    """``r_bn`` is a number (every teacher) or a map ``{default: w, <teacher label>: w}`` (docs/methods.md §3.1)."""
     value = r_bn.get(label, r_bn.get("default", 0.01)) if isinstance(r_bn, dict) else r_bn
     if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
         raise RetaError(f"method.r_bn for teacher {label!r} must be a number >= 0, got {value!r}")
@@ -361,7 +361,7 @@ def synthesize(cfg, ctx: DistillContext) -> SynthesisResult:
                 trainer.fit(module)
     shard.gather_images(module)  # sharded: rank 0's store now holds every job
     pixels = module.images.pixels()
-    if m.quantize_uint8:  # the reference's 8-bit PNG output, truncating ×255 (METHODS.md §3.8 "Output")
+    if m.quantize_uint8:  # the reference's 8-bit PNG output, truncating ×255 (docs/methods.md §3.8 "Output")
         pixels = torch.floor(pixels * 255.0) / 255.0
     records = [teacher_record(t.name, t.meta) for t in module.teachers]
     residual = next((cb for cb in callbacks if isinstance(cb, ResidualConnection)), None)

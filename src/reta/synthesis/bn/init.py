@@ -1,6 +1,6 @@
 """Initial synthetic images: Gaussian noise (SRe2L) or teacher-scored real patches (FADRM, RDED-style), cached.
 
-Sources: METHODS.md §3.6 [code: LINs-lab/RDED `synthesize/main.py`, `synthesize/utils.py` for the selector; the
+Sources: docs/methods.md §3.6 [code: LINs-lab/RDED `synthesize/main.py`, `synthesize/utils.py` for the selector; the
 band layout of Jiacheng8/FADRM `recover/recover.py` (``medium`` patches); applicability recon] and §3.2 for
 noise [code: VILA-Lab/SRe2L `SRe2L/recover/` — ``torch.randn`` in normalised space].
 
@@ -13,10 +13,10 @@ Real-patch pool, per class ``c``:
 4. keep the lowest-CE crop per image and rank the images by it, ascending (rank 0 = easiest).
 
 The pool stores only (source index, box, score) per entry — a few bytes — and renders pixels on demand, so it is
-cheap to cache and scales to large datasets. RETA's DRC pool is the same ranked list (METHODS.md §4.1).
+cheap to cache and scales to large datasets. RETA's DRC pool is the same ranked list (docs/methods.md §4.1).
 Slot ``k`` of class ``c`` takes rank ``start + k`` of its class, where the band sets ``start``: ``easy`` 0,
 ``medium`` the middle of the ranking, ``hard`` the end [recon]; ``spread`` takes evenly spaced ranks over the whole
-pool (a diversity lever, METHODS.md §10) [recon].
+pool (a diversity lever, docs/methods.md §10) [recon].
 """
 
 from __future__ import annotations
@@ -46,7 +46,7 @@ POOL_FORMAT = 1
 
 def resample(x: torch.Tensor, size: int) -> torch.Tensor:
     """Bilinear resize to ``size``×``size`` (``align_corners=False``, no antialias); identity when sizes agree
-    (METHODS.md §3.3 "Resample")."""
+    (docs/methods.md §3.3 "Resample")."""
     if tuple(x.shape[-2:]) == (size, size):
         return x
     return F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False, antialias=False)

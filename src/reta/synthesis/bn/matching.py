@@ -1,6 +1,6 @@
 """BN-statistics matching as composable pieces: forward hooks on a frozen teacher's BN layers and the loss terms.
 
-Source: METHODS.md §3.1 [code: Jiacheng8/FADRM `recover/utils_recover.py` ``BNFeatureHook``, `recover/recover.py`;
+Source: docs/methods.md §3.1 [code: Jiacheng8/FADRM `recover/utils_recover.py` ``BNFeatureHook``, `recover/recover.py`;
 VILA-Lab/SRe2L `SRe2L/recover/`]. A hook on every BatchNorm layer (module order; layer 1 is the stem BN) reads the
 BN **input** ``a ∈ R^{B×C×H×W}`` and computes per channel, over (B, H, W), the mean μ and the biased variance σ².
 The matching loss of one teacher is
@@ -134,7 +134,7 @@ class TeacherSlot:
 
 
 class CrossEntropyLoss:
-    """``weight · CE(f(A(x)), y)``, batch mean, on the active teacher's logits (METHODS.md §3.1)."""
+    """``weight · CE(f(A(x)), y)``, batch mean, on the active teacher's logits (docs/methods.md §3.1)."""
 
     name = "ce"
 

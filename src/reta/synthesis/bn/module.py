@@ -1,6 +1,6 @@
 """SynthesisModule: BN-matching synthesis (SRe2L / FADRM / FADRM+, and RETA on top) as a LightningModule.
 
-Sources: METHODS.md §3.1-§3.7 [code: Jiacheng8/FADRM `recover/recover.py`, `recover/utils_recover.py`;
+Sources: docs/methods.md §3.1-§3.7 [code: Jiacheng8/FADRM `recover/recover.py`, `recover/utils_recover.py`;
 VILA-Lab/SRe2L `SRe2L/recover/recover.py`].
 
 **Work.** The distilled set is cut into *jobs*: for every IPC slot ``k`` (outer loop) and every chunk of

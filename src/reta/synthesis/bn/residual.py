@@ -1,6 +1,6 @@
 """Residual connection between synthesis stages as a Lightning callback (FADRM; RETA's DRC swaps the anchors).
 
-Source: METHODS.md §3.3 [code: Jiacheng8/FADRM `recover/recover.py`]. At the end of every stage i but the last:
+Source: docs/methods.md §3.3 [code: Jiacheng8/FADRM `recover/recover.py`]. At the end of every stage i but the last:
 
     x ← α · Resample(x, D_{i+1}) + (1 − α) · Resample(anchor, D_{i+1}),   α = 0.5,
 

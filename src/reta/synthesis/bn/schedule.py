@@ -1,6 +1,6 @@
 """Stage schedule of BN-matching synthesis: per-stage budgets and resolutions, and the global cosine LR.
 
-Source: METHODS.md §3.2-§3.3 [code: Jiacheng8/FADRM `recover/recover.py`]. One (IPC slot, class chunk) job runs
+Source: docs/methods.md §3.2-§3.3 [code: Jiacheng8/FADRM `recover/recover.py`]. One (IPC slot, class chunk) job runs
 ``K`` stages; stage ``i`` takes ``budgets[i]`` optimiser steps at resolution ``sizes[i]``. The learning rate
 follows one cosine over the whole job, ``lr_t = ½ (1 + cos(π t / T)) · lr₀`` with ``t = 0 … T−1`` and
 ``T = Σ budgets`` (no warm-up, no restart at stage boundaries); the optimiser itself is re-created per stage.
@@ -56,7 +56,7 @@ class StageSchedule:
         return sum(self.budgets)
 
     def lr_at(self, t: int) -> float:
-        """Cosine LR of job step ``t`` (METHODS.md §3.2)."""
+        """Cosine LR of job step ``t`` (docs/methods.md §3.2)."""
         return 0.5 * (1.0 + math.cos(math.pi * t / self.total)) * self.lr0
 
     def stage_of(self, t: int) -> int:

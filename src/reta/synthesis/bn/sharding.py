@@ -1,9 +1,9 @@
 """One large BN-matching distillation sharded over ranks: every rank synthesises a disjoint set of jobs, rank 0
 merges them into the one distilled set.
 
-Source: METHODS.md §1 (last paragraph) and §3.4 — in the BN-matching family every (IPC slot, class chunk) job is
+Source: docs/methods.md §1 (last paragraph) and §3.4 — in the BN-matching family every (IPC slot, class chunk) job is
 synthesised from scratch and independently of the others, so the jobs shard over ranks without communication
-[code: VILA-Lab/SRe2L PR #24 shards by IPC slot ranges]. DESIGN.md "Scale".
+[code: VILA-Lab/SRe2L PR #24 shards by IPC slot ranges]. docs/architecture.md "Scale".
 
 **Who starts the ranks.** SLURM (``srun`` / submitit with ``tasks_per_node`` = shards) or ``torchrun`` — never
 Lightning. :func:`init_distributed` reads the standard environment (torchrun: ``RANK``/``WORLD_SIZE``/

@@ -26,7 +26,7 @@ class Job:
 
 
 def make_jobs(num_classes: int, ipc: int, classes_per_batch: int | None = None) -> list[Job]:
-    """Slots outer, class chunks inner (METHODS.md §3.4); the last chunk may be smaller."""
+    """Slots outer, class chunks inner (docs/methods.md §3.4); the last chunk may be smaller."""
     per = num_classes if classes_per_batch is None else int(classes_per_batch)
     if per <= 0:
         raise RetaError(f"classes_per_batch must be positive (or null for all classes), got {classes_per_batch}")
@@ -39,7 +39,7 @@ def make_jobs(num_classes: int, ipc: int, classes_per_batch: int | None = None) 
 
 @dataclass(frozen=True)
 class AugmentSpec:
-    """In-step augmentation (METHODS.md §3.5): batch-shared RRC(scale) + flip, then roll jitter in [0, J]."""
+    """In-step augmentation (docs/methods.md §3.5): batch-shared RRC(scale) + flip, then roll jitter in [0, J]."""
 
     rrc: bool = True
     rrc_scale: tuple[float, float] = (0.08, 1.0)

@@ -1,4 +1,4 @@
-"""Validated configuration of the ``distribution`` method kind (DM / IDM / IID; METHODS.md §6).
+"""Validated configuration of the ``distribution`` method kind (DM / IDM / IID; docs/methods.md §6).
 
 ``cfg.method`` → :class:`DistributionSpec` (with :class:`QueueSpec` for IDM's model queue and :class:`IIDSpec` for the
 IID terms); unknown keys, wrong types and out-of-range values fail with one line naming the key or the valid choices.
@@ -71,7 +71,7 @@ class DistributionSpec:
             "name": "convnet", "kwargs": {"depth": 3, "width": 128, "norm": "instance", "pool": "avg"}
         }
     )
-    dsa: dict = field(default_factory=dict)  # DSAParams fields; {} = the DSA defaults of METHODS.md §6.1
+    dsa: dict = field(default_factory=dict)  # DSAParams fields; {} = the DSA defaults of docs/methods.md §6.1
     ce_weight: float = 0.0  # IDM class-aware CE (idm only)
     queue: QueueSpec = field(default_factory=QueueSpec)
     iid: IIDSpec = field(default_factory=IIDSpec)

@@ -1,4 +1,4 @@
-"""The ``distribution`` method kind: DM, IDM and their IID variants (METHODS.md §6).
+"""The ``distribution`` method kind: DM, IDM and their IID variants (docs/methods.md §6).
 
 One loop, two variants (``method.variant``):
 

@@ -1,7 +1,7 @@
 """Losses of the distribution-matching family (DM, IDM, IID) as pure functions — no loops, no state.
 
 Every function takes the tensors of ONE class (the per-class sums over classes are the caller's loop) and returns a
-scalar. Formulas and provenance: METHODS.md §6.
+scalar. Formulas and provenance: docs/methods.md §6.
 
 ``mean_embedding_loss``
     DM / IDM base term [code: VICO-UoE/DatasetCondensation ``main_DM.py``; uitrbn/IDM ``IDM_cifar10.py``]:
@@ -17,7 +17,7 @@ scalar. Formulas and provenance: METHODS.md §6.
     IDM's regulariser: ``acc · CE(logits, c)`` with ``acc`` the embedder's running training accuracy in percent.
 
 At one synthetic image per class both IID terms are inert (F̃ = 0 ⇒ Σ_syn = 0 with no gradient; one sample equals its
-mean ⇒ L_CC = 0): :func:`iid_inert` says when, and the caller warns once (METHODS.md §6.3, "IPC = 1 inertness").
+mean ⇒ L_CC = 0): :func:`iid_inert` says when, and the caller warns once (docs/methods.md §6.3, "IPC = 1 inertness").
 """
 
 from __future__ import annotations
@@ -87,5 +87,5 @@ def iid_inert(syn_per_class: int) -> bool:
 INERT_MESSAGE = (
     "IID terms are inert here: one synthetic image per class (IPC 1 without IDM's x4 expansion) has zero batch "
     "covariance and equals its own mean, so L_CM is a constant and L_CC is 0 — this run equals the base method "
-    "(METHODS.md §6.3); they are skipped."
+    "(docs/methods.md §6.3); they are skipped."
 )

@@ -1,4 +1,4 @@
-"""IDM's queue of partially trained embedders (METHODS.md §6.2) and the real-image sampler shared by the DM loop
+"""IDM's queue of partially trained embedders (docs/methods.md §6.2) and the real-image sampler shared by the DM loop
 (real batches per class) and the queue (mixed-class training batches).
 
 [code: uitrbn/IDM ``IDM_cifar10.py``: ``net_num``, ``net_generate_interval``, ``fetch_net_num``,

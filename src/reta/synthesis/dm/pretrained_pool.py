@@ -8,7 +8,7 @@ ordinary teacher — :func:`reta.training.teacher_cache.get_teacher` with ``mode
 ``seed = pool.seed + i`` — so each member is an entry of the teacher cache (``<cache_dir>/teachers/``), keyed by
 dataset + model + recipe + seed, shared by every run that asks for the same pool and creatable by hand with
 ``reta-squeeze model=resnet18_cifar_in recipe=iid_pool seed=I`` (``conf/recipe/iid_pool.yaml`` holds the same recipe).
-Default size 10 [recon, METHODS.md §6.3]; all members are held in memory and one is drawn per iteration.
+Default size 10 [recon, docs/methods.md §6.3]; all members are held in memory and one is drawn per iteration.
 """
 
 from __future__ import annotations
@@ -99,7 +99,7 @@ def get_pool(cfg: DictConfig, spec: PoolSpec, train=None, test=None) -> tuple[li
     """The frozen pool members (eval mode) and their teacher metas; trains missing ones when ``train_missing``.
 
     Returns ``([], [])`` with a warning when no member exists and training is off (L_CC is then disabled: using
-    the matching ConvNet instead would be a different method, METHODS.md §6.3).
+    the matching ConvNet instead would be a different method, docs/methods.md §6.3).
     """
     from reta.training.teacher_cache import get_teacher
 

@@ -1,6 +1,6 @@
 """Dynamic Retrieval Connection (DRC) math: anchor complexity, fit–complexity score, retrieval.
 
-Source: METHODS.md §4.1 (RETA, arXiv 2602.24144: "selects a real patch from a prebuilt pool by
+Source: docs/methods.md §4.1 (RETA, arXiv 2602.24144: "selects a real patch from a prebuilt pool by
 minimizing a fit-complexity score in teacher feature space"; formula [paper*], discretisation and
 reuse policies [recon]).
 
@@ -101,7 +101,7 @@ def image_gradients(x: torch.Tensor, method: str = "central") -> tuple[torch.Ten
 def image_complexity(
     images: torch.Tensor, sigma: float = 1.0, gradient: str = "central", check_range: bool = True
 ) -> torch.Tensor:
-    """c(o) ``[B]`` = population variance over pixels of ‖∇(G_σ * luma(o))‖² (METHODS §4.1).
+    """c(o) ``[B]`` = population variance over pixels of ‖∇(G_σ * luma(o))‖² (docs/methods.md §4.1).
 
     ``images [B, C, H, W]`` must be in pixel space [0, 1] (clamp after resampling); with
     ``check_range`` values outside [0, 1] raise instead of producing a silently rescaled score.
