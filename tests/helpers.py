@@ -71,3 +71,8 @@ class TotalVariation:
     def __call__(self, step):
         x = step.images
         return self.weight * ((x[..., 1:, :] - x[..., :-1, :]).abs().mean() + (x[..., 1:] - x[..., :-1]).abs().mean())
+
+
+def with_out(ov: list[str], out: Path) -> list[str]:
+    """``ov`` with its ``paths.output_dir`` replaced by ``out``."""
+    return [o for o in ov if not o.startswith("paths.output_dir=")] + [f"paths.output_dir={out}"]

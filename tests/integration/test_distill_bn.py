@@ -18,7 +18,7 @@ from reta.errors import NonFiniteLossError, RetaError
 from reta.training import teacher_cache
 
 from fixtures import write_idx_dataset
-from helpers import compose_cfg, tiny_overrides
+from helpers import compose_cfg, tiny_overrides, with_out
 
 TINY = ["ipc=2", "method.stages.sizes=[28,28]", "method.stages.budgets=[3,3]", "method.init.mipc=6",
         "method.init.num_crop=2", "method.checkpoint_every=2", "method.log_every=1"]
@@ -37,10 +37,6 @@ class NanAt(L.Callback):
 def tiny(tmp_path):
     root = write_idx_dataset(tmp_path / "fmnist", n_train=60, n_test=30, classes=10, gz=True)
     return tmp_path, tiny_overrides(tmp_path, root)
-
-
-def with_out(ov: list[str], out: Path) -> list[str]:
-    return [o for o in ov if not o.startswith("paths.output_dir=")] + [f"paths.output_dir={out}"]
 
 
 @pytest.mark.parametrize("method", ["fadrm", "fadrm_plus"])

@@ -32,7 +32,7 @@ from reta.training import teacher_cache
 from reta.training.teacher_cache import teacher_entry
 
 from fixtures import write_idx_dataset
-from helpers import compose_cfg, tiny_overrides
+from helpers import compose_cfg, tiny_overrides, with_out
 
 TINY_BN = ["ipc=2", "method.stages.sizes=[28,28]", "method.stages.budgets=[3,3]", "method.init.mipc=6",
            "method.init.num_crop=2", "method.checkpoint_every=2", "method.log_every=1"]
@@ -44,10 +44,6 @@ TINY_DM = ["method=dm", "ipc=1", "method.iterations=3", "method.batch_real=4", "
 def tiny(tmp_path):
     root = write_idx_dataset(tmp_path / "fmnist", n_train=60, n_test=30, classes=10, gz=True)
     return tmp_path, tiny_overrides(tmp_path, root)
-
-
-def with_out(ov: list[str], out: Path) -> list[str]:
-    return [o for o in ov if not o.startswith("paths.output_dir=")] + [f"paths.output_dir={out}"]
 
 
 def no_work(*args, **kwargs):

@@ -65,8 +65,9 @@ from reta.synthesis.bn.anchors import StageEnd
 from reta.synthesis.bn.init import resample
 from reta.synthesis.bn.matching import TeacherSlot
 from reta.synthesis.bn.schedule import StageSchedule
-from reta.synthesis.bn.step import AugmentSpec, Job, StepStream, SynthesisStep, make_jobs, synthesis_augment
+from reta.synthesis.bn.step import AugmentSpec, Job, SynthesisStep, make_jobs, synthesis_augment
 from reta.synthesis.pixels import SyntheticImages
+from reta.synthesis.stream import StepStream
 
 log = logging.getLogger(__name__)
 

@@ -90,16 +90,3 @@ class SynthesisStep:
 
     def total(self) -> torch.Tensor:
         return sum(self.losses.values())  # type: ignore[return-value]
-
-
-class StepStream(torch.utils.data.IterableDataset):
-    """Global step indices ``start … total−1`` — the fit loop's batches."""
-
-    def __init__(self, start: int, total: int) -> None:
-        self.start, self.total = int(start), int(total)
-
-    def __iter__(self):
-        return iter(range(self.start, self.total))
-
-    def __len__(self) -> int:
-        return self.total - self.start

@@ -25,22 +25,10 @@ import lightning as L
 import torch
 
 from reta.synthesis.dm.matcher import DistributionMatcher
+from reta.synthesis.stream import StepStream
 from reta.utils.io import atomic_torch_save
 
 log = logging.getLogger(__name__)
-
-
-class IterationStream(torch.utils.data.IterableDataset):
-    """Iteration indices ``start … total−1`` — the fit loop's batches."""
-
-    def __init__(self, start: int, total: int) -> None:
-        self.start, self.total = int(start), int(total)
-
-    def __iter__(self):
-        return iter(range(self.start, self.total))
-
-    def __len__(self) -> int:
-        return self.total - self.start
 
 
 class DistributionModule(L.LightningModule):
@@ -61,7 +49,7 @@ class DistributionModule(L.LightningModule):
         return self.matcher.opt
 
     def train_dataloader(self):
-        stream = IterationStream(self.matcher.iteration, self.matcher.spec.iterations)
+        stream = StepStream(self.matcher.iteration, self.matcher.spec.iterations)
         return torch.utils.data.DataLoader(stream, batch_size=None, generator=torch.Generator())
 
     def on_train_start(self) -> None:
