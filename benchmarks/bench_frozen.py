@@ -44,8 +44,9 @@ def one(method: str, ipc: int, iters: int, warmup: int, threads: int, device: st
 
     torch.set_num_threads(threads)
     with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
-        cfg = compose("distill", [f"method={method}", f"ipc={ipc}", "backbone=random", "paths.output_dir=/tmp/bench_frozen",
-                                  "paths.cache_dir=/tmp/bench_frozen/cache", *overrides])
+        cfg = compose("distill", [f"method={method}", f"ipc={ipc}", "backbone=random",
+                                  "paths.output_dir=/tmp/bench_frozen", "paths.cache_dir=/tmp/bench_frozen/cache",
+                                  *overrides])
     spec = spec_for(cfg.method, ipc)
     ds = plain(cfg.dataset)
     C = int(ds["num_classes"])
@@ -108,20 +109,23 @@ def main() -> None:
         for m in a.methods:
             cmd = [sys.executable, __file__, "--one", m, str(ipc), "--iters", str(a.iters), "--warmup", str(a.warmup),
                    "--threads", str(a.threads), "--device", a.device, "--override", *a.override]
-            out = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": str(a.threads)})
+            out = subprocess.run(cmd, capture_output=True, text=True,
+                                 env={**os.environ, "OMP_NUM_THREADS": str(a.threads)})
             if out.returncode:
                 sys.exit(f"{m} IPC {ipc} failed:\n{out.stderr[-3000:]}")
             rows.append(json.loads(out.stdout.strip().splitlines()[-1]))
     import torch
 
     r0 = rows[0]
-    print(f"Frozen-backbone synthesis on fashion_mnist, {r0['device']}, {a.threads} thread(s), torch {torch.__version__}; "
+    print(f"Frozen-backbone synthesis on fashion_mnist, {r0['device']}, {a.threads} thread(s), "
+          f"torch {torch.__version__}; "
           f"backbone {r0['backbone']['name']} {r0['backbone'].get('kwargs', {})} (random init), full pyramid; "
           f"median of {a.iters} steps after {a.warmup} warm-up")
     if a.override:
         print(f"overrides: {' '.join(a.override)}")
     print()
-    print("| IPC | method | s / step | min | peak memory (MiB) | LGM augs_per_batch | SFM time / LGM time | SFM mem / LGM mem |")
+    print("| IPC | method | s / step | min | peak memory (MiB) | LGM augs_per_batch "
+          "| SFM time / LGM time | SFM mem / LGM mem |")
     print("|---|---|---|---|---|---|---|---|")
     for r in rows:
         lgm = next((q for q in rows if q["ipc"] == r["ipc"] and q["method"] == "lgm"), None)

@@ -86,7 +86,8 @@ def main() -> None:
             cached.gather(perm[s:s + b]) for s in range(0, n, b)])))
 
     base = rows[0][2]
-    print(f"{n} JPEGs {args.width}x{args.height} -> 224 px, batch {b}, torch 1 thread, {loading.cpu_count()} CPUs visible")
+    print(f"{n} JPEGs {args.width}x{args.height} -> 224 px, batch {b}, torch 1 thread, "
+          f"{loading.cpu_count()} CPUs visible")
     print("| path | workers | images/s | seconds | vs before |\n|---|---|---|---|---|")
     for label, workers, rate, secs in rows:
         print(f"| {label} | {workers} | {rate:.0f} | {secs:.2f} | {rate / base:.2f}x |")

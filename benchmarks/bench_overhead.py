@@ -89,7 +89,8 @@ def bare_slot(cfg, teacher: nn.Module) -> tuple[float, float, torch.Tensor]:
     def hook(layer, inputs, output):
         a = inputs[0]
         mu, var = a.mean(dim=(0, 2, 3)), a.var(dim=(0, 2, 3), unbiased=False)
-        terms.append(torch.linalg.vector_norm(layer.running_mean - mu) + torch.linalg.vector_norm(layer.running_var - var))
+        terms.append(torch.linalg.vector_norm(layer.running_mean - mu)
+                     + torch.linalg.vector_norm(layer.running_var - var))
 
     for layer in bn_layers:
         layer.register_forward_hook(hook)
@@ -156,7 +157,8 @@ def main() -> None:
     for k in ("reta", "bare"):
         print(f"{k:<6} {med[k]:8.2f} {1e3 * med[k] / args.steps:8.2f} {med_cpu[k]:11.2f}")
     ratio, ratio_cpu = med["reta"] / med["bare"], med_cpu["reta"] / med_cpu["bare"]
-    print(f"ratio reta / bare: {ratio:.3f} wall, {ratio_cpu:.3f} CPU (target <= 1.10); same images: max |Δ| = {diff:.2e}")
+    print(f"ratio reta / bare: {ratio:.3f} wall, {ratio_cpu:.3f} CPU (target <= 1.10); "
+          f"same images: max |Δ| = {diff:.2e}")
     print(f"load average at the end: {', '.join(f'{v:.1f}' for v in os.getloadavg())} on {os.cpu_count()} CPUs")
     if args.json:
         Path(args.json).write_text(json.dumps({"times": times, "cpu": cpu, "median": med, "median_cpu": med_cpu,

@@ -195,7 +195,8 @@ def main() -> None:
         print(f"Part A: seconds per image, Fashion-MNIST shape, 4 × 50 steps, IPC {args.ipc}, pool {args.mipc}")
         result["A"] = part_a(args.ipc, args.repeats, args.methods, args.mipc, args.cold_pool)
         a = result["A"]
-        print(f"{'method':18s} {'s/image':>9s} {'/FADRM':>7s} {'/FADRM+':>8s} {'CPU s/image':>12s} {'CPU /FADRM+':>12s}")
+        print(f"{'method':18s} {'s/image':>9s} {'/FADRM':>7s} {'/FADRM+':>8s} "
+              f"{'CPU s/image':>12s} {'CPU /FADRM+':>12s}")
         for m, v in a["seconds_per_image"].items():
             print(f"{m:18s} {v:9.4f} {a['ratio_vs_fadrm'].get(m, float('nan')):7.3f} "
                   f"{a['ratio_vs_fadrm_plus'].get(m, float('nan')):8.3f} {a['cpu_seconds_per_image'][m]:12.4f} "

@@ -27,7 +27,8 @@ from reta.data.synthetic import write_cifar100_layout, write_imagenet_layout
 from reta.models.build import write_weight_file
 
 IMAGENET_TEACHERS = ("resnet18.tv_in1k", "densenet121.tv_in1k", "mobilenetv2_100.ra_in1k")
-COMMON = ["ipc=1", "debug=smoke", "trainer=cpu", "paths.root_dir=.", "paths.cache_dir=cache", "num_threads=1", "logger=none"]
+COMMON = ["ipc=1", "debug=smoke", "trainer=cpu", "paths.root_dir=.", "paths.cache_dir=cache", "num_threads=1",
+          "logger=none"]
 
 
 def prepare(out: Path, classes_in: int = 4, classes_cifar: int = 10) -> None:
@@ -41,8 +42,8 @@ def commands(size: int, classes_in: int = 4, classes_cifar: int = 10) -> list[tu
     sizes = [f"+debug.method.bn.stages.sizes={size}"] if size else []
     exe = str(Path(sys.executable).parent / "reta-run")
     imagenet = [exe, "-m", "+experiment=table1_paper", "dataset=imagenet1k", "dataset.root=data/imagenet",
-                f"dataset.num_classes={classes_in}", f"dataset.image_size={size or 224}", "teacher.pretrained_dir=weights",
-                *sizes, *COMMON]
+                f"dataset.num_classes={classes_in}", f"dataset.image_size={size or 224}",
+                "teacher.pretrained_dir=weights", *sizes, *COMMON]
     cifar = ["dataset=cifar100", "dataset.root=data/cifar100", f"dataset.num_classes={classes_cifar}",
              "dataset.class_names=null"]
     return [

@@ -253,7 +253,8 @@ def run_linear_probe(cfg: DictConfig) -> dict:
                             f"{made_for.get('key', '')}, this probe uses backbone {bspec.name} {want or ''}; pass "
                             f"backbone={made_for.get('name', '...')} or protocol.cross_backbone=true")
         if spec.inherit and not made_for.get("config"):
-            raise RetaError(f"protocol.inherit=true needs a set made for a frozen backbone; {cfg.distilled} records none")
+            raise RetaError(f"protocol.inherit=true needs a set made for a frozen backbone; "
+                            f"{cfg.distilled} records none")
     elif spec.inherit:
         raise RetaError("protocol.inherit=true needs distilled=DIR (the set whose backbone's classifier is inherited)")
     train = load_split(cfg.dataset, "train", cfg.paths.data_dir)
@@ -282,8 +283,9 @@ def run_linear_probe(cfg: DictConfig) -> dict:
     inherited = None
     if spec.inherit:
         source = get_backbone(cfg, all_train, all_test, BackboneSpec.from_cfg(made_for["config"]))
-        head_a, inherited = golden_head(source, all_train, all_test, C, dataclass_from(GoldenSpec, source.meta["config"]["probe"],
-                                                                                "backbone.probe"), trainer_cfg)
+        head_a, inherited = golden_head(source, all_train, all_test, C,
+                                        dataclass_from(GoldenSpec, source.meta["config"]["probe"], "backbone.probe"),
+                                        trainer_cfg)
         for name, seed, images, _ in todo:
             r = inherited_accuracy(source, head_a, backbone, images, test, spec, seed, trainer_cfg)
             sets.setdefault(f"{name}_inherited", []).append(r)
@@ -304,7 +306,8 @@ def run_linear_probe(cfg: DictConfig) -> dict:
         "backbone": {"name": backbone.meta["name"], "key": backbone.key, "made_for": made_for.get("name"),
                      "made_for_key": made_for.get("key")},
         "golden": {k: v for k, v in golden.items() if k != "holdout_history"},
-        "inherited_from": None if inherited is None else {k: inherited[k] for k in ("backbone", "backbone_key", "test_acc")},
+        "inherited_from": (None if inherited is None
+                           else {k: inherited[k] for k in ("backbone", "backbone_key", "test_acc")}),
         "sets": {name: summarize(runs) for name, runs in sets.items()},
     }
     out = output_dir(cfg)

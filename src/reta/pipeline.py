@@ -1,9 +1,9 @@
 """The whole pipeline as a plain function: squeeze (cached) → distill → evaluate, then one small results table.
 
-docs/architecture.md "The three stages": ``run(cfg)`` calls :func:`reta.squeeze.run` (the teacher comes from the cache when it is
-there), :func:`reta.distill.run` (``<output_dir>/distilled/``) and :func:`reta.evaluate.run` on that set together with
-a random real subset of the same IPC under the identical protocol (``<output_dir>/metrics.json``), and writes
-``results.md`` + ``results.json`` next to them.
+docs/architecture.md "The three stages": ``run(cfg)`` calls :func:`reta.squeeze.run` (the teacher comes from the cache
+when it is there), :func:`reta.distill.run` (``<output_dir>/distilled/``) and :func:`reta.evaluate.run` on that set
+together with a random real subset of the same IPC under the identical protocol (``<output_dir>/metrics.json``), and
+writes ``results.md`` + ``results.json`` next to them.
 """
 
 from __future__ import annotations
@@ -82,7 +82,8 @@ def _run(cfg: DictConfig, shard: ShardInfo) -> dict:
     if dist["distilled"] is None:  # a non-zero rank of a sharded distill
         return {"distill": dist}
     # evaluate's `seed` is the teacher's (students use `seeds`)
-    metrics = evaluate.run(OmegaConf.merge(cfg, {"distilled": dist["distilled"], "ipc": dist["ipc"], "seed": int(tcfg.seed)}))
+    metrics = evaluate.run(OmegaConf.merge(cfg, {"distilled": dist["distilled"], "ipc": dist["ipc"],
+                                                 "seed": int(tcfg.seed)}))
     if frozen:
         teacher["test_acc"] = metrics["teacher"]["test_acc"]
     rows = results_rows(teacher, dist, metrics)

@@ -76,8 +76,8 @@ def test_holdout_split_keeps_held_out_images_out_of_the_set_and_measures_on_them
     # a set made without the split cannot be evaluated on it (it may contain held-out images); nothing is written
     ov2 = [o for o in ov if not o.startswith("holdout")] + [f"paths.output_dir={tmp_path / 'plain'}"]
     pipeline.run(compose_cfg("pipeline", ov2))
-    ev = [*(o for o in ov2[:-1] if not o.startswith("method")), f"paths.output_dir={tmp_path / 'ev'}", f"distilled={tmp_path / 'plain' / 'distilled'}",
-          "holdout_per_class=4", "baseline=false"]
+    ev = [*(o for o in ov2[:-1] if not o.startswith("method")), f"paths.output_dir={tmp_path / 'ev'}",
+          f"distilled={tmp_path / 'plain' / 'distilled'}", "holdout_per_class=4", "baseline=false"]
     with pytest.raises(RetaError, match="may contain held-out images"):
         evaluate.run(compose_cfg("evaluate", ev))
     assert not (tmp_path / "ev" / "metrics.json").exists()

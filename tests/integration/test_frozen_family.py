@@ -49,7 +49,8 @@ def test_sfm_set_records_its_backbone_and_statistics_are_cached(tiny):
     assert first.images.shape == (10, 1, 28, 28) and float(first.images.min()) >= 0 and float(first.images.max()) <= 1
     assert m["backbone"]["name"] == "random" and len(m["backbone"]["key"]) == 12
     assert m["real_statistics"]["from_cache"] is False and m["real_statistics"]["num_images"] == 80
-    assert [r["step"] for r in m["loss_history"]] == [1, 2, 3, 4] and all(0 <= r["loss"] <= 2 for r in m["loss_history"])
+    assert [r["step"] for r in m["loss_history"]] == [1, 2, 3, 4] and all(
+        0 <= r["loss"] <= 2 for r in m["loss_history"])
     second = load_distilled(distill.run(compose_cfg("distill", [*ov, "method=sfm", "ipc=1", *SMALL,
                                                                f"paths.output_dir={tmp_path / 'b'}"]))["distilled"])
     assert second.meta["real_statistics"]["from_cache"] is True
@@ -73,7 +74,8 @@ def test_real_statistics_cache_hit_runs_no_backbone_pass(tiny):
 def test_lgm_resume_after_a_kill_gives_the_same_images(tiny, monkeypatch):
     tmp_path, ov = tiny
     args = [*ov, "method=lgm", "ipc=1", *SMALL, "method.augs_per_batch=2"]
-    straight = load_distilled(distill.run(compose_cfg("distill", [*args, f"paths.output_dir={tmp_path / 'a'}"]))["distilled"])
+    straight = load_distilled(
+        distill.run(compose_cfg("distill", [*args, f"paths.output_dir={tmp_path / 'a'}"]))["distilled"])
     real_step = frozen_module.FrozenSynthesisModule.training_step
 
     def crash_at_3(self, batch, batch_idx):
@@ -100,7 +102,8 @@ def test_pipeline_sfm_defaults_to_the_linear_probe_and_reports_full_random_disti
     assert cfg.protocol.name == "linear_probe"
     res = pipeline.run(cfg)
     m = json.loads((tmp_path / "out" / "metrics.json").read_text())
-    assert m["protocol"] == "linear_probe" and m["method"] == "sfm" and set(m["sets"]) == {"full", "random", "distilled"}
+    assert (m["protocol"] == "linear_probe" and m["method"] == "sfm"
+            and set(m["sets"]) == {"full", "random", "distilled"})
     assert len(m["sets"]["distilled"]["acc_last"]) == 2 and m["golden"]["epoch"] in (1, 2)
     assert m["backbone"]["key"] == m["backbone"]["made_for_key"]
     assert res["rows"][0]["acc_mean"] == m["sets"]["full"]["acc_mean"]
@@ -125,8 +128,10 @@ def test_classifier_inheritance_on_the_same_backbone_is_the_golden_probe(tiny):
     cfg = compose_cfg("evaluate", [*ov, "protocol=linear_probe"])
     train, test = load_split(cfg.dataset, "train", None), load_split(cfg.dataset, "test", None)
     bb = get_backbone(cfg, train, test)
-    head, rec = golden_head(bb, train, test, 10, GoldenSpec(epochs=2, batch_size=32, holdout=0.25), {"accelerator": "cpu"})
-    again, rec2 = golden_head(bb, train, test, 10, GoldenSpec(epochs=2, batch_size=32, holdout=0.25), {"accelerator": "cpu"})
+    head, rec = golden_head(bb, train, test, 10, GoldenSpec(epochs=2, batch_size=32, holdout=0.25),
+                            {"accelerator": "cpu"})
+    again, rec2 = golden_head(bb, train, test, 10, GoldenSpec(epochs=2, batch_size=32, holdout=0.25),
+                              {"accelerator": "cpu"})
     assert rec2["from_cache"] and torch.equal(head.weight, again.weight) and rec["epoch"] in (1, 2)
     images = train.gather(torch.arange(10))
     spec = ProbeSpec(projector_steps=300, projector_batch=10)
@@ -144,15 +149,17 @@ def test_classifier_inheritance_on_the_same_backbone_is_the_golden_probe(tiny):
 
 def test_simclr_backbone_is_trained_once_and_cached(tiny):
     tmp_path, ov = tiny
-    cfg = compose_cfg("evaluate", [*ov, "backbone=simclr", "backbone.model.kwargs.depth=2", "backbone.model.kwargs.width=8",
-                                   "backbone.ssl.steps=2", "backbone.ssl.batch_size=16"])
+    cfg = compose_cfg("evaluate", [*ov, "backbone=simclr", "backbone.model.kwargs.depth=2",
+                                   "backbone.model.kwargs.width=8", "backbone.ssl.steps=2",
+                                   "backbone.ssl.batch_size=16"])
     train = load_split(cfg.dataset, "train", None)
     a = get_backbone(cfg, train)
     entry = a.entry
     assert (entry / "model.pt").is_file() and json.loads((entry / "meta.json").read_text())["ssl_result"]["steps"] == 2
     b = get_backbone(cfg, train)
     assert all(torch.equal(p, q) for p, q in zip(a.net.state_dict().values(), b.net.state_dict().values()))
-    fresh = compose_cfg("evaluate", [*ov, "backbone=random", "backbone.model.kwargs.depth=2", "backbone.model.kwargs.width=8"])
+    fresh = compose_cfg("evaluate", [*ov, "backbone=random", "backbone.model.kwargs.depth=2",
+                                     "backbone.model.kwargs.width=8"])
     assert any(not torch.equal(p, q) for p, q in zip(a.net.state_dict().values(),
                                                       get_backbone(fresh, train).net.state_dict().values()))
 
@@ -166,6 +173,7 @@ def test_holdout_split_is_disjoint_seeded_and_the_golden_heads_held_out_part(tin
     again, _ = holdout_split(train, GoldenSpec(holdout=0.25, seed=3))
     assert len(val) == 20 and len(fit) == 60 and not set(fit.indices.tolist()) & set(val.indices.tolist())
     assert torch.equal(fit.indices, again.indices)
-    assert torch.equal(val.gather([0, 1]), train.gather(val.indices[:2])) and torch.equal(val.targets, train.targets[val.indices])
+    assert (torch.equal(val.gather([0, 1]), train.gather(val.indices[:2]))
+            and torch.equal(val.targets, train.targets[val.indices]))
     with pytest.raises(RetaError, match="eval_split='val' unknown; valid: test, holdout"):
         ProbeSpec.from_cfg({"eval_split": "val"})

@@ -62,8 +62,9 @@ def test_bn_synthesis_step(tiny, seen, precision, dtype):
     tmp_path, ov = tiny
     squeeze.run(compose_cfg("squeeze", ov))  # teacher trained in fp32 first
     seen.clear()
-    cfg = compose_cfg("distill", [*ov, "method=reta", "ipc=1", "method.stages.sizes=[28,28]", "method.stages.budgets=[2,2]",
-                                  "method.init.mipc=4", "method.init.num_crop=2", "method.callbacks.pta.num_subsets=2",
+    cfg = compose_cfg("distill", [*ov, "method=reta", "ipc=1", "method.stages.sizes=[28,28]",
+                                  "method.stages.budgets=[2,2]", "method.init.mipc=4", "method.init.num_crop=2",
+                                  "method.callbacks.pta.num_subsets=2",
                                   f"trainer.precision={precision}"])
     distill.run(cfg)
     assert seen and set(seen) == {dtype}

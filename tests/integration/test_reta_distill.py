@@ -54,7 +54,8 @@ def test_configs_compose_on_fadrm_plus_and_fadrm(tiny):
         and reta.residual.anchors.lam == 0.1
     )
     assert reta.callbacks.pta._target_ == "reta.synthesis.reta.pta.TopologyAlignment"
-    # Fashion-MNIST carries the λ_topo tuned here (paper/reta_fashion_mnist.yaml); other datasets the docs/methods.md default
+    # Fashion-MNIST carries the λ_topo tuned here (paper/reta_fashion_mnist.yaml);
+    # other datasets the docs/methods.md default
     assert (reta.callbacks.pta.lam_topo, reta.callbacks.pta.k, reta.callbacks.pta.grid) == (50.0, 10, 32)
     cifar = compose_cfg("distill", [*ov, "method=reta", "dataset=cifar100"]).method
     assert cifar.callbacks.pta.lam_topo == 0.5

@@ -157,4 +157,5 @@ def test_two_gloo_ranks_give_the_single_process_set(tmp_path):
     assert b.meta["synthesis"]["jobs"] == 4 and len(b.meta["synthesis"]["seconds_per_job"]) == 4
     assert b.meta["synthesis"]["residual"] == {"alpha": 0.5, "anchors": {"kind": "static"}}
     ckpts = tmp_path / "sharded" / "checkpoints"
-    assert sorted(p.name for p in ckpts.iterdir()) == ["run.json", "shard0of2", "shard1of2"]  # each rank resumes its own jobs; run.json = the resume key
+    # each rank resumes its own jobs; run.json = the resume key
+    assert sorted(p.name for p in ckpts.iterdir()) == ["run.json", "shard0of2", "shard1of2"]

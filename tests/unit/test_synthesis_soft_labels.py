@@ -1,4 +1,5 @@
-"""Soft-label relabelling (docs/methods.md §5.1): stored FKD-style labels and the online teacher give identical students."""
+"""Soft-label relabelling (docs/methods.md §5.1): stored FKD-style labels and the online teacher give identical
+students."""
 
 from __future__ import annotations
 

@@ -85,7 +85,8 @@ def finish_wandb() -> None:
 
 
 def one_line_errors(fn: Callable) -> Callable:
-    """Run ``fn(cfg)`` (the ``debug`` option's block merged last, :mod:`reta.utils.debug`); a :class:`RetaError` becomes ``error: <message>`` on stderr and exit status 2."""
+    """Run ``fn(cfg)`` (the ``debug`` option's block merged last, :mod:`reta.utils.debug`); a :class:`RetaError`
+    becomes ``error: <message>`` on stderr and exit status 2."""
 
     @functools.wraps(fn)
     def wrapper(cfg):

@@ -1,9 +1,9 @@
 """Stored-image parameterisations that expand into more training images: IDM's partition-and-expansion.
 
-IDM [code: uitrbn/IDM ``dc_utils.py`` ``number_sign_augment``, ``downscale``; docs/methods.md §6.2] stores every synthetic
-image as a 2 × 2 mosaic of half-resolution images; for matching *and* for student training each stored image is
-split into its quadrants and each quadrant is upsampled ×2 (bilinear, ``align_corners=False``), so a set of IPC stored
-images per class trains on 4·IPC images per class.
+IDM [code: uitrbn/IDM ``dc_utils.py`` ``number_sign_augment``, ``downscale``; docs/methods.md §6.2] stores every
+synthetic image as a 2 × 2 mosaic of half-resolution images; for matching *and* for student training each stored image
+is split into its quadrants and each quadrant is upsampled ×2 (bilinear, ``align_corners=False``), so a set of IPC
+stored images per class trains on 4·IPC images per class.
 
 ``reta`` stores the mosaics (the storage budget a random subset of the same IPC is compared against) and records
 ``"expansion": "quadrants"`` in ``meta.json``; :func:`training_view` applies it when a set is loaded for training.

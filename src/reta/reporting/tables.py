@@ -5,9 +5,9 @@ set (under its ``label``, ``reta-evaluate label=…``, else its method's name) e
 same cell from different runs are merged per
 evaluation seed (so a sweep that split seeds over jobs aggregates correctly, and the random baseline that every run
 of a table re-evaluates with the same seeds — deterministically the same students — is counted once per seed).
-Accuracies are reported in percent, mean ± population std over seeds (docs/architecture.md evaluation contract). Runs measured
-on a held-out split of train (``reta-evaluate holdout_per_class=N``, ``eval_split`` in metrics.json) form their own
-cells and tables, never merged with test accuracies.
+Accuracies are reported in percent, mean ± population std over seeds (docs/architecture.md evaluation contract). Runs
+measured on a held-out split of train (``reta-evaluate holdout_per_class=N``, ``eval_split`` in metrics.json) form their
+own cells and tables, never merged with test accuracies.
 
 ``to_markdown(..., side_by_side=["kd", "hard"])`` puts the protocols' accuracies of the same sets next to each other
 (one column per IPC and protocol): the hard-label view of DD-Ranking (github.com/NUS-HPC-AI-Lab/DD-Ranking) beside the

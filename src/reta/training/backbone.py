@@ -7,7 +7,8 @@ evaluation normalises twice). Sources (``backbone.source``):
 
 ``simclr``   a ConvNet trained by reta without labels (SimCLR, :mod:`reta.training.ssl`) on the training split;
 ``random``   the same architecture at its seeded random initialisation, frozen;
-``teacher``  the supervised teacher of the run's ``model``/``recipe`` (the teacher cache, :mod:`reta.training.teacher_cache`);
+``teacher``  the supervised teacher of the run's ``model``/``recipe`` (the teacher cache,
+             :mod:`reta.training.teacher_cache`);
 ``timm``     a timm model by name with its pretrained weights (``pretrained: true``, timm's hub) or a local weights file
              (``checkpoint``), e.g. DINOv2 / CLIP / EVA-02 as in arXiv 2511.16674; inputs are resized to ``input_size``
              and normalised with the backbone's own ``mean``/``std``.
@@ -46,7 +47,9 @@ class BackboneSpec:
 
     name: str = "simclr"
     source: str = "simclr"
-    model: dict = field(default_factory=lambda: {"name": "convnet", "kwargs": {"depth": 3, "width": 64, "norm": "instance"}})
+    model: dict = field(
+        default_factory=lambda: {"name": "convnet", "kwargs": {"depth": 3, "width": 64, "norm": "instance"}}
+    )
     seed: int = 0
     ssl: dict = field(default_factory=dict)  # SSLSpec fields (source simclr)
     probe: dict = field(default_factory=dict)  # GoldenSpec fields (the full-data probe / golden head)
@@ -149,12 +152,14 @@ def get_backbone(cfg: Any, train=None, test=None, spec: BackboneSpec | None = No
         import timm
 
         if spec.checkpoint:
-            net = timm.create_model(spec.model["name"], pretrained=False, num_classes=0, **(spec.model.get("kwargs") or {}))
+            net = timm.create_model(spec.model["name"], pretrained=False, num_classes=0,
+                                    **(spec.model.get("kwargs") or {}))
             load_weights(net, load_state_dict_file(spec.checkpoint), spec.checkpoint)
         else:
             if not spec.pretrained:
                 raise RetaError("backbone.source=timm needs pretrained=true (timm hub) or checkpoint=FILE")
-            net = timm.create_model(spec.model["name"], pretrained=True, num_classes=0, **(spec.model.get("kwargs") or {}))
+            net = timm.create_model(spec.model["name"], pretrained=True, num_classes=0,
+                                    **(spec.model.get("kwargs") or {}))
         return _finish(cfg, spec, ds, net, mean, std, key, {})
     # simclr: cached weights, or train now
     net = _build(spec, ds)
@@ -178,7 +183,8 @@ def get_backbone(cfg: Any, train=None, test=None, spec: BackboneSpec | None = No
 
 
 def _finish(cfg, spec: BackboneSpec, ds: Mapping, net: nn.Module, mean, std, key: str, extra: dict) -> FrozenBackbone:
-    meta = {"name": spec.name, "key": key, "source": spec.source, "config": asdict(spec), **({"info": extra} if extra else {})}
+    meta = {"name": spec.name, "key": key, "source": spec.source, "config": asdict(spec),
+            **({"info": extra} if extra else {})}
     bb = FrozenBackbone(net, mean, std, spec.input_size, key, meta)
     bb.entry = entry_dir(cfg.paths.cache_dir, ds["name"], spec, key)
     bb.gray_to_rgb = spec.source == "timm" and int(ds["channels"]) == 1

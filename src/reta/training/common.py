@@ -35,7 +35,8 @@ def configure_data(cfg) -> None:
     data = cfg.get("data")
     data = OmegaConf.to_container(data, resolve=True) if data is not None and not isinstance(data, dict) else data
     trainer = cfg.get("trainer")
-    trainer = OmegaConf.to_container(trainer, resolve=True) if trainer is not None and not isinstance(trainer, dict) else trainer
+    trainer = (OmegaConf.to_container(trainer, resolve=True)
+               if trainer is not None and not isinstance(trainer, dict) else trainer)
     configure(data, cfg.paths.cache_dir, cuda=eval_device(trainer or {}) == "cuda")
 
 

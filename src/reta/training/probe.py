@@ -173,7 +173,8 @@ class _HeadModule(L.LightningModule):
         self.val_correct, self.val_n = 0, 0
         self.val_history.append(acc)
         if acc > self.best[0]:
-            self.best = (acc, self.current_epoch + 1, {k: v.detach().clone() for k, v in self.head.state_dict().items()})
+            self.best = (acc, self.current_epoch + 1,
+                         {k: v.detach().clone() for k, v in self.head.state_dict().items()})
 
     def configure_optimizers(self):
         opt = torch.optim.Adam(self.head.parameters(), lr=self.spec.lr)
@@ -276,7 +277,8 @@ def learn_projector(a: FrozenBackbone, b: FrozenBackbone, images: torch.Tensor, 
     loader = DataLoader(TensorDataset(images.float()), batch_size=min(spec.projector_batch, len(images)), shuffle=True,
                         generator=g)
     module = _ProjectorModule(a, b, spec, seed)
-    trainer = build_trainer(trainer_cfg, -1, False, False, ".", enable_checkpointing=False, max_steps=spec.projector_steps)
+    trainer = build_trainer(trainer_cfg, -1, False, False, ".", enable_checkpointing=False,
+                            max_steps=spec.projector_steps)
     trainer.fit(module, loader)
     return module.proj.cpu().eval()
 

@@ -99,7 +99,8 @@ def train_simclr(net: nn.Module, train: ImageDataset, mean, std, spec: SSLSpec, 
     loader = train_loader(train, spec.batch_size, seed)
     out = str(output_dir(cfg))
     trainer = build_trainer(plain(cfg.trainer), max_epochs=-1, logger=build_logger(plain(cfg.logger), out, "simclr"),
-                            progress_bar=bool(cfg.get("progress_bar", False)), default_root_dir=out, max_steps=spec.steps)
+                            progress_bar=bool(cfg.get("progress_bar", False)), default_root_dir=out,
+                            max_steps=spec.steps)
     start = time.perf_counter()
     trainer.fit(module, loader)
     net.eval()

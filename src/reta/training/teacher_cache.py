@@ -195,7 +195,8 @@ def get_teacher(cfg: DictConfig, train=None, test=None) -> tuple[nn.Module, dict
         logger = build_logger(plain(cfg.logger), str(out), "squeeze")
         return build_trainer(plain(cfg.trainer), epochs, logger, bool(cfg.progress_bar), str(out))
 
-    seconds = fit_teacher(model, train, ds, recipe, int(cfg.seed), trainer_factory, bool(cfg.get("channels_last", False)))
+    seconds = fit_teacher(model, train, ds, recipe, int(cfg.seed), trainer_factory,
+                          bool(cfg.get("channels_last", False)))
     model.to(memory_format=torch.contiguous_format)
     acc = evaluate_teacher(model, test, ds, device=eval_device(plain(cfg.trainer)))
     meta = {

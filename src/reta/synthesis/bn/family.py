@@ -305,7 +305,8 @@ def build_synthesis(cfg, ctx: DistillContext) -> tuple[SynthesisModule, list, BN
         first = teachers[0]
         device = _pool_device(plain(cfg.trainer))
         pool = cached_patch_pool(
-            cfg.paths.cache_dir, _pool_name(ds["name"], ctx.train), teacher_id(first.meta), dataset=ctx.train, teacher=first.model.to(device),
+            cfg.paths.cache_dir, _pool_name(ds["name"], ctx.train), teacher_id(first.meta), dataset=ctx.train,
+            teacher=first.model.to(device),
             mean=ds["mean"], std=ds["std"], num_classes=ds["num_classes"], size=ds["image_size"], mipc=int(m.init.mipc),
             num_crop=int(m.init.num_crop), seed=int(cfg.seed), crop_scale=tuple(m.init.crop_scale),
         )

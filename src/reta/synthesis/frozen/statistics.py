@@ -29,7 +29,9 @@ class RealStatistics:
 
 
 @torch.no_grad()
-def real_statistics(backbone: FrozenBackbone, train: ImageDataset, num_classes: int, batch_size: int = 500) -> RealStatistics:
+def real_statistics(
+    backbone: FrozenBackbone, train: ImageDataset, num_classes: int, batch_size: int = 500
+) -> RealStatistics:
     """Per-class float64 feature sums and counts of ``train`` under ``backbone`` — loaded from the cache when there."""
     path = backbone.entry / f"sfm_stats_{len(train)}.pt" if backbone.entry is not None else None
     if path is not None and path.is_file():

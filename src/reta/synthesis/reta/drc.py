@@ -1,7 +1,7 @@
 """RETA's Dynamic Retrieval Connection (DRC) as an anchor provider of the residual connection, and its feature pool.
 
-Source: docs/methods.md §4.1 [paper*: RETA, arXiv 2602.24144 — "selects a real patch from a prebuilt pool by minimizing a
-fit-complexity score in teacher feature space"; pool, features, reuse and discretisation recon]. The math (complexity,
+Source: docs/methods.md §4.1 [paper*: RETA, arXiv 2602.24144 — "selects a real patch from a prebuilt pool by minimizing
+a fit-complexity score in teacher feature space"; pool, features, reuse and discretisation recon]. The math (complexity,
 score, argmin with reuse exclusions) is :mod:`reta.synthesis.reta.retrieval`; this module binds it to a running
 synthesis.
 
@@ -29,7 +29,8 @@ The residual callback then merges ``α·x̃ + (1 − α)·o*``.
 :func:`reta.synthesis.reta.retrieval.retrieve`): ``confidence_weight`` μ adds μ·r̂(o) to J, r̂ the entry's teacher-CE
 rank over the class list length, so low-confidence neighbours of a prototype that synthesis has moved need a much
 better fit to be chosen; ``keep_margin`` δ (null = off) makes the slot's own initial patch (FADRM's fixed anchor) a
-candidate that is kept unless another entry scores lower by more than δ — it wins ties, and a large δ is FADRM. Reuse policies (docs/methods.md §4.1 [recon]):
+candidate that is kept unless another entry scores lower by more than δ — it wins ties, and a large δ is FADRM. Reuse
+policies (docs/methods.md §4.1 [recon]):
 
 * ``allow`` — independent argmin per image;
 * ``per_connection`` — an anchor chosen by another slot of class c at the same connection is excluded (greedy in

@@ -1,7 +1,7 @@
 """RETA's Persistent Topology Alignment (PTA) as a synthesis callback: adds ``λ_topo · L_topo`` to every step.
 
-Source: docs/methods.md §4.2-§4.3 [paper*: RETA, arXiv 2602.24144 — "a mutual k-NN feature graph", "persistence images of
-components and loops", a cache "refreshed every T steps"; cache content, size-matched targets, separate forward and
+Source: docs/methods.md §4.2-§4.3 [paper*: RETA, arXiv 2602.24144 — "a mutual k-NN feature graph", "persistence images
+of components and loops", a cache "refreshed every T steps"; cache content, size-matched targets, separate forward and
 defaults recon]. The loss itself is :class:`reta.topology.TopologyLoss`; this module supplies its point clouds.
 
 Per step (``on_synthesis_step`` of :class:`~reta.synthesis.bn.module.SynthesisModule`), for each class c of the batch
