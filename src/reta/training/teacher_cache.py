@@ -148,9 +148,7 @@ def _pretrained_teacher(cfg: DictConfig, source: dict, test) -> tuple[nn.Module,
         "weights_sha256": source.get("sha256"),
         "key": entry.name,
     }
-    write_cache_entry(entry, model, meta)
-    meta["checkpoint_sha256"] = _file_sha256(entry / "model.pt")
-    write_cache_entry_meta(entry, meta)
+    store_entry(entry, model, meta)
     log.info("pretrained teacher %s: test acc %.4f -> %s", weights, acc, entry)
     return model.eval().requires_grad_(False), meta
 
@@ -214,15 +212,20 @@ def get_teacher(cfg: DictConfig, train=None, test=None) -> tuple[nn.Module, dict
         "source": "reta-squeeze",
         "key": entry.name,
     }
-    write_cache_entry(entry, model, meta)
-    meta["checkpoint_sha256"] = _file_sha256(entry / "model.pt")
-    write_cache_entry_meta(entry, meta)
+    store_entry(entry, model, meta)
     log.info("teacher trained in %.1f s: test acc %.4f -> %s", seconds, acc, entry)
     return model.eval().requires_grad_(False), meta
 
 
 def write_cache_entry_meta(entry: Path, meta: dict) -> None:
     atomic_write_json(entry / "meta.json", meta)
+
+
+def store_entry(entry: Path, model: nn.Module, meta: dict) -> None:
+    """Write a cache entry (weights + meta, atomically) and record the weights' sha256 in ``meta``."""
+    write_cache_entry(entry, model, meta)
+    meta["checkpoint_sha256"] = _file_sha256(entry / "model.pt")
+    write_cache_entry_meta(entry, meta)
 
 
 def teacher_cfg(cfg: DictConfig) -> DictConfig:
