@@ -116,3 +116,28 @@ def test_reta_on_fashion_mnist_uses_the_fadrm_anchor_at_ipc_1_only():
     assert one.residual.anchors["enabled"] is False and ten.residual.anchors["enabled"] is True
     assert one.lr == 0.25 and ten.lr == 0.02  # the FADRM+ per-IPC setting is kept
     assert ten.callbacks["pta"]["features"] == "step"
+
+
+@pytest.mark.parametrize("logger", options("logger"))
+def test_every_logger_option_builds_its_lightning_logger(logger, tmp_path, monkeypatch):
+    """A logger config is a Lightning logger's constructor arguments: build it (W&B offline, no key)."""
+    import importlib.util
+
+    from reta.training.common import build_logger
+    from reta.utils.config import plain
+
+    if logger == "tensorboard" and not (importlib.util.find_spec("tensorboard") or importlib.util.find_spec("tensorboardX")):
+        pytest.skip("tensorboard is not installed")
+    monkeypatch.delenv("WANDB_API_KEY", raising=False)
+    monkeypatch.setenv("HOME", str(tmp_path))  # no ~/.netrc: offline
+    built = build_logger(plain(compose_cfg("squeeze", [*BASE, f"logger={logger}"]).logger), str(tmp_path), "run")
+    assert (built is False) == (logger == "none")
+
+
+@pytest.mark.parametrize("experiment", options("experiment"))
+def test_experiment_loggers_build(experiment, tmp_path):
+    from reta.training.common import build_logger
+    from reta.utils.config import plain
+
+    cfg = compose_cfg("pipeline", [*BASE, f"+experiment={experiment}"])
+    build_logger(plain(cfg.logger), str(tmp_path), "run")  # an extra key (e.g. the old `kind`) would raise here
