@@ -126,7 +126,8 @@ def test_every_logger_option_builds_its_lightning_logger(logger, tmp_path, monke
     from reta.training.common import build_logger
     from reta.utils.config import plain
 
-    if logger == "tensorboard" and not (importlib.util.find_spec("tensorboard") or importlib.util.find_spec("tensorboardX")):
+    has_tb = importlib.util.find_spec("tensorboard") or importlib.util.find_spec("tensorboardX")
+    if logger == "tensorboard" and not has_tb:
         pytest.skip("tensorboard is not installed")
     monkeypatch.delenv("WANDB_API_KEY", raising=False)
     monkeypatch.setenv("HOME", str(tmp_path))  # no ~/.netrc: offline
