@@ -47,10 +47,11 @@ import torch
 
 from reta.data.expansion import factor
 from reta.errors import NonFiniteLossError, RetaError, load_failure
+from reta.synthesis.checkpoint import PeriodicCheckpoint
 from reta.synthesis.dm.config import DistributionSpec
 from reta.synthesis.dm.losses import INERT_MESSAGE, iid_inert
 from reta.synthesis.dm.matcher import DistributionMatcher, fingerprint
-from reta.synthesis.dm.module import DistributionCheckpoint, DistributionModule
+from reta.synthesis.dm.module import DistributionModule
 from reta.synthesis.dm.pretrained_pool import get_pool
 from reta.synthesis.registry import DistillContext, SynthesisResult
 from reta.training.common import build_logger, build_trainer, seed_everything
@@ -109,7 +110,8 @@ def synthesize(cfg, ctx: DistillContext) -> SynthesisResult:
     module = DistributionModule(matcher)
     logger = build_logger(plain(cfg.logger), str(ctx.out_dir), "distill")
     trainer = build_trainer(plain(cfg.trainer), 1, logger, bool(cfg.get("progress_bar", False)), str(ctx.out_dir),
-                            callbacks=[DistributionCheckpoint(ckpt, spec.checkpoint_every)], log_every_n_steps=1)
+                            callbacks=[PeriodicCheckpoint(ckpt, spec.checkpoint_every, spec.iterations, final=False)],
+                            log_every_n_steps=1)
     start_it, t0 = matcher.iteration, time.perf_counter()
     if matcher.iteration < spec.iterations:
         with warnings.catch_warnings():

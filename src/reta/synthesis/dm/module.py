@@ -1,6 +1,6 @@
 """The DM family under Lightning: :class:`DistributionModule` drives a
 :class:`~reta.synthesis.dm.matcher.DistributionMatcher`
-one iteration per training step, with manual optimisation, and :class:`DistributionCheckpoint` writes its resume state.
+one iteration per training step, with manual optimisation; :class:`reta.synthesis.checkpoint.PeriodicCheckpoint` writes its resume state.
 
 Why a LightningModule with manual optimisation (not Fabric): the BN family is a LightningModule run by a Trainer, so
 the DM family gets the same Trainer (``trainer`` group: accelerator, devices, ``precision``), the same loggers
@@ -19,14 +19,12 @@ bit for bit.
 from __future__ import annotations
 
 import logging
-from pathlib import Path
 
 import lightning as L
 import torch
 
 from reta.synthesis.dm.matcher import DistributionMatcher
 from reta.synthesis.stream import StepStream
-from reta.utils.io import atomic_torch_save
 
 log = logging.getLogger(__name__)
 
@@ -44,6 +42,13 @@ class DistributionModule(L.LightningModule):
         self._n_window = 0
         #: dtype of the embedder's features in the last step (what the precision setting actually produced)
         self.step_dtype: torch.dtype | None = None
+
+    @property
+    def steps_done(self) -> int:
+        return self.matcher.iteration
+
+    def resume_state(self) -> dict:
+        return self.matcher.state_dict()
 
     def configure_optimizers(self):
         return self.matcher.opt
@@ -78,18 +83,3 @@ class DistributionModule(L.LightningModule):
             self.log_dict({f"dm/{k}": float(v) for k, v in row.items() if k != "iteration"},
                           on_step=True, on_epoch=False, prog_bar=True, batch_size=1)
             self._window, self._n_window = {}, 0
-
-
-class DistributionCheckpoint(L.Callback):
-    """Write the matcher's resume state (pixels, optimiser, iteration, RNG states, IDM queue, history) to ``path``
-    every ``every`` iterations (0 = never), atomically; a step that raises never reaches this hook, so the last
-    good checkpoint is kept."""
-
-    def __init__(self, path: str | Path, every: int) -> None:
-        self.path, self.every = Path(path), int(every)
-
-    def on_train_batch_end(self, trainer, pl_module: DistributionModule, outputs, batch, batch_idx) -> None:
-        m = pl_module.matcher
-        it = m.iteration
-        if self.every > 0 and it % self.every == 0 and it < m.spec.iterations:
-            atomic_torch_save(m.state_dict(), self.path)

@@ -14,16 +14,18 @@ import time
 from dataclasses import asdict, dataclass, field
 
 import torch
-from torch.utils.data import DataLoader, TensorDataset
+from torch.utils.data import DataLoader
 
 from reta.data.registry import sample_per_class
 from reta.errors import RetaError
+from reta.synthesis.checkpoint import PeriodicCheckpoint
 from reta.synthesis.frozen.augment import AugSpec
 from reta.synthesis.frozen.losses import SFM_VARIANTS, flows_from_sums
-from reta.synthesis.frozen.module import FrozenCheckpoint, FrozenSynthesisModule, load_checkpoint
+from reta.synthesis.frozen.module import FrozenSynthesisModule, load_checkpoint
 from reta.synthesis.frozen.pyramid import PixelImages, PyramidImages
 from reta.synthesis.frozen.statistics import real_statistics
 from reta.synthesis.registry import DistillContext, SynthesisResult
+from reta.synthesis.stream import StepStream
 from reta.training.backbone import get_backbone
 from reta.training.common import build_logger, build_trainer, seed_everything
 from reta.utils.config import check_keys, dataclass_from, per_ipc_override, plain
@@ -121,8 +123,8 @@ def synthesize(cfg, ctx: DistillContext) -> SynthesisResult:
         load_checkpoint(ckpt, module)
         resumed_from = module.step_index
     ckpt.parent.mkdir(parents=True, exist_ok=True)
-    steps = DataLoader(TensorDataset(torch.arange(module.step_index, spec.iterations)), batch_size=1)
-    callbacks = [FrozenCheckpoint(ckpt, spec.checkpoint_every, spec.iterations)]
+    steps = DataLoader(StepStream(module.step_index, spec.iterations), batch_size=None)  # one batch = one step
+    callbacks = [PeriodicCheckpoint(ckpt, spec.checkpoint_every, spec.iterations, final=True)]
     out = str(ctx.out_dir)
     trainer = build_trainer(plain(cfg.trainer), 1, build_logger(plain(cfg.logger), out, "distill"),
                             bool(cfg.get("progress_bar", False)), out, callbacks=callbacks)

@@ -12,7 +12,7 @@ precision plugin, loggers, progress bar and device placement behave as in the BN
          target flows F* (:mod:`reta.synthesis.frozen.statistics`); no real image is touched (arXiv 2602.05391).
 
 Then one Adam step on the image parameters; a pyramid gains its next level every ``extent_every`` steps with fresh
-Adam moments. All randomness comes from one generator, so a seed fixes the set; :class:`FrozenCheckpoint` writes
+Adam moments. All randomness comes from one generator, so a seed fixes the set; :class:`reta.synthesis.checkpoint.PeriodicCheckpoint` writes
 ``last.ckpt`` (parameters, Adam state, step, generator state, history) atomically every ``checkpoint_every`` steps and
 :func:`load_checkpoint` restores it, after which the loader continues at the next step: a resumed run ends with the
 images of an uninterrupted one. A step whose loss is not finite raises before any write, naming the loss.
@@ -30,7 +30,6 @@ from torch import nn
 from reta.errors import CheckpointError, NonFiniteLossError
 from reta.synthesis.frozen.augment import AugSpec, aug_standard
 from reta.synthesis.frozen.losses import class_means, flows_from_means, lgm_loss, sfm_loss
-from reta.utils.io import atomic_torch_save
 
 log = logging.getLogger(__name__)
 
@@ -105,23 +104,15 @@ class FrozenSynthesisModule(L.LightningModule):
             self._window = []
         self.log("frozen/loss", loss.detach(), prog_bar=True, on_step=True, on_epoch=False)
 
-    # ---- resume
-    def state(self) -> dict:
+    # ---- resume (reta.synthesis.checkpoint.PeriodicCheckpoint)
+    @property
+    def steps_done(self) -> int:
+        return self.step_index
+
+    def resume_state(self) -> dict:
         return {"images": self.images.state_dict(), "optimizer": self.optimizers().optimizer.state_dict(),
                 "step": self.step_index, "gen": self.gen.get_state(), "history": self.history,
                 "window": self._window, "fingerprint": self.fingerprint}
-
-
-class FrozenCheckpoint(L.Callback):
-    """Write ``path`` every ``every`` steps and after the last one (atomic)."""
-
-    def __init__(self, path: str | Path, every: int, last: int) -> None:
-        self.path, self.every, self.last = Path(path), int(every), int(last)
-
-    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
-        n = pl_module.step_index
-        if (self.every > 0 and n % self.every == 0) or n == self.last:
-            atomic_torch_save(pl_module.state(), self.path)
 
 
 def load_checkpoint(path: str | Path, module: FrozenSynthesisModule) -> None:

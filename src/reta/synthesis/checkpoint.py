@@ -1,0 +1,26 @@
+"""The periodic resume checkpoint shared by the synthesis families that keep their state in a plain dict (DM, the
+frozen-backbone family): every ``every`` steps (0 = never) the module's ``resume_state()`` is written atomically.
+A step that raises never reaches this hook, so the last good checkpoint is kept."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import lightning as L
+
+from reta.utils.io import atomic_torch_save
+
+
+class PeriodicCheckpoint(L.Callback):
+    """Save ``pl_module.resume_state()`` to ``path`` when ``pl_module.steps_done`` is a multiple of ``every``
+    (``0`` = never) and, with ``final=True``, after the last of ``total`` steps; ``final=False`` skips the last step
+    (a finished run's set is the artifact)."""
+
+    def __init__(self, path: str | Path, every: int, total: int, final: bool) -> None:
+        self.path, self.every, self.total, self.final = Path(path), int(every), int(total), bool(final)
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        n = pl_module.steps_done
+        due = self.every > 0 and n % self.every == 0
+        if (due and (n < self.total or self.final)) or (self.final and n == self.total):
+            atomic_torch_save(pl_module.resume_state(), self.path)
