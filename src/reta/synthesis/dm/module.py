@@ -1,6 +1,7 @@
 """The DM family under Lightning: :class:`DistributionModule` drives a
 :class:`~reta.synthesis.dm.matcher.DistributionMatcher`
-one iteration per training step, with manual optimisation; :class:`reta.synthesis.checkpoint.PeriodicCheckpoint` writes its resume state.
+one iteration per training step, with manual optimisation;
+:class:`reta.synthesis.checkpoint.PeriodicCheckpoint` writes its resume state.
 
 Why a LightningModule with manual optimisation (not Fabric): the BN family is a LightningModule run by a Trainer, so
 the DM family gets the same Trainer (``trainer`` group: accelerator, devices, ``precision``), the same loggers

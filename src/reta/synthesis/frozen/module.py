@@ -12,7 +12,8 @@ precision plugin, loggers, progress bar and device placement behave as in the BN
          target flows F* (:mod:`reta.synthesis.frozen.statistics`); no real image is touched (arXiv 2602.05391).
 
 Then one Adam step on the image parameters; a pyramid gains its next level every ``extent_every`` steps with fresh
-Adam moments. All randomness comes from one generator, so a seed fixes the set; :class:`reta.synthesis.checkpoint.PeriodicCheckpoint` writes
+Adam moments. All randomness comes from one generator, so a seed fixes the set;
+:class:`reta.synthesis.checkpoint.PeriodicCheckpoint` writes
 ``last.ckpt`` (parameters, Adam state, step, generator state, history) atomically every ``checkpoint_every`` steps and
 :func:`load_checkpoint` restores it, after which the loader continues at the next step: a resumed run ends with the
 images of an uninterrupted one. A step whose loss is not finite raises before any write, naming the loss.
