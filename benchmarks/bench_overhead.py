@@ -56,6 +56,9 @@ def compose_cfg(steps: int, model: str, tmp: Path):
             "method=sre2l", "ipc=1", f"model={model}", f"method.stages.budgets=[{steps}]", "method.augment.rrc=true",
             "logger=none", "progress_bar=false", "num_threads=1", f"paths.cache_dir={tmp / 'cache'}",
             f"paths.output_dir={tmp / 'out'}",
+            # a random teacher drives the pixels to 0/1 (lr 0.25); the guard still runs every step (its cost is part
+            # of reta's loop) but stops only at 100 % saturation — the bare loop clamps the same way and never stops
+            "++method.saturation_limit=1.0",
         ])
 
 
