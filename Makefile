@@ -8,8 +8,8 @@ FMNIST_DIR ?= /usr/share/datasets/fashion-mnist
 PYTEST_ARGS ?=
 
 SCALE ?= cpu
-DEMO_IPC ?= 10
-DEMO_TEACHER_EPOCHS ?= 2
+DEMO_IPC ?= 5
+DEMO_TEACHER_EPOCHS ?= 1
 REPORT := $(BIN)/reta-report
 
 .PHONY: help install fashion-mnist demo test test-slow lint clean table1 table3 fig4 smoke-paper bench-loading
@@ -34,7 +34,7 @@ fashion-mnist:  ## make sure the Debian package dataset-fashion-mnist is install
 	  || { echo "error: could not install dataset-fashion-mnist (needs apt-get and root); install it by hand: apt-get install dataset-fashion-mnist, or put the IDX files under data/fashion_mnist/" >&2; exit 1; }; \
 	fi
 
-demo: install  ## Fashion-MNIST, IPC 10, CPU: 3 quick FADRM+ teachers (cached) → RETA and FADRM+ sets → KD students vs a random subset → table + topology plot
+demo: install  ## Fashion-MNIST, IPC 5, CPU: 3 quick FADRM+ teachers (cached) → RETA and FADRM+ sets → KD students vs a random subset → table + topology plot
 	BIN=$(BIN) DEMO_IPC=$(DEMO_IPC) DEMO_TEACHER_EPOCHS=$(DEMO_TEACHER_EPOCHS) bash scripts/demo.sh
 
 test: install  ## run the fast test suite

@@ -51,6 +51,7 @@ METHODS = {
     "reta": ["method=reta"],
     "reta(pta=separate)": ["method=reta", "method.callbacks.pta.features=separate"],
     "reta(pta=step)": ["method=reta", "method.callbacks.pta.features=step"],
+    "reta(targets=refresh)": ["method=reta", "method.callbacks.pta.targets=refresh"],
     "reta(every=4)": ["method=reta", "method.callbacks.pta.every=4"],
     "reta(every=8)": ["method=reta", "method.callbacks.pta.every=8"],
     "fadrm+drc": ["method=fadrm_drc"],

@@ -83,6 +83,23 @@ def test_reta_with_drc_and_pta_off_equals_fadrm_plus_bit_for_bit(tiny):
     assert torch.equal(images(plus), images(reta_off))
 
 
+def test_reta_at_ipc1_on_fashion_mnist_is_fadrm_plus_bit_for_bit(tiny):
+    """The IPC-1 DRC decision (paper/reta_fashion_mnist.yaml per_ipc.1: anchors off, experiments/drc_ipc1) plus PTA's
+    own IPC-1 switch-off make RETA the FADRM+ set at IPC 1; at IPC 3 DRC is on (the anchors are retrieved)."""
+    tmp, ov = tiny
+    one = [o for o in TINY if o != "ipc=3"] + ["ipc=1"]
+    cfg = compose_cfg("distill", [*ov, "method=reta", "ipc=1"])
+    assert cfg.method.per_ipc[1].residual.anchors.enabled is False
+    out = {}
+    for method in ("fadrm_plus", "reta"):
+        ov2 = [o for o in ov if not o.startswith("paths.output_dir=")] + [f"paths.output_dir={tmp / (method + '_1')}"]
+        extra = PTA_TINY if method == "reta" else []
+        out[method] = distill.run(compose_cfg("distill", [*ov2, *one, *extra, f"method={method}", TEACHERS]))
+    assert torch.equal(images(out["fadrm_plus"]), images(out["reta"]))
+    meta = json.loads((Path(out["reta"]["distilled"]) / "meta.json").read_text())["synthesis"]
+    assert meta["residual"]["anchors"]["kind"] == "static" and meta["residual"]["anchors"]["enabled"] is False
+
+
 def test_alpha_one_drc_merge_is_the_identity_bit_for_bit(tiny):
     plus = run(tiny, "plus_a1", ["method=fadrm_plus", TEACHERS, "method.residual.alpha=1.0"])
     drc = run(tiny, "drc_a1", ["method=reta", TEACHERS, PTA_OFF, "method.residual.alpha=1.0"])
@@ -105,19 +122,22 @@ def test_reta_runs_records_anchors_and_differs_from_fadrm_plus(tiny):
     assert all(isinstance(s, float) for s in ch["scores"][0][0]) and ch["count"] == 60
 
 
-def test_reta_resume_after_kill_gives_the_uninterrupted_images(tiny):
+@pytest.mark.parametrize("targets", ["once", "refresh"])
+def test_reta_resume_after_kill_gives_the_uninterrupted_images(tiny, targets):
+    """Both PTA target draws: once (per-(class, size) seeded generators) and refresh (one generator, saved state)."""
     tmp, _ = tiny
-    marker = tmp / "killed.marker"
+    marker = tmp / f"killed_{targets}.marker"
     kill = [f"+method.callbacks.kill={{_target_:helpers.KillAt,at_step:13,marker:'{marker}'}}"]
-    base = ["method=fadrm_pta", "method.residual.anchors.enabled=true", "method.residual.anchors.reuse=never", *kill]
+    base = ["method=fadrm_pta", "method.residual.anchors.enabled=true", "method.residual.anchors.reuse=never",
+            f"method.callbacks.pta.targets={targets}", *kill]
     marker.touch()
-    ref = run(tiny, "ref", base)
+    ref = run(tiny, f"ref_{targets}", base)
     marker.unlink()
     with pytest.raises(RuntimeError, match="killed"):
-        run(tiny, "killed", base)
-    state = torch.load(tmp / "killed" / "checkpoints" / "last.ckpt", weights_only=True)
+        run(tiny, f"killed_{targets}", base)
+    state = torch.load(tmp / f"killed_{targets}" / "checkpoints" / "last.ckpt", weights_only=True)
     assert state["module"]["next_step"] == 12 and "TopologyAlignment" in state["callbacks"]
-    resumed = run(tiny, "killed", [*base, "resume=true"])
+    resumed = run(tiny, f"killed_{targets}", [*base, "resume=true"])
     assert torch.equal(images(ref), images(resumed))
     a, b = (
         json.loads((Path(r["distilled"]) / "meta.json").read_text())["synthesis"]["residual"] for r in (ref, resumed)

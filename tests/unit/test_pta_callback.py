@@ -163,11 +163,45 @@ def test_disabled_or_zero_weight_pta_adds_nothing():
     "kwargs,match",
     [({"lam_topo": -1.0}, "lam_topo must be"), ({"refresh_every": 0}, "refresh_every must be"),
      ({"k": 0}, "k must be >= 1"), ({"cutoff": "median"}, "unknown cutoff policy"), ({"kernel": "box"}, "kernel"),
-     ({"pool_size": 1}, "pool_size must be"), ({"features": "cached"}, "features must be one of")],
+     ({"pool_size": 1}, "pool_size must be"), ({"features": "cached"}, "features must be one of"),
+     ({"targets": "always"}, "targets must be one of")],
 )
 def test_bad_pta_config_fails_at_build_time(kwargs, match):
     with pytest.raises(RetaError, match=match):
         TopologyAlignment(**kwargs)
+
+
+class Targets(L.Callback):
+    """The real target the loss holds for each class of every PTA step (after PTA ran)."""
+
+    def __init__(self, pta: TopologyAlignment) -> None:
+        self.pta, self.rows = pta, []
+
+    def on_synthesis_step(self, trainer, module, step):
+        self.rows.append({c: self.pta.loss.cached_target(c) for c in step.classes.tolist()})
+
+
+def test_targets_once_draws_each_class_target_once_and_reuses_it():
+    """targets=once: one draw per (class, cloud size) for the whole run — the same target object at every refresh,
+    deterministic in the seed; targets=refresh: a new draw per class at every refresh."""
+    runs = {}
+    for mode in ("once", "refresh", "once"):
+        module, pta = make_module(ipc=3), TopologyAlignment(**{**PTA, "targets": mode})
+        probe = Targets(pta)
+        fit(module, [pta, probe])
+        runs.setdefault(mode, []).append((pta, probe, module.images.data.clone()))
+    (once, probe, imgs), (again, _, imgs_again) = runs["once"]
+    refresh, probe_r, _ = runs["refresh"][0]
+    assert once.refreshes == refresh.refreshes == 3 * 3
+    assert once.target_draws == CLASSES  # n = 3 for every class (patch bank): one (class, size) pair per class
+    assert refresh.target_draws == refresh.refreshes * CLASSES
+    for c in range(CLASSES):
+        assert len({id(row[c]) for row in probe.rows}) == 1  # reused, never redrawn
+        assert len({id(row[c]) for row in probe_r.rows}) == 3 * 3  # redrawn at every refresh
+    targets = [probe.rows[0][c] for c in range(CLASSES)]
+    assert len({t.images[0].sum().item() for t in targets}) == CLASSES  # per-class seeds give different draws
+    assert torch.equal(imgs, imgs_again)  # the same seed gives the same targets and images
+    assert once.describe()["targets"] == "once" and once.describe()["target_draws"] == CLASSES
 
 
 def test_every_applies_the_term_on_every_nth_job_step_only():

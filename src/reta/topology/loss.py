@@ -270,14 +270,28 @@ class TopologyLoss(nn.Module):
         :class:`TopologyConfig`); an unknown keyword raises ``TypeError``."""
         super().__init__()
         self.config = config if config is not None else TopologyConfig(**topology)
+        self.seed = int(seed)
         self.generator = torch.Generator().manual_seed(seed)
         self._targets: dict[int, RealTarget] = {}
 
+    def build_targets(
+        self, pools: Mapping[int, torch.Tensor], subset_size: int, generator: torch.Generator | None = None
+    ) -> dict[int, RealTarget]:
+        """Size-matched real targets for the classes in ``pools`` (class id → ``[P, d]`` features), drawn with
+        ``generator`` (default: the loss's own, advanced by the draw); not cached."""
+        ids = list(pools)
+        built = build_real_targets([pools[i] for i in ids], subset_size, self.config, generator or self.generator)
+        return dict(zip(ids, built))
+
     def cache_real_targets(self, pools: Mapping[int, torch.Tensor], subset_size: int) -> None:
         """Draw and cache real targets for the classes in ``pools`` (class id → ``[P, d]`` features)."""
-        ids = list(pools)
-        built = build_real_targets([pools[i] for i in ids], subset_size, self.config, self.generator)
-        self._targets.update(zip(ids, built))
+        self._targets.update(self.build_targets(pools, subset_size))
+
+    def set_real_target(self, class_id: int, target: RealTarget) -> None:
+        """Cache a target built elsewhere (e.g. once per run by the PTA callback) for ``class_id``."""
+        if target.config != self.config:
+            raise ValueError(f"class {class_id}: real target was built with a different TopologyConfig")
+        self._targets[int(class_id)] = target
 
     def cached_target(self, class_id: int) -> RealTarget:
         if class_id not in self._targets:

@@ -19,11 +19,16 @@ Per step (``on_synthesis_step`` of :class:`~reta.synthesis.bn.module.SynthesisMo
   DRC pool, :func:`reta.synthesis.reta.pool.shared_feature_pool`), mean persistence images.
 
 The synthetic cache and the real targets are refreshed every ``refresh_every`` (T) steps and at every stage
-boundary, a job start included (the cache is recomputed at the current stage resolution; new real subsets are
-drawn). At IPC 1 the cloud has no edge: PTA switches itself off with **one warning**. H1 is skipped for clouds of
-fewer than 4 points (the library does it). A non-finite term stops the run naming ``topo`` (the module's check).
-``every`` > 1 applies the term on every ``every``-th step only (a cost lever; no rescaling). The state (refresh
-position and the subset generator) is saved in resume checkpoints so a resumed run draws the same subsets.
+boundary, a job start included (the cache is recomputed at the current stage resolution). With ``targets:
+refresh`` new real subsets are drawn at every refresh (one generator advanced by every draw); with ``targets: once``
+each (class, cloud size) gets its M subsets drawn once per run from its own generator (seeded by the PTA seed, the
+class and the size) and reused by every later refresh — the pool features are fixed for the run, so the target is a
+fixed estimate of the same quantity, paid for once instead of at every refresh. Own cost lever, not in the paper
+(which does not say whether real subsets are redrawn); a resumed run rebuilds the same targets from their seeds.
+At IPC 1 the cloud has no edge: PTA switches itself off with **one warning**. H1 is skipped for clouds of fewer
+than 4 points (the library does it). A non-finite term stops the run naming ``topo`` (the module's check). ``every``
+> 1 applies the term on every ``every``-th step only (a cost lever; no rescaling). The state (refresh position and
+the subset generator) is saved in resume checkpoints so a resumed run draws the same subsets.
 
 **Where the live features come from** (``features``): ``separate`` (the description above: an extra eval-mode
 forward and backward of the un-augmented batch through the feature teacher on every step) or ``step`` — the step's
@@ -56,6 +61,7 @@ from reta.topology.loss import TopologyConfig, TopologyLoss
 log = logging.getLogger(__name__)
 
 FEATURE_SOURCES = ("separate", "step")
+TARGET_DRAWS = ("refresh", "once")
 IPC1_WARNING = "PTA: IPC 1 gives one-point synthetic clouds without edges (no topology to align); PTA is switched off"
 
 
@@ -73,12 +79,15 @@ class TopologyAlignment(L.Callback):
         seed: int | None = None,
         name: str = "topo",
         features: str = "separate",
+        targets: str = "refresh",
         **topology,
     ) -> None:
         """The callback's own keys above; ``topology`` = the fields of :class:`reta.topology.loss.TopologyConfig`
         (k, grid, sigma, gamma, power, cutoff, kernel, reduction, squared, num_subsets), whose defaults live there."""
         if features not in FEATURE_SOURCES:
             raise RetaError(f"pta.features must be one of {', '.join(FEATURE_SOURCES)}, got {features!r}")
+        if targets not in TARGET_DRAWS:
+            raise RetaError(f"pta.targets must be one of {', '.join(TARGET_DRAWS)}, got {targets!r}")
         if isinstance(lam_topo, bool) or not isinstance(lam_topo, (int, float)) or not math.isfinite(lam_topo) \
                 or lam_topo < 0:
             raise RetaError(f"pta.lam_topo must be a number >= 0, got {lam_topo!r}")
@@ -99,7 +108,10 @@ class TopologyAlignment(L.Callback):
         self.enabled, self.lam_topo, self.name = bool(enabled), float(lam_topo), str(name)
         self.refresh_every, self.every = int(refresh_every), int(every)
         self.pool_size, self.feature_teacher, self.seed = pool_size, int(feature_teacher), seed
-        self.features = features
+        self.features, self.targets = features, targets
+        self._fixed: dict[tuple[int, int], Any] = {}  # targets=once: (class, cloud size) → its RealTarget
+        self._pairs: set[tuple[int, int]] = set()  # targets=once: the (class, size) pairs used so far
+        self._draws = 0  # targets=refresh: class targets drawn so far
         self._hook = None  # features=step: forward pre-hook on the feature teacher's classifier
         self._captured: torch.Tensor | None = None
         self.active = False
@@ -211,22 +223,45 @@ class TopologyAlignment(L.Callback):
             self._cache[c] = feats[owner == c].to(device) if members else torch.zeros(0, 1, device=device)
         n = {c: len(self._cache[c]) + 1 for c in classes}
         if self.loss is not None:
-            self._gen_before = self.loss.generator.get_state()
-            sizes = sorted(set(n.values()))
-            for size_n in sizes:
-                if size_n >= 2:
-                    self.loss.cache_real_targets({c: self.pool.features(c) for c in classes if n[c] == size_n}, size_n)
+            if self.targets == "once":
+                self._fixed_targets(n)
+            else:
+                self._gen_before = self.loss.generator.get_state()
+                for size_n in sorted(set(n.values())):
+                    if size_n >= 2:
+                        group = {c: self.pool.features(c) for c in classes if n[c] == size_n}
+                        self.loss.cache_real_targets(group, size_n)
+                        self._draws += len(group)
         self.refreshes += 1
+
+    def _fixed_targets(self, sizes: dict[int, int]) -> None:
+        """targets=once: build the (class, size) targets not built yet, each from its own seeded generator."""
+        base = int(self.loss.seed)
+        for c, size_n in sizes.items():
+            if size_n < 2:
+                continue
+            if (c, size_n) not in self._fixed:
+                generator = torch.Generator().manual_seed(((base * 1_000_003 + c) * 1009 + size_n) % 2**63)
+                self._fixed[(c, size_n)] = self.loss.build_targets({c: self.pool.features(c)}, size_n, generator)[c]
+            self._pairs.add((c, size_n))
+            self.loss.set_real_target(c, self._fixed[(c, size_n)])
+
+    @property
+    def target_draws(self) -> int:
+        """Real targets drawn: (class, size) pairs with targets=once, class draws over all refreshes with refresh."""
+        return len(self._pairs) if self.targets == "once" else self._draws
 
     def _due(self, step) -> bool:
         where = (int(step.job), int(step.stage))
         due = where != self._where or int(step.step) - self._last_refresh >= self.refresh_every
         if self._replay:  # resumed mid-period: rebuild the last refresh's cache with the same subset draws
             self._replay = False
-            if not due and self._gen_before is not None:
-                self.loss.generator.set_state(self._gen_before)
+            if not due and (self.targets == "once" or self._gen_before is not None):
+                if self.targets == "refresh":
+                    self.loss.generator.set_state(self._gen_before)
+                draws = self._draws
                 self.refresh(step)  # leaves the generator where the interrupted run had it
-                self.refreshes -= 1
+                self.refreshes, self._draws = self.refreshes - 1, draws
         return due
 
     # ------------------------------------------------------------------------------------------- step
@@ -257,6 +292,8 @@ class TopologyAlignment(L.Callback):
             "gen_before": self._gen_before,
             "gen_now": None if self.loss is None else self.loss.generator.get_state(),
             "refreshes": self.refreshes,
+            "draws": self._draws,
+            "pairs": sorted(list(p) for p in self._pairs),
             "sum": self._sum,
             "count": self._count,
             "warned": self._warned,
@@ -270,6 +307,8 @@ class TopologyAlignment(L.Callback):
         if self.loss is not None and self._gen_now is not None:
             self.loss.generator.set_state(self._gen_now)
         self.refreshes = int(state.get("refreshes", 0))
+        self._draws = int(state.get("draws", 0))
+        self._pairs = {(int(c), int(n)) for c, n in state.get("pairs", [])}
         self._sum, self._count = float(state.get("sum", 0.0)), int(state.get("count", 0))
         self._warned = bool(state.get("warned", False))
         self._replay = self._where is not None
@@ -279,5 +318,6 @@ class TopologyAlignment(L.Callback):
             "enabled": self.enabled, "active": self.active, "disabled_reason": self.disabled_reason,
             "lam_topo": self.lam_topo, **self.topo_kwargs, "refresh_every": self.refresh_every, "every": self.every,
             "pool_size": self.pool_size, "feature_teacher": self.feature_teacher, "features": self.features,
-            "refreshes": self.refreshes, "mean_loss": self._sum / self._count if self._count else None,
+            "targets": self.targets, "target_draws": self.target_draws, "refreshes": self.refreshes,
+            "mean_loss": self._sum / self._count if self._count else None,
         }
