@@ -1,27 +1,47 @@
 #!/bin/bash
 # The per-seed grid behind the CPU-scale tables: for every IPC × method × seed s in 0 1 2, distil with seed s (one
-# cached teacher, teacher.seed=0) and train the KD student with seed s; the random real subset (a new subset per seed,
-# identical protocol) once per IPC. Idempotent: finished cells are skipped, interrupted ones resumed (resume=true;
-# without checkpoints it starts afresh). Ends with reta-report over OUT.
+# cached teacher, teacher.seed=0) and train the student with seed s under each protocol of PROTOCOLS; the random real
+# subset (a new subset per seed, identical protocol) once per IPC and protocol. Idempotent: finished cells are
+# skipped, interrupted distillations resumed (resume=true; without checkpoints it starts afresh). Ends with
+# reta-report over OUT (side by side when PROTOCOLS names two or more).
 #   Table 1 / issue 3:  nice bash experiments/run_grid.sh outputs/bn_family_fmnist
 #   Table 3 / issue 4:  RANDOM_BASELINE=0 IPCS="10 50" METHODS="fadrm fadrm_drc fadrm_pta reta" nice bash experiments/run_grid.sh outputs/table3
+#   Table 1, KD and hard-label students of the same sets (issue 15):
+#                       PROTOCOLS="kd hard" METHODS="fadrm_plus reta" nice bash experiments/run_grid.sh outputs/table1_grid
+# Variables: IPCS (default "1 10 50"), SEEDS (distillation = student seeds of the methods, default "0 1 2"; the
+# random rows always use seeds 0 1 2), METHODS (default "sre2l fadrm fadrm_plus reta"; "" = random rows only),
+# PROTOCOLS (default "kd"), RANDOM_BASELINE (0 = no random rows), BIN (the reta-* commands, default .venv/bin),
+# EXTRA (overrides added to every command, e.g. EXTRA=paths.cache_dir=/path/to/cache).
+# Layout under OUT: <method>_ipc<N>_s<S>/distilled (the set), …/eval (its kd student), <method>_ipc<N>_s<S>_<P> (its
+# student under protocol P ≠ kd); random_ipc<N> (kd) and random_ipc<N>_<P>.
 set -u
 cd "$(dirname "$0")/.."
 O=${1:-outputs/bn_family_fmnist}
-C="num_threads=1 progress_bar=false logger=none"
+B=${BIN:-.venv/bin}
+C="num_threads=1 progress_bar=false logger=none ${EXTRA:-}"
+PROTOCOLS=${PROTOCOLS:-kd}
+sfx() { [ "$1" = kd ] || echo "_$1"; }
 mkdir -p "$O"
 for ipc in ${IPCS:-1 10 50}; do
-  out=$O/random_ipc$ipc
-  [ "${RANDOM_BASELINE:-1}" = 0 ] || [ -f "$out/metrics.json" ] || \
-    .venv/bin/reta-evaluate ipc=$ipc seeds=[0,1,2] $C paths.output_dir=$out > "$out.log" 2>&1
-  for method in ${METHODS:-sre2l fadrm fadrm_plus reta}; do
-    for s in 0 1 2; do
+  for p in $PROTOCOLS; do
+    out=$O/random_ipc$ipc$(sfx "$p")
+    [ "${RANDOM_BASELINE:-1}" = 0 ] || [ -f "$out/metrics.json" ] || \
+      $B/reta-evaluate ipc=$ipc seeds=[0,1,2] protocol=$p $C paths.output_dir=$out > "$out.log" 2>&1 || \
+      echo "FAILED evaluate random ipc=$ipc protocol=$p"
+  done
+  for method in ${METHODS-sre2l fadrm fadrm_plus reta}; do
+    for s in ${SEEDS:-0 1 2}; do
       out=$O/${method}_ipc${ipc}_s$s
-      [ -f "$out/distilled/meta.json" ] || .venv/bin/reta-distill method=$method ipc=$ipc seed=$s +teacher.seed=0 resume=true $C \
+      [ -f "$out/distilled/meta.json" ] || $B/reta-distill method=$method ipc=$ipc seed=$s +teacher.seed=0 resume=true $C \
         paths.output_dir=$out > "$out.distill.log" 2>&1 || echo "FAILED distill $method ipc=$ipc seed=$s"
-      [ -f "$out/eval/metrics.json" ] || .venv/bin/reta-evaluate distilled=$out/distilled ipc=$ipc seeds=[$s] baseline=false \
-        $C paths.output_dir=$out/eval > "$out.eval.log" 2>&1 || echo "FAILED evaluate $method ipc=$ipc seed=$s"
+      for p in $PROTOCOLS; do
+        if [ "$p" = kd ]; then ev=$out/eval log=$out.eval.log; else ev=$out$(sfx "$p") log=$out$(sfx "$p").log; fi
+        [ -f "$ev/metrics.json" ] || $B/reta-evaluate distilled=$out/distilled ipc=$ipc seeds=[$s] baseline=false \
+          protocol=$p $C paths.output_dir=$ev > "$log" 2>&1 || echo "FAILED evaluate $method ipc=$ipc seed=$s protocol=$p"
+      done
     done
   done
 done
-.venv/bin/reta-report inputs=[$O] out=$O/results
+side=$(echo $PROTOCOLS | tr ' ' ,)
+[ "$side" = "${side#*,}" ] && side="" || side="side_by_side=[$side]"
+$B/reta-report inputs=[$O] out=$O/results $side
