@@ -7,7 +7,8 @@ architectures (timing does not depend on the weights), and fitted with a Lightni
 Σ job seconds / images, and CPU seconds of the whole fit / images (one thread: the wall time an idle CPU would give;
 use it on a shared machine). The teacher-scored patch pool, shared with FADRM, comes from the cache; RETA's feature
 pool (DRC/PTA) comes from its disk cache as a second run finds it (a warm-up RETA run fills it), or is rebuilt in
-every run with ``--cold-pool`` (a first run). Methods are interleaved and repeated; medians are reported.
+every run with ``--cold-pool`` (a first run). Methods are interleaved (order reversed every other repeat) and
+repeated; medians are reported, and the median (with quartiles) of the paired per-repeat CPU ratios to FADRM+.
 
 Part B — PTA per step at 10 and 100 classes (one image per class per batch, IPC 10 clouds, ConvNet-3 w64 teacher,
 576-d features, pool 300, k 10, 32×32 PI, M 16): (1) the topology loss + backward alone on cached targets
@@ -103,6 +104,14 @@ def synthesize(
     return sum(module.job_seconds), module.images.data.shape[0], module
 
 
+def _quartiles(values: list[float]) -> tuple[float, float, float]:
+    """(first quartile, median, third quartile); a single value is all three."""
+    if len(values) < 2:
+        return (values[0],) * 3
+    q1, q2, q3 = statistics.quantiles(values, n=4, method="inclusive")
+    return q1, q2, q3
+
+
 def part_a(ipc: int, repeats: int, methods: list[str], mipc: int, cold_pool: bool = False) -> dict:
     train = dataset(10, mipc)
     common = [f"ipc={ipc}", f"method.init.mipc={mipc}", "method.init.num_crop=1"]
@@ -117,7 +126,7 @@ def part_a(ipc: int, repeats: int, methods: list[str], mipc: int, cold_pool: boo
             # the timed IPC (at IPC 1 the Fashion-MNIST RETA has DRC and PTA off and never builds the pool)
             synthesize(["method=reta", *common], train, tmp, 10)
         for r in range(repeats):
-            for m in methods:
+            for m in methods if r % 2 == 0 else methods[::-1]:  # alternate the order: no method always goes first
                 if cold_pool:
                     shutil.rmtree(tmp / "cache" / "feature_pools", ignore_errors=True)
                 seconds, n, module = synthesize([*METHODS[m], *common], train, tmp, 10)
@@ -127,7 +136,11 @@ def part_a(ipc: int, repeats: int, methods: list[str], mipc: int, cold_pool: boo
                       flush=True)
     med = {m: statistics.median(v) for m, v in times.items()}
     med_cpu = {m: statistics.median(v) for m, v in cpu.items()}
-    return {"seconds_per_image": med, "cpu_seconds_per_image": med_cpu, "all": times, "all_cpu": cpu,
+    # paired: each repeat's CPU time over the same repeat's FADRM+ (runs of one repeat are adjacent in time, so a
+    # load change between repeats cancels); median and quartiles over the repeats
+    paired = {m: [a / b for a, b in zip(cpu[m], cpu["fadrm_plus"])] for m in cpu} if "fadrm_plus" in cpu else {}
+    return {"paired_cpu_ratio_vs_fadrm_plus": {m: _quartiles(v) for m, v in paired.items()},
+            "paired_cpu_ratios": paired,"seconds_per_image": med, "cpu_seconds_per_image": med_cpu, "all": times, "all_cpu": cpu,
             "ratio_vs_fadrm": {m: med[m] / med["fadrm"] for m in med if "fadrm" in med},
             "ratio_vs_fadrm_plus": {m: med[m] / med["fadrm_plus"] for m in med if "fadrm_plus" in med},
             "cpu_ratio_vs_fadrm_plus": {m: med_cpu[m] / med_cpu["fadrm_plus"] for m in med_cpu
@@ -208,6 +221,10 @@ def main() -> None:
             print(f"{m:18s} {v:9.4f} {a['ratio_vs_fadrm'].get(m, float('nan')):7.3f} "
                   f"{a['ratio_vs_fadrm_plus'].get(m, float('nan')):8.3f} {a['cpu_seconds_per_image'][m]:12.4f} "
                   f"{a['cpu_ratio_vs_fadrm_plus'].get(m, float('nan')):12.3f}")
+        for m, (q1, q2, q3) in a["paired_cpu_ratio_vs_fadrm_plus"].items():
+            if m != "fadrm_plus":
+                ratios = " ".join(f"{v:.2f}" for v in a["paired_cpu_ratios"][m])
+                print(f"paired CPU ratio {m} / fadrm_plus: median {q2:.3f} (quartiles {q1:.3f}-{q3:.3f}); {ratios}")
         print(f"load average: {', '.join(f'{v:.1f}' for v in os.getloadavg())} on {os.cpu_count()} CPUs")
     if not args.skip_b:
         print("Part B: PTA per step (ms), IPC 10 clouds, 576-d, pool 300, k 10, G 32, M 16")

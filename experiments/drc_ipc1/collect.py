@@ -1,6 +1,7 @@
 """Copy the finished cells of ``run.sh OUT`` into ``runs/<split>/<cell>/metrics.json`` (the committed inputs of the
 table) with the set's DRC record summarised: ``drc`` = fraction of merges that kept the slot's own patch, mean pool
-rank (teacher-CE rank, 0 = most confident) of the anchors used, and the synthesis seconds. The ``distilled`` path
+rank (teacher-CE rank, 0 = most confident) of the anchors used, the fraction of anchors another slot of the same class
+also took at the same merge (``shared_frac``; 0 under ``reuse: per_connection``), and the synthesis seconds. The ``distilled`` path
 is stored relative to OUT (no machine paths in committed files).
 
     python experiments/drc_ipc1/collect.py OUT [DEST]
@@ -20,7 +21,14 @@ def drc_summary(meta: dict) -> dict | None:
     ranks = [r for per_class in choices.get("ranks", []) for slot in per_class for r in slot if r is not None]
     if not ranks:
         return None
+    shared = total = 0
+    for per_class in choices.get("ranks", []):  # [slot][merge]
+        for merge in zip(*per_class):
+            picks = [r for r in merge if r is not None]
+            shared += len(picks) - len(set(picks))
+            total += len(picks)
     return {"initial_anchor_frac": choices.get("initial_anchor_frac"), "mean_rank": round(statistics.fmean(ranks), 2),
+            "shared_frac": round(shared / total, 4) if total else None, "reuse": anchors.get("reuse"),
             "keep_margin": anchors.get("keep_margin"), "confidence_weight": anchors.get("confidence_weight")}
 
 

@@ -8,12 +8,16 @@
 # Single-teacher analogue (FADRM ± DRC; at IPC 1 PTA is off, so RETA = FADRM+ + DRC there):
 #   SEEDS="0 1" SPLIT=holdout VARIANTS="fadrm fadrm_drc fadrm_drc_m0.1 fadrm_drc_c0.5" bash experiments/drc_ipc1/run.sh OUT
 # PROTOCOL=hard evaluates the same sets (SETS=dir of an earlier run) with hard labels.
+# IPC=50 runs the same study at another IPC (experiments/drc_ipc50):
+#   IPC=50 SEEDS=0 SPLIT=holdout PROTOCOL=hard RANDOM_BASELINE=0 VARIANTS="fadrm_plus reta reta_pc reta_nodrc" \
+#     bash experiments/drc_ipc1/run.sh outputs/drc_ipc50
 set -u
 cd "$(dirname "$0")/../.."
 BIN=${BIN:-.venv/bin}
 O=${1:-outputs/drc_ipc1}
 SPLIT=${SPLIT:-holdout}
 PROTOCOL=${PROTOCOL:-kd}
+IPC=${IPC:-1}
 C="num_threads=1 progress_bar=false logger=none ${CACHE:+paths.cache_dir=$CACHE}"
 H=""
 [ "$SPLIT" = holdout ] && H="holdout_per_class=1000"
@@ -30,17 +34,20 @@ declare -A V=(
   [reta_m0.3]="method=reta method.residual.anchors.keep_margin=0.3"
   [reta_c0.1]="method=reta method.residual.anchors.confidence_weight=0.1"
   [reta_c0.5]="method=reta method.residual.anchors.confidence_weight=0.5"
+  [reta_pc]="method=reta method.residual.anchors.reuse=per_connection"
+  [reta_nodrc]="method=reta method.residual.anchors.enabled=false"
+  [reta_nopta]="method=reta method.callbacks.pta.enabled=false"
 )
 mkdir -p "$O/$SPLIT"
 out=$O/$SPLIT/random_$PROTOCOL
-[ "${RANDOM_BASELINE:-1}" = 0 ] || [ -f "$out/metrics.json" ] || $BIN/reta-evaluate ipc=1 seeds=[$(echo ${SEEDS:-0 1 2} | tr ' ' ,)] protocol=$PROTOCOL $H $C \
+[ "${RANDOM_BASELINE:-1}" = 0 ] || [ -f "$out/metrics.json" ] || $BIN/reta-evaluate ipc=$IPC seeds=[$(echo ${SEEDS:-0 1 2} | tr ' ' ,)] protocol=$PROTOCOL $H $C \
   paths.output_dir=$out > "$out.log" 2>&1 || echo "FAILED random"
 for name in ${VARIANTS:-fadrm_plus reta}; do
   for s in ${SEEDS:-0 1 2}; do
     out=$O/$SPLIT/${name}_s$s
-    [ -f "$out/distilled/meta.json" ] || $BIN/reta-distill ${V[$name]} ipc=1 seed=$s +teacher.seed=0 $H $C \
+    [ -f "$out/distilled/meta.json" ] || $BIN/reta-distill ${V[$name]} ipc=$IPC seed=$s +teacher.seed=0 $H $C \
       paths.output_dir=$out > "$out.distill.log" 2>&1 || echo "FAILED distill $name seed=$s"
-    [ -f "$out/eval_$PROTOCOL/metrics.json" ] || $BIN/reta-evaluate distilled=$out/distilled ipc=1 seeds=[$s] \
+    [ -f "$out/eval_$PROTOCOL/metrics.json" ] || $BIN/reta-evaluate distilled=$out/distilled ipc=$IPC seeds=[$s] \
       baseline=false label=$name protocol=$PROTOCOL $H $C paths.output_dir=$out/eval_$PROTOCOL > "$out.eval_$PROTOCOL.log" 2>&1 \
       || echo "FAILED evaluate $name seed=$s"
     echo "$(date -u +%T) $SPLIT $name seed $s $PROTOCOL done"

@@ -11,6 +11,7 @@ import torch
 
 from reta import distill
 from reta.data.distilled import load_distilled
+from reta.utils.config import per_ipc_override, plain
 
 from fixtures import write_idx_dataset
 from helpers import compose_cfg, tiny_overrides
@@ -98,6 +99,18 @@ def test_reta_at_ipc1_on_fashion_mnist_is_fadrm_plus_bit_for_bit(tiny):
     assert torch.equal(images(out["fadrm_plus"]), images(out["reta"]))
     meta = json.loads((Path(out["reta"]["distilled"]) / "meta.json").read_text())["synthesis"]
     assert meta["residual"]["anchors"]["kind"] == "static" and meta["residual"]["anchors"]["enabled"] is False
+
+
+@pytest.mark.parametrize("ipc,drc", [(1, False), (10, True), (50, False)])
+def test_reta_fashion_mnist_per_ipc_drc_switch_keeps_pta(tiny, ipc, drc):
+    """The held-out DRC decisions (experiments/drc_ipc1, experiments/drc_ipc50): on Fashion-MNIST RETA retrieves
+    anchors at IPC 10 only; at IPC 1 and 50 its anchors are FADRM's fixed ones, and PTA stays switched on."""
+    _, ov = tiny
+    method = plain(compose_cfg("distill", [*ov, "method=reta", f"ipc={ipc}"]).method)
+    merged, applied = per_ipc_override(method, ipc)
+    assert applied is (not drc)
+    assert merged["residual"]["anchors"]["enabled"] is drc
+    assert merged["callbacks"]["pta"]["enabled"] is True and merged["callbacks"]["pta"]["lam_topo"] == 50.0
 
 
 def test_alpha_one_drc_merge_is_the_identity_bit_for_bit(tiny):

@@ -304,13 +304,16 @@ def union_bars(
     ``multiplicity``. H0: finite bars (0, ℓ(death edge)) plus ``extra_components`` bars (0, +inf);
     H1: (ℓ(birth edge), ℓ(death edge) or +inf), ℓ re-evaluated by :func:`edge_lengths`.
     """
-    h0_d = edge_lengths(points, pairing.h0_death_edges, squared)
-    h1_b = edge_lengths(points, pairing.h1_birth_edges, squared)
-    finite = torch.as_tensor(~np.isinf(pairing.h1_deaths), device=points.device)
     safe_death_edges = np.where(pairing.h1_death_edges >= 0, pairing.h1_death_edges, pairing.h1_birth_edges)
-    h1_d = torch.where(
-        finite, edge_lengths(points, safe_death_edges, squared), torch.full_like(h1_b, float("inf"))
-    )
+    # one gather (and one scatter in the backward) for all critical edges: each length is computed as it would be
+    # alone, so the values are those of three separate calls
+    m0, m1 = len(pairing.h0_death_edges), len(pairing.h1_birth_edges)
+    every = np.concatenate([np.asarray(e, dtype=np.int64).reshape(-1, 2)
+                            for e in (pairing.h0_death_edges, pairing.h1_birth_edges, safe_death_edges)])
+    lengths = edge_lengths(points, every, squared)
+    h0_d, h1_b, h1_d_all = lengths[:m0], lengths[m0 : m0 + m1], lengths[m0 + m1 :]
+    finite = torch.as_tensor(~np.isinf(pairing.h1_deaths), device=points.device)
+    h1_d = torch.where(finite, h1_d_all, torch.full_like(h1_b, float("inf")))
     return _assemble_bars(h0_d, h1_b, h1_d, pairing, groups, num_groups, multiplicity)
 
 
