@@ -140,7 +140,8 @@ def part_a(ipc: int, repeats: int, methods: list[str], mipc: int, cold_pool: boo
     # load change between repeats cancels); median and quartiles over the repeats
     paired = {m: [a / b for a, b in zip(cpu[m], cpu["fadrm_plus"])] for m in cpu} if "fadrm_plus" in cpu else {}
     return {"paired_cpu_ratio_vs_fadrm_plus": {m: _quartiles(v) for m, v in paired.items()},
-            "paired_cpu_ratios": paired,"seconds_per_image": med, "cpu_seconds_per_image": med_cpu, "all": times, "all_cpu": cpu,
+            "paired_cpu_ratios": paired, "seconds_per_image": med, "cpu_seconds_per_image": med_cpu, "all": times,
+            "all_cpu": cpu,
             "ratio_vs_fadrm": {m: med[m] / med["fadrm"] for m in med if "fadrm" in med},
             "ratio_vs_fadrm_plus": {m: med[m] / med["fadrm_plus"] for m in med if "fadrm_plus" in med},
             "cpu_ratio_vs_fadrm_plus": {m: med_cpu[m] / med_cpu["fadrm_plus"] for m in med_cpu

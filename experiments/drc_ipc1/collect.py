@@ -1,8 +1,8 @@
 """Copy the finished cells of ``run.sh OUT`` into ``runs/<split>/<cell>/metrics.json`` (the committed inputs of the
 table) with the set's DRC record summarised: ``drc`` = fraction of merges that kept the slot's own patch, mean pool
-rank (teacher-CE rank, 0 = most confident) of the anchors used, the fraction of anchors another slot of the same class
-also took at the same merge (``shared_frac``; 0 under ``reuse: per_connection``), and the synthesis seconds. The ``distilled`` path
-is stored relative to OUT (no machine paths in committed files).
+rank (teacher-CE rank, 0 = most confident) of the anchors used, the fraction of anchors another slot of the same
+class also took at the same merge (``shared_frac``; 0 under ``reuse: per_connection``), and the synthesis seconds.
+The ``distilled`` path is stored relative to OUT (no machine paths in committed files).
 
     python experiments/drc_ipc1/collect.py OUT [DEST]
 """
