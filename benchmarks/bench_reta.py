@@ -9,6 +9,8 @@ use it on a shared machine). The teacher-scored patch pool, shared with FADRM, c
 pool (DRC/PTA) comes from its disk cache as a second run finds it (a warm-up RETA run fills it), or is rebuilt in
 every run with ``--cold-pool`` (a first run). Methods are interleaved (order reversed every other repeat) and
 repeated; medians are reported, and the median (with quartiles) of the paired per-repeat CPU ratios to FADRM+.
+``fadrm_plus(again)`` is FADRM+ a second time: its paired ratio to FADRM+ (true value 1) shows the noise of the
+measurement on the machine as loaded.
 
 Part B — PTA per step at 10 and 100 classes (one image per class per batch, IPC 10 clouds, ConvNet-3 w64 teacher,
 576-d features, pool 300, k 10, 32×32 PI, M 16): (1) the topology loss + backward alone on cached targets
@@ -47,6 +49,7 @@ CONF = str(Path(__file__).resolve().parent.parent / "src" / "reta" / "conf")
 METHODS = {
     "fadrm": ["method=fadrm"],
     "fadrm_plus": ["method=fadrm_plus"],
+    "fadrm_plus(again)": ["method=fadrm_plus"],  # A/A control: the same method twice shows the measurement's noise
     "fadrm_plus+drc": ["method=reta", "method.callbacks.pta.enabled=false"],
     "fadrm_plus+pta": ["method=reta", "method.residual.anchors.enabled=false"],
     "reta": ["method=reta"],
