@@ -181,6 +181,34 @@ class Targets(L.Callback):
         self.rows.append({c: self.pta.loss.cached_target(c) for c in step.classes.tolist()})
 
 
+class AlwaysEmbed(TopologyAlignment):
+    """PTA that re-embeds the synthetic cache at every refresh (the behaviour before the embedding was reused)."""
+
+    def _refresh_targets(self, classes):
+        self._embedded = None
+        super()._refresh_targets(classes)
+
+
+def test_refresh_reuses_the_cache_embedding_within_a_job_and_changes_nothing():
+    """Within a job the cache's members (finished slots, later slots' initial patches) are fixed, so refreshes at the
+    same resolution reuse one embedding per job; the images are bit-identical to re-embedding at every refresh."""
+    out = {}
+    for cls in (TopologyAlignment, AlwaysEmbed):
+        module, before = make_module(ipc=3), Before()
+        pta = cls(**PTA)
+        probe = Probe(before, pta)
+        fit(module, [before, pta, probe])
+        out[cls.__name__] = (pta, module.images.data.clone(), probe.rows)
+    reused, images, rows = out["TopologyAlignment"]
+    always, images_always, rows_always = out["AlwaysEmbed"]
+    assert reused.refreshes == always.refreshes == 3 * 3
+    assert reused.embeddings == 3 and always.embeddings == 3 * 3  # one per job (both stages share the resolution)
+    assert torch.equal(images, images_always)
+    for a, b in zip(rows, rows_always):
+        assert a[4] == b[4] and all(torch.equal(a[6][c], b[6][c]) for c in a[6])  # same loss, same cache
+    assert reused.describe()["embeddings"] == 3
+
+
 def test_targets_once_draws_each_class_target_once_and_reuses_it():
     """targets=once: one draw per (class, cloud size) for the whole run — the same target object at every refresh,
     deterministic in the seed; targets=refresh: a new draw per class at every refresh."""

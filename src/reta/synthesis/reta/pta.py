@@ -127,6 +127,8 @@ class TopologyAlignment(L.Callback):
         self._gen_now: torch.Tensor | None = None  # subset-generator state at the checkpoint (resume)
         self._replay = False
         self.refreshes = 0
+        self.embeddings = 0  # synthetic-cache embeddings (a refresh with unchanged members reuses the last one)
+        self._embedded: tuple | None = None  # (slot, resolution, classes) of the cached embedding
         self._sum, self._count = 0.0, 0
 
     @property
@@ -199,10 +201,25 @@ class TopologyAlignment(L.Callback):
 
     @torch.no_grad()
     def refresh(self, step) -> None:
-        """Recompute the synthetic cache of the batch's classes at the stage resolution and redraw real targets."""
-        module, slot, size = self.module, int(step.slot), int(step.resolution)
-        ipc, bank = int(module.ipc), module.patch_bank
+        """Recompute the synthetic cache of the batch's classes at the stage resolution and redraw real targets.
+
+        The cache's members — the class's finished slots and the initial patches of the later ones — do not change
+        during a job (a job optimises one slot), so a refresh of the same slot, classes and resolution (the next
+        stage of equal size, or the ``refresh_every`` period) reuses the last embedding instead of recomputing the
+        same features; only the real targets follow the refresh schedule."""
+        slot, size = int(step.slot), int(step.resolution)
         classes = step.classes.tolist()
+        key = (slot, size, tuple(classes))
+        if key != self._embedded:
+            self._embed_members(step, slot, size, classes)
+            self._embedded = key
+        self._refresh_targets(classes)
+        self.refreshes += 1
+
+    @torch.no_grad()
+    def _embed_members(self, step, slot: int, size: int, classes: list[int]) -> None:
+        module = self.module
+        ipc, bank = int(module.ipc), module.patch_bank
         device = step.images.device
         members: list[tuple[int, torch.Tensor]] = []  # (class, normalised image at native resolution)
         for c in classes:
@@ -221,6 +238,9 @@ class TopologyAlignment(L.Callback):
         owner = torch.tensor([c for c, _ in members], dtype=torch.long, device=feats.device)
         for c in classes:
             self._cache[c] = feats[owner == c].to(device) if members else torch.zeros(0, 1, device=device)
+        self.embeddings += 1
+
+    def _refresh_targets(self, classes: list[int]) -> None:
         n = {c: len(self._cache[c]) + 1 for c in classes}
         if self.loss is not None:
             if self.targets == "once":
@@ -232,7 +252,6 @@ class TopologyAlignment(L.Callback):
                         group = {c: self.pool.features(c) for c in classes if n[c] == size_n}
                         self.loss.cache_real_targets(group, size_n)
                         self._draws += len(group)
-        self.refreshes += 1
 
     def _fixed_targets(self, sizes: dict[int, int]) -> None:
         """targets=once: build the (class, size) targets not built yet, each from its own seeded generator."""
@@ -259,9 +278,9 @@ class TopologyAlignment(L.Callback):
             if not due and (self.targets == "once" or self._gen_before is not None):
                 if self.targets == "refresh":
                     self.loss.generator.set_state(self._gen_before)
-                draws = self._draws
+                draws, embeddings = self._draws, self.embeddings
                 self.refresh(step)  # leaves the generator where the interrupted run had it
-                self.refreshes, self._draws = self.refreshes - 1, draws
+                self.refreshes, self._draws, self.embeddings = self.refreshes - 1, draws, embeddings
         return due
 
     # ------------------------------------------------------------------------------------------- step
@@ -292,6 +311,7 @@ class TopologyAlignment(L.Callback):
             "gen_before": self._gen_before,
             "gen_now": None if self.loss is None else self.loss.generator.get_state(),
             "refreshes": self.refreshes,
+            "embeddings": self.embeddings,
             "draws": self._draws,
             "pairs": sorted(list(p) for p in self._pairs),
             "sum": self._sum,
@@ -307,6 +327,7 @@ class TopologyAlignment(L.Callback):
         if self.loss is not None and self._gen_now is not None:
             self.loss.generator.set_state(self._gen_now)
         self.refreshes = int(state.get("refreshes", 0))
+        self.embeddings = int(state.get("embeddings", 0))
         self._draws = int(state.get("draws", 0))
         self._pairs = {(int(c), int(n)) for c, n in state.get("pairs", [])}
         self._sum, self._count = float(state.get("sum", 0.0)), int(state.get("count", 0))
@@ -319,5 +340,6 @@ class TopologyAlignment(L.Callback):
             "lam_topo": self.lam_topo, **self.topo_kwargs, "refresh_every": self.refresh_every, "every": self.every,
             "pool_size": self.pool_size, "feature_teacher": self.feature_teacher, "features": self.features,
             "targets": self.targets, "target_draws": self.target_draws, "refreshes": self.refreshes,
+            "embeddings": self.embeddings,
             "mean_loss": self._sum / self._count if self._count else None,
         }
