@@ -142,3 +142,27 @@ def test_experiment_loggers_build(experiment, tmp_path):
 
     cfg = compose_cfg("pipeline", [*BASE, f"+experiment={experiment}"])
     build_logger(plain(cfg.logger), str(tmp_path), "run")  # an extra key (e.g. the old `kind`) would raise here
+
+
+@pytest.mark.parametrize("extra,warned",
+                         [(["method.residual.anchors.enabled=true"], True), (["method.lr=0.03"], False)])
+def test_a_command_line_key_replaced_by_the_per_ipc_block_is_warned_about(caplog, extra, warned):
+    """RETA on Fashion-MNIST switches DRC off at IPC 50 in a per-IPC block, which wins over the command line: a user
+    who sets the same key is told, with the way out (``~method.per_ipc``); an unrelated override is not."""
+    from hydra import compose, initialize_config_dir
+    from hydra.core.hydra_config import HydraConfig
+
+    from reta.utils.config import per_ipc_override, plain
+
+    with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
+        cfg = compose("distill", [*BASE, "method=reta", "dataset=fashion_mnist", "ipc=50", *extra],
+                      return_hydra_config=True)
+    HydraConfig.instance().set_config(cfg)
+    try:
+        with caplog.at_level("WARNING", logger="reta.utils.config"):
+            merged, applied = per_ipc_override(plain(cfg.method), 50)
+    finally:
+        HydraConfig.instance().cfg = None
+    assert applied and merged["residual"]["anchors"]["enabled"] is False  # the block still wins
+    text = " ".join(r.getMessage() for r in caplog.records)
+    assert ("residual.anchors.enabled" in text and "~method.per_ipc" in text) is warned

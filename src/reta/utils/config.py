@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import Any
 
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from reta.errors import RetaError
+
+log = logging.getLogger(__name__)
 
 
 def plain(cfg: Any) -> Any:
@@ -105,7 +108,31 @@ def per_ipc_override(values: dict, ipc: int | None, where: str = "method") -> tu
     block = next((v for k, v in per.items() if ipc is not None and int(k) == int(ipc)), None)
     if not block:
         return values, False
+    _warn_shadowed_overrides(block, ipc, where)
     return plain(OmegaConf.merge(OmegaConf.create(values), OmegaConf.create(block))), True
+
+
+def _dotted(block: dict, prefix: str = "") -> list[str]:
+    out = []
+    for key, value in block.items():
+        out.extend(_dotted(value, f"{prefix}{key}.") if isinstance(value, dict) else [f"{prefix}{key}"])
+    return out
+
+
+def _warn_shadowed_overrides(block: dict, ipc: int, where: str) -> None:
+    """Log a warning when a command-line override (of the running Hydra job) sets a key the per-IPC block replaces:
+    the block wins, so e.g. ``method.residual.anchors.enabled=true`` does nothing at an IPC whose block sets it."""
+    try:
+        from hydra.core.hydra_config import HydraConfig
+
+        task = list(HydraConfig.get().overrides.task) if HydraConfig.initialized() else []
+    except Exception:  # noqa: BLE001 - no Hydra job (library use): nothing came from a command line
+        return
+    given = {o.split("=", 1)[0].lstrip("+~") for o in task if "=" in o}
+    for key in _dotted(block):
+        if f"{where}.{key}" in given:
+            log.warning("%s.per_ipc.%s sets %s and replaces the command line's %s.%s at IPC %s; to keep yours, drop "
+                        "the per-IPC blocks with ~%s.per_ipc", where, ipc, key, where, key, ipc, where)
 
 
 def method_family(method: Any) -> str | None:
