@@ -4,7 +4,6 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
-FMNIST_DIR ?= /usr/share/datasets/fashion-mnist
 PYTEST_ARGS ?=
 
 SCALE ?= cpu
@@ -25,10 +24,10 @@ $(STAMP): pyproject.toml
 	@touch $(STAMP)
 
 fashion-mnist:  ## make sure the Debian package dataset-fashion-mnist is installed (raw IDX files)
-	@if ls $(FMNIST_DIR)/train-images-idx3-ubyte* >/dev/null 2>&1; then \
-	  echo "Fashion-MNIST: found in $(FMNIST_DIR)"; \
+	@if dpkg-query -L dataset-fashion-mnist 2>/dev/null | grep -q 'train-images-idx3-ubyte'; then \
+	  echo "Fashion-MNIST: the Debian package dataset-fashion-mnist is installed"; \
 	else \
-	  echo "Fashion-MNIST: not found in $(FMNIST_DIR); installing the Debian package dataset-fashion-mnist"; \
+	  echo "Fashion-MNIST: installing the Debian package dataset-fashion-mnist"; \
 	  SUDO=""; if [ "$$(id -u)" != 0 ]; then SUDO="sudo -n"; fi; \
 	  { $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq dataset-fashion-mnist; } >/dev/null \
 	  || { echo "error: could not install dataset-fashion-mnist (needs apt-get and root); install it by hand: apt-get install dataset-fashion-mnist, or put the IDX files under data/fashion_mnist/" >&2; exit 1; }; \

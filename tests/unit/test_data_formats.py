@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import gzip
 import pickle
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
 from reta.data.base import ImageDataset, TensorImageDataset
-from reta.data.idx import read_idx
+from reta.data.idx import FASHION_MNIST_PACKAGE, debian_package_dir, read_idx
 from reta.data.registry import FORMATS, load_split
 from reta.errors import DatasetNotFoundError, RetaError
 
@@ -28,7 +27,7 @@ from fixtures import (
     write_tiny_imagenet,
 )
 
-FASHION_DIR = Path("/usr/share/datasets/fashion-mnist")
+FASHION_DIR = debian_package_dir(FASHION_MNIST_PACKAGE, "train-images-idx3-ubyte")
 HINT = "Get it with: make data-FOO (see README)."
 
 
@@ -138,7 +137,8 @@ def test_idx_config_mismatch_raises(tmp_path):
 
 
 @pytest.mark.skipif(
-    not (FASHION_DIR / "train-images-idx3-ubyte.gz").exists(), reason="Fashion-MNIST not installed"
+    FASHION_DIR is None or not (FASHION_DIR / "train-images-idx3-ubyte.gz").exists(),
+    reason="Fashion-MNIST not installed"
 )
 def test_real_fashion_mnist(tmp_path):
     c = cfg("fashion_mnist", "idx", 10, 28, channels=1)
@@ -342,3 +342,9 @@ def test_config_errors():
         load_split({"name": "x", "num_classes": 3}, "train", None)
     with pytest.raises(RetaError, match="class_names has 2"):
         load_split(cfg("x", "cifar10", 3, 32, class_names=["a", "b"]), "train", None)
+
+
+def test_the_debian_package_directory_is_asked_from_dpkg_not_written_in():
+    assert debian_package_dir("reta-no-such-package", "train-images-idx3-ubyte") is None
+    if FASHION_DIR is not None:  # the package make install installs: its IDX files are where dpkg says
+        assert any((FASHION_DIR / f"train-images-idx3-ubyte{ext}").exists() for ext in ("", ".gz"))

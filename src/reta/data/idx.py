@@ -15,9 +15,12 @@ Nothing is cached on disk: Fashion-MNIST parses in well under a second.
 
 from __future__ import annotations
 
+import functools
 import gzip
 import logging
 import re
+import shutil
+import subprocess
 import zlib
 from pathlib import Path
 
@@ -34,9 +37,26 @@ IMAGES_MAGIC = 2051
 LABELS_MAGIC = 2049
 _DTYPES = {0x08: ">u1", 0x09: ">i1", 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
 _PREFIX = {"train": "train", "test": "t10k"}
-SYSTEM_FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")  # Debian package dataset-fashion-mnist
+FASHION_MNIST_PACKAGE = "dataset-fashion-mnist"  # the Debian package `make install` installs
 # torchvision's downloaders put the raw IDX files under <root>/<ClassName>/raw/
 _TORCHVISION = {"fashionmnist": "FashionMNIST", "mnist": "MNIST", "kmnist": "KMNIST"}
+
+
+@functools.cache
+def debian_package_dir(package: str, file_stem: str) -> Path | None:
+    """The directory where the installed Debian ``package`` put a file starting with ``file_stem``, asked from
+    ``dpkg-query -L`` (so no install path is written into reta); None without dpkg or the package."""
+    dpkg = shutil.which("dpkg-query")
+    if dpkg is None:
+        return None
+    try:
+        listing = subprocess.run([dpkg, "-L", package], capture_output=True, text=True, timeout=30, check=False)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    if listing.returncode != 0:
+        return None
+    hits = [Path(line) for line in listing.stdout.splitlines() if Path(line).name.startswith(file_stem)]
+    return hits[0].parent if hits else None
 
 
 def _norm(name: str) -> str:
@@ -105,7 +125,9 @@ def _candidates(spec: DatasetSpec, data_dir: str | None) -> list[Path]:
         if _norm(spec.name) == "fashionmnist":
             if data_dir is not None:
                 dirs.append(Path(data_dir).expanduser() / "fashion-mnist")
-            dirs.append(SYSTEM_FASHION_MNIST)
+            system = debian_package_dir(FASHION_MNIST_PACKAGE, "train-images-idx3-ubyte")
+            if system is not None:
+                dirs.append(system)
     return list(dict.fromkeys(dirs))
 
 
@@ -129,7 +151,8 @@ def load_idx(spec: DatasetSpec, split: str, data_dir: str | None) -> TensorImage
     Search order: ``root`` (and ``root/<TorchvisionName>/raw``) when set; otherwise ``{data_dir}/{name}``
     (and its ``<TorchvisionName>/raw``), ``{data_dir}/<TorchvisionName>/raw``, and — only for
     Fashion-MNIST, so that a config for MNIST can never silently get Fashion-MNIST —
-    ``{data_dir}/fashion-mnist`` and ``/usr/share/datasets/fashion-mnist``. With ``download: true``
+    ``{data_dir}/fashion-mnist`` and the directory of the Debian package ``dataset-fashion-mnist``
+    (:func:`debian_package_dir`). With ``download: true``
     MNIST / Fashion-MNIST / KMNIST are fetched by torchvision into ``{root or data_dir/name}``.
     """
     prefix = _PREFIX[check_split(split)]
