@@ -138,6 +138,7 @@ class TopologyAlignment(L.Callback):
     # ------------------------------------------------------------------------------------------- binding
     def setup(self, trainer: L.Trainer, pl_module, stage: str) -> None:
         self.module = pl_module
+        self._embedded = None  # a cache embedding belongs to one module's images: never reused across fits
         self.active = self.enabled and self.lam_topo > 0
         if self.enabled and self.lam_topo == 0:
             self.disabled_reason = "lam_topo=0"
