@@ -152,7 +152,10 @@ def test_a_command_line_key_replaced_by_the_per_ipc_block_is_warned_about(caplog
     from hydra import compose, initialize_config_dir
     from hydra.core.hydra_config import HydraConfig
 
+    from reta.utils import config
     from reta.utils.config import per_ipc_override, plain
+
+    config._WARNED.clear()  # the warning is given once per process
 
     with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
         cfg = compose("distill", [*BASE, "method=reta", "dataset=fashion_mnist", "ipc=50", *extra],

@@ -11,6 +11,7 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 from reta.errors import RetaError
 
 log = logging.getLogger(__name__)
+_WARNED: set[str] = set()  # per-IPC shadowing warnings already given in this process
 
 
 def plain(cfg: Any) -> Any:
@@ -130,9 +131,11 @@ def _warn_shadowed_overrides(block: dict, ipc: int, where: str) -> None:
         return
     given = {o.split("=", 1)[0].lstrip("+~") for o in task if "=" in o}
     for key in _dotted(block):
-        if f"{where}.{key}" in given:
-            log.warning("%s.per_ipc.%s sets %s and replaces the command line's %s.%s at IPC %s; to keep yours, drop "
-                        "the per-IPC blocks with ~%s.per_ipc", where, ipc, key, where, key, ipc, where)
+        message = (f"{where}.per_ipc.{ipc} sets {key} and replaces the command line's {where}.{key} at IPC {ipc}; "
+                   f"to keep yours, drop the per-IPC blocks with ~{where}.per_ipc")
+        if f"{where}.{key}" in given and message not in _WARNED:  # the config is parsed more than once per run
+            _WARNED.add(message)
+            log.warning(message)
 
 
 def method_family(method: Any) -> str | None:
