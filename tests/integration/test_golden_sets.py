@@ -25,11 +25,13 @@ from helpers import compose_cfg, tiny_overrides
 GOLDEN = Path(__file__).resolve().parent.parent / "golden"
 BN_TINY = ["ipc=2", "method.stages.sizes=[28,28,28]", "method.stages.budgets=[3,3,2]", "method.init.mipc=6",
            "method.init.num_crop=2", "method.log_every=1"]
-# features=separate, targets=refresh, every=1: the PTA forward, target draws and frequency the golden set was written
-# with (the defaults became features=step and targets=once, and every=2 on Fashion-MNIST; issue 15)
+# features=separate, targets=refresh, every=1, lam_topo=50: the PTA forward, target draws, frequency and weight the
+# golden set was written with (the defaults became features=step and targets=once, and every=4 with lam_topo=100 on
+# Fashion-MNIST; issue 15)
 PTA_TINY = ["method.callbacks.pta.refresh_every=2", "method.callbacks.pta.k=3", "method.callbacks.pta.grid=8",
             "method.callbacks.pta.num_subsets=4", "method.callbacks.pta.features=separate",
-            "method.callbacks.pta.targets=refresh", "method.callbacks.pta.every=1"]
+            "method.callbacks.pta.targets=refresh", "method.callbacks.pta.every=1",
+            "method.callbacks.pta.lam_topo=50"]
 CASES = {
     "fadrm": ["method=fadrm", *BN_TINY],
     "reta": ["method=reta", *BN_TINY, *PTA_TINY,

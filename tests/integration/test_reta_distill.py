@@ -55,9 +55,10 @@ def test_configs_compose_on_fadrm_plus_and_fadrm(tiny):
         and reta.residual.anchors.lam == 0.1
     )
     assert reta.callbacks.pta._target_ == "reta.synthesis.reta.pta.TopologyAlignment"
-    # Fashion-MNIST carries the λ_topo tuned here (paper/reta_fashion_mnist.yaml);
+    # Fashion-MNIST carries its λ_topo and PTA frequency (paper/reta_fashion_mnist.yaml);
     # other datasets the docs/methods.md default
-    assert (reta.callbacks.pta.lam_topo, reta.callbacks.pta.k, reta.callbacks.pta.grid) == (50.0, 10, 32)
+    pta_cfg = reta.callbacks.pta
+    assert (pta_cfg.lam_topo, pta_cfg.every, pta_cfg.k, pta_cfg.grid) == (100.0, 4, 10, 32)
     cifar = compose_cfg("distill", [*ov, "method=reta", "dataset=cifar100"]).method
     assert cifar.callbacks.pta.lam_topo == 0.5
     drc = compose_cfg("distill", [*ov, "method=fadrm_drc"]).method
@@ -110,7 +111,7 @@ def test_reta_fashion_mnist_per_ipc_drc_switch_keeps_pta(tiny, ipc, drc):
     merged, applied = per_ipc_override(method, ipc)
     assert applied is (not drc)
     assert merged["residual"]["anchors"]["enabled"] is drc
-    assert merged["callbacks"]["pta"]["enabled"] is True and merged["callbacks"]["pta"]["lam_topo"] == 50.0
+    assert merged["callbacks"]["pta"]["enabled"] is True and merged["callbacks"]["pta"]["lam_topo"] == 100.0
 
 
 def test_alpha_one_drc_merge_is_the_identity_bit_for_bit(tiny):
@@ -126,7 +127,7 @@ def test_reta_runs_records_anchors_and_differs_from_fadrm_plus(tiny):
     reta = run(tiny, "reta", ["method=reta", TEACHERS, "method.residual.anchors.reuse=per_connection"])
     assert not torch.equal(images(plus), images(reta))
     meta = json.loads((Path(reta["distilled"]) / "meta.json").read_text())
-    assert meta["method"] == "reta" and meta["method_config"]["callbacks"]["pta"]["lam_topo"] == 50.0
+    assert meta["method"] == "reta" and meta["method_config"]["callbacks"]["pta"]["lam_topo"] == 100.0
     ch = meta["synthesis"]["residual"]["anchors"]["choices"]
     assert len(ch["ranks"]) == 10 and len(ch["ranks"][0]) == 3 and len(ch["ranks"][0][0]) == 2
     for c in range(10):
