@@ -91,7 +91,7 @@ def test_reta_at_ipc1_on_fashion_mnist_is_fadrm_plus_bit_for_bit(tiny):
     tmp, ov = tiny
     one = [o for o in TINY if o != "ipc=3"] + ["ipc=1"]
     cfg = compose_cfg("distill", [*ov, "method=reta", "ipc=1"])
-    assert cfg.method.per_ipc[1].residual.anchors.enabled is False
+    assert cfg.method.per_ipc["1"].residual.anchors.enabled is False
     out = {}
     for method in ("fadrm_plus", "reta"):
         ov2 = [o for o in ov if not o.startswith("paths.output_dir=")] + [f"paths.output_dir={tmp / (method + '_1')}"]

@@ -148,7 +148,7 @@ def test_experiment_loggers_build(experiment, tmp_path):
                          [(["method.residual.anchors.enabled=true"], True), (["method.lr=0.03"], False)])
 def test_a_command_line_key_replaced_by_the_per_ipc_block_is_warned_about(caplog, extra, warned):
     """RETA on Fashion-MNIST switches DRC off at IPC 50 in a per-IPC block, which wins over the command line: a user
-    who sets the same key is told, with the way out (``~method.per_ipc``); an unrelated override is not."""
+    who sets the same key is told, with the way out (``method.per_ipc.50.<key>``); an unrelated override is not."""
     from hydra import compose, initialize_config_dir
     from hydra.core.hydra_config import HydraConfig
 
@@ -168,4 +168,27 @@ def test_a_command_line_key_replaced_by_the_per_ipc_block_is_warned_about(caplog
         HydraConfig.instance().cfg = None
     assert applied and merged["residual"]["anchors"]["enabled"] is False  # the block still wins
     text = " ".join(r.getMessage() for r in caplog.records)
-    assert ("residual.anchors.enabled" in text and "~method.per_ipc" in text) is warned
+    assert ("residual.anchors.enabled" in text and "method.per_ipc.50.residual.anchors.enabled" in text) is warned
+
+
+@pytest.mark.parametrize("extra,drc", [(["method.per_ipc.50.residual.anchors.enabled=true"], True),
+                                       (["~method.per_ipc.50"], True), ([], False)])
+def test_a_per_ipc_block_is_reachable_from_the_command_line(extra, drc):
+    """The YAML quotes the per-IPC keys, so Hydra can set a key inside one IPC's block or drop that block alone (an
+    int key is refused by struct mode); the other IPCs' blocks stay."""
+    from reta.utils.config import per_ipc_override, plain
+
+    cfg = compose_cfg("distill", [*BASE, "method=reta", "dataset=fashion_mnist", "ipc=50", *extra])
+    merged, _ = per_ipc_override(plain(cfg.method), 50)
+    assert merged["residual"]["anchors"]["enabled"] is drc
+    at_one, applied = per_ipc_override(plain(cfg.method), 1)
+    assert applied and at_one["residual"]["anchors"]["enabled"] is False and at_one["lr"] == 0.25
+
+
+def test_per_ipc_blocks_of_one_ipc_under_int_and_string_keys_are_merged():
+    from reta.utils.config import per_ipc_override
+
+    values = {"lr": 0.1, "init": {"band": "medium"}, "per_ipc": {1: {"lr": 0.25}, "1": {"init": {"band": "easy"}}}}
+    merged, applied = per_ipc_override(values, 1)
+    assert applied and merged == {"lr": 0.25, "init": {"band": "easy"}}
+    assert per_ipc_override(values, 10) == ({"lr": 0.1, "init": {"band": "medium"}}, False)

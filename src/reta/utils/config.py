@@ -101,12 +101,19 @@ _NESTED_NAMES = {"StagesConfig", "AugmentConfig", "InitConfig", "ResidualConfig"
 def per_ipc_override(values: dict, ipc: int | None, where: str = "method") -> tuple[dict, bool]:
     """The one per-IPC rule of every method family: ``per_ipc: {<ipc>: {key: value, …}}`` — the block whose key
     equals the run's IPC (the setting published for that IPC) is merged over the top level; other IPCs run the top
-    level. Returns the merged plain dict (``per_ipc`` removed) and whether a block applied."""
+    level. Returns the merged plain dict (``per_ipc`` removed) and whether a block applied. The YAML files quote the
+    keys (``"50": {…}``): a string key is what Hydra's command line can reach (``method.per_ipc.50.lr=0.1``,
+    ``~method.per_ipc.50``); an unquoted YAML key is an int, which struct mode refuses to address."""
     values = dict(values)
     per = values.pop("per_ipc", None) or {}
     if not isinstance(per, dict) or not all(str(k).isdigit() and isinstance(v, dict) for k, v in per.items()):
         raise RetaError(f"{where}.per_ipc must map IPC values to override blocks, e.g. {{1: {{lr: 0.1}}}}, got {per!r}")
-    block = next((v for k, v in per.items() if ipc is not None and int(k) == int(ipc)), None)
+    # keys are IPCs written as strings ("50", so a command line can address them: method.per_ipc.50.lr=…) or ints
+    # (Python callers, older YAML); blocks of the same IPC under both spellings are merged in order
+    blocks = [v for k, v in per.items() if ipc is not None and int(k) == int(ipc)]
+    block = next(iter(blocks), None)
+    if len(blocks) > 1:
+        block = plain(OmegaConf.merge(*[OmegaConf.create(b) for b in blocks]))
     if not block:
         return values, False
     _warn_shadowed_overrides(block, ipc, where)
@@ -132,7 +139,8 @@ def _warn_shadowed_overrides(block: dict, ipc: int, where: str) -> None:
     given = {o.split("=", 1)[0].lstrip("+~") for o in task if "=" in o}
     for key in _dotted(block):
         message = (f"{where}.per_ipc.{ipc} sets {key} and replaces the command line's {where}.{key} at IPC {ipc}; "
-                   f"to keep yours, drop the per-IPC blocks with ~{where}.per_ipc")
+                   f"to keep yours, set {where}.per_ipc.{ipc}.{key} instead (or drop that IPC's block with "
+                   f"~{where}.per_ipc.{ipc})")
         if f"{where}.{key}" in given and message not in _WARNED:  # the config is parsed more than once per run
             _WARNED.add(message)
             log.warning(message)
