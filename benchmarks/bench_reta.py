@@ -50,9 +50,11 @@ METHODS = {
     "fadrm": ["method=fadrm"],
     "fadrm_plus": ["method=fadrm_plus"],
     "fadrm_plus(again)": ["method=fadrm_plus"],  # A/A control: the same method twice shows the measurement's noise
-    "fadrm_plus+drc": ["method=reta", "method.callbacks.pta.enabled=false"],
+    # on Fashion-MNIST the reta config switches DRC off (held-out choice, experiments/drc_ipc10); these rows set it
+    "fadrm_plus+drc": ["method=reta", "method.callbacks.pta.enabled=false", "method.residual.anchors.enabled=true"],
     "fadrm_plus+pta": ["method=reta", "method.residual.anchors.enabled=false"],
     "reta": ["method=reta"],
+    "reta(drc)": ["method=reta", "method.residual.anchors.enabled=true"],
     "reta(pta=separate)": ["method=reta", "method.callbacks.pta.features=separate"],
     "reta(pta=step)": ["method=reta", "method.callbacks.pta.features=step"],
     "reta(targets=refresh)": ["method=reta", "method.callbacks.pta.targets=refresh"],

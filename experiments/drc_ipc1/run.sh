@@ -36,7 +36,7 @@ declare -A V=(
   [reta_c0.5]="method=reta method.residual.anchors.confidence_weight=0.5"
   [reta_pc]="method=reta method.residual.anchors.reuse=per_connection"
   [reta_nodrc]="method=reta method.residual.anchors.enabled=false"
-  [reta_drc]="method=reta ~method.per_ipc"  # DRC on at every IPC (the Fashion-MNIST per-IPC blocks dropped)
+  [reta_drc]="method=reta method.residual.anchors.enabled=true"  # DRC on (off in the Fashion-MNIST reta config)
   [reta_nopta]="method=reta method.callbacks.pta.enabled=false"
 )
 mkdir -p "$O/$SPLIT"

@@ -31,7 +31,7 @@ BN_TINY = ["ipc=2", "method.stages.sizes=[28,28,28]", "method.stages.budgets=[3,
 PTA_TINY = ["method.callbacks.pta.refresh_every=2", "method.callbacks.pta.k=3", "method.callbacks.pta.grid=8",
             "method.callbacks.pta.num_subsets=4", "method.callbacks.pta.features=separate",
             "method.callbacks.pta.targets=refresh", "method.callbacks.pta.every=1",
-            "method.callbacks.pta.lam_topo=50"]
+            "method.callbacks.pta.lam_topo=50", "method.residual.anchors.enabled=true"]  # + DRC, on when it was written
 CASES = {
     "fadrm": ["method=fadrm", *BN_TINY],
     "reta": ["method=reta", *BN_TINY, *PTA_TINY,

@@ -106,16 +106,18 @@ def test_cli_cfg_job_shows_debug_fast(script, monkeypatch, capsys, tmp_path):
     assert shown["progress_bar"] is False and shown["seeds"] == [0] and shown["protocol"]["epochs"] == 2
 
 
-def test_reta_on_fashion_mnist_uses_the_fadrm_anchor_at_ipc_1_only():
-    """Issue 15: at IPC 1 DRC's retrieved anchors lost to the slot's own (most confident) patch on the held-out split,
-    so the Fashion-MNIST setting switches DRC off there (RETA = FADRM+ at IPC 1, PTA being off at IPC 1 anyway)."""
+def test_reta_on_fashion_mnist_uses_the_fadrm_anchor_at_every_ipc():
+    """Issue 15: DRC's retrieved anchors lost to (IPC 1, 50) or did not beat (IPC 10) the slot's own patch on the
+    held-out split, so the Fashion-MNIST setting switches DRC off (RETA = FADRM+ + PTA); other datasets keep it."""
     from reta.synthesis.bn.family import BNMethodConfig
 
     cfg = compose_cfg("distill", [*BASE, "method=reta", "dataset=fashion_mnist"])
     one, ten = BNMethodConfig.from_cfg(cfg.method, 1), BNMethodConfig.from_cfg(cfg.method, 10)
-    assert one.residual.anchors["enabled"] is False and ten.residual.anchors["enabled"] is True
+    assert one.residual.anchors["enabled"] is False and ten.residual.anchors["enabled"] is False
     assert one.lr == 0.25 and ten.lr == 0.02  # the FADRM+ per-IPC setting is kept
-    assert ten.callbacks["pta"]["features"] == "step"
+    assert ten.callbacks["pta"]["features"] == "step" and ten.callbacks["pta"]["every"] == 4
+    cifar = compose_cfg("distill", [*BASE, "method=reta", "dataset=cifar100"])
+    assert BNMethodConfig.from_cfg(cifar.method, 10).residual.anchors["enabled"] is True
 
 
 @pytest.mark.parametrize("logger", options("logger"))
@@ -144,11 +146,10 @@ def test_experiment_loggers_build(experiment, tmp_path):
     build_logger(plain(cfg.logger), str(tmp_path), "run")  # an extra key (e.g. the old `kind`) would raise here
 
 
-@pytest.mark.parametrize("extra,warned",
-                         [(["method.residual.anchors.enabled=true"], True), (["method.lr=0.03"], False)])
+@pytest.mark.parametrize("extra,warned", [(["method.lr=0.03"], True), (["method.r_bn=0.02"], False)])
 def test_a_command_line_key_replaced_by_the_per_ipc_block_is_warned_about(caplog, extra, warned):
-    """RETA on Fashion-MNIST switches DRC off at IPC 50 in a per-IPC block, which wins over the command line: a user
-    who sets the same key is told, with the way out (``method.per_ipc.50.<key>``); an unrelated override is not."""
+    """FADRM+ on Fashion-MNIST sets its own lr at IPC 1 in a per-IPC block, which wins over the top level: a user who
+    sets the same key is told, with the way out (``method.per_ipc.1.lr``); an unrelated override is not."""
     from hydra import compose, initialize_config_dir
     from hydra.core.hydra_config import HydraConfig
 
@@ -158,31 +159,29 @@ def test_a_command_line_key_replaced_by_the_per_ipc_block_is_warned_about(caplog
     config._WARNED.clear()  # the warning is given once per process
 
     with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
-        cfg = compose("distill", [*BASE, "method=reta", "dataset=fashion_mnist", "ipc=50", *extra],
+        cfg = compose("distill", [*BASE, "method=fadrm_plus", "dataset=fashion_mnist", "ipc=1", *extra],
                       return_hydra_config=True)
     HydraConfig.instance().set_config(cfg)
     try:
         with caplog.at_level("WARNING", logger="reta.utils.config"):
-            merged, applied = per_ipc_override(plain(cfg.method), 50)
+            merged, applied = per_ipc_override(plain(cfg.method), 1)
     finally:
         HydraConfig.instance().cfg = None
-    assert applied and merged["residual"]["anchors"]["enabled"] is False  # the block still wins
+    assert applied and merged["lr"] == 0.25  # the block still wins
     text = " ".join(r.getMessage() for r in caplog.records)
-    assert ("residual.anchors.enabled" in text and "method.per_ipc.50.residual.anchors.enabled" in text) is warned
+    assert ("sets lr" in text and "method.per_ipc.1.lr" in text) is warned
 
 
-@pytest.mark.parametrize("extra,drc", [(["method.per_ipc.50.residual.anchors.enabled=true"], True),
-                                       (["~method.per_ipc.50"], True), ([], False)])
-def test_a_per_ipc_block_is_reachable_from_the_command_line(extra, drc):
+@pytest.mark.parametrize("extra,lr", [(["method.per_ipc.1.lr=0.1"], 0.1), (["~method.per_ipc.1"], 0.02), ([], 0.25)])
+def test_a_per_ipc_block_is_reachable_from_the_command_line(extra, lr):
     """The YAML quotes the per-IPC keys, so Hydra can set a key inside one IPC's block or drop that block alone (an
-    int key is refused by struct mode); the other IPCs' blocks stay."""
+    int key is refused by struct mode); the rest of the block stays."""
     from reta.utils.config import per_ipc_override, plain
 
-    cfg = compose_cfg("distill", [*BASE, "method=reta", "dataset=fashion_mnist", "ipc=50", *extra])
-    merged, _ = per_ipc_override(plain(cfg.method), 50)
-    assert merged["residual"]["anchors"]["enabled"] is drc
-    at_one, applied = per_ipc_override(plain(cfg.method), 1)
-    assert applied and at_one["residual"]["anchors"]["enabled"] is False and at_one["lr"] == 0.25
+    cfg = compose_cfg("distill", [*BASE, "method=fadrm_plus", "dataset=fashion_mnist", "ipc=1", *extra])
+    merged, applied = per_ipc_override(plain(cfg.method), 1)
+    assert applied is (lr != 0.02) and merged["lr"] == lr
+    assert merged["init"]["band"] == ("medium" if lr == 0.02 else "easy")
 
 
 def test_per_ipc_blocks_of_one_ipc_under_int_and_string_keys_are_merged():
