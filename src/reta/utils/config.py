@@ -110,10 +110,8 @@ def per_ipc_override(values: dict, ipc: int | None, where: str = "method") -> tu
         raise RetaError(f"{where}.per_ipc must map IPC values to override blocks, e.g. {{1: {{lr: 0.1}}}}, got {per!r}")
     # keys are IPCs written as strings ("50", so a command line can address them: method.per_ipc.50.lr=…) or ints
     # (Python callers, older YAML); blocks of the same IPC under both spellings are merged in order
-    blocks = [v for k, v in per.items() if ipc is not None and int(k) == int(ipc)]
-    block = next(iter(blocks), None)
-    if len(blocks) > 1:
-        block = plain(OmegaConf.merge(*[OmegaConf.create(b) for b in blocks]))
+    blocks = [OmegaConf.create(v) for k, v in per.items() if ipc is not None and int(k) == int(ipc)]
+    block = plain(OmegaConf.merge(*blocks)) if blocks else None
     if not block:
         return values, False
     _warn_shadowed_overrides(block, ipc, where)
