@@ -175,6 +175,13 @@ def run(cfg: DictConfig) -> dict:
                 train_student(images, labels, seed=seed, run_name=f"random_seed{seed}", **common)
             )
             log.info("random seed %d: acc %.4f", seed, sets["random"][-1]["acc_last"])
+    if (cfg.get("full_data") or {}).get("enabled"):  # sets.full: the same student on the whole training split
+        from reta.evaluation.full_data import full_data_run
+
+        keyed = {"dataset_cfg": ds_cfg, "student_cfg": student_cfg, "eval_split": f"holdout{holdout}" if holdout
+                 else "test", "teacher": teacher_meta.get("name")}
+        sets["full"] = [full_data_run(train, protocol, cfg.full_data.epochs, seeds[0], cfg.paths.cache_dir, keyed,
+                                      lambda im, lb, **kw: train_student(im, lb, **{**common, **kw}))]
     if distilled is not None:
         # stored images → training images (IDM mosaics expand ×4; the random baseline keeps the stored IPC)
         d_images, d_labels = training_view(distilled.images, distilled.labels, distilled.meta)

@@ -81,7 +81,8 @@ def collect(paths: Iterable[Path]) -> list[Cell]:
         except (OSError, ValueError, KeyError) as err:
             raise RetaError(f"{path} is not a reta metrics.json ({type(err).__name__}: {err})") from err
         for set_name, s in sets.items():
-            method = "random" if set_name == "random" else (m.get("label") or m.get("method") or set_name)
+            kind = set_name in ("random", "full")  # the random subset and the full training set: rows of their own
+            method = set_name if kind else (m.get("label") or m.get("method") or set_name)
             cell = Cell(m["dataset"], int(m["ipc"]), m["protocol"], m["student"], method, m.get("eval_split", "test"))
             cell = cells.setdefault(cell.key, cell)
             seeds = m.get("seeds") or list(range(len(s["acc_last"])))
