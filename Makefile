@@ -11,7 +11,7 @@ DEMO_IPC ?= 5
 DEMO_TEACHER_EPOCHS ?= 1
 REPORT := $(BIN)/reta-report
 
-.PHONY: help install fashion-mnist demo test test-slow lint clean table1 table3 fig4 smoke-paper bench-loading
+.PHONY: help install fashion-mnist demo test test-slow lint clean table1 table3 table4 fig4 fig6 smoke-paper bench-loading
 
 help:  ## list the targets
 	@grep -E '^[a-zA-Z0-9_-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
@@ -58,6 +58,10 @@ endif
 table3: install  ## Table 3, the DRC/PTA ablation (SCALE=cpu)
 	$(BIN)/reta-run -m +experiment=table3_$(SCALE) $(ARGS)
 	$(REPORT) inputs=[multirun/table3_$(SCALE)] out=experiments/table3/results_$(SCALE)
+
+table4: install  ## Table 4, corruption robustness (SCALE=cpu: Fashion-MNIST IPC 10, 15 corruptions x 5 severities)
+	$(BIN)/reta-run -m +experiment=table4_$(SCALE) $(ARGS)
+	$(REPORT) inputs=[multirun/table4_$(SCALE)] out=experiments/table4/results_$(SCALE) side_by_side=[kd,hard]
 
 # the sweeps run without the random subset (baseline=false); the plots take its band from the committed baseline runs
 FIG4_BAND_cpu := ,experiments/random_baseline/runs/random_ipc10

@@ -6,7 +6,7 @@ from __future__ import annotations
 import logging
 import statistics
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 import torch
@@ -46,8 +46,10 @@ def train_student(
     run_name: str,
     progress_bar: bool,
     channels_last: bool = False,
+    after_fit: Callable[[nn.Module], dict] | None = None,
 ) -> dict:
-    """Train one fresh student on ``images`` (pixel space [0, 1]) and return its accuracies and wall time."""
+    """Train one fresh student on ``images`` (pixel space [0, 1]) and return its accuracies and wall time (and what
+    ``after_fit(model)`` adds, e.g. its accuracies on corrupted test sets)."""
     if protocol.soft_labels == "stored":  # FKD-style: write (or reuse) this run's views + logits, then replay them
         store = ensure_relabelled(Path(out_dir) / "soft_labels" / run_name, images, labels, protocol, teacher,
                                   dataset_cfg["mean"], dataset_cfg["std"], seed)
@@ -69,7 +71,8 @@ def train_student(
     trainer.fit(module, loader)
     seconds = time.perf_counter() - start
     accs = [a for _, a in module.history]
-    return {"acc_last": accs[-1], "acc_best": max(accs), "seconds": seconds, "history": module.history}
+    extra = after_fit(module.model) if after_fit is not None else {}
+    return {"acc_last": accs[-1], "acc_best": max(accs), "seconds": seconds, "history": module.history, **extra}
 
 
 def summarize(runs: list[dict]) -> dict:
@@ -106,6 +109,10 @@ def preflight(cfg: DictConfig, out: Path) -> None:
         raise RetaError("seeds must be a non-empty list, e.g. seeds=[0,1,2]")
     if cfg.get("distilled") and not Path(str(cfg.distilled)).is_dir():
         raise RetaError(f"distilled set not found: {cfg.distilled} is not a directory")
+    if (cfg.get("robustness") or {}).get("enabled"):
+        from reta.evaluation.robustness import check_spec
+
+        check_spec(plain(cfg.robustness))
     check_writable_dir(out)
     if (out / "metrics.json").is_file() and not (cfg.get("overwrite", False) or cfg.get("resume", False)):
         raise RetaError(f"paths.output_dir {out} already holds a finished evaluation (metrics.json); pass "
@@ -166,6 +173,12 @@ def run(cfg: DictConfig) -> dict:
         progress_bar=bool(cfg.progress_bar),
         channels_last=bool(cfg.get("channels_last", False)),
     )
+    robust = None
+    if (cfg.get("robustness") or {}).get("enabled"):  # every student is also tested on corrupted test copies
+        from reta.evaluation.robustness import CorruptedTests
+
+        robust = CorruptedTests(test, ds_cfg, plain(cfg.robustness), cfg.paths.cache_dir)
+        common["after_fit"] = robust.evaluate
     sets: dict[str, list[dict]] = {}
     if cfg.get("baseline", True):
         for seed in seeds:
@@ -207,6 +220,10 @@ def run(cfg: DictConfig) -> dict:
         "eval_split": f"holdout{holdout}" if holdout else "test",
         "sets": {name: summarize(runs) for name, runs in sets.items()},
     }
+    if robust is not None:
+        from reta.evaluation.robustness import attach
+
+        attach(metrics, sets, robust.spec)
     atomic_write_json(out / "metrics.json", metrics)
     if cfg.get("save_random_subset", False):
         idx = sample_per_class(train.targets, ds_cfg["num_classes"], ipc, seeds[0])
@@ -331,6 +348,8 @@ def format_metrics(m: dict) -> str:
         lines.append(
             f"  {name:<10} {100 * s['acc_mean']:6.2f} ± {100 * s['acc_std']:.2f} %   "
             f"(last epoch; best {', '.join(f'{100 * a:.2f}' for a in s['acc_best'])})"
+            + (f"; mCA {100 * s['robustness']['mca']:.2f} ± {100 * s['robustness']['mca_std']:.2f} %"
+               if "robustness" in s else "")
         )
     return "\n".join(lines)
 

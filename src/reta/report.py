@@ -10,6 +10,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from reta.errors import RetaError
 from reta.reporting import ddranking
+from reta.reporting import robustness as robustness_tables
 from reta.reporting.plots import plot_sweep
 from reta.reporting.tables import collect, find_metrics, load_published, to_csv, to_markdown
 from reta.reporting.topology_plots import write_topology_report
@@ -51,6 +52,7 @@ def tables(cfg: DictConfig) -> dict:
     dd = cfg.ddranking
     md += "\n" + ddranking.to_markdown(ddranking.compute(cells, dd.hard_protocol, float(dd.lrs_lambda),
                                                          float(dd.ars_lambda), dict(dd.no_aug_protocols or {})))
+    md += "\n" + robustness_tables.to_markdown(paths)
     out = Path(cfg.out)
     plot_x = cfg.get("plot", {}).get("x") if cfg.get("plot") else None
     if plot_x:

@@ -1,4 +1,5 @@
-"""Evaluation add-ons end to end on a tiny IDX fixture: the cached full-data student (sets.full)."""
+"""Evaluation add-ons end to end on a tiny IDX fixture: the cached full-data student (sets.full) and the
+corruption-robustness scores of every student."""
 
 from __future__ import annotations
 
@@ -7,6 +8,8 @@ import json
 import pytest
 
 from reta import evaluate
+from reta.data.distilled import save_distilled
+from reta.errors import RetaError
 
 from fixtures import write_idx_dataset
 from helpers import compose_cfg, tiny_overrides
@@ -18,6 +21,20 @@ def tiny(tmp_path):
     ov = tiny_overrides(tmp_path, root)
     return tmp_path, [*ov, "protocol=hard", "model@student=convnet_tiny", "protocol.epochs=2",
                       "protocol.eval_every=1", "protocol.batch_size=8", "ipc=1", "seeds=[0,1]"]
+
+
+def _toy_set(tmp_path):
+    """A "distilled" set in format v1: one training image per class."""
+    from reta.data.registry import load_split, sample_per_class
+
+    cfg = compose_cfg("evaluate", tiny_overrides(tmp_path, tmp_path / "fmnist"))
+    train = load_split(cfg.dataset, "train", None)
+    idx = sample_per_class(train.targets, 10, 1, seed=123)
+    meta = {"dataset": "fashion_mnist", "num_classes": 10, "ipc": 1, "mean": [0.286], "std": [0.353],
+            "method": "test", "seed": 0}
+    save_distilled(tmp_path / "dset", train.gather(idx), train.targets[idx], meta,
+                   class_names=list(cfg.dataset.class_names))
+    return tmp_path / "dset"
 
 
 def test_full_data_student_is_trained_once_and_cached(tiny):
@@ -35,3 +52,28 @@ def test_full_data_student_is_trained_once_and_cached(tiny):
     assert entries[0].stat().st_mtime_ns == mtime, "the cached full-data student was retrained"
     evaluate.run(compose_cfg("evaluate", [*ev, "full_data.enabled=true", "full_data.epochs=2", "overwrite=true"]))
     assert len(list((tmp_path / "cache" / "full_data").glob("*.json"))) == 2  # another recipe, another entry
+
+
+def test_robustness_adds_per_corruption_accuracy_and_mca_for_every_set(tiny):
+    tmp_path, ev = tiny
+    rob = ["robustness.enabled=true", "robustness.corruptions=[gaussian_noise,contrast]", "robustness.severities=[1,5]"]
+    m = evaluate.run(compose_cfg("evaluate", [*ev, *rob, "distilled=" + str(_toy_set(tmp_path))]))
+    for name in ("random", "distilled"):
+        r = m["sets"][name]["robustness"]
+        assert r["severities"] == [1, 5] and set(r["per_corruption"]) == {"gaussian_noise", "contrast"}
+        n_seeds = len(m["sets"][name]["acc_last"])
+        for pc in r["per_corruption"].values():
+            assert len(pc["acc_mean"]) == 2 and len(pc["per_seed"]) == n_seeds
+            assert all(0.0 <= a <= 1.0 for a in pc["acc_mean"])
+        cells = [a for pc in r["per_corruption"].values() for a in pc["acc_mean"]]
+        assert r["mca"] == pytest.approx(sum(cells) / len(cells))
+    assert len(list((tmp_path / "cache" / "corruptions" / "fashion_mnist").iterdir())) == 4
+    written = json.loads((tmp_path / "out" / "metrics.json").read_text())
+    assert written["sets"]["random"]["robustness"]["mca"] == pytest.approx(m["sets"]["random"]["robustness"]["mca"])
+
+
+def test_an_unknown_corruption_is_refused_before_anything_is_written(tiny):
+    tmp_path, ev = tiny
+    with pytest.raises(RetaError, match="unknown corruption.*valid: gaussian_noise"):
+        evaluate.run(compose_cfg("evaluate", [*ev, "robustness.enabled=true", "robustness.corruptions=[rain]"]))
+    assert not (tmp_path / "out").exists() and not (tmp_path / "cache").exists()

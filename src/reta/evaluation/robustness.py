@@ -1,0 +1,113 @@
+"""Corruption robustness: every trained student is also tested on corrupted copies of the test split — the 15
+ImageNet-C corruptions × severities of :mod:`reta.data.corruptions` — and ``metrics.json`` gains, per set, the
+accuracy per corruption and severity and their mean, the mean corruption accuracy (mCA; Hendrycks & Dietterich,
+ICLR 2019, reported as accuracy rather than error; RETA Table 4 "average over 15 corruptions × 5 severities").
+
+The corrupted copies are made once per dataset and cached as uint8 under
+``${paths.cache_dir}/corruptions/<dataset>/<corruption>_s<severity>_seed<seed>_<digest>.pt``, the digest covering the
+clean images, the constants and the seed; each file stores the SHA-256 of its images, checked on every read.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import statistics
+from collections.abc import Mapping
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from reta.data.base import ImageDataset, TensorImageDataset
+from reta.data.corruptions import check_names, corrupt
+from reta.errors import RetaError
+from reta.training.common import test_accuracy
+from reta.utils.io import atomic_torch_save
+
+log = logging.getLogger(__name__)
+
+
+def check_spec(spec: Mapping) -> None:
+    """The ``robustness`` config's names, severities and constants (before any work)."""
+    check_names(list(spec["corruptions"]), list(spec["severities"]), dict(spec["constants"]))
+
+
+def _sha(t: torch.Tensor) -> str:
+    return hashlib.sha256(t.contiguous().numpy().tobytes()).hexdigest()
+
+
+def corrupted_images(clean: torch.Tensor, dataset: str, name: str, severity: int, seed: int, constants: Mapping,
+                     cache_dir: str | Path, clean_sha: str | None = None) -> torch.Tensor:
+    """``clean`` (uint8 ``[N, C, H, W]``) under ``name`` at ``severity``: from the cache, or made and cached."""
+    key = {"dataset": dataset, "corruption": name, "severity": int(severity), "seed": int(seed),
+           "constants": constants[name][int(severity) - 1], "clean_sha256": clean_sha or _sha(clean)}
+    digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
+    path = Path(cache_dir) / "corruptions" / dataset / f"{name}_s{severity}_seed{seed}_{digest}.pt"
+    if path.is_file():
+        entry = torch.load(path, map_location="cpu", weights_only=True)
+        images = entry.get("images") if isinstance(entry, dict) else None
+        if images is None or entry.get("key") != json.dumps(key, sort_keys=True) or _sha(images) != entry.get("sha256"):
+            raise RetaError(f"corrupted test set {path} does not match its key or checksum; delete it to regenerate")
+        return images
+    images = corrupt(clean, name, severity, constants, seed)
+    atomic_torch_save({"images": images, "sha256": _sha(images), "key": json.dumps(key, sort_keys=True)}, path)
+    return images
+
+
+class CorruptedTests:
+    """The corrupted copies of one test split; :meth:`evaluate` scores a trained student on all of them."""
+
+    def __init__(self, test: ImageDataset, dataset_cfg: Mapping, spec: Mapping, cache_dir: str | Path) -> None:
+        check_spec(spec)
+        self.test, self.spec, self.cache_dir = test, spec, cache_dir
+        self.mean, self.std, self.dataset = dataset_cfg["mean"], dataset_cfg["std"], dataset_cfg["name"]
+        n = len(test)
+        self.clean = (test.gather(torch.arange(n)) * 255).round().to(torch.uint8)
+        self.clean_sha = _sha(self.clean)
+        self.class_names = list(getattr(test, "class_names", [str(i) for i in range(int(test.targets.max()) + 1)]))
+        for name in spec["corruptions"]:  # make (or check) every copy once, before any student trains
+            for sev in spec["severities"]:
+                self._images(name, int(sev))
+
+    def _images(self, name: str, severity: int) -> torch.Tensor:
+        return corrupted_images(self.clean, self.dataset, name, severity, int(self.spec["seed"]),
+                                self.spec["constants"], self.cache_dir, self.clean_sha)
+
+    def evaluate(self, model: nn.Module) -> dict:
+        """``{"robustness": {corruption: [accuracy per severity]}}`` of ``model`` (fractions)."""
+        device = next(model.parameters()).device
+        out = {}
+        for name in self.spec["corruptions"]:
+            accs = []
+            for sev in self.spec["severities"]:
+                ds = TensorImageDataset(self._images(name, int(sev)), self.test.targets, self.class_names)
+                accs.append(test_accuracy(model, ds, self.mean, self.std, int(self.spec["batch_size"]), device))
+            out[name] = accs
+        return {"robustness": out}
+
+
+def summarize_robustness(runs: list[dict], severities: list[int]) -> dict:
+    """Per corruption and severity: mean over seeds (and the per-seed lists); ``mca``: the mean over corruptions ×
+    severities, per seed and its mean ± population std."""
+    names = list(runs[0]["robustness"])
+    per_seed_mca = [statistics.fmean(a for n in names for a in r["robustness"][n]) for r in runs]
+    return {
+        "severities": list(severities),
+        "per_corruption": {n: {"acc_mean": [statistics.fmean(r["robustness"][n][i] for r in runs)
+                                            for i in range(len(severities))],
+                               "per_seed": [r["robustness"][n] for r in runs],
+                               "mean": statistics.fmean(a for r in runs for a in r["robustness"][n])}
+                           for n in names},
+        "mca_per_seed": per_seed_mca,
+        "mca": statistics.fmean(per_seed_mca),
+        "mca_std": statistics.pstdev(per_seed_mca) if len(per_seed_mca) > 1 else 0.0,
+    }
+
+
+def attach(metrics: dict, sets: Mapping[str, list[dict]], spec: Mapping) -> None:
+    """Adds ``robustness`` to every summarised set of ``metrics`` whose runs were scored on the corrupted copies."""
+    for name, runs in sets.items():
+        if runs and all("robustness" in r for r in runs):
+            metrics["sets"][name]["robustness"] = summarize_robustness(runs, [int(s) for s in spec["severities"]])
