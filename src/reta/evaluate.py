@@ -47,6 +47,7 @@ def train_student(
     progress_bar: bool,
     channels_last: bool = False,
     after_fit: Callable[[nn.Module], dict] | None = None,
+    init_state: Mapping | None = None,
 ) -> dict:
     """Train one fresh student on ``images`` (pixel space [0, 1]) and return its accuracies and wall time (and what
     ``after_fit(model)`` adds, e.g. its accuracies on corrupted test sets)."""
@@ -58,6 +59,8 @@ def train_student(
         loader = student_loader(images, labels, protocol.batch_size, seed)
     seed_everything(seed)
     model = new_model(student_cfg, dataset_cfg)
+    if init_state is not None:  # continue from an earlier student (protocol=continual, mode continue)
+        model.load_state_dict(init_state)
     if channels_last:
         model.to(memory_format=torch.channels_last)
     module = StudentModule(
@@ -124,6 +127,10 @@ def run(cfg: DictConfig) -> dict:
     preflight(cfg, planned_output_dir(cfg))
     if (cfg.get("eval_pool") or {}).get("students"):
         return run_pool(cfg)
+    if cfg.protocol.get("continual"):  # class-incremental steps (reta.evaluation.continual)
+        from reta.evaluation.continual import run_continual
+
+        return run_continual(cfg, train_student, summarize, check_compatible)
     if cfg.protocol.get("name") == "linear_probe":
         return run_linear_probe(cfg)
     set_threads(cfg.get("num_threads"))

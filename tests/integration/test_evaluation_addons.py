@@ -1,10 +1,11 @@
-"""Evaluation add-ons end to end on a tiny IDX fixture: the cached full-data student (sets.full) and the
-corruption-robustness scores of every student."""
+"""Evaluation add-ons end to end on a tiny IDX fixture: the cached full-data student (sets.full), the
+corruption-robustness scores of every student, and the class-incremental protocol (protocol=continual)."""
 
 from __future__ import annotations
 
 import json
 
+import numpy as np
 import pytest
 
 from reta import evaluate
@@ -77,3 +78,36 @@ def test_an_unknown_corruption_is_refused_before_anything_is_written(tiny):
     with pytest.raises(RetaError, match="unknown corruption.*valid: gaussian_noise"):
         evaluate.run(compose_cfg("evaluate", [*ev, "robustness.enabled=true", "robustness.corruptions=[rain]"]))
     assert not (tmp_path / "out").exists() and not (tmp_path / "cache").exists()
+
+
+def test_continual_protocol_writes_steps_for_the_set_and_an_equal_random_buffer(tiny):
+    tmp_path, ev = tiny
+    ev = [o for o in ev if not o.startswith("protocol=")]
+    m = evaluate.run(compose_cfg("evaluate", [*ev, "protocol=continual", f"distilled={_toy_set(tmp_path)}",
+                                              "protocol.epochs=1"]))
+    assert m["protocol"] == "continual" and set(m["sets"]) == {"random", "distilled"}
+    for s in m["sets"].values():
+        steps = s["steps"]
+        assert [r["n_classes"] for r in steps] == [2, 4, 6, 8, 10]
+        assert [r["memory_size"] for r in steps] == [2, 4, 6, 8, 10]  # IPC 1: one image per seen class
+        assert all(len(r["acc_last"]) == 2 and 0.0 <= r["acc_mean"] <= 1.0 for r in steps)
+        assert s["acc_last"] == steps[-1]["acc_last"]
+        assert steps[0]["classes"][1][:2] == [int(c) for c in np.random.RandomState(1).permutation(10)[:2]]
+    written = json.loads((tmp_path / "out" / "metrics.json").read_text())
+    assert written["sets"]["distilled"]["steps"][2]["n_classes"] == 6
+
+
+def test_cli_refuses_a_set_whose_classes_do_not_match_the_step_split(tiny):
+    from helpers import error_lines, run_cli
+
+    tmp_path, ev = tiny
+    ev = [o for o in ev if not o.startswith("protocol=")]
+    out = tmp_path / "cli_out"
+    proc = run_cli("reta-evaluate", [*[o for o in ev if not o.startswith("paths.output_dir=")],
+                                     f"paths.output_dir={out}", "protocol=continual",
+                                     f"distilled={_toy_set(tmp_path)}",
+                                     "protocol.continual.class_order=[0,1,2,3,4,5,6,7]"], tmp_path)
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    assert error_lines(proc) == ["error: protocol.continual.class_order [0, 1, 2, 3, 4, 5, 6, 7] is not a "
+                                 "permutation of the set's 10 classes 0..9"]
+    assert not (out / "metrics.json").exists()

@@ -1,0 +1,213 @@
+"""Class-incremental continual learning with a distilled set as the replay memory (``protocol=continual``; DM, Zhao &
+Bilen WACV 2023, VICO-UoE/DatasetCondensation ``CL_DM.py``; RETA Fig. 6; docs/evaluation.md).
+
+The classes are split into ``steps`` equal groups by a class order (a seeded permutation, ``np.random.RandomState(s)
+.permutation(C)`` as CL_DM.py's ``np.random.seed(s); np.random.permutation(C)``, or a fixed list). At step k the
+memory is the set's images of the classes of steps 0…k (``budget`` images per class), and a student trained on it is
+tested on the test images of exactly those classes, with the argmax over all C outputs:
+
+- ``mode: fresh`` (CL_DM.py, GDumb-style): a fresh student from scratch at every step;
+- ``mode: continue``: the step-k student starts from the step-(k−1) student's weights (IDC's ``continual-learning/``
+  continues its model; its LwF-style distillation loss is not included here).
+
+The same protocol runs on a random real buffer of equal size (``budget`` random training images per seen class).
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import statistics
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from reta.data.base import ImageDataset, TensorImageDataset
+from reta.errors import RetaError
+
+log = logging.getLogger(__name__)
+
+MODES = ("fresh", "continue")
+
+
+@dataclass(frozen=True)
+class ContinualSpec:
+    """The ``protocol.continual`` block."""
+
+    steps: int
+    class_order: list[int] | None  # null = a permutation seeded by each evaluation seed
+    mode: str
+    budget: int | None             # images per class in the memory; null = the set's IPC
+    student_protocol: str          # the per-step student's protocol (the other keys of the protocol block)
+
+    @classmethod
+    def from_cfg(cls, cfg: Mapping) -> ContinualSpec:
+        unknown = sorted(set(cfg) - set(cls.__dataclass_fields__))
+        if unknown:
+            raise RetaError(f"protocol.continual: unknown key(s) {unknown}; valid: "
+                            f"{', '.join(cls.__dataclass_fields__)}")
+        spec = cls(int(cfg["steps"]), None if cfg.get("class_order") is None else [int(c) for c in cfg["class_order"]],
+                   str(cfg["mode"]), None if cfg.get("budget") is None else int(cfg["budget"]),
+                   str(cfg["student_protocol"]))
+        if spec.steps <= 0:
+            raise RetaError(f"protocol.continual.steps must be a positive integer, got {spec.steps}")
+        if spec.mode not in MODES:
+            raise RetaError(f"protocol.continual.mode must be one of {', '.join(MODES)}, got {spec.mode!r}")
+        if spec.student_protocol != "hard":
+            raise RetaError(f"protocol.continual.student_protocol={spec.student_protocol!r}: only hard is supported (a "
+                            "KD student would need a teacher that has seen only the classes seen so far)")
+        if spec.budget is not None and spec.budget <= 0:
+            raise RetaError(f"protocol.continual.budget must be a positive integer or null, got {spec.budget}")
+        return spec
+
+
+def class_order(spec: ContinualSpec, num_classes: int, seed: int) -> list[int]:
+    """The fixed order, or CL_DM.py's permutation of ``num_classes`` seeded by ``seed``."""
+    if spec.class_order is not None:
+        return list(spec.class_order)
+    return [int(c) for c in np.random.RandomState(int(seed)).permutation(num_classes)]
+
+
+def step_split(order: list[int], steps: int, num_classes: int) -> list[list[int]]:
+    """``order`` cut into ``steps`` equal groups; the order must be a permutation of the set's classes."""
+    if sorted(order) != list(range(num_classes)):
+        raise RetaError(f"protocol.continual.class_order {order} is not a permutation of the set's {num_classes} "
+                        f"classes 0..{num_classes - 1}")
+    if num_classes % steps:
+        raise RetaError(f"protocol.continual.steps={steps} does not divide the {num_classes} classes into equal steps; "
+                        f"valid: {', '.join(str(s) for s in range(1, num_classes + 1) if num_classes % s == 0)}")
+    size = num_classes // steps
+    return [order[k * size:(k + 1) * size] for k in range(steps)]
+
+
+def memory_indices(labels: torch.Tensor, classes: list[int], budget: int) -> torch.Tensor:
+    """The first ``budget`` images (in stored order) of each class of ``classes``."""
+    picks = []
+    for c in classes:
+        idx = (labels == c).nonzero().flatten()
+        if len(idx) < budget:
+            raise RetaError(f"the memory needs {budget} images of class {c}, the set has {len(idx)}")
+        picks.append(idx[:budget])
+    return torch.cat(picks) if picks else torch.zeros(0, dtype=torch.long)
+
+
+def class_subset(ds: ImageDataset, classes: list[int]) -> TensorImageDataset:
+    """The images of ``ds`` whose label is in ``classes`` (labels unchanged), as uint8 in memory."""
+    idx = torch.isin(ds.targets, torch.tensor(classes)).nonzero().flatten()
+    images = (ds.gather(idx) * 255).round().to(torch.uint8)
+    names = list(getattr(ds, "class_names", None) or [str(i) for i in range(int(ds.targets.max()) + 1)])
+    return TensorImageDataset(images, ds.targets[idx].clone(), names)
+
+
+TrainFn = Callable[..., dict]
+
+
+def run_steps(images: torch.Tensor, labels: torch.Tensor, splits: list[list[int]], budget: int, test: ImageDataset,
+              train_fn: TrainFn, seed: int, mode: str, run_name: str,
+              expand: Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]] | None = None
+              ) -> list[dict]:
+    """One student per step on the memory of the classes seen so far, tested on exactly those classes.
+    ``train_fn(images, labels, test=…, seed=…, run_name=…, init_state=…, after_fit=…)`` returns the run's dict."""
+    out, seen, state = [], [], None
+    for k, new in enumerate(splits):
+        seen = seen + list(new)
+        idx = memory_indices(labels, seen, budget)
+        mem_x, mem_y = images[idx], labels[idx]
+        if expand is not None:
+            mem_x, mem_y = expand(mem_x, mem_y)
+        r = train_fn(mem_x, mem_y, test=class_subset(test, seen), seed=seed, run_name=f"{run_name}_step{k}",
+                     init_state=state if mode == "continue" else None,
+                     after_fit=(lambda m: {"state": copy.deepcopy(m.state_dict())}) if mode == "continue" else None)
+        state = r.pop("state", None)
+        out.append({"step": k, "classes": list(seen), "memory_size": int(len(idx)), "acc_last": r["acc_last"],
+                    "acc_best": r["acc_best"], "seconds": r["seconds"]})
+        log.info("%s step %d: %d classes, memory %d, acc %.4f", run_name, k, len(seen), len(idx), r["acc_last"])
+    return out
+
+
+def summarize_steps(per_seed: list[list[dict]]) -> list[dict]:
+    """Per step: the classes seen (of the first seed's order), their number, the memory size, and the accuracy on
+    the seen classes, per seed and mean ± population std over seeds."""
+    rows = []
+    for k in range(len(per_seed[0])):
+        accs = [runs[k]["acc_last"] for runs in per_seed]
+        rows.append({"step": k, "n_classes": len(per_seed[0][k]["classes"]),
+                     "classes": [runs[k]["classes"] for runs in per_seed],
+                     "memory_size": per_seed[0][k]["memory_size"], "acc_last": accs,
+                     "acc_mean": statistics.fmean(accs), "acc_std": statistics.pstdev(accs) if len(accs) > 1 else 0.0})
+    return rows
+
+
+def run_continual(cfg, train_student: TrainFn, summarize: Callable[[list[dict]], dict],
+                  check_compatible: Callable[..., None]) -> dict:
+    """``protocol=continual`` through ``reta-evaluate``/``reta-run``: the distilled set (``distilled=DIR``) and the
+    random real buffer as replay memories, one class order per seed; writes ``metrics.json`` (per set the last
+    step's accuracy as ``acc_*`` and the ``steps`` list) and returns it. The evaluation stage passes in its student
+    trainer, its summary of runs and its set-vs-dataset check."""
+    from reta.data.distilled import load_distilled
+    from reta.data.expansion import training_view
+    from reta.data.holdout import check_holdout, split_holdout
+    from reta.data.registry import load_split, sample_per_class
+    from reta.training.common import configure_data, set_threads
+    from reta.training.student import Protocol
+    from reta.utils.config import output_dir, plain
+    from reta.utils.io import atomic_write_json
+
+    proto = plain(cfg.protocol)
+    spec = ContinualSpec.from_cfg(proto.pop("continual"))
+    base = Protocol.from_cfg({**proto, "name": spec.student_protocol})
+    ds_cfg, student_cfg = plain(cfg.dataset), plain(cfg.student)
+    C, seeds = int(ds_cfg["num_classes"]), [int(s) for s in cfg.seeds]
+    holdout = check_holdout(cfg.get("holdout_per_class", 0))
+    distilled, budget = None, spec.budget or int(cfg.ipc)
+    if cfg.get("distilled"):
+        distilled = load_distilled(cfg.distilled)
+        check_compatible(distilled, ds_cfg, str(cfg.distilled))
+        budget = spec.budget or distilled.ipc
+        if budget > distilled.ipc:
+            raise RetaError(f"protocol.continual.budget={budget} exceeds the set's {distilled.ipc} images per class")
+    splits = {seed: step_split(class_order(spec, C, seed), spec.steps, C) for seed in seeds}  # all before any work
+    set_threads(cfg.get("num_threads"))
+    configure_data(cfg)
+    train, test = split_holdout(load_split(cfg.dataset, "train", cfg.paths.data_dir), holdout)
+    test = test if test is not None else load_split(cfg.dataset, "test", cfg.paths.data_dir)
+    out = output_dir(cfg)
+    common = dict(protocol=base, student_cfg=student_cfg, dataset_cfg=ds_cfg, teacher=None,
+                  trainer_cfg=plain(cfg.trainer), logger_cfg=plain(cfg.logger), out_dir=str(out),
+                  progress_bar=bool(cfg.progress_bar), channels_last=bool(cfg.get("channels_last", False)))
+
+    def train_fn(images, labels, **kw):
+        return train_student(images, labels, **{**common, **kw})
+
+    per_set: dict[str, list[list[dict]]] = {}
+    for seed in seeds:
+        if cfg.get("baseline", True):
+            idx = sample_per_class(train.targets, C, budget, seed)
+            per_set.setdefault("random", []).append(run_steps(train.gather(idx), train.targets[idx], splits[seed],
+                                                              budget, test, train_fn, seed, spec.mode,
+                                                              f"random_seed{seed}"))
+        if distilled is not None:
+            per_set.setdefault("distilled", []).append(run_steps(
+                distilled.images.float(), distilled.labels, splits[seed], budget, test, train_fn, seed, spec.mode,
+                f"distilled_seed{seed}", expand=lambda x, y: training_view(x, y, distilled.meta)))
+    if not per_set:
+        raise RetaError("nothing to evaluate: baseline=false and no distilled=DIR given")
+    metrics = {
+        "dataset": ds_cfg["name"], "ipc": budget, "protocol": "continual",
+        "protocol_config": {**base.__dict__, "continual": spec.__dict__},
+        "student": student_cfg["name"], "student_config": student_cfg, "teacher": {"name": None, "test_acc": None},
+        "seeds": seeds, "distilled": str(cfg.distilled) if distilled is not None else None,
+        "method": distilled.meta.get("method") if distilled is not None else "random", "label": cfg.get("label"),
+        "expansion": distilled.meta.get("expansion", "none") if distilled is not None else "none",
+        "eval_split": f"holdout{holdout}" if holdout else "test",
+        "sets": {name: {**summarize([runs[-1] for runs in per_seed]), "steps": summarize_steps(per_seed)}
+                 for name, per_seed in per_set.items()},
+    }
+    atomic_write_json(out / "metrics.json", metrics)
+    for name, s in metrics["sets"].items():
+        print(f"{name}: " + ", ".join(f"{r['n_classes']} classes {100 * r['acc_mean']:.2f} ± {100 * r['acc_std']:.2f}"
+                                      for r in s["steps"]))
+    print(f"metrics: {out / 'metrics.json'}")
+    return metrics
