@@ -63,6 +63,10 @@ table4: install  ## Table 4, corruption robustness (SCALE=cpu: Fashion-MNIST IPC
 	$(BIN)/reta-run -m +experiment=table4_$(SCALE) $(ARGS)
 	$(REPORT) inputs=[multirun/table4_$(SCALE)] out=experiments/table4/results_$(SCALE) side_by_side=[kd,hard]
 
+fig6: install  ## Figure 6, class-incremental learning with distilled vs random replay memories (SCALE=cpu)
+	$(BIN)/reta-run -m +experiment=fig6_$(SCALE) $(ARGS)
+	$(REPORT) inputs=[multirun/fig6_$(SCALE)] out=experiments/fig6/results_$(SCALE)
+
 # the sweeps run without the random subset (baseline=false); the plots take its band from the committed baseline runs
 FIG4_BAND_cpu := ,experiments/random_baseline/runs/random_ipc10
 fig4: install  ## Figure 4: λ (DRC) and λ_topo (PTA) sweeps with error bars (SCALE=cpu)

@@ -9,8 +9,7 @@ from pathlib import Path
 from omegaconf import DictConfig, OmegaConf
 
 from reta.errors import RetaError
-from reta.reporting import ddranking
-from reta.reporting import robustness as robustness_tables
+from reta.reporting.extras import extra_sections
 from reta.reporting.plots import plot_sweep
 from reta.reporting.tables import collect, find_metrics, load_published, to_csv, to_markdown
 from reta.reporting.topology_plots import write_topology_report
@@ -49,11 +48,8 @@ def tables(cfg: DictConfig) -> dict:
     if side and (len(side) < 2 or any(p not in known for p in side)):
         raise RetaError(f"side_by_side needs two or more of the inputs' protocols ({', '.join(known)}), got {side}")
     md, csv_text = to_markdown(cells, published, side), to_csv(cells)
-    dd = cfg.ddranking
-    md += "\n" + ddranking.to_markdown(ddranking.compute(cells, dd.hard_protocol, float(dd.lrs_lambda),
-                                                         float(dd.ars_lambda), dict(dd.no_aug_protocols or {})))
-    md += "\n" + robustness_tables.to_markdown(paths)
     out = Path(cfg.out)
+    md += extra_sections(cells, paths, OmegaConf.to_container(cfg.ddranking, resolve=True), out)
     plot_x = cfg.get("plot", {}).get("x") if cfg.get("plot") else None
     if plot_x:
         png = plot_sweep(paths, plot_x, out.with_suffix(".png"), title=cfg.plot.get("title") or "")

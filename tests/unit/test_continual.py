@@ -97,3 +97,17 @@ def test_summary_per_step_is_mean_and_std_over_seeds():
     rows = summarize_steps(runs)
     assert [r["n_classes"] for r in rows] == [2, 4] and [r["memory_size"] for r in rows] == [4, 8]
     assert rows[0]["acc_mean"] == pytest.approx(0.8) and rows[1]["acc_std"] == pytest.approx(0.1)
+
+
+@pytest.mark.parametrize("experiment", ["fig6_cpu", "table4_cpu"])
+def test_the_figure_6_and_table_4_grids_compose(experiment):
+    from helpers import compose_cfg
+
+    cfg = compose_cfg("pipeline", [f"+experiment={experiment}", "method=dm", "seed=2", "paths.output_dir=/x"])
+    assert list(cfg.seeds) == [2] and cfg.dataset.name == "fashion_mnist"
+    if experiment == "fig6_cpu":
+        assert cfg.protocol.name == "continual" and cfg.protocol.continual.steps == 5
+        spec = ContinualSpec.from_cfg(cfg.protocol.continual)
+        assert [len(s) for s in step_split(class_order(spec, 10, 2), spec.steps, 10)] == [2] * 5
+    else:
+        assert cfg.robustness.enabled and len(cfg.robustness.corruptions) == 15 and cfg.ipc == 10
