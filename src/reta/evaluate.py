@@ -116,6 +116,10 @@ def preflight(cfg: DictConfig, out: Path) -> None:
         from reta.evaluation.robustness import check_spec
 
         check_spec(plain(cfg.robustness))
+    if (cfg.get("protocol") or {}).get("continual"):
+        from reta.evaluation.continual import check_spec as check_steps
+
+        check_steps(plain(cfg.protocol.continual), int(cfg.dataset.num_classes), list(cfg.seeds))
     check_writable_dir(out)
     if (out / "metrics.json").is_file() and not (cfg.get("overwrite", False) or cfg.get("resume", False)):
         raise RetaError(f"paths.output_dir {out} already holds a finished evaluation (metrics.json); pass "

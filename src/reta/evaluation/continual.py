@@ -82,6 +82,12 @@ def step_split(order: list[int], steps: int, num_classes: int) -> list[list[int]
     return [order[k * size:(k + 1) * size] for k in range(steps)]
 
 
+def check_spec(cfg: Mapping, num_classes: int, seeds: list[int]) -> dict[int, list[list[int]]]:
+    """The ``protocol.continual`` block and every seed's step split, checked with no data loaded (preflight)."""
+    spec = ContinualSpec.from_cfg(cfg)
+    return {int(s): step_split(class_order(spec, num_classes, int(s)), spec.steps, num_classes) for s in seeds}
+
+
 def memory_indices(labels: torch.Tensor, classes: list[int], budget: int) -> torch.Tensor:
     """The first ``budget`` images (in stored order) of each class of ``classes``."""
     picks = []
@@ -168,7 +174,7 @@ def run_continual(cfg, train_student: TrainFn, summarize: Callable[[list[dict]],
         budget = spec.budget or distilled.ipc
         if budget > distilled.ipc:
             raise RetaError(f"protocol.continual.budget={budget} exceeds the set's {distilled.ipc} images per class")
-    splits = {seed: step_split(class_order(spec, C, seed), spec.steps, C) for seed in seeds}  # all before any work
+    splits = check_spec(spec.__dict__, C, seeds)  # every seed's split, before any work
     set_threads(cfg.get("num_threads"))
     configure_data(cfg)
     train, test = split_holdout(load_split(cfg.dataset, "train", cfg.paths.data_dir), holdout)
