@@ -205,7 +205,8 @@ def run(cfg: DictConfig) -> dict:
         keyed = {"dataset_cfg": ds_cfg, "student_cfg": student_cfg, "eval_split": f"holdout{holdout}" if holdout
                  else "test", "teacher": teacher_meta.get("name")}
         sets["full"] = [full_data_run(train, protocol, cfg.full_data.epochs, seeds[0], cfg.paths.cache_dir, keyed,
-                                      lambda im, lb, **kw: train_student(im, lb, **{**common, **kw}))]
+                                      lambda im, lb, **kw: train_student(im, lb, **{**common, "after_fit": None,
+                                                                                     **kw}))]
     if distilled is not None:
         # stored images → training images (IDM mosaics expand ×4; the random baseline keeps the stored IPC)
         d_images, d_labels = training_view(distilled.images, distilled.labels, distilled.meta)
