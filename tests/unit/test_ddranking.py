@@ -64,7 +64,7 @@ def test_missing_runs_are_named_and_leave_blanks():
     md = ddranking.to_markdown(list(scores.values()))
     assert "no full-data hard accuracy for student s_hard" in md
     assert "no kd_other-protocol runs of the set and the random subset (ARS)" in md
-    assert "| reta | 10 | kd | 4.00 ± 2.45 | – | – | – | 3 |" in md
+    assert "| reta | 10 | kd | s_kd | 4.00 ± 2.45 | – | – | – | 3 |" in md
 
 
 def test_report_reads_the_full_set_kind_as_its_own_row(tmp_path):
@@ -127,3 +127,14 @@ def test_lrs_and_ars_equal_the_ddranking_package_fed_fractions():
     runs = list(zip(SYN_KD, RND_KD, SYN_NOAUG, RND_NOAUG))
     got = _oracle("AugmentationRobustScore", runs, "ars_lambda", 0.7)
     assert got["augmentation_robust_score_mean"] == pytest.approx(np.mean(scores["kd"].ars))
+
+
+def test_each_student_is_compared_with_its_own_random_subset():
+    cells = _cells()
+    for c in [c for c in cells if c.protocol == "kd"]:  # a second KD student of the same set and random subset
+        twin = Cell(c.dataset, c.ipc, c.protocol, "s_kd_wide", c.method)
+        twin.per_seed = {s: (a + (0.1 if c.method == "reta" else 0.0), b) for s, (a, b) in c.per_seed.items()}
+        cells.append(twin)
+    scores = {(s.protocol, s.student): s for s in ddranking.compute(cells, "hard", 0.5, 0.5)}
+    assert scores[("kd", "s_kd_wide")].ior == pytest.approx([i + 0.1 for i in scores[("kd", "s_kd")].ior])
+    assert scores[("kd", "s_kd_wide")].hlr == scores[("kd", "s_kd")].hlr  # the same hard-label student and full run

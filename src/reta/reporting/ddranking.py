@@ -54,6 +54,7 @@ class SetScores:
     dataset: str
     ipc: int
     protocol: str
+    student: str
     method: str
     split: str
     seeds: list[int]
@@ -77,10 +78,10 @@ def _mean_std(vals: list[float]) -> tuple[float, float] | None:
 
 def compute(cells: list[Cell], hard_protocol: str, lrs_lambda: float, ars_lambda: float,
             no_aug_protocols: Mapping[str, str] | None = None) -> list[SetScores]:
-    """Scores of every distilled-set cell that has a random subset under its protocol (IOR); HLR and LRS where the
-    set also has a ``hard_protocol`` cell and the dataset (same split, same hard-label student) a ``full`` cell; ARS
-    where the protocol's no-augmentation twin (``no_aug_protocols``) has both the set and the random subset."""
-    by = {(c.dataset, c.ipc, c.protocol, c.method, c.split): c for c in cells}
+    """Scores of every distilled-set cell that has a random subset under its protocol and student (IOR); HLR and LRS
+    where the set also has a ``hard_protocol`` cell and the dataset (same split, same hard-label student) a ``full``
+    cell; ARS where the protocol's no-augmentation twin (``no_aug_protocols``) has the set and the random subset."""
+    by = {(c.dataset, c.ipc, c.protocol, c.student, c.method, c.split): c for c in cells}
     full: dict[tuple, Cell] = {}
     for c in cells:  # the full-data accuracy does not depend on the IPC of the run that recorded it
         if c.method == "full":
@@ -90,14 +91,19 @@ def compute(cells: list[Cell], hard_protocol: str, lrs_lambda: float, ars_lambda
     for c in cells:
         if c.method in ("random", "full") or c.protocol in twins.values():
             continue
-        rnd = by.get((c.dataset, c.ipc, c.protocol, "random", c.split))
+        rnd = by.get((c.dataset, c.ipc, c.protocol, c.student, "random", c.split))
         if rnd is None:
             continue
         acc, racc = _accs(c), _accs(rnd)
-        hard = by.get((c.dataset, c.ipc, hard_protocol, c.method, c.split))
+        # the set's hard-label student: preferably one whose full-data accuracy is known
+        hards = [h for h in cells if (h.dataset, h.ipc, h.protocol, h.method, h.split)
+                 == (c.dataset, c.ipc, hard_protocol, c.method, c.split)]
+        hards.sort(key=lambda h: ((c.dataset, hard_protocol, h.student, c.split) not in full, h.student != c.student))
+        hard = hards[0] if hards else None
         full_cell = full.get((c.dataset, hard_protocol, hard.student, c.split)) if hard is not None else None
         seeds = sorted(set(acc) & set(racc) & (set(_accs(hard)) if hard is not None else set(acc)))
-        s = SetScores(c.dataset, c.ipc, c.protocol, c.method, c.split, seeds, [acc[k] - racc[k] for k in seeds])
+        s = SetScores(c.dataset, c.ipc, c.protocol, c.student, c.method, c.split, seeds,
+                      [acc[k] - racc[k] for k in seeds])
         if hard is None:
             s.missing.append(f"no {hard_protocol}-protocol run of the set")
         elif full_cell is None:
@@ -109,8 +115,8 @@ def compute(cells: list[Cell], hard_protocol: str, lrs_lambda: float, ars_lambda
             s.lrs = [label_robust_score(h, i, lrs_lambda) for h, i in zip(s.hlr, s.ior)]
         twin = twins.get(c.protocol)
         if twin is not None:
-            c0, r0 = by.get((c.dataset, c.ipc, twin, c.method, c.split)), by.get((c.dataset, c.ipc, twin, "random",
-                                                                                  c.split))
+            c0 = by.get((c.dataset, c.ipc, twin, c.student, c.method, c.split))
+            r0 = by.get((c.dataset, c.ipc, twin, c.student, "random", c.split))
             if c0 is None or r0 is None:
                 s.missing.append(f"no {twin}-protocol runs of the set and the random subset (ARS)")
             else:
@@ -137,12 +143,13 @@ def to_markdown(scores: list[SetScores]) -> str:
     for (dataset, split), group in groups.items():
         out.append(f"### {dataset} — DD-Ranking scores (DD-Ranking formulas, reta protocol){_split_note(split)}\n")
         rows, notes = [], {}
-        for s in sorted(group, key=lambda s: (s.method, s.ipc, s.protocol)):
-            rows.append([s.method, str(s.ipc), s.protocol, _fmt(s.ior, 100, 2), _fmt(s.hlr, 100, 2), _fmt(s.lrs),
-                         _fmt(s.ars), str(len(s.seeds))])
+        for s in sorted(group, key=lambda s: (s.method, s.ipc, s.protocol, s.student)):
+            rows.append([s.method, str(s.ipc), s.protocol, s.student, _fmt(s.ior, 100, 2), _fmt(s.hlr, 100, 2),
+                         _fmt(s.lrs), _fmt(s.ars), str(len(s.seeds))])
             for m in s.missing:
                 notes.setdefault(m, []).append(f"{s.method} IPC {s.ipc} {s.protocol}")
-        out.append(md_table(["method", "IPC", "protocol", "IOR (points)", "HLR (points)", "LRS", "ARS", "n"], rows))
+        out.append(md_table(["method", "IPC", "protocol", "student", "IOR (points)", "HLR (points)", "LRS", "ARS", "n"],
+                            rows))
         out.append("\nIOR = accuracy − the random subset's under the same protocol; HLR = full-data hard-label "
                    "accuracy − the set's hard-label accuracy; LRS, ARS ∈ [0, 1] from fractions (docs/evaluation.md).")
         for reason, where in sorted(notes.items()):
