@@ -97,6 +97,15 @@ def test_continual_protocol_writes_steps_for_the_set_and_an_equal_random_buffer(
     assert written["sets"]["distilled"]["steps"][2]["n_classes"] == 6
 
 
+def test_continual_with_kd_students_uses_a_masked_teacher(tiny):
+    tmp_path, ev = tiny
+    ev = [o for o in ev if not o.startswith("protocol=")]
+    m = evaluate.run(compose_cfg("evaluate", [*ev, "protocol=continual_kd", "protocol.epochs=1",
+                                              "protocol.continual.steps=2", "seeds=[0]"]))
+    assert m["teacher"]["name"] == "convnet_tiny" and m["protocol_config"]["name"] == "kd"
+    assert [r["n_classes"] for r in m["sets"]["random"]["steps"]] == [5, 10]
+
+
 def test_cli_refuses_a_set_whose_classes_do_not_match_the_step_split(tiny):
     from helpers import error_lines, run_cli
 

@@ -8,7 +8,14 @@ import torch
 
 from reta.data.base import TensorImageDataset
 from reta.errors import RetaError
-from reta.evaluation.continual import ContinualSpec, class_order, run_steps, step_split, summarize_steps
+from reta.evaluation.continual import (
+    ContinualSpec,
+    SeenClassesTeacher,
+    class_order,
+    run_steps,
+    step_split,
+    summarize_steps,
+)
 
 C = 10
 
@@ -30,9 +37,9 @@ class Spy:
     def __init__(self):
         self.calls = []
 
-    def __call__(self, images, labels, test, seed, run_name, init_state, after_fit):
+    def __call__(self, images, labels, test, seed, run_name, init_state, after_fit, teacher=None):
         self.calls.append({"train": labels.tolist(), "n": len(images), "test": test.targets.tolist(),
-                           "init": init_state})
+                           "init": init_state, "teacher": teacher})
         extra = after_fit(torch.nn.Linear(1, 1)) if after_fit else {}
         return {"acc_last": len(set(labels.tolist())) / C, "acc_best": 1.0, "seconds": 0.0, **extra}
 
@@ -87,8 +94,8 @@ def test_a_split_that_does_not_match_the_classes_is_refused():
         run_steps(*_data(2), step_split(list(range(C)), 5, C), 3, None, Spy(), 0, "fresh", "x")
     with pytest.raises(RetaError, match="mode must be one of fresh, continue"):
         _spec(mode="replay")
-    with pytest.raises(RetaError, match="only hard is supported"):
-        _spec(student_protocol="kd")
+    with pytest.raises(RetaError, match="student_protocol must be one of hard, kd"):
+        _spec(student_protocol="linear_probe")
 
 
 def test_summary_per_step_is_mean_and_std_over_seeds():
@@ -111,3 +118,20 @@ def test_the_figure_6_and_table_4_grids_compose(experiment):
         assert [len(s) for s in step_split(class_order(spec, 10, 2), spec.steps, 10)] == [2] * 5
     else:
         assert cfg.robustness.enabled and len(cfg.robustness.corruptions) == 15 and cfg.ipc == 10
+
+
+def test_a_kd_students_teacher_gives_the_unseen_classes_no_probability():
+    images, labels = _data(2)
+    test = TensorImageDataset((images * 255).to(torch.uint8), labels, list("abcdefghij"))
+    teacher = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(64, C))
+    splits = step_split(class_order(_spec(), C, 0), 5, C)
+    spy = Spy()
+    run_steps(images, labels, splits, 1, test, spy, 0, "fresh", "x", teacher=teacher, num_classes=C)
+    for k, call in enumerate(spy.calls):
+        seen = sorted(c for s in splits[:k + 1] for c in s)
+        probs = torch.softmax(call["teacher"](images) / 4.0, 1)
+        assert torch.equal((probs > 0).any(0).nonzero().flatten(), torch.tensor(seen))
+        assert torch.allclose(probs.sum(1), torch.ones(len(images)))
+        unmasked = torch.softmax(teacher(images)[:, seen] / 4.0, 1)  # renormalised over the seen classes
+        assert torch.allclose(probs[:, seen], unmasked, atol=1e-6)
+    assert isinstance(spy.calls[0]["teacher"], SeenClassesTeacher)

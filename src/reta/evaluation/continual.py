@@ -10,6 +10,10 @@ tested on the test images of exactly those classes, with the argmax over all C o
 - ``mode: continue``: the step-k student starts from the step-(k−1) student's weights (IDC's ``continual-learning/``
   continues its model; its LwF-style distillation loss is not included here).
 
+The per-step student follows the ``hard`` protocol (CL_DM.py) or the ``kd`` one; a KD student's teacher has seen every
+class, so its logits of the classes not seen yet are masked out (−1e4 before the softmax: probability 0), the
+"mask the unseen logits and renormalise" option — the teacher's features still come from all classes.
+
 The same protocol runs on a random real buffer of equal size (``budget`` random training images per seen class).
 """
 
@@ -23,6 +27,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
+from torch import nn
 
 from reta.data.base import ImageDataset, TensorImageDataset
 from reta.errors import RetaError
@@ -30,6 +35,7 @@ from reta.errors import RetaError
 log = logging.getLogger(__name__)
 
 MODES = ("fresh", "continue")
+STUDENT_PROTOCOLS = ("hard", "kd")
 
 
 @dataclass(frozen=True)
@@ -55,9 +61,9 @@ class ContinualSpec:
             raise RetaError(f"protocol.continual.steps must be a positive integer, got {spec.steps}")
         if spec.mode not in MODES:
             raise RetaError(f"protocol.continual.mode must be one of {', '.join(MODES)}, got {spec.mode!r}")
-        if spec.student_protocol != "hard":
-            raise RetaError(f"protocol.continual.student_protocol={spec.student_protocol!r}: only hard is supported (a "
-                            "KD student would need a teacher that has seen only the classes seen so far)")
+        if spec.student_protocol not in STUDENT_PROTOCOLS:
+            raise RetaError(f"protocol.continual.student_protocol must be one of {', '.join(STUDENT_PROTOCOLS)}, "
+                            f"got {spec.student_protocol!r}")
         if spec.budget is not None and spec.budget <= 0:
             raise RetaError(f"protocol.continual.budget must be a positive integer or null, got {spec.budget}")
         return spec
@@ -107,15 +113,30 @@ def class_subset(ds: ImageDataset, classes: list[int]) -> TensorImageDataset:
     return TensorImageDataset(images, ds.targets[idx].clone(), names)
 
 
+class SeenClassesTeacher(nn.Module):
+    """A frozen teacher whose logits of the classes outside ``seen`` are −1e4 (softmax probability 0)."""
+
+    def __init__(self, teacher: nn.Module, seen: list[int], num_classes: int) -> None:
+        super().__init__()
+        self.teacher = teacher
+        mask = torch.ones(num_classes, dtype=torch.bool)
+        mask[torch.tensor(seen)] = False
+        self.register_buffer("unseen", mask, persistent=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.teacher(x).masked_fill(self.unseen, -1e4)
+
+
 TrainFn = Callable[..., dict]
 
 
 def run_steps(images: torch.Tensor, labels: torch.Tensor, splits: list[list[int]], budget: int, test: ImageDataset,
               train_fn: TrainFn, seed: int, mode: str, run_name: str,
-              expand: Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]] | None = None
-              ) -> list[dict]:
+              expand: Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]] | None = None,
+              teacher: nn.Module | None = None, num_classes: int | None = None) -> list[dict]:
     """One student per step on the memory of the classes seen so far, tested on exactly those classes.
-    ``train_fn(images, labels, test=…, seed=…, run_name=…, init_state=…, after_fit=…)`` returns the run's dict."""
+    ``train_fn(images, labels, test=…, seed=…, run_name=…, init_state=…, after_fit=…[, teacher=…])`` returns the
+    run's dict; a ``teacher`` is passed on masked to the classes seen so far (:class:`SeenClassesTeacher`)."""
     out, seen, state = [], [], None
     for k, new in enumerate(splits):
         seen = seen + list(new)
@@ -123,9 +144,11 @@ def run_steps(images: torch.Tensor, labels: torch.Tensor, splits: list[list[int]
         mem_x, mem_y = images[idx], labels[idx]
         if expand is not None:
             mem_x, mem_y = expand(mem_x, mem_y)
+        extra = {} if teacher is None else {"teacher": SeenClassesTeacher(teacher, seen, int(num_classes))}
         r = train_fn(mem_x, mem_y, test=class_subset(test, seen), seed=seed, run_name=f"{run_name}_step{k}",
                      init_state=state if mode == "continue" else None,
-                     after_fit=(lambda m: {"state": copy.deepcopy(m.state_dict())}) if mode == "continue" else None)
+                     after_fit=(lambda m: {"state": copy.deepcopy(m.state_dict())}) if mode == "continue" else None,
+                     **extra)
         state = r.pop("state", None)
         out.append({"step": k, "classes": list(seen), "memory_size": int(len(idx)), "acc_last": r["acc_last"],
                     "acc_best": r["acc_best"], "seconds": r["seconds"]})
@@ -158,6 +181,7 @@ def run_continual(cfg, train_student: TrainFn, summarize: Callable[[list[dict]],
     from reta.data.registry import load_split, sample_per_class
     from reta.training.common import configure_data, set_threads
     from reta.training.student import Protocol
+    from reta.training.teacher_cache import get_teacher
     from reta.utils.config import output_dir, plain
     from reta.utils.io import atomic_write_json
 
@@ -177,8 +201,12 @@ def run_continual(cfg, train_student: TrainFn, summarize: Callable[[list[dict]],
     splits = check_spec(spec.__dict__, C, seeds)  # every seed's split, before any work
     set_threads(cfg.get("num_threads"))
     configure_data(cfg)
-    train, test = split_holdout(load_split(cfg.dataset, "train", cfg.paths.data_dir), holdout)
-    test = test if test is not None else load_split(cfg.dataset, "test", cfg.paths.data_dir)
+    full_train, full_test = (load_split(cfg.dataset, s, cfg.paths.data_dir) for s in ("train", "test"))
+    teacher, teacher_meta = None, {"name": None, "test_acc": None}
+    if base.name == "kd":  # masked to the seen classes at every step
+        teacher, teacher_meta = get_teacher(cfg, full_train, full_test)
+    train, test = split_holdout(full_train, holdout)
+    test = test if test is not None else full_test
     out = output_dir(cfg)
     common = dict(protocol=base, student_cfg=student_cfg, dataset_cfg=ds_cfg, teacher=None,
                   trainer_cfg=plain(cfg.trainer), logger_cfg=plain(cfg.logger), out_dir=str(out),
@@ -193,17 +221,19 @@ def run_continual(cfg, train_student: TrainFn, summarize: Callable[[list[dict]],
             idx = sample_per_class(train.targets, C, budget, seed)
             per_set.setdefault("random", []).append(run_steps(train.gather(idx), train.targets[idx], splits[seed],
                                                               budget, test, train_fn, seed, spec.mode,
-                                                              f"random_seed{seed}"))
+                                                              f"random_seed{seed}", teacher=teacher, num_classes=C))
         if distilled is not None:
             per_set.setdefault("distilled", []).append(run_steps(
                 distilled.images.float(), distilled.labels, splits[seed], budget, test, train_fn, seed, spec.mode,
-                f"distilled_seed{seed}", expand=lambda x, y: training_view(x, y, distilled.meta)))
+                f"distilled_seed{seed}", expand=lambda x, y: training_view(x, y, distilled.meta), teacher=teacher,
+                num_classes=C))
     if not per_set:
         raise RetaError("nothing to evaluate: baseline=false and no distilled=DIR given")
     metrics = {
         "dataset": ds_cfg["name"], "ipc": budget, "protocol": "continual",
         "protocol_config": {**base.__dict__, "continual": spec.__dict__},
-        "student": student_cfg["name"], "student_config": student_cfg, "teacher": {"name": None, "test_acc": None},
+        "student": student_cfg["name"], "student_config": student_cfg,
+        "teacher": {"name": teacher_meta.get("name"), "test_acc": teacher_meta.get("test_acc")},
         "seeds": seeds, "distilled": str(cfg.distilled) if distilled is not None else None,
         "method": distilled.meta.get("method") if distilled is not None else "random", "label": cfg.get("label"),
         "expansion": distilled.meta.get("expansion", "none") if distilled is not None else "none",
