@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 import shutil
 import time
@@ -15,12 +14,12 @@ from reta.data.distilled import save_distilled
 from reta.data.holdout import check_holdout, split_holdout
 from reta.data.registry import load_split
 from reta.errors import RetaError
-from reta.synthesis.bn.sharding import ShardInfo, init_distributed
+from reta.synthesis.distributed import ShardInfo, init_distributed
 from reta.synthesis.registry import DistillContext, is_shardable, synthesis_function
 from reta.tracking import log_distilled_artifact
 from reta.training.common import configure_data, set_threads
 from reta.training.teacher_cache import TeacherLoader
-from reta.utils.config import output_dir, plain, planned_output_dir, require_positive_int
+from reta.utils.config import config_digest, output_dir, plain, planned_output_dir, require_positive_int
 from reta.utils.io import atomic_write_json
 from reta.utils.outputs import check_writable_dir
 
@@ -30,7 +29,7 @@ RUN_RECORD = "run.json"
 
 def config_hash(cfg: DictConfig) -> str:
     keep = {k: plain(cfg[k]) for k in ("dataset", "model", "recipe", "method", "ipc", "seed") if k in cfg}
-    return hashlib.sha256(json.dumps(keep, sort_keys=True, default=str).encode()).hexdigest()[:12]
+    return config_digest(keep)
 
 
 def resume_key(cfg: DictConfig) -> dict:
@@ -98,7 +97,7 @@ def preflight(cfg: DictConfig, out: Path) -> None:
 
 def run(cfg: DictConfig) -> dict:
     """Synthesise and write the set. With ``distributed.enabled=true`` and several ranks in the environment
-    (torchrun / srun, :mod:`reta.synthesis.bn.sharding`) the jobs are sharded; only rank 0 writes ``distilled/``, the
+    (torchrun / srun, :mod:`reta.synthesis.distributed`) the jobs are sharded; only rank 0 writes ``distilled/``, the
     other ranks return a summary with ``distilled: None``."""
     preflight(cfg, planned_output_dir(cfg))  # every rank, before any rank writes (init_distributed waits for all)
     shard = init_distributed(cfg)

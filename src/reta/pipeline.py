@@ -13,7 +13,7 @@ from pathlib import Path
 from omegaconf import DictConfig, OmegaConf
 
 from reta import distill, evaluate, squeeze
-from reta.synthesis.bn.sharding import ShardInfo, init_distributed
+from reta.synthesis.distributed import ShardInfo, init_distributed
 from reta.training.common import configure_data, set_threads
 from reta.training.teacher_cache import teacher_cfg
 from reta.utils.config import method_family, output_dir, planned_output_dir
@@ -57,7 +57,7 @@ def preflight(cfg: DictConfig, out: Path) -> None:
 
 def run(cfg: DictConfig) -> dict:
     """Run the three stages; returns ``{"teacher", "distill", "metrics", "rows", "results"}``. With
-    ``distributed.enabled=true`` under torchrun/srun the distill step is sharded (:mod:`reta.synthesis.bn.sharding`):
+    ``distributed.enabled=true`` under torchrun/srun the distill step is sharded (:mod:`reta.synthesis.distributed`):
     rank 0 trains/caches the teacher first and alone evaluates; the other ranks return ``{"distill": …}``."""
     preflight(cfg, planned_output_dir(cfg))  # before the teacher is trained and before any rank writes
     shard = init_distributed(cfg)

@@ -1,4 +1,4 @@
-"""Sharded BN-matching distillation (reta.synthesis.bn.sharding): 2 gloo ranks merge to the single-process set."""
+"""Sharded BN-matching distillation (reta.synthesis.distributed): 2 gloo ranks merge to the single-process set."""
 
 from __future__ import annotations
 
@@ -16,7 +16,8 @@ from reta import distill
 from reta.data.distilled import load_distilled
 from reta.errors import RetaError
 from reta.synthesis.bn.residual import ResidualConnection
-from reta.synthesis.bn.sharding import (
+from reta.synthesis.bn.step import make_jobs
+from reta.synthesis.distributed import (
     ShardInfo,
     check_shardable,
     first_host,
@@ -25,7 +26,6 @@ from reta.synthesis.bn.sharding import (
     ranks_from_env,
     shard_jobs,
 )
-from reta.synthesis.bn.step import make_jobs
 from reta.synthesis.pixels import SyntheticImages
 
 from fixtures import write_idx_dataset

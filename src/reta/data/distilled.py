@@ -33,6 +33,7 @@ from typing import Any
 import torch
 
 from reta.errors import RetaError, load_failure
+from reta.utils.config import plain
 from reta.utils.io import atomic_directory, atomic_write_json
 
 FORMAT_VERSION = 1
@@ -77,13 +78,7 @@ class DistilledSet:
 
 
 def _plain(meta: Any) -> dict[str, Any]:
-    try:
-        from omegaconf import DictConfig, OmegaConf
-
-        if isinstance(meta, DictConfig):
-            return dict(OmegaConf.to_container(meta, resolve=True))
-    except ImportError:  # pragma: no cover
-        pass
+    meta = plain(meta)
     if not isinstance(meta, Mapping):
         raise RetaError(f"meta must be a mapping, got {type(meta).__name__}")
     return dict(meta)

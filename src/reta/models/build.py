@@ -15,27 +15,16 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
 
 import timm
 import torch
 from torch import nn
 
 from reta.errors import RetaError
+from reta.utils.config import plain
 
 #: timm models (besides reta's own) that need to know the input resolution at construction time.
 _NEEDS_IMG_SIZE_PREFIXES = ("vit_", "deit_", "swin", "convnet")
-
-
-def _plain(cfg: Any) -> dict:
-    try:
-        from omegaconf import DictConfig, OmegaConf
-
-        if isinstance(cfg, DictConfig):
-            return OmegaConf.to_container(cfg, resolve=True)  # type: ignore[return-value]
-    except ImportError:  # pragma: no cover
-        pass
-    return dict(cfg)
 
 
 def build_model(
@@ -53,7 +42,7 @@ def build_model(
     outputs (timm would otherwise silently re-initialise it). ``pretrained_file``: the same, from a local file
     (timm's ``pretrained_cfg_overlay``); a head of another size fails to load.
     """
-    cfg = _plain(model_cfg)
+    cfg = dict(plain(model_cfg))
     name = cfg.get("name")
     if not name:
         raise RetaError("model config has no 'name' (a timm model name, e.g. convnet_d3_bn or resnet18_cifar)")

@@ -32,7 +32,7 @@ class DistillContext:
     out_dir: Path
     ckpt_dir: Path
     load_teacher: Callable[[Any], tuple[torch.nn.Module, dict]]
-    shard: Any = None  # reta.synthesis.bn.sharding.ShardInfo of a sharded run (None = one process)
+    shard: Any = None  # reta.synthesis.distributed.ShardInfo of a sharded run (None = one process)
     teacher_timing: Callable[[], contextlib.AbstractContextManager] = contextlib.nullcontext
 
 

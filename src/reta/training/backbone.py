@@ -20,7 +20,6 @@ computed once per backbone beside it — the golden probe (:mod:`reta.training.p
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 from collections.abc import Mapping
@@ -36,7 +35,7 @@ from reta.data.augment import normalize
 from reta.errors import RetaError
 from reta.models import build_model, features
 from reta.training.teacher import load_state_dict_file, load_weights, timestamp, write_cache_entry
-from reta.utils.config import check_keys, plain
+from reta.utils.config import check_keys, config_digest, plain
 
 SOURCES = ("simclr", "random", "teacher", "timm")
 
@@ -111,7 +110,7 @@ def backbone_key(spec: BackboneSpec, dataset_cfg: Mapping, teacher_key: str | No
     d.pop("probe")
     d.pop("name")
     payload = {"dataset": ds, "backbone": d, "teacher": teacher_key}
-    return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:12]
+    return config_digest(payload)
 
 
 def expected_key(cfg: Any, spec: BackboneSpec | None = None) -> str | None:

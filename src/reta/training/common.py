@@ -14,6 +14,7 @@ from torch import nn
 from reta.data.augment import normalize
 from reta.data.base import ImageDataset
 from reta.errors import RetaError
+from reta.utils.device import gpu_run
 
 OPTIMIZERS = ("sgd", "adam", "adamw")
 SCHEDULES = ("cosine", "step_half", "constant")
@@ -111,7 +112,7 @@ def test_accuracy(
 def eval_device(trainer_cfg: Mapping) -> str:
     """The device of the ``trainer`` config's accelerator for work done outside a Trainer (test accuracy, scoring)."""
     acc = str((trainer_cfg or {}).get("accelerator", "cpu"))
-    if acc in ("gpu", "cuda", "auto") and torch.cuda.is_available():
+    if gpu_run(trainer_cfg):
         return "cuda"
     if acc == "mps" and torch.backends.mps.is_available():
         return "mps"

@@ -18,7 +18,6 @@ backbone P is the identity and the inherited classifier is the golden head itsel
 
 from __future__ import annotations
 
-import hashlib
 import json
 import time
 from dataclasses import asdict, dataclass
@@ -35,7 +34,7 @@ from reta.errors import RetaError
 from reta.training.backbone import FrozenBackbone
 from reta.training.common import build_trainer, lr_lambda, seed_everything
 from reta.training.soft_labels import batch_loader
-from reta.utils.config import check_keys
+from reta.utils.config import check_keys, config_digest
 from reta.utils.io import atomic_torch_save, atomic_write_json
 
 
@@ -207,7 +206,7 @@ def holdout_split(train: ImageDataset, spec: GoldenSpec) -> tuple[Subset, Subset
 
 
 def golden_key(spec: GoldenSpec, n_train: int) -> str:
-    return hashlib.sha256(json.dumps({**asdict(spec), "n": n_train}, sort_keys=True).encode()).hexdigest()[:10]
+    return config_digest({**asdict(spec), "n": n_train})
 
 
 def golden_head(backbone: FrozenBackbone, train: ImageDataset, test: ImageDataset, num_classes: int, spec: GoldenSpec,

@@ -39,7 +39,7 @@ from reta.training.teacher import (
     timestamp,
     write_cache_entry,
 )
-from reta.utils.config import dataclass_from, output_dir, plain
+from reta.utils.config import config_digest, dataclass_from, output_dir, plain
 from reta.utils.io import atomic_write_json
 
 log = logging.getLogger(__name__)
@@ -117,7 +117,7 @@ def pretrained_entry(cfg: DictConfig, source: dict) -> Path:
         "model": {"name": mc["name"], "kwargs": mc.get("kwargs") or {}},  # {kwargs: null} and {} are one model
         "weights": {k: v for k, v in source.items() if k != "file"},
     }
-    key = hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:12]
+    key = config_digest(payload)
     return Path(cfg.paths.cache_dir) / "teachers" / f"{ds['name']}_{mc['name']}_pretrained_{key}"
 
 

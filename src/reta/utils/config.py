@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 from pathlib import Path
 from typing import Any
@@ -19,6 +21,17 @@ def plain(cfg: Any) -> Any:
     if isinstance(cfg, (DictConfig, ListConfig)):
         return OmegaConf.to_container(cfg, resolve=True)
     return cfg
+
+
+#: length of every config digest (:func:`config_digest`): cache keys, resume fingerprints, the set's config hash
+DIGEST_LENGTH = 12
+
+
+def config_digest(obj: Any) -> str:
+    """The one digest of a config-like value: sha256 of its sorted-key JSON (``default=str`` for paths, dtypes …),
+    the first :data:`DIGEST_LENGTH` hex digits."""
+    blob = json.dumps(plain(obj), sort_keys=True, default=str).encode()
+    return hashlib.sha256(blob).hexdigest()[:DIGEST_LENGTH]
 
 
 def planned_output_dir(cfg: DictConfig) -> Path:

@@ -65,6 +65,10 @@ class AnchorProvider:
     def anchors(self, event: StageEnd) -> torch.Tensor:  # pragma: no cover - abstract
         raise NotImplementedError
 
+    def sharding_conflict(self, module) -> str | None:
+        """Why this provider's anchors for a job would depend on jobs other ranks run (None = independent)."""
+        return None
+
     def state_dict(self) -> dict[str, Any]:
         return {}
 

@@ -13,8 +13,6 @@ patch; FADRM+ = FADRM with several teachers used round robin (one per step, each
 from __future__ import annotations
 
 import dataclasses
-import hashlib
-import json
 import logging
 import warnings
 from dataclasses import dataclass
@@ -33,12 +31,14 @@ from reta.synthesis.bn.matching import BNMatchingLoss, CrossEntropyLoss, Teacher
 from reta.synthesis.bn.module import SynthesisModule
 from reta.synthesis.bn.residual import ResidualConnection, check_alpha
 from reta.synthesis.bn.schedule import StageSchedule
-from reta.synthesis.bn.sharding import ShardInfo, check_shardable
 from reta.synthesis.bn.stage_images import StageImageGrid
 from reta.synthesis.bn.step import AugmentSpec
+from reta.synthesis.distributed import ShardInfo, check_shardable
 from reta.synthesis.registry import DistillContext, SynthesisResult
+from reta.synthesis.runtime import resume_from
 from reta.training.common import build_logger, build_trainer, seed_everything
-from reta.utils.config import check_types, per_ipc_override, plain
+from reta.utils.config import check_types, config_digest, per_ipc_override, plain
+from reta.utils.device import run_device
 
 log = logging.getLogger(__name__)
 CONF_DIR = Path(__file__).resolve().parents[2] / "conf"
@@ -221,7 +221,7 @@ def fingerprint(cfg, method: BNMethodConfig, teachers: list[TeacherSlot]) -> str
         "ipc": int(cfg.ipc), "seed": int(cfg.seed), "dataset": plain(cfg.dataset)["name"],
         "teachers": [teacher_id(t.meta) for t in teachers],
     }
-    return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:16]
+    return config_digest(payload)
 
 
 @torch.no_grad()
@@ -234,10 +234,6 @@ def check_resolutions(teachers: list[TeacherSlot], sizes: list[int], channels: i
             except RuntimeError as err:
                 raise RetaError(f"teacher {t.name!r} cannot take the stage resolution {size} px "
                                 f"({str(err).splitlines()[0]}); use stage sizes it accepts") from None
-
-
-def _pool_device(trainer_cfg: dict) -> str:
-    return "cuda" if trainer_cfg.get("accelerator") in ("gpu", "cuda", "auto") and torch.cuda.is_available() else "cpu"
 
 
 def check_trainer(trainer_cfg: dict) -> None:
@@ -303,7 +299,7 @@ def build_synthesis(cfg, ctx: DistillContext) -> tuple[SynthesisModule, list, BN
     bank = pool = None
     if m.init.kind == "patch" or (provider is not None and provider.needs_pool):
         first = teachers[0]
-        device = _pool_device(plain(cfg.trainer))
+        device = run_device(plain(cfg.trainer))
         pool = cached_patch_pool(
             cfg.paths.cache_dir, _pool_name(ds["name"], ctx.train), teacher_id(first.meta), dataset=ctx.train,
             teacher=first.model.to(device),
@@ -344,12 +340,9 @@ def synthesize(cfg, ctx: DistillContext) -> SynthesisResult:
         module, callbacks, m = build_synthesis(cfg, ctx)
     check_shardable(module, callbacks, shard)
     ckpt = Path(ctx.ckpt_dir) / "last.ckpt"
-    if cfg.get("resume", False) and ckpt.is_file():
+    if resume_from(ckpt, bool(cfg.get("resume", False))) is not None:
         load_synthesis_checkpoint(ckpt, module, callbacks)
     else:
-        if cfg.get("resume", False):
-            log.warning("resume=true but %s does not exist: starting from scratch", ckpt)
-        ckpt.unlink(missing_ok=True)
         seed_everything(int(cfg.seed))
     logger = build_logger(plain(cfg.logger), str(ctx.out_dir), "distill") if shard.is_main else False
     trainer = build_trainer(plain(cfg.trainer), 1, logger, bool(cfg.get("progress_bar", False)), str(ctx.out_dir),
@@ -393,5 +386,5 @@ def check_config(cfg) -> None:
     check_trainer(plain(cfg.trainer))
 
 
-synthesize.shardable = True  # jobs are independent given (seed, job): reta.synthesis.bn.sharding
+synthesize.shardable = True  # jobs are independent given (seed, job): reta.synthesis.distributed
 synthesize.check_config = check_config

@@ -36,20 +36,13 @@ from torch import nn
 from reta.data.augment import normalize, rrc_boxes
 from reta.data.registry import class_index
 from reta.errors import RetaError
+from reta.synthesis.runtime import resample
 from reta.utils.io import atomic_torch_save
 
 log = logging.getLogger(__name__)
 
 BANDS = ("easy", "medium", "hard", "spread")
 POOL_FORMAT = 1
-
-
-def resample(x: torch.Tensor, size: int) -> torch.Tensor:
-    """Bilinear resize to ``size``×``size`` (``align_corners=False``, no antialias); identity when sizes agree
-    (docs/methods.md §3.3 "Resample")."""
-    if tuple(x.shape[-2:]) == (size, size):
-        return x
-    return F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False, antialias=False)
 
 
 @dataclass

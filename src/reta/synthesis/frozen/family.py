@@ -8,8 +8,6 @@ run's IPC is merged onto the method config — the rule every family shares, :fu
 
 from __future__ import annotations
 
-import hashlib
-import json
 import time
 from dataclasses import asdict, dataclass, field
 
@@ -25,10 +23,11 @@ from reta.synthesis.frozen.module import FrozenSynthesisModule, load_checkpoint
 from reta.synthesis.frozen.pyramid import PixelImages, PyramidImages
 from reta.synthesis.frozen.statistics import real_statistics
 from reta.synthesis.registry import DistillContext, SynthesisResult
+from reta.synthesis.runtime import resume_from
 from reta.synthesis.stream import StepStream
 from reta.training.backbone import get_backbone
 from reta.training.common import build_logger, build_trainer, seed_everything
-from reta.utils.config import check_keys, dataclass_from, per_ipc_override, plain
+from reta.utils.config import check_keys, config_digest, dataclass_from, per_ipc_override, plain
 
 LOSSES = ("lgm", "sfm")
 PARAMS = ("pyramid", "pixel")
@@ -77,7 +76,7 @@ def fingerprint(cfg, spec: FrozenSpec, backbone_key: str) -> str:
     ds = plain(cfg.dataset)
     keep = {"method": asdict(spec), "ipc": int(cfg.ipc), "seed": int(cfg.seed), "backbone": backbone_key,
             "dataset": {k: ds.get(k) for k in ("name", "image_size", "channels", "mean", "std", "num_classes")}}
-    return hashlib.sha256(json.dumps(keep, sort_keys=True, default=str).encode()).hexdigest()[:16]
+    return config_digest(keep)
 
 
 def build_images(spec: FrozenSpec, ds: dict, ipc: int, train, seed: int) -> torch.nn.Module:
@@ -117,9 +116,7 @@ def synthesize(cfg, ctx: DistillContext) -> SynthesisResult:
     module.fingerprint = fingerprint(cfg, spec, backbone.key)
     ckpt = ctx.ckpt_dir / "last.ckpt"
     resumed_from = None
-    if bool(cfg.get("resume", False)):
-        if not ckpt.is_file():
-            raise RetaError(f"resume=true but {ckpt} does not exist (same paths.output_dir as the interrupted run?)")
+    if resume_from(ckpt, bool(cfg.get("resume", False))) is not None:
         load_checkpoint(ckpt, module)
         resumed_from = module.step_index
     ckpt.parent.mkdir(parents=True, exist_ok=True)

@@ -136,6 +136,13 @@ class TopologyAlignment(L.Callback):
         return "TopologyAlignment"
 
     # ------------------------------------------------------------------------------------------- binding
+    def sharding_conflict(self, module) -> str | None:
+        """PTA's cloud of a class holds the finished images of its earlier IPC slots, which other ranks synthesise."""
+        if self.enabled and self.lam_topo > 0 and int(module.ipc) >= 2:
+            return ("PTA (method.callbacks.pta) reads the finished images of earlier IPC slots, which other ranks "
+                    "synthesise; set method.callbacks.pta.enabled=false or run unsharded")
+        return None
+
     def setup(self, trainer: L.Trainer, pl_module, stage: str) -> None:
         self.module = pl_module
         self._embedded = None  # a cache embedding belongs to one module's images: never reused across fits

@@ -22,7 +22,8 @@ gradients — wrong, not just wasteful.
 every job start), so the merged set is bit-identical to the single-process set of the same seed on the same
 hardware and thread count. Callbacks whose result for a job depends on *other* jobs (RETA's PTA reads the finished
 images of a class's earlier slots; DRC with ``reuse`` ≠ ``allow`` excludes anchors earlier slots took) would see a
-different history on a shard: :func:`check_shardable` refuses them rather than produce a silently different set.
+different history on a shard: :func:`check_shardable` refuses them (each states its conflict through its
+``sharding_conflict(module)`` hook) rather than produce a silently different set.
 
 **Collectives** (reta's own) are all on CPU tensors over gloo: a rank-0-first section for cache building (teacher,
 patch pool), a status exchange after the fit (a rank that failed makes every rank fail, instead of hanging) and the
@@ -46,6 +47,8 @@ import torch
 import torch.distributed as dist
 
 from reta.errors import RetaError
+from reta.utils.config import plain
+from reta.utils.device import gpu_run
 
 log = logging.getLogger(__name__)
 
@@ -99,15 +102,11 @@ def master_from_env(env: Mapping[str, str], addr: str | None = None, port: int |
     return str(addr), int(port)
 
 
-def _gpu_run(trainer_cfg: Mapping) -> bool:
-    return str(trainer_cfg.get("accelerator", "cpu")) in ("gpu", "cuda", "auto") and torch.cuda.is_available()
-
-
 def resolve_backend(backend: str, trainer_cfg: Mapping) -> str:
     if backend not in BACKENDS:
         raise RetaError(f"distributed.backend must be one of {', '.join(BACKENDS)}, got {backend!r}")
     if backend == "auto":
-        return "nccl" if _gpu_run(trainer_cfg) else "gloo"
+        return "nccl" if gpu_run(trainer_cfg) else "gloo"
     if backend == "nccl" and not torch.cuda.is_available():
         raise RetaError("distributed.backend=nccl needs CUDA; use gloo (or auto) on CPU")
     return backend
@@ -253,7 +252,7 @@ class ShardInfo:
         from lightning.fabric.plugins.environments import LightningEnvironment
 
         extra: dict = {"plugins": [LightningEnvironment()]}
-        if _gpu_run(trainer_cfg):
+        if gpu_run(trainer_cfg):
             extra["devices"] = [self.local_rank % torch.cuda.device_count()]
         return extra
 
@@ -263,22 +262,11 @@ def _describe(err: BaseException) -> str:
     return f"{type(err).__name__}: {text}" if text else type(err).__name__
 
 
-def _plain(value: Any) -> Any:
-    try:
-        from omegaconf import OmegaConf
-
-        if OmegaConf.is_config(value):
-            return OmegaConf.to_container(value, resolve=True)
-    except ImportError:  # pragma: no cover
-        pass
-    return value
-
-
 def init_distributed(cfg, env: Mapping[str, str] | None = None) -> ShardInfo:
     """The :class:`ShardInfo` of this process for ``cfg`` (``distributed.*``; absent or ``enabled: false`` → one
     process). Initialises ``torch.distributed`` when the environment names more than one rank; a process group that
     already exists (e.g. set up by the pipeline before its distill step) is reused, not re-created."""
-    d = _plain(cfg.get("distributed")) or {}
+    d = plain(cfg.get("distributed")) or {}
     if not d.get("enabled", False):
         return ShardInfo()
     env = os.environ if env is None else env
@@ -289,7 +277,7 @@ def init_distributed(cfg, env: Mapping[str, str] | None = None) -> ShardInfo:
         return ShardInfo()
     if not 0 <= rank < world:
         raise RetaError(f"distributed: rank {rank} outside world size {world}")
-    trainer_cfg = _plain(cfg.get("trainer")) or {}
+    trainer_cfg = plain(cfg.get("trainer")) or {}
     if dist.is_available() and dist.is_initialized():
         if dist.get_world_size() != world or dist.get_rank() != rank:
             raise RetaError(f"distributed: a process group of rank {dist.get_rank()}/{dist.get_world_size()} exists "
@@ -309,26 +297,14 @@ def init_distributed(cfg, env: Mapping[str, str] | None = None) -> ShardInfo:
 
 
 def check_shardable(module, callbacks: Sequence, shard: ShardInfo) -> None:
-    """Refuse callbacks whose effect on a job depends on other jobs (a shard would see another history).
-
-    Known: RETA's PTA (``TopologyAlignment``: its synthetic cloud holds the finished images of the class's earlier
-    slots, and its subset generator streams across jobs) and DRC with ``reuse`` ≠ ``allow`` (exclusions from the
-    anchors earlier slots took). Any callback may also define ``sharding_conflict(module) -> str | None``."""
+    """Refuse callbacks whose effect on a job depends on other jobs (a shard would see another history): every
+    callback may define ``sharding_conflict(module) -> str | None`` and states its own reason there."""
     if not shard.sharded:
         return
     problems: list[str] = []
     for cb in callbacks:
         hook = getattr(cb, "sharding_conflict", None)
         reason = hook(module) if callable(hook) else None
-        if reason is None and getattr(cb, "state_key", None) == "TopologyAlignment":
-            if getattr(cb, "enabled", False) and float(getattr(cb, "lam_topo", 0.0)) > 0 and int(module.ipc) >= 2:
-                reason = ("PTA (method.callbacks.pta) reads the finished images of earlier IPC slots, which other "
-                          "ranks synthesise; set method.callbacks.pta.enabled=false or run unsharded")
-        provider = getattr(cb, "provider", None)
-        if reason is None and provider is not None and getattr(provider, "enabled", False) \
-                and getattr(provider, "reuse", "allow") != "allow":
-            reason = (f"DRC with residual.anchors.reuse={provider.reuse} excludes anchors taken by earlier slots, "
-                      "which other ranks synthesise; use reuse=allow or run unsharded")
         if reason:
             problems.append(reason)
     if problems:
