@@ -24,9 +24,10 @@ from reta.training.soft_labels import ensure_relabelled, stored_loader
 from reta.training.student import Protocol, StudentModule, student_loader
 from reta.training.teacher import new_model
 from reta.training.teacher_cache import get_teacher
-from reta.utils.config import dataclass_from, output_dir, plain, planned_output_dir, require_positive_int
+from reta.utils.config import output_dir, plain, planned_output_dir, require_positive_int
 from reta.utils.io import atomic_write_json
 from reta.utils.outputs import check_writable_dir
+from reta.utils.schema import parse
 
 log = logging.getLogger(__name__)
 
@@ -237,7 +238,7 @@ def run_linear_probe(cfg: DictConfig) -> dict:
         raise RetaError("seeds must be a non-empty list, e.g. seeds=[0,1,2]")
     spec = ProbeSpec.from_cfg(cfg.protocol)
     bspec = BackboneSpec.from_cfg(cfg.backbone)
-    gspec = dataclass_from(GoldenSpec, bspec.probe, "backbone.probe")
+    gspec = parse(GoldenSpec, bspec.probe, "backbone.probe")
     ds_cfg = plain(cfg.dataset)
     distilled, made_for = None, {}
     if cfg.get("distilled"):
@@ -284,7 +285,7 @@ def run_linear_probe(cfg: DictConfig) -> dict:
     if spec.inherit:
         source = get_backbone(cfg, all_train, all_test, BackboneSpec.from_cfg(made_for["config"]))
         head_a, inherited = golden_head(source, all_train, all_test, C,
-                                        dataclass_from(GoldenSpec, source.meta["config"]["probe"], "backbone.probe"),
+                                        parse(GoldenSpec, source.meta["config"]["probe"], "backbone.probe"),
                                         trainer_cfg)
         for name, seed, images, _ in todo:
             r = inherited_accuracy(source, head_a, backbone, images, test, spec, seed, trainer_cfg)

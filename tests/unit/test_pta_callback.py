@@ -27,7 +27,8 @@ from reta.synthesis.reta.pta import IPC1_WARNING, TopologyAlignment
 from reta.topology.loss import TopologyLoss
 
 MEAN, STD, SIZE, CLASSES = [0.3], [0.3], 16, 4
-PTA = dict(lam_topo=1.0, k=3, grid=8, sigma=0.1, num_subsets=4, refresh_every=2)
+PTA = dict(lam_topo=1.0, k=3, grid=8, sigma=0.1, num_subsets=4, refresh_every=2, features="separate",
+           targets="refresh")
 
 
 def dataset(per_class: int = 8) -> TensorImageDataset:

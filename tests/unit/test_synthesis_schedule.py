@@ -148,5 +148,5 @@ def test_method_configs_per_dataset_and_per_ipc():
     assert c100.scale == "paper" and c100.stages.budgets == [500] * 4 and c100.lr == 0.1  # the command line wins
     with pytest.raises(RetaError, match="per_ipc must map"):
         BNMethodConfig.from_cfg({**OmegaConf.to_container(fm), "per_ipc": {"one": {}}}, 1)
-    with pytest.raises(RetaError, match=r"with per_ipc.1\): unknown keys \['lrr'\]"):
+    with pytest.raises(RetaError, match=r"^method: unknown keys \['lrr'\]"):
         BNMethodConfig.from_cfg({**OmegaConf.to_container(fm), "per_ipc": {1: {"lrr": 0.1}}}, 1)

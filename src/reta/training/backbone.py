@@ -35,7 +35,8 @@ from reta.data.augment import normalize
 from reta.errors import RetaError
 from reta.models import build_model, features
 from reta.training.teacher import load_state_dict_file, load_weights, timestamp, write_cache_entry
-from reta.utils.config import check_keys, config_digest, plain
+from reta.utils.config import config_digest, plain
+from reta.utils.schema import parse
 
 SOURCES = ("simclr", "random", "teacher", "timm")
 
@@ -64,7 +65,7 @@ class BackboneSpec:
 
     @classmethod
     def from_cfg(cls, cfg: Any) -> BackboneSpec:
-        return cls(**check_keys(cls, cfg, "backbone"))
+        return parse(cls, cfg, "backbone")
 
 
 class FrozenBackbone(nn.Module):
@@ -171,7 +172,7 @@ def get_backbone(cfg: Any, train=None, test=None, spec: BackboneSpec | None = No
     from reta.training.ssl import SSLSpec, train_simclr
 
     train = train if train is not None else load_split(cfg.dataset, "train", cfg.paths.data_dir)
-    ssl = SSLSpec(**check_keys(SSLSpec, spec.ssl, "backbone.ssl"))
+    ssl = parse(SSLSpec, spec.ssl, "backbone.ssl")
     torch.manual_seed(int(spec.seed))
     net = _build(spec, ds)
     result = train_simclr(net, train, mean, std, ssl, int(spec.seed), cfg)

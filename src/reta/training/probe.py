@@ -34,8 +34,9 @@ from reta.errors import RetaError
 from reta.training.backbone import FrozenBackbone
 from reta.training.common import build_trainer, lr_lambda, seed_everything
 from reta.training.soft_labels import batch_loader
-from reta.utils.config import check_keys, config_digest
+from reta.utils.config import config_digest
 from reta.utils.io import atomic_torch_save, atomic_write_json
+from reta.utils.schema import parse
 
 
 @dataclass(frozen=True)
@@ -59,7 +60,7 @@ class ProbeSpec:
 
     @classmethod
     def from_cfg(cls, cfg) -> ProbeSpec:
-        spec = cls(**check_keys(cls, cfg, "protocol"))
+        spec = parse(cls, cfg, "protocol")
         if spec.eval_split not in ("test", "holdout"):
             raise RetaError(f"protocol.eval_split={spec.eval_split!r} unknown; valid: test, holdout")
         if spec.epochs <= 0 or spec.batch_size <= 0 or spec.lr <= 0:

@@ -39,14 +39,15 @@ from reta.training.teacher import (
     timestamp,
     write_cache_entry,
 )
-from reta.utils.config import config_digest, dataclass_from, output_dir, plain
+from reta.utils.config import config_digest, output_dir, plain
 from reta.utils.io import atomic_write_json
+from reta.utils.schema import parse
 
 log = logging.getLogger(__name__)
 
 
 def recipe_from_cfg(cfg: DictConfig) -> Recipe:
-    recipe = dataclass_from(Recipe, cfg.recipe, "recipe")
+    recipe = parse(Recipe, cfg.recipe, "recipe")
     if recipe.epochs <= 0 or recipe.batch_size <= 0 or recipe.lr <= 0:
         raise RetaError("recipe: epochs, batch_size and lr must be > 0")
     return recipe

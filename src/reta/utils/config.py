@@ -71,46 +71,6 @@ def require_positive_int(value: Any, name: str) -> int:
     return v
 
 
-def check_keys(cls: type, d: Any, where: str) -> dict:
-    """``d`` (a config mapping or None) as a plain dict whose keys are all fields of dataclass ``cls``; otherwise one
-    line naming the unknown keys and the valid ones."""
-    d = dict(plain(d) or {})
-    valid = cls.__dataclass_fields__
-    unknown = sorted(set(d) - set(valid))
-    if unknown:
-        raise RetaError(f"{where}: unknown keys {unknown}; valid: {sorted(valid)}")
-    return d
-
-
-def dataclass_from(cls: type, d: Any, where: str) -> Any:
-    """``cls(**d)`` for a config mapping (or None), keys checked by :func:`check_keys`, types by :func:`check_types`."""
-    values = check_keys(cls, d, where)
-    check_types(cls, values, where)
-    return cls(**values)
-
-
-def check_types(cls: type, d: Any, where: str) -> None:
-    """Type-check a config mapping against dataclass ``cls`` through OmegaConf's structured-config schema
-    (``OmegaConf.structured(cls)``): a value that cannot be converted to the field's type (``lr=abc`` for a float)
-    fails with one line naming the key. Unknown keys are reported by :func:`check_keys`; nested dataclass fields are
-    checked by their own schema when they are built."""
-    from omegaconf.errors import OmegaConfBaseException
-
-    nested = {f for f, spec in cls.__dataclass_fields__.items() if hasattr(spec.type, "__dataclass_fields__")
-              or (isinstance(spec.type, str) and spec.type in _NESTED_NAMES)}
-    values = {k: v for k, v in dict(plain(d) or {}).items() if k in cls.__dataclass_fields__ and k not in nested}
-    try:
-        OmegaConf.merge(OmegaConf.structured(cls), values)
-    except OmegaConfBaseException as err:
-        key = getattr(err, "full_key", None) or "?"
-        msg = str(err).splitlines()[0]
-        raise RetaError(f"{where}.{key}: {msg}") from None
-
-
-#: dataclass-typed fields (by annotation name, ``from __future__ import annotations`` keeps them as strings)
-_NESTED_NAMES = {"StagesConfig", "AugmentConfig", "InitConfig", "ResidualConfig", "QueueSpec", "IIDSpec", "PoolSpec"}
-
-
 def per_ipc_override(values: dict, ipc: int | None, where: str = "method") -> tuple[dict, bool]:
     """The one per-IPC rule of every method family: ``per_ipc: {<ipc>: {key: value, …}}`` — the block whose key
     equals the run's IPC (the setting published for that IPC) is merged over the top level; other IPCs run the top

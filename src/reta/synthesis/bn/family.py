@@ -21,7 +21,6 @@ from typing import Any
 
 import torch
 from hydra.utils import instantiate
-from omegaconf import OmegaConf
 
 from reta.errors import RetaError
 from reta.synthesis.bn.anchors import build_anchor_provider
@@ -37,33 +36,17 @@ from reta.synthesis.distributed import ShardInfo, check_shardable
 from reta.synthesis.registry import DistillContext, SynthesisResult
 from reta.synthesis.runtime import resume_from
 from reta.training.common import build_logger, build_trainer, seed_everything
-from reta.utils.config import check_types, config_digest, per_ipc_override, plain
+from reta.utils.config import config_digest, per_ipc_override, plain
 from reta.utils.device import run_device
+from reta.utils.groups import group_option
+from reta.utils.schema import parse
 
 log = logging.getLogger(__name__)
-CONF_DIR = Path(__file__).resolve().parents[2] / "conf"
 INIT_KINDS = ("noise", "patch")
 #: Lightning warnings that are expected here (frozen eval-mode teachers, optimisers made per stage, step stream).
 QUIET_WARNINGS = (
     ".*module\\(s\\) in eval mode.*", ".*configure_optimizers.*returned.*None.*", ".*IterableDataset.*__len__.*"
 )
-
-
-def _build(cls, values: Any, where: str):
-    """``cls(**values)`` for a dataclass, nested dataclass fields included; unknown/missing keys → RetaError."""
-    if not isinstance(values, dict):
-        raise RetaError(f"{where} must be a mapping, got {values!r}")
-    fields = {f.name: f for f in dataclasses.fields(cls)}
-    unknown = sorted(set(values) - set(fields))
-    missing = sorted(k for k, f in fields.items() if k not in values and f.default is dataclasses.MISSING)
-    if unknown or missing:
-        raise RetaError(f"{where}: unknown keys {unknown}, missing keys {missing}; valid: {sorted(fields)}")
-    check_types(cls, values, where)
-    kwargs = {}
-    for k, v in values.items():
-        sub = NESTED.get((cls, k))
-        kwargs[k] = _build(sub, v, f"{where}.{k}") if sub is not None else v
-    return cls(**kwargs)
 
 
 @dataclass(frozen=True)
@@ -83,22 +66,23 @@ class AugmentConfig:
 @dataclass(frozen=True)
 class InitConfig:
     kind: str
-    band: str = "medium"
-    mipc: int = 300
-    num_crop: int = 5
-    crop_scale: list = dataclasses.field(default_factory=lambda: [0.08, 1.0])
+    band: str
+    mipc: int
+    num_crop: int
+    crop_scale: list
 
 
 @dataclass(frozen=True)
 class ResidualConfig:
     enabled: bool
-    alpha: float = 0.5
-    anchors: dict | None = None
+    alpha: float
+    anchors: dict | None
 
 
 @dataclass(frozen=True)
 class BNMethodConfig:
-    """``method.*`` of a bn_matching config; see conf/method/fadrm.yaml for the meaning of every key."""
+    """``method.*`` of a bn_matching config; see conf/method/fadrm.yaml for the meaning (and the value) of every key:
+    the YAML is the one source of defaults (:mod:`reta.utils.schema`)."""
 
     name: str
     synthesize: dict
@@ -119,16 +103,15 @@ class BNMethodConfig:
     checkpoint_every: int
     log_every: int
     quantize_uint8: bool
-    losses: list | None = None  # [{_target_: …}, …]; None = CE(ce_weight) + BN matching
-    per_ipc: dict = dataclasses.field(default_factory=dict)
-    saturation_limit: float = 0.95  # divergence guard: stop when a step leaves this fraction of pixels at 0 or 1
+    losses: list | None  # [{_target_: …}, …]; None = CE(ce_weight) + BN matching
+    per_ipc: dict
+    saturation_limit: float  # divergence guard: stop when a step leaves this fraction of pixels at 0 or 1
 
     @classmethod
     def from_cfg(cls, method: Any, ipc: int | None = None) -> BNMethodConfig:
         """Parse and validate ``method``; with ``ipc``, its ``per_ipc[ipc]`` block is merged over the top level."""
-        values, override = per_ipc_override(plain(method), ipc)
-        m = _build(cls, {**values, "per_ipc": plain(method).get("per_ipc") or {}},
-                   "method" if not override else f"method (with per_ipc.{ipc})")
+        values, _ = per_ipc_override(plain(method), ipc)
+        m = parse(cls, {**values, "per_ipc": plain(method).get("per_ipc") or {}}, "method")
         if m.init.kind not in INIT_KINDS:
             raise RetaError(f"method.init.kind must be one of {', '.join(INIT_KINDS)}, got {m.init.kind!r}")
         check_alpha(m.residual.alpha)
@@ -159,14 +142,6 @@ def check_lr(lr: Any, std: list[float]) -> float:
     return float(lr)
 
 
-NESTED = {
-    (BNMethodConfig, "stages"): StagesConfig,
-    (BNMethodConfig, "augment"): AugmentConfig,
-    (BNMethodConfig, "init"): InitConfig,
-    (BNMethodConfig, "residual"): ResidualConfig,
-}
-
-
 def _model_label(model_cfg: dict, run_model: bool = False) -> str:
     """A teacher's label: for the run's own ``model``, the group choice when Hydra runs the job (``convnet_d3_w32``);
     otherwise ``name(k=v,…)``."""
@@ -188,12 +163,8 @@ def teacher_specs(cfg, teachers: list | None) -> list[tuple[str, dict | None]]:
         return [(_model_label(plain(cfg.model), run_model=True), None)]
     specs = []
     for entry in teachers:
-        if isinstance(entry, str):
-            path = CONF_DIR / "model" / f"{entry}.yaml"
-            if not path.is_file():
-                options = sorted(p.stem for p in (CONF_DIR / "model").glob("*.yaml"))
-                raise RetaError(f"method.teachers: unknown model config {entry!r}; valid: {', '.join(options)}")
-            specs.append((entry, plain(OmegaConf.load(path))))
+        if isinstance(entry, str):  # an option of the `model` group, composed through Hydra
+            specs.append((entry, group_option("model", entry, "method.teachers")))
         elif isinstance(entry, dict) and "name" in entry:
             model_cfg = {k: v for k, v in entry.items() if k != "label"}
             specs.append((str(entry.get("label") or _model_label(model_cfg)), model_cfg))
@@ -382,6 +353,7 @@ def check_config(cfg) -> None:
     before any work."""
     m = BNMethodConfig.from_cfg(cfg.method, int(cfg.ipc))
     build_losses(m)
+    teacher_specs(cfg, m.teachers)  # teacher names are options of the `model` group
     check_lr(m.lr, plain(cfg.dataset)["std"])
     check_trainer(plain(cfg.trainer))
 

@@ -9,7 +9,7 @@ run's IPC is merged onto the method config — the rule every family shares, :fu
 from __future__ import annotations
 
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 
 import torch
 from torch.utils.data import DataLoader
@@ -27,7 +27,8 @@ from reta.synthesis.runtime import resume_from
 from reta.synthesis.stream import StepStream
 from reta.training.backbone import get_backbone
 from reta.training.common import build_logger, build_trainer, seed_everything
-from reta.utils.config import check_keys, config_digest, dataclass_from, per_ipc_override, plain
+from reta.utils.config import config_digest, per_ipc_override, plain
+from reta.utils.schema import parse
 
 LOSSES = ("lgm", "sfm")
 PARAMS = ("pyramid", "pixel")
@@ -36,25 +37,26 @@ INITS = ("noise", "real")
 
 @dataclass(frozen=True)
 class FrozenSpec:
-    """``method=lgm`` / ``method=sfm`` (validated at start; unknown keys list the valid ones)."""
+    """``method=lgm`` / ``method=sfm`` (validated at start; unknown keys list the valid ones). Every value comes from
+    conf/method/{lgm,sfm}.yaml, the one source of defaults (:mod:`reta.utils.schema`)."""
 
     name: str
-    synthesize: dict = field(default_factory=dict)  # the plug-in target (reta.synthesis.frozen.family.synthesize)
-    scale: str = "cpu"
-    eval_protocol: str = "linear_probe"
-    loss: str = "sfm"  # sfm | lgm
-    variant: str = "per_class"  # SFM only: global | per_class
-    param: str = "pyramid"  # pyramid | pixel
-    init: str = "noise"  # pixel only: noise | real (the pyramid starts from randn)
-    iterations: int = 1000
-    lr: float = 2e-3
-    extent_every: int = 100  # pyramid: steps between level additions
-    augs_per_batch: int = 10  # LGM only
-    head_std: float = 0.01  # LGM only
-    aug: dict = field(default_factory=dict)  # AugSpec fields
-    log_every: int = 50
-    checkpoint_every: int = 100
-    per_ipc: dict = field(default_factory=dict)
+    synthesize: dict  # the plug-in target (reta.synthesis.frozen.family.synthesize)
+    scale: str
+    eval_protocol: str
+    loss: str  # sfm | lgm
+    variant: str  # SFM only: global | per_class
+    param: str  # pyramid | pixel
+    init: str  # pixel only: noise | real (the pyramid starts from randn)
+    iterations: int
+    lr: float
+    extent_every: int  # pyramid: steps between level additions
+    augs_per_batch: int  # LGM only
+    head_std: float  # LGM only
+    aug: AugSpec
+    log_every: int
+    checkpoint_every: int
+    per_ipc: dict
 
     def __post_init__(self) -> None:
         for key, value, valid in (("loss", self.loss, LOSSES), ("variant", self.variant, SFM_VARIANTS),
@@ -63,13 +65,12 @@ class FrozenSpec:
                 raise RetaError(f"method {self.name}: {key}={value!r} unknown; valid: {', '.join(valid)}")
         if self.iterations <= 0 or self.lr <= 0 or self.augs_per_batch <= 0:
             raise RetaError(f"method {self.name}: iterations, lr and augs_per_batch must be > 0")
-        check_keys(AugSpec, self.aug, f"method {self.name}.aug")
 
 
 def spec_for(method_cfg, ipc: int) -> FrozenSpec:
     """``cfg.method`` with its per-IPC block merged, keys and types checked (one line on a bad key or value)."""
     values, _ = per_ipc_override(dict(plain(method_cfg) or {}), ipc)
-    return dataclass_from(FrozenSpec, values, "method")
+    return parse(FrozenSpec, {**values, "per_ipc": {}}, "method")  # the run's block is merged in already
 
 
 def fingerprint(cfg, spec: FrozenSpec, backbone_key: str) -> str:

@@ -68,6 +68,9 @@ IPC1_WARNING = "PTA: IPC 1 gives one-point synthetic clouds without edges (no to
 class TopologyAlignment(L.Callback):
     """PTA callback (see module docstring). All topology keys are those of :class:`reta.topology.TopologyLoss`."""
 
+    #: the dataclass whose fields are the ``**topology`` keyword arguments (and hold their defaults)
+    topology_schema = TopologyConfig
+
     def __init__(
         self,
         enabled: bool = True,
@@ -78,8 +81,8 @@ class TopologyAlignment(L.Callback):
         feature_teacher: int = 0,
         seed: int | None = None,
         name: str = "topo",
-        features: str = "separate",
-        targets: str = "refresh",
+        features: str = "step",
+        targets: str = "once",
         **topology,
     ) -> None:
         """The callback's own keys above; ``topology`` = the fields of :class:`reta.topology.loss.TopologyConfig`
