@@ -55,6 +55,9 @@ def check_method(cfg: DictConfig):
     """The method's synthesis function, after its family checked ``cfg.method`` (keys, types, ranges, the per-IPC
     block) — no data or teacher is loaded."""
     fn = synthesis_function(cfg.method)
+    if not isinstance(cfg.method.get("requires_teacher"), bool):
+        raise RetaError("method.requires_teacher: missing; a method config declares whether the pipeline squeezes "
+                        "the run's teacher first (true | false)")
     check = getattr(getattr(fn, "func", fn), "check_config", None)
     if check is not None:
         check(cfg)

@@ -16,7 +16,7 @@ from reta import distill, evaluate, squeeze
 from reta.synthesis.distributed import ShardInfo, init_distributed
 from reta.training.common import configure_data, set_threads
 from reta.training.teacher_cache import teacher_cfg
-from reta.utils.config import method_family, output_dir, planned_output_dir
+from reta.utils.config import output_dir, planned_output_dir
 from reta.utils.io import atomic_write_json
 from reta.utils.markdown import md_table
 
@@ -72,10 +72,10 @@ def _run(cfg: DictConfig, shard: ShardInfo) -> dict:
     configure_data(cfg)
     out = output_dir(cfg)
     tcfg = teacher_cfg(cfg)
-    frozen = method_family(cfg.method) == "frozen"
-    if frozen:  # LGM/SFM need no teacher; their frozen backbone is built by distill
-        teacher = {"name": f"backbone {cfg.backbone.name} (full-data probe)", "test_acc": None}
-    else:
+    # declared capabilities: the method synthesises with the teacher (or reports it), the protocol labels with it
+    uses_teacher = bool(cfg.method.requires_teacher) or bool(cfg.protocol.get("requires_teacher", False))
+    teacher = None  # without one (LGM/SFM: a frozen backbone), the evaluator's reference is the results' first row
+    if uses_teacher:
         with shard.main_first("training the teacher"):
             teacher = squeeze.run(tcfg)
     dist = distill.run(cfg)
@@ -84,8 +84,9 @@ def _run(cfg: DictConfig, shard: ShardInfo) -> dict:
     # evaluate's `seed` is the teacher's (students use `seeds`)
     metrics = evaluate.run(OmegaConf.merge(cfg, {"distilled": dist["distilled"], "ipc": dist["ipc"],
                                                  "seed": int(tcfg.seed)}))
-    if frozen:
-        teacher["test_acc"] = metrics["teacher"]["test_acc"]
+    if teacher is None:
+        ref = metrics["teacher"]
+        teacher = {"name": ref.get("label") or ref.get("name"), "test_acc": ref.get("test_acc")}
     rows = results_rows(teacher, dist, metrics)
     table = format_table(rows, metrics)
     (out / "results.md").write_text(table + "\n")

@@ -58,7 +58,9 @@ def violation(src: str, dst: str) -> str | None:
         return "data/models/topology/utils import only each other"
     if within(src, "reta.reporting") and within(dst, "reta.synthesis", "reta.training"):
         return "reporting reads results; it imports no synthesis and no training"
-    if within(src, "reta.training") and within(dst, "reta.synthesis"):
+    if within(src, "reta.evaluation") and within(dst, "reta.synthesis", "reta.reporting"):
+        return "evaluation (protocol evaluators) reads distilled sets; it imports no synthesis and no reporting"
+    if within(src, "reta.training") and within(dst, "reta.synthesis", "reta.evaluation"):
         return "training (teachers, students, probes) does not import synthesis"
     # reta.report draws RETA's topology diagnostics (reta.synthesis.reta.diagnostics): the one stage that reads a wing
     if within(src, *(STAGES - {"reta.report"})) and within(dst, *(f"reta.synthesis.{w}" for w in WINGS)):
@@ -97,3 +99,6 @@ def test_the_rules_catch_a_backward_import():
     assert violation("reta.distill", "reta.synthesis.bn.sharding")
     assert violation("reta.synthesis.runtime", "reta.synthesis.bn.init")
     assert violation("reta.pipeline", "reta.synthesis.distributed") is None
+    assert violation("reta.evaluation.students", "reta.synthesis.bn.module")
+    assert violation("reta.training.student", "reta.evaluation.sets")
+    assert violation("reta.evaluate", "reta.evaluation.students") is None

@@ -36,8 +36,9 @@ from reta.training.soft_labels import (
     sample_view,
     view_generator,
 )
+from reta.utils.schema import parse
 
-PROTOCOLS = ("kd", "hard")
+LABELS = ("teacher", "hard")
 SOFT_LABELS = ("online", "stored")
 
 
@@ -46,6 +47,7 @@ class Protocol:
     """Everything that defines how a student is trained (the ``protocol`` config group)."""
 
     name: str
+    labels: str  # teacher (KD on the teacher's soft labels) | hard (cross-entropy on the set's labels)
     optimizer: str
     lr: float
     momentum: float
@@ -67,19 +69,14 @@ class Protocol:
 
     @classmethod
     def from_cfg(cls, cfg: Mapping) -> Protocol:
-        fields = cls.__dataclass_fields__
-        unknown = sorted(set(cfg) - set(fields))
-        missing = sorted(set(fields) - set(cfg))
-        if unknown or missing:
-            raise RetaError(f"protocol config: unknown keys {unknown}, missing keys {missing}")
-        p = cls(**{k: cfg[k] for k in fields})
-        if p.name not in PROTOCOLS:
-            raise RetaError(f"unknown protocol {p.name!r}; valid: {', '.join(PROTOCOLS)}")
+        p = parse(cls, cfg, "protocol")
+        if p.labels not in LABELS:
+            raise RetaError(f"protocol.labels={p.labels!r} unknown; valid: {', '.join(LABELS)}")
         if p.epochs <= 0 or p.batch_size <= 0:
             raise RetaError(f"protocol {p.name}: epochs and batch_size must be > 0")
         if p.teacher_mode not in ("eval", "train"):
             raise RetaError(f"protocol teacher_mode must be eval or train, got {p.teacher_mode!r}")
-        if p.soft_labels not in SOFT_LABELS or (p.soft_labels == "stored" and (p.name != "kd" or p.dsa)):
+        if p.soft_labels not in SOFT_LABELS or (p.soft_labels == "stored" and (p.labels != "teacher" or p.dsa)):
             raise RetaError(
                 f"protocol soft_labels must be online or stored (stored: kd without DSA), got {p.soft_labels!r}"
             )
@@ -112,8 +109,8 @@ class StudentModule(L.LightningModule):
     ) -> None:
         super().__init__()
         self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
-        if protocol.name == "kd" and teacher is None:
-            raise RetaError("protocol kd needs a teacher")
+        if protocol.labels == "teacher" and teacher is None:
+            raise RetaError(f"protocol {protocol.name} (labels: teacher) needs a teacher")
         self.model = model
         self.p = protocol
         self.mean, self.std = list(mean), list(std)
@@ -149,12 +146,12 @@ class StudentModule(L.LightningModule):
             x, y = batch
             x = self._view(x)
             t_logits = None
-            if self.p.name == "kd":
+            if self.p.labels == "teacher":
                 self.labeller.train(self.p.teacher_mode == "train")  # fit() puts every submodule in train mode
                 with torch.no_grad():
                     t_logits = self.labeller(x)
         logits = self.model(x)
-        if self.p.name == "kd":
+        if self.p.labels == "teacher":
             loss = kd_loss(logits, t_logits.to(logits), self.p.temperature)
         else:
             loss = F.cross_entropy(logits, y)

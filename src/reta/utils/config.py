@@ -116,10 +116,3 @@ def _warn_shadowed_overrides(block: dict, ipc: int, where: str) -> None:
             _WARNED.add(message)
             log.warning(message)
 
-
-def method_family(method: Any) -> str | None:
-    """The synthesis wing of a method config: ``bn`` for ``synthesize._target_: reta.synthesis.bn.family.…``,
-    ``dm``, ``frozen``, …; None when it has no ``synthesize`` target (the random subset has one too)."""
-    target = ((method.get("synthesize") or {}).get("_target_") or "") if isinstance(method, DictConfig) else ""
-    parts = str(target).split(".")
-    return parts[parts.index("synthesis") + 1] if "synthesis" in parts[:-1] else None

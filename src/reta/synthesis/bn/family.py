@@ -87,6 +87,8 @@ class BNMethodConfig:
     name: str
     synthesize: dict
     scale: str
+    requires_teacher: bool  # capabilities: read by the pipeline and the evaluate stage
+    eval_protocol: str | None
     teachers: list | None
     r_bn: Any
     first_bn_multiplier: float
@@ -106,6 +108,7 @@ class BNMethodConfig:
     losses: list | None  # [{_target_: …}, …]; None = CE(ce_weight) + BN matching
     per_ipc: dict
     saturation_limit: float  # divergence guard: stop when a step leaves this fraction of pixels at 0 or 1
+    smoke: dict  # the debug=smoke shrink (reta.utils.debug)
 
     @classmethod
     def from_cfg(cls, method: Any, ipc: int | None = None) -> BNMethodConfig:

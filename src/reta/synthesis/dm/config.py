@@ -60,7 +60,8 @@ class DistributionSpec:
     name: str
     synthesize: dict  # the plug-in target (reta.synthesis.dm.family.synthesize)
     scale: str  # label only
-    eval_protocol: str  # the protocol these sets are meant for; reta-evaluate warns on a mismatch
+    requires_teacher: bool  # capabilities: read by the pipeline and the evaluate stage
+    eval_protocol: str | None  # the protocol these sets are meant for; reta-evaluate warns on a mismatch
     variant: str
     iterations: int
     lr: float
@@ -75,6 +76,7 @@ class DistributionSpec:
     iid: IIDSpec
     log_every: int
     checkpoint_every: int  # 0 = never
+    smoke: dict  # the debug=smoke shrink (reta.utils.debug)
 
     @classmethod
     def from_cfg(cls, method_cfg: Any, ipc: int) -> DistributionSpec:

@@ -43,7 +43,8 @@ class FrozenSpec:
     name: str
     synthesize: dict  # the plug-in target (reta.synthesis.frozen.family.synthesize)
     scale: str
-    eval_protocol: str
+    requires_teacher: bool  # capabilities: read by the pipeline and the evaluate stage
+    eval_protocol: str | None
     loss: str  # sfm | lgm
     variant: str  # SFM only: global | per_class
     param: str  # pyramid | pixel
@@ -57,6 +58,7 @@ class FrozenSpec:
     log_every: int
     checkpoint_every: int
     per_ipc: dict
+    smoke: dict  # the debug=smoke shrink (reta.utils.debug)
 
     def __post_init__(self) -> None:
         for key, value, valid in (("loss", self.loss, LOSSES), ("variant", self.variant, SFM_VARIANTS),
