@@ -17,10 +17,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from hydra.utils import instantiate
-
-from reta.errors import RetaError
 from reta.utils.config import plain
+from reta.utils.plugins import plugin_function
 
 #: keys of a protocol config that declare how it plugs in (read by the stage), not settings of the protocol itself
 CAPABILITY_KEYS = ("evaluator", "requires_teacher")
@@ -35,14 +33,5 @@ def evaluator_function(protocol_cfg: Any) -> Callable:
     """``protocol.evaluator`` (``{_target_: dotted.path, _partial_: true}``) → the evaluator; a missing or unloadable
     target → one-line :class:`RetaError`."""
     spec = (plain(protocol_cfg) or {}).get("evaluator") if protocol_cfg is not None else None
-    target = spec.get("_target_") if isinstance(spec, dict) else None
-    if not target:
-        raise RetaError("protocol.evaluator._target_ must name an evaluator fn(cfg, inputs) -> metrics "
-                        "(e.g. reta.evaluation.students.evaluate)")
-    try:
-        fn = instantiate(spec)
-    except Exception as err:  # noqa: BLE001 - hydra wraps import errors in its own types
-        raise RetaError(f"protocol.evaluator: cannot load {target!r} ({str(err).splitlines()[0]})") from None
-    if not callable(fn):
-        raise RetaError(f"protocol.evaluator: {target!r} is not callable (set _partial_: true for a function)")
-    return fn
+    return plugin_function(spec, "protocol.evaluator",
+                           "fn(cfg, inputs) -> metrics (e.g. reta.evaluation.students.evaluate)")
