@@ -39,7 +39,7 @@ def prepare(out: Path, classes_in: int = 4, classes_cifar: int = 10) -> None:
 
 
 def commands(size: int, classes_in: int = 4, classes_cifar: int = 10) -> list[tuple[str, list[str]]]:
-    sizes = [f"+debug.method.bn.stages.sizes={size}"] if size else []
+    sizes = [f"++method.smoke.stages.sizes={size}"] if size else []  # the BN methods' smoke block
     exe = str(Path(sys.executable).parent / "reta-run")
     imagenet = [exe, "-m", "+experiment=table1_paper", "dataset=imagenet1k", "dataset.root=data/imagenet",
                 f"dataset.num_classes={classes_in}", f"dataset.image_size={size or 224}",

@@ -49,7 +49,7 @@ def test_smoke_cell_runs_end_to_end(tmp_path):
     proc = run_cli("reta-run", [
         "+experiment=table1_paper", "dataset=imagenet1k", f"dataset.root={root}", "dataset.num_classes=3",
         "dataset.image_size=32", f"teacher.pretrained_dir={tmp_path / 'weights'}", "method=sre2l", "ipc=1",
-        "debug=smoke", "+method.smoke.stages.sizes=32", "trainer=cpu", "logger=none", "num_threads=1",
+        "debug=smoke", "++method.smoke.stages.sizes=32", "trainer=cpu", "logger=none", "num_threads=1",
         f"paths.output_dir={out}", f"paths.cache_dir={tmp_path / 'cache'}",
     ], cwd=tmp_path, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
