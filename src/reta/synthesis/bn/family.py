@@ -291,7 +291,7 @@ def build_synthesis(cfg, ctx: DistillContext) -> tuple[SynthesisModule, list, BN
         train_set=ctx.train, fingerprint=fingerprint(cfg, m, teachers), log_every=m.log_every,
         shard=(shard.rank, shard.world), saturation_limit=float(m.saturation_limit),
     )
-    if cfg.paths.get("cache_dir"):  # RETA's feature pool (reta.synthesis.reta.pool) caches its features here
+    if cfg.paths.get("cache_dir"):  # where callbacks and anchor providers cache teacher features of the real pool
         module.feature_pool_cache = Path(cfg.paths.cache_dir) / "feature_pools"
     callbacks: list = []
     media = (plain(cfg.logger) or {}).get("stage_images")
