@@ -8,7 +8,6 @@ training time), written atomically so an interrupted squeeze leaves no entry beh
 
 from __future__ import annotations
 
-import hashlib
 import json
 import time
 from collections.abc import Mapping
@@ -26,6 +25,7 @@ from reta.data.loading import train_loader_kwargs
 from reta.errors import CheckpointError, load_failure
 from reta.models import build_model
 from reta.training.common import lr_lambda, make_optimizer, test_accuracy
+from reta.utils.config import config_digest
 from reta.utils.io import atomic_directory
 
 
@@ -89,8 +89,7 @@ def cache_key(dataset_cfg: Mapping, model_cfg: Mapping, recipe: Recipe, seed: in
         "recipe": recipe.__dict__,
         "seed": int(seed),
     }
-    blob = json.dumps(payload, sort_keys=True, default=str).encode()
-    return hashlib.sha256(blob).hexdigest()[:12]
+    return config_digest(payload)
 
 
 def train_loader(dataset: ImageDataset, batch_size: int, seed: int, num_workers: int | None = None) -> DataLoader:

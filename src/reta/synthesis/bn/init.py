@@ -21,8 +21,6 @@ pool (a diversity lever, docs/methods.md §10) [recon].
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -37,6 +35,7 @@ from reta.data.augment import normalize, rrc_boxes
 from reta.data.registry import class_index
 from reta.errors import RetaError
 from reta.synthesis.runtime import resample
+from reta.utils.config import config_digest
 from reta.utils.io import atomic_torch_save
 
 log = logging.getLogger(__name__)
@@ -118,10 +117,9 @@ def build_patch_pool(
 
 
 def pool_key(dataset_name: str, teacher_id: str, size: int, mipc: int, num_crop: int, seed: int, crop_scale) -> str:
-    blob = json.dumps(
+    return config_digest(
         [POOL_FORMAT, dataset_name, teacher_id, size, mipc, num_crop, seed, [float(v) for v in crop_scale]]
-    ).encode()
-    return hashlib.sha256(blob).hexdigest()[:12]
+    )
 
 
 def cached_patch_pool(cache_dir: str | Path | None, dataset_name: str, teacher_id: str, **kwargs) -> PatchPool:
