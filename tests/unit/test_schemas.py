@@ -18,6 +18,7 @@ from reta.synthesis.bn.family import BNMethodConfig
 from reta.synthesis.dm.config import DistributionSpec
 from reta.synthesis.frozen.family import FrozenSpec
 from reta.training.probe import ProbeSpec
+from reta.training.student import Protocol
 from reta.training.teacher import Recipe
 from reta.utils.schema import nested_schema, parse
 
@@ -39,8 +40,8 @@ def _all_fields(cls: type, prefix: str = "") -> list[tuple[str, dataclasses.Fiel
     return out
 
 
-@pytest.mark.parametrize("schema", [BNMethodConfig, DistributionSpec, FrozenSpec])
-def test_method_schemas_have_no_defaults(schema):
+@pytest.mark.parametrize("schema", [BNMethodConfig, DistributionSpec, FrozenSpec, Recipe, Protocol])
+def test_method_recipe_and_student_protocol_schemas_have_no_defaults(schema):
     with_default = [name for name, f in _all_fields(schema)
                     if f.default is not dataclasses.MISSING or f.default_factory is not dataclasses.MISSING]
     assert with_default == [], f"{schema.__name__}: defaults belong in the YAML, not the schema: {with_default}"

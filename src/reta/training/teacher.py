@@ -31,18 +31,19 @@ from reta.utils.io import atomic_directory
 
 @dataclass(frozen=True)
 class Recipe:
-    """A teacher training recipe (docs/methods.md §2); every field is part of the cache key."""
+    """A teacher training recipe (docs/methods.md §2); every field is part of the cache key. The values live in
+    ``conf/recipe/*.yaml`` only (:mod:`reta.utils.schema`)."""
 
-    optimizer: str = "sgd"
-    lr: float = 0.01
-    momentum: float = 0.9
-    weight_decay: float = 5e-4
-    batch_size: int = 256
-    epochs: int = 20
-    schedule: str = "cosine"
-    crop_pad: int = 2
-    rrc_scale_min: float = 0.0  # > 0: RandomResizedCrop(scale=(min, 1)) instead of padded crop
-    flip: bool = True
+    optimizer: str
+    lr: float
+    momentum: float
+    weight_decay: float
+    batch_size: int
+    epochs: int
+    schedule: str
+    crop_pad: int
+    rrc_scale_min: float  # > 0: RandomResizedCrop(scale=(min, 1)) instead of padded crop
+    flip: bool
 
 
 class TeacherModule(L.LightningModule):

@@ -2,7 +2,7 @@
 
 A schema is a dataclass whose type hints say what each key holds; nested dataclass fields are parsed recursively from
 those hints (``OmegaConf.structured``), so no module lists the nested types by name. The values come from the YAML
-(the one source of defaults: a method schema has no defaults of its own, and ``tests/unit/test_schemas.py`` checks
+(the one source of defaults: method, recipe and student-protocol schemas have no defaults of their own, and ``tests/unit/test_schemas.py`` checks
 that every shipped config sets every field of its schema). Every failure is one :class:`~reta.errors.RetaError`
 line in one format, ``<where>.<key>: <message>``:
 
