@@ -1,10 +1,10 @@
 """The one config parser: a config mapping → a dataclass instance, nested dataclass fields included.
 
 A schema is a dataclass whose type hints say what each key holds; nested dataclass fields are parsed recursively from
-those hints (``OmegaConf.structured``), so no module lists the nested types by name. The values come from the YAML
-(the one source of defaults: method, recipe and student-protocol schemas have no defaults of their own, and ``tests/unit/test_schemas.py`` checks
-that every shipped config sets every field of its schema). Every failure is one :class:`~reta.errors.RetaError`
-line in one format, ``<where>.<key>: <message>``:
+those hints (``OmegaConf.structured``), so no module lists the nested types by name. The values come from the YAML,
+the one source of defaults: method, recipe and student-protocol schemas have no defaults of their own, and
+``tests/unit/test_schemas.py`` checks that every shipped config sets every field of its schema. Every failure is one
+:class:`~reta.errors.RetaError` line in one format, ``<where>.<key>: <message>``:
 
 * an unknown key (with the valid keys),
 * a value of the wrong type (``method.queue.lr: Value 'abc' of type 'str' could not be converted to Float``),
