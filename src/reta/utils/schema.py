@@ -8,8 +8,8 @@ the one source of defaults: method, recipe and student-protocol schemas have no 
 
 * an unknown key (with the valid keys),
 * a value of the wrong type (``method.queue.lr: Value 'abc' of type 'str' could not be converted to Float``),
-* a field the config does not set (``method.lr: missing``; a schema field with a Python default — the training
-  specs that tests and library callers build directly — is filled from it, but every shipped config sets it),
+* a field the config does not set (``method.lr: missing``; a field with a Python default — the backbone, SSL and
+  golden-probe specs, whose config maps are part of cached backbones' keys — is filled from it),
 * a check of the dataclass's ``__post_init__`` (raised as is).
 """
 
