@@ -30,6 +30,9 @@ def preflight(cfg: DictConfig, out: Path) -> None:
     if not list(cfg.get("seeds") or []):
         raise RetaError("seeds must be a non-empty list, e.g. seeds=[0,1,2]")
     evaluator_function(cfg.protocol)
+    if not isinstance(cfg.protocol.get("requires_teacher"), bool):
+        raise RetaError("protocol.requires_teacher: missing; a protocol config declares whether it needs the run's "
+                        "teacher (true | false)")
     if cfg.get("distilled") and not Path(str(cfg.distilled)).is_dir():
         raise RetaError(f"distilled set not found: {cfg.distilled} is not a directory")
     check_writable_dir(out)

@@ -73,7 +73,7 @@ def _run(cfg: DictConfig, shard: ShardInfo) -> dict:
     out = output_dir(cfg)
     tcfg = teacher_cfg(cfg)
     # declared capabilities: the method synthesises with the teacher (or reports it), the protocol labels with it
-    uses_teacher = bool(cfg.method.requires_teacher) or bool(cfg.protocol.get("requires_teacher", False))
+    uses_teacher = bool(cfg.method.requires_teacher) or bool(cfg.protocol.requires_teacher)
     teacher = None  # without one (LGM/SFM: a frozen backbone), the evaluator's reference is the results' first row
     if uses_teacher:
         with shard.main_first("training the teacher"):

@@ -56,6 +56,9 @@ def test_a_protocol_plugs_in_as_a_target_evaluator(tiny):
     bad = compose_cfg("evaluate", [*with_out(ov, tmp / "bad"), "protocol.evaluator._target_=nowhere.evaluate"])
     with pytest.raises(RetaError, match=r"^protocol\.evaluator: cannot load 'nowhere\.evaluate'"):
         evaluate.run(bad)
+    bad = compose_cfg("evaluate", [*with_out(ov, tmp / "bad"), "~protocol.requires_teacher"])
+    with pytest.raises(RetaError, match=r"^protocol\.requires_teacher: missing"):
+        evaluate.run(bad)
 
 
 @pytest.mark.parametrize("method", METHODS)
