@@ -1,4 +1,4 @@
-"""debug=smoke shrinks every stage of a paper-scale config (applied after method/paper/* and +experiment), and one
+"""debug=smoke shrinks every stage of a paper-scale config (applied after method/per_dataset/* and +experiment), and one
 cell of the paper-grid smoke (``make smoke-paper``) runs end to end: generated ImageNet-layout JPEGs, the
 ``table1_paper`` ImageNet-1K setting with its pretrained teacher from a local weight file, SRe2L, KD students."""
 
