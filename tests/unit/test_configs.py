@@ -76,7 +76,7 @@ def test_experiment_configs_compose_with_reta_run(experiment):
 @pytest.mark.parametrize("primary", ["squeeze", "distill", "evaluate", "pipeline"])
 def test_debug_fast_reaches_every_stage(primary):
     """The debug group is composed last in every primary config, so debug=fast overrides the stage's own keys
-    (issue 13, defect 4: it used to be composed inside squeeze, before evaluate's seeds/protocol)."""
+    (not inside squeeze, where it would come before evaluate's seeds/protocol)."""
     fast = OmegaConf.load(Path(CONF_DIR) / "debug" / "fast.yaml")
     cfg = compose_cfg(primary, [*BASE, "debug=fast"])
     assert cfg.progress_bar is False and cfg.recipe.epochs == fast.recipe.epochs
@@ -107,7 +107,7 @@ def test_cli_cfg_job_shows_debug_fast(script, monkeypatch, capsys, tmp_path):
 
 
 def test_reta_on_fashion_mnist_uses_the_fadrm_anchor_at_every_ipc():
-    """Issue 15: DRC's retrieved anchors lost to (IPC 1, 50) or did not beat (IPC 10) the slot's own patch on the
+    """DRC's retrieved anchors lost to (IPC 1, 50) or did not beat (IPC 10) the slot's own patch on the
     held-out split, so the Fashion-MNIST setting switches DRC off (RETA = FADRM+ + PTA); other datasets keep it."""
     from reta.synthesis.bn.family import BNMethodConfig
 
