@@ -42,6 +42,7 @@ def test_smoke_shrinks_the_dm_paper_configs(method):
     assert cfg.method.get("per_ipc") is None and cfg.protocol.epochs == 1
 
 
+@pytest.mark.slow  # reta-run subprocess, ~45 s
 def test_smoke_cell_runs_end_to_end(tmp_path):
     root = write_imagenet_layout(tmp_path / "imagenet", 3, n_train=4, n_val=2, size=(50, 40), seed=0)
     write_weight_file("resnet18.tv_in1k", 3, tmp_path / "weights" / "resnet18.tv_in1k.pth")
