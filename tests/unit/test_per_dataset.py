@@ -3,11 +3,12 @@ by Hydra (so ``--cfg job`` shows them), and beaten by the command line."""
 
 from __future__ import annotations
 
+import json
 import shutil
 from pathlib import Path
 
 import pytest
-import yaml
+from omegaconf import OmegaConf
 
 from reta.errors import RetaError
 from reta.utils import per_dataset
@@ -64,10 +65,10 @@ def test_no_per_dataset_file_is_a_bare_alias():
     for path in sorted(FOLDER.glob("*.yaml")):
         if path.name.startswith("_"):
             continue
-        values = yaml.safe_load(path.read_text()) or {}
+        values = OmegaConf.to_container(OmegaConf.load(path)) or {}
         assert set(values) - {"defaults"}, f"{path.name} has no settings of its own"
         dataset = next(d for d in datasets if path.stem.endswith(f"_{d}"))
-        key = (dataset, yaml.safe_dump(values, sort_keys=True))
+        key = (dataset, json.dumps(values, sort_keys=True))
         assert key not in bodies, f"{path.name} repeats {bodies.get(key)}"
         bodies[key] = path.name
 
