@@ -23,8 +23,7 @@ import sys
 import time
 from pathlib import Path
 
-from reta.data.synthetic import write_cifar100_layout, write_imagenet_layout
-from reta.models.build import write_weight_file
+from fake_data import write_cifar100_layout, write_imagenet_layout, write_weight_file
 
 IMAGENET_TEACHERS = ("resnet18.tv_in1k", "densenet121.tv_in1k", "mobilenetv2_100.ra_in1k")
 COMMON = ["ipc=1", "debug=smoke", "trainer=cpu", "paths.root_dir=.", "paths.cache_dir=cache", "num_threads=1",

@@ -4,9 +4,9 @@
 # subset (a new subset per seed, identical protocol) once per IPC and protocol. Idempotent: finished cells are
 # skipped, interrupted distillations resumed (resume=true; without checkpoints it starts afresh). Ends with
 # reta-report over OUT (side by side when PROTOCOLS names two or more).
-#   Table 1 / issue 3:  nice bash experiments/run_grid.sh outputs/bn_family_fmnist
-#   Table 3 / issue 4:  RANDOM_BASELINE=0 IPCS="10 50" METHODS="fadrm fadrm_drc fadrm_pta reta" nice bash experiments/run_grid.sh outputs/table3
-#   Table 1, KD and hard-label students of the same sets (issue 15):
+#   BN family (Table 1): nice bash experiments/run_grid.sh outputs/bn_family_fmnist
+#   Table 3:            RANDOM_BASELINE=0 IPCS="10 50" METHODS="fadrm fadrm_drc fadrm_pta reta" nice bash experiments/run_grid.sh outputs/table3
+#   Table 1, KD and hard-label students of the same sets:
 #                       PROTOCOLS="kd hard" METHODS="fadrm_plus reta" nice bash experiments/run_grid.sh outputs/table1_grid
 # Variables: IPCS (default "1 10 50"), SEEDS (distillation = student seeds of the methods, default "0 1 2"; the
 # random rows always use seeds 0 1 2), METHODS (default "sre2l fadrm fadrm_plus reta"; "" = random rows only),

@@ -1,4 +1,4 @@
-"""Issue 13: the defects found by probing reta as a hostile new user, one reproduction each (tiny IDX fixture, small
+"""The defects found by probing reta as a hostile new user, one reproduction each (tiny IDX fixture, small
 budgets). The table in docs/reliability.md names these tests."""
 
 from __future__ import annotations

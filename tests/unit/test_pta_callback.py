@@ -242,7 +242,7 @@ def test_every_applies_the_term_on_every_nth_job_step_only():
 
 def test_pta_defaults_have_one_source():
     """The topology keys' defaults live in TopologyConfig; method/reta.yaml shows the same values (the Fashion-MNIST
-    λ_topo lives in method/paper/reta_fashion_mnist.yaml), and the callback rejects a misspelt key."""
+    λ_topo lives in method/per_dataset/reta_fashion_mnist.yaml), and the callback rejects a misspelt key."""
     import dataclasses
 
     from omegaconf import OmegaConf

@@ -143,14 +143,6 @@ def check_native_size(spec: DatasetSpec, channels: int, size: int) -> None:
         )
 
 
-def pil_to_float(img: Any) -> torch.Tensor:
-    """PIL image → float32 ``[C, H, W]`` in [0, 1]."""
-    arr = np.asarray(img, dtype=np.uint8)
-    if arr.ndim == 2:
-        arr = arr[:, :, None]
-    return torch.from_numpy(arr.copy()).permute(2, 0, 1).float().div_(255.0)
-
-
 class FileImageDataset(ImageDataset):
     """A lazily decoded image dataset: one file per sample, decoded with PIL on ``load`` (``gather`` decodes on the
     thread pool of :mod:`reta.data.loading`), or read from the decode-once cache once it is attached.

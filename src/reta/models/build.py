@@ -106,14 +106,3 @@ def features(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
 def num_features(model: nn.Module) -> int:
     """Dimension of :func:`features` for ``model``."""
     return int(model.num_features)
-
-
-def write_weight_file(name: str, num_classes: int, path: str | Path, in_chans: int = 3, seed: int = 0) -> Path:
-    """Save the state dict of a freshly initialised ``name`` (seeded) to ``path``: a stand-in for a downloaded
-    weight file where no network is available (the paper-grid smoke run, tests)."""
-    torch.manual_seed(int(seed))
-    model = timm.create_model(name, pretrained=False, num_classes=num_classes, in_chans=in_chans)
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    torch.save(model.state_dict(), path)
-    return path

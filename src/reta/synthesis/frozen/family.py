@@ -86,8 +86,7 @@ def build_images(spec: FrozenSpec, ds: dict, ipc: int, train, seed: int) -> torc
     if spec.param == "pyramid":
         return PyramidImages(C * ipc, c, s, g)
     if spec.init == "real":
-        pixels = train.gather(sample_per_class(train.targets, C, ipc, int(seed)))
-        pixels = pixels.float() / 255.0 if pixels.dtype == torch.uint8 else pixels
+        pixels = train.gather(sample_per_class(train.targets, C, ipc, int(seed)))  # float32 in [0, 1]
     else:
         pixels = (torch.randn(C * ipc, c, s, s, generator=g) * 0.2 + 0.5).clamp(0, 1)
     return PixelImages(pixels, C, ipc, ds["mean"], ds["std"])

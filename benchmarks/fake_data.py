@@ -1,9 +1,12 @@
-"""Generated datasets in the real on-disk layouts, for the paper-grid smoke run and the loading benchmark.
+"""Generated datasets in the real on-disk layouts and stand-in weight files, for the paper-grid smoke run
+(``make smoke-paper``, its test) and the loading benchmark; not part of the reta package.
 
 * :func:`write_imagenet_layout` — torchvision ImageFolder ``<root>/{train,val}/<wnid>/*.JPEG`` (ImageNet-1K,
   ImageNette/ImageWoof as fast.ai distributes them), images of any ``size``;
 * :func:`write_cifar100_layout` — ``<root>/cifar-100-python/{train,test,meta}``, the python pickle batches of
-  https://www.cs.toronto.edu/~kriz/cifar.html (bytes keys, ``fine_labels``/``coarse_labels``, rows of 3072 bytes).
+  https://www.cs.toronto.edu/~kriz/cifar.html (bytes keys, ``fine_labels``/``coarse_labels``, rows of 3072 bytes);
+* :func:`write_weight_file` — the state dict of a freshly initialised timm model, where a pretrained one would be
+  downloaded.
 
 Pixels are class-structured (class ``c``: a bright horizontal band at height ``c / K`` over a class tint and noise) so
 a network can learn them in one epoch; everything is a function of ``seed``.
@@ -15,6 +18,8 @@ import pickle
 from pathlib import Path
 
 import numpy as np
+import timm
+import torch
 
 
 def class_image(c: int, num_classes: int, height: int, width: int, rng: np.random.Generator) -> np.ndarray:
@@ -76,3 +81,14 @@ def write_cifar100_layout(root: str | Path, num_classes: int, n_train: int, n_te
         b"coarse_label_names": [f"coarse_{k:02d}".encode() for k in range((num_classes + 4) // 5)],
     })
     return Path(root)
+
+
+def write_weight_file(name: str, num_classes: int, path: str | Path, in_chans: int = 3, seed: int = 0) -> Path:
+    """Save the state dict of a freshly initialised timm model ``name`` (seeded) to ``path``: a stand-in for a
+    downloaded weight file where no network is available."""
+    torch.manual_seed(int(seed))
+    model = timm.create_model(name, pretrained=False, num_classes=num_classes, in_chans=in_chans)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.save(model.state_dict(), path)
+    return path
