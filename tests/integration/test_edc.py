@@ -1,4 +1,4 @@
-"""EDC (``method=edc``): the category-aware BN term against its formula, and α = 1 without extras = SRe2L + real init."""
+"""EDC (``method=edc``): the category-aware BN term against its formula; α = 1 without extras = SRe2L + real init."""
 
 from __future__ import annotations
 
