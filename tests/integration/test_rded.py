@@ -119,11 +119,15 @@ def test_reta_distill_rded_writes_the_selected_crops(tiny, factor):
     assert ds.meta["teacher"]["checkpoint_sha256"]  # scored by the squeeze teacher
 
 
-def test_rded_bad_key_is_one_line_and_exit_2(tmp_path):
+@pytest.mark.parametrize("method, bad, says", [
+    ("rded", "+method.facter=2", "facter"),
+    ("edc", "method.losses.1.alpha=1.5", "alpha must be in [0, 1]"),
+    ("cvdd", "+method.losses.0.temprature=3", "temprature"),
+])
+def test_bad_keys_of_the_baselines_are_one_line_and_exit_2(tmp_path, method, bad, says):
     out = tmp_path / "out"
-    proc = run_cli("reta-distill", ["method=rded", "+method.facter=2", f"paths.output_dir={out}", "logger=none"],
-                   tmp_path)
+    proc = run_cli("reta-distill", [f"method={method}", bad, f"paths.output_dir={out}", "logger=none"], tmp_path)
     assert proc.returncode == 2, proc.stderr[-2000:]
     lines = error_lines(proc)
-    assert len(lines) == 1 and "facter" in lines[0] and "valid:" in lines[0]
-    assert not (out / "distilled").exists()
+    assert len(lines) == 1 and says in lines[0], proc.stderr[-2000:]
+    assert not (out / "distilled").exists() and not (out / "checkpoints").exists()

@@ -386,6 +386,7 @@ def synthesize(cfg, ctx: DistillContext) -> SynthesisResult:
                      **(module.init.describe() if hasattr(module.init, "describe") else {})},
             "residual": residual.describe() if residual is not None else None,
             "seconds_per_job": [round(s, 3) for s in module.job_seconds],
+            "loss_terms": {t.name: t.describe() for t in module.losses if hasattr(t, "describe")},
             "effective_method": {k: v for k, v in dataclasses.asdict(m).items() if k != "per_ipc"},
         },
     }
