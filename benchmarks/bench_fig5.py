@@ -2,9 +2,10 @@
 
 Every method runs through its real entry point (``method.synthesize`` of its config, as ``reta-distill`` calls it) on
 Fashion-MNIST-shaped data (1×28×28, 10 classes, ``--mipc`` random images per class) with randomly initialised
-teachers of the configured architectures (cost does not depend on the weights; the pieces are shared with
-``bench_reta.py``). Each run starts cold: no patch-pool or feature-pool cache, so RDED's and FADRM's crop scoring and
-RETA's feature pool are part of the cost, as in a first run. Methods are interleaved (order reversed every other
+teachers of the configured architectures whose BN running statistics are measured on the data (cost does not
+depend on the weights; the pieces are shared with ``bench_reta.py``). Each run starts cold: no patch-pool or
+feature-pool cache, so RDED's and FADRM's crop scoring and RETA's feature pool are part of the cost, as in a first
+run. Methods are interleaved (order reversed every other
 repeat) and repeated; medians are reported with the median paired ratio to FADRM+ per repeat. ``fadrm_plus(again)``
 is FADRM+ a second time (an A/A control: its ratio's distance from 1 is the noise of the measurement).
 
@@ -35,6 +36,7 @@ from pathlib import Path
 import torch
 from hydra import compose, initialize_config_dir
 
+from reta.data.augment import normalize
 from reta.synthesis.registry import DistillContext, synthesis_function
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -85,6 +87,26 @@ class PeakRSS:
         self.peak = max(self.peak, self._rss() - self.base)
 
 
+def calibrated_loader(cfg, train, num_classes: int = 10):
+    """``bench_reta``'s random teachers with BN running statistics measured on 500 training images (cumulative
+    average), so that BN matching pulls towards the data as with a trained teacher instead of saturating the pixels."""
+    load = random_teacher_loader(cfg, num_classes)
+    x = normalize(train.gather(torch.arange(min(500, len(train.targets)))), cfg.dataset.mean, cfg.dataset.std)
+
+    def calibrated(model_cfg):
+        model, meta = load(model_cfg)
+        bns = [m for m in model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
+        for bn in bns:
+            bn.reset_running_stats()
+            bn.momentum = None
+        model.train()
+        with torch.no_grad():
+            model(x)
+        return model.eval(), meta
+
+    return calibrated
+
+
 def run_one(overrides: list[str], train, tmp: Path, cuda: bool) -> dict:
     """One cold synthesis through the method's entry point; per-image wall s, CPU s and peak bytes."""
     with initialize_config_dir(config_dir=CONF, version_base="1.3"):
@@ -93,7 +115,7 @@ def run_one(overrides: list[str], train, tmp: Path, cuda: bool) -> dict:
                                   "dataset.num_classes=10",
                                   f"dataset.class_names=[{','.join(f'c{c}' for c in range(10))}]"])
     fn = synthesis_function(cfg.method)
-    ctx = DistillContext(train, train, tmp / "out", tmp / "out" / "ckpt", random_teacher_loader(cfg, 10))
+    ctx = DistillContext(train, train, tmp / "out", tmp / "out" / "ckpt", calibrated_loader(cfg, train))
     if cuda:
         torch.cuda.synchronize()
         torch.cuda.reset_peak_memory_stats()
