@@ -9,6 +9,7 @@ from torch import nn
 from reta import distill
 from reta.data.augment import normalize
 from reta.data.distilled import load_distilled
+from reta.errors import RetaError
 from reta.synthesis.bn.category_bn import CategoryAwareBNLoss, class_bn_statistics
 from reta.synthesis.bn.matching import TeacherSlot
 from reta.synthesis.bn.step import SynthesisStep
@@ -142,3 +143,64 @@ def test_edc_with_alpha_1_and_no_extras_is_sre2l_with_real_init_bit_for_bit(tiny
     assert not torch.equal(sre2l.images, edc.images)  # the category-aware term and the EMA change the images
     init = edc.meta["synthesis"]["init"]
     assert init["kind"] == "real" and len(init["train_indices"]) == 20 and len(set(init["train_indices"])) == 20
+
+
+def test_flatness_term_is_the_kl_between_the_ema_and_the_current_view():
+    from reta.synthesis.bn.flatness import FlatnessLoss
+    from reta.synthesis.bn.step import AugmentSpec, synthesis_augment
+
+    model = Toy()
+    slot = TeacherSlot("toy", model, r_bn=1.0)
+    spec = AugmentSpec(True, (0.5, 1.0), True, 1)
+    term = FlatnessLoss(weight=2.0, beta=0.5, temperature=4.0)
+
+    class Module:
+        seed, augment_spec = 3, spec
+
+    term.bind(Module())
+    y = torch.zeros(4, dtype=torch.long)
+    x0 = torch.randn(4, 1, 6, 6)
+    x1 = (x0 + torch.randn(4, 1, 6, 6)).requires_grad_(True)
+    first = term(SynthesisStep(0, 5, 0, 0, 0, 6, 0.1, x0, x0, y, slot, 0, model(x0)))
+    assert float(first) == 0.0  # at the job start the EMA is the batch itself
+    got = term(SynthesisStep(1, 5, 0, 1, 0, 6, 0.1, x1, x1, y, slot, 0, model(x1)))
+    gen = torch.Generator().manual_seed(3 * 1_000_003 + 5 + 7919)
+    synthesis_augment(torch.cat([x0, x0]), 6, spec, gen)  # the draws of step 0
+    ema = 0.5 * x0 + 0.5 * x1.detach()
+    views = synthesis_augment(torch.cat([x1, ema]), 6, spec, gen)
+    p = torch.log_softmax(model(views[4:]) / 4, 1)
+    q = torch.log_softmax(model(views[:4]) / 4, 1)
+    want = 2.0 * (p.exp() * (p - q)).sum(1).mean()
+    torch.testing.assert_close(got, want)
+    got.backward()
+    assert x1.grad.abs().sum() > 0
+    assert float(FlatnessLoss(weight=0.0)(SynthesisStep(0, 0, 0, 0, 0, 6, 0.1, x0, x0, y, slot, 0, model(x0)))) == 0
+
+
+def test_ema_student_is_the_one_tested():
+    import lightning as L
+
+    from reta.models import build_model
+    from reta.training.student import Protocol, StudentModule, student_loader
+
+    cfg = dict(compose_cfg("evaluate", ["protocol=kd"]).protocol)
+    p = Protocol.from_cfg({**cfg, "epochs": 2, "batch_size": 5, "ema_decay": 0.9, "eval_every": 1})
+    torch.manual_seed(0)
+    model = build_model({"name": "convnet_tiny", "kwargs": {}}, 3, 1, 8)
+    teacher = build_model({"name": "convnet_tiny", "kwargs": {}}, 3, 1, 8).eval()
+    images, labels = torch.rand(10, 1, 8, 8), torch.arange(10) % 3
+    from reta.data.base import TensorImageDataset
+    from reta.training.common import test_accuracy
+
+    test = TensorImageDataset(torch.randint(0, 256, (30, 1, 8, 8), dtype=torch.uint8), torch.arange(30) % 3,
+                              ["a", "b", "c"])
+    module = StudentModule(model, p, MEAN, STD, 2, seed=0, test_set=test, teacher=teacher)
+    trainer = L.Trainer(accelerator="cpu", max_epochs=2, logger=False, enable_progress_bar=False,
+                        enable_checkpointing=False, enable_model_summary=False)
+    trainer.fit(module, student_loader(images, labels, 5, 0))
+    assert int(module.ema.n_averaged) == 4  # one update per optimiser step
+    live, avg = dict(model.named_parameters()), dict(module.ema.module.named_parameters())
+    assert any(not torch.equal(live[k], avg[k]) for k in live)  # an average, not the live weights
+    assert module.history[-1][1] == test_accuracy(module.ema.module, test, MEAN, STD)
+    with pytest.raises(RetaError, match="ema_decay"):
+        Protocol.from_cfg({**cfg, "ema_decay": 1.0})
