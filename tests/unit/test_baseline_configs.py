@@ -28,3 +28,18 @@ def test_the_baselines_are_in_the_table_grids(tmp_path, experiment):
     grid = OmegaConf.load(REPO / "src" / "reta" / "conf" / "experiment" / f"{experiment}.yaml")
     methods = set(grid.hydra.sweeper.params.method.split(","))
     assert {"rded", "edc", "cvdd", "fadrm_plus", "reta"} <= methods
+
+
+@pytest.mark.parametrize("method", ["rded", "edc", "cvdd"])
+def test_debug_smoke_shrinks_their_paper_rows(tmp_path, method):
+    from reta.utils.debug import apply_debug
+
+    ov = [f"paths.output_dir={tmp_path}", "+experiment=table1_paper", "dataset=imagenette", f"method={method}"]
+    paper = compose_cfg("pipeline", ov)
+    cfg = apply_debug(compose_cfg("pipeline", [*ov, "debug=smoke"]))
+    if method == "rded":
+        assert (paper.method.mipc, cfg.method.mipc, cfg.method.num_crop) == (300, 8, 2)
+    else:
+        assert list(cfg.method.stages.budgets) == [2] * len(paper.method.stages.budgets)
+        assert paper.method.stages.budgets[0] >= 50 and cfg.method.init.mipc == 4
+    check_method(cfg)
