@@ -111,14 +111,18 @@ class CategoryAwareBNLoss:
         return self.alpha == 1.0 and self.momentum == 0.0
 
     def bind(self, module) -> None:
-        """Measure every teacher's per-class statistics on ``module.train_set`` (skipped when α = 1)."""
+        """Measure every teacher's per-class statistics on ``module.train_set`` (skipped when α = 1), on the GPU
+        when there is one (the teacher goes back to where it was)."""
         if self.alpha == 1.0:
             return
         if module.train_set is None:
             raise RetaError("category-aware BN matching needs the training set")
+        device = "cuda" if torch.cuda.is_available() else "cpu"
         for i, t in enumerate(module.teachers):
-            self.class_stats[i] = class_bn_statistics(t.model, module.train_set, module.num_classes, module.mean,
-                                                      module.std, self.per_class)
+            home = next(t.model.parameters()).device
+            self.class_stats[i] = class_bn_statistics(t.model.to(device), module.train_set, module.num_classes,
+                                                      module.mean, module.std, self.per_class)
+            t.model.to(home)
             log.info("category-aware BN: class statistics of teacher %s measured", t.name)
 
     def _smooth(self, key: int, stats) -> list:

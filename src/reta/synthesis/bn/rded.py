@@ -26,6 +26,7 @@ import torch.nn.functional as F
 from reta.errors import RetaError
 from reta.synthesis.bn.init import cached_patch_pool, teacher_id
 from reta.synthesis.registry import DistillContext, SynthesisResult
+from reta.training.common import eval_device
 from reta.utils.config import dataclass_from, plain
 
 
@@ -70,18 +71,13 @@ def stitch(crops: torch.Tensor, ipc: int, factor: int, size: int) -> torch.Tenso
     return out if factor * cell == size else F.interpolate(out, size=(size, size), mode="nearest")
 
 
-def _device(trainer_cfg: dict) -> str:
-    accel = trainer_cfg.get("accelerator")
-    return "cuda" if accel in ("gpu", "cuda", "auto") and torch.cuda.is_available() else "cpu"
-
-
 def synthesize(cfg, ctx: DistillContext) -> SynthesisResult:
     ds = plain(cfg.dataset)
     size, ipc = int(ds["image_size"]), int(cfg.ipc)
     m = RDEDConfig.from_cfg(cfg.method, size)
     factor = int(m.factor)
     teacher, meta = ctx.load_teacher(None)
-    teacher = teacher.eval().requires_grad_(False).to(_device(plain(cfg.trainer)))
+    teacher = teacher.eval().requires_grad_(False).to(eval_device(plain(cfg.trainer)))
     pool = cached_patch_pool(
         cfg.paths.cache_dir, ds["name"] + (f"-{ctx.train.tag}" if getattr(ctx.train, "tag", None) else ""),
         teacher_id(meta), dataset=ctx.train, teacher=teacher, mean=ds["mean"], std=ds["std"],
