@@ -14,7 +14,7 @@ REPORT := $(BIN)/reta-report
 # by other commands, e.g. KD and hard-label students side by side; each experiment's README says how)
 TABLES ?= outputs/tables
 
-.PHONY: help install fashion-mnist demo test test-slow lint clean table1 table3 fig4 smoke-paper bench-loading
+.PHONY: help install fashion-mnist demo test test-slow lint clean table1 table2 table3 fig4 fig5 smoke-paper bench-loading
 
 help:  ## list the targets
 	@grep -E '^[a-zA-Z0-9_-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
@@ -58,6 +58,9 @@ else
 	$(REPORT) inputs=[multirun/table1_paper] out=$(TABLES)/table1/results_paper published=experiments/table1/published.csv
 endif
 
+table2: install  ## Table 2, cross-architecture: RDED, EDC, CV-DD, FADRM+, RETA at IPC 10 × eval_pool=cross_arch (SCALE=cpu)
+	$(BIN)/reta-run -m +experiment=table2_$(SCALE) $(ARGS)
+
 table3: install  ## Table 3, the DRC/PTA ablation (SCALE=cpu) → outputs/tables/table3/
 	$(BIN)/reta-run -m +experiment=table3_$(SCALE) $(ARGS)
 	$(REPORT) inputs=[multirun/table3_$(SCALE)] out=$(TABLES)/table3/results_$(SCALE)
@@ -71,6 +74,10 @@ fig4: install  ## Figure 4: λ (DRC) and λ_topo (PTA) sweeps with error bars (S
 	$(BIN)/reta-run -m +experiment=fig4_topo_$(SCALE) $(ARGS)
 	$(REPORT) inputs=[multirun/fig4_topo_$(SCALE)$(FIG4_BAND_$(SCALE))] out=$(TABLES)/fig4/topo_$(SCALE) \
 	  plot.x=callbacks.pta.lam_topo "plot.title='RETA: PTA weight λ_topo ($(SCALE) scale, 3 seeds)'"
+
+FIG5_ARGS ?=
+fig5: install  ## Figure 5: synthesis time and peak memory per image of SRe2L, RDED, EDC, CV-DD, FADRM, FADRM+, RETA
+	nice -n 10 $(BIN)/python benchmarks/bench_fig5.py --out experiments/fig5 $(FIG5_ARGS)
 
 # the paper grid at toy budgets on generated data (ImageNet + CIFAR layouts, local weight files): docs/paper_scale.md
 SMOKE_DIR ?= $(shell mktemp -d -t reta-smoke-XXXXXX)/smoke
