@@ -86,11 +86,13 @@ def finish_wandb() -> None:
 
 def one_line_errors(fn: Callable) -> Callable:
     """Run ``fn(cfg)`` (the ``debug`` option's block merged last, :mod:`reta.utils.debug`); a :class:`RetaError`
-    becomes ``error: <message>`` on stderr and exit status 2."""
+    becomes ``error: <message>`` on stderr and exit status 2; SIGTERM during training one line naming ``resume=true``
+    and exit status 143 (:mod:`reta.utils.signals`)."""
 
     @functools.wraps(fn)
     def wrapper(cfg):
         from reta.utils.debug import apply_debug
+        from reta.utils.signals import EXIT_SIGTERM, interrupted_line, is_sigterm
 
         try:
             return fn(apply_debug(cfg))
@@ -98,6 +100,11 @@ def one_line_errors(fn: Callable) -> Callable:
             logging.getLogger("reta").debug("error", exc_info=True)
             print(f"error: {err}", file=sys.stderr)
             sys.exit(2)
+        except SystemExit as exit_:
+            if not is_sigterm(exit_):
+                raise
+            print(f"error: {interrupted_line()}", file=sys.stderr)
+            sys.exit(EXIT_SIGTERM)
         finally:
             finish_wandb()
 
