@@ -1,0 +1,42 @@
+"""Reliability, second probe: hostile inputs caught without a run (data trees, caches, reports, configs). The table
+in docs/reliability.md names these tests."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+from reta.data.registry import load_split
+from reta.errors import RetaError
+
+from fixtures import write_imagefolder
+
+
+def folder_cfg(root, num_classes: int = 2, image_size: int = 8) -> dict:
+    return {"name": "toy", "format": "imagefolder", "num_classes": num_classes, "image_size": image_size,
+            "channels": 3, "mean": [0.5] * 3, "std": [0.25] * 3, "class_names": None, "root": str(root)}
+
+
+# ------------------------------------------------------------------------------------------------ defect 3
+def test_a_symlink_loop_in_an_imagefolder_is_refused_not_read_many_times(tmp_path):
+    write_imagefolder(tmp_path, classes=("a", "b"), n_train=4, n_val=1)
+    assert len(load_split(folder_cfg(tmp_path), "train", None)) == 8
+    os.symlink(".", tmp_path / "train" / "a" / "loop")
+    with pytest.raises(RetaError, match=r"loop leads back to .*train/a through a directory link") as err:
+        load_split(folder_cfg(tmp_path), "train", None)
+    assert "\n" not in str(err.value)
+    (tmp_path / "train" / "a" / "loop").unlink()
+    os.symlink(tmp_path / "train" / "b", tmp_path / "train" / "a" / "twin")  # two ways into one folder
+    with pytest.raises(RetaError, match="read more than once"):
+        load_split(folder_cfg(tmp_path), "train", None)
+
+
+def test_a_linked_class_folder_is_still_read_once(tmp_path):
+    write_imagefolder(tmp_path / "real", classes=("a", "b"), n_train=3, n_val=1)
+    (tmp_path / "tree" / "train").mkdir(parents=True)
+    (tmp_path / "tree" / "val").symlink_to(tmp_path / "real" / "val")
+    os.symlink(tmp_path / "real" / "train" / "a", tmp_path / "tree" / "train" / "a")  # data kept elsewhere
+    os.symlink(tmp_path / "real" / "train" / "b", tmp_path / "tree" / "train" / "b")
+    ds = load_split(folder_cfg(tmp_path / "tree"), "train", None)
+    assert len(ds) == 6 and ds.targets.tolist() == [0, 0, 0, 1, 1, 1]
