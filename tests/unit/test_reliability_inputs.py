@@ -40,3 +40,38 @@ def test_a_linked_class_folder_is_still_read_once(tmp_path):
     os.symlink(tmp_path / "real" / "train" / "b", tmp_path / "tree" / "train" / "b")
     ds = load_split(folder_cfg(tmp_path / "tree"), "train", None)
     assert len(ds) == 6 and ds.targets.tolist() == [0, 0, 0, 1, 1, 1]
+
+
+# ------------------------------------------------------------------------------------------------ defect 4
+def test_the_decode_cache_follows_edited_images_and_never_serves_a_torn_or_foreign_file(tmp_path):
+    import numpy as np
+    import torch
+    from PIL import Image
+
+    from reta.data import loading
+
+    write_imagefolder(tmp_path / "f", classes=("a", "b"), n_train=3, n_val=1, size=(20, 20))
+    cfg = folder_cfg(tmp_path / "f")
+    try:
+        loading.configure({"num_workers": 0}, None)
+        plain = lambda: load_split(cfg, "train", None).gather(torch.arange(6))  # noqa: E731
+        loading.configure({"num_workers": 0, "decode_cache": True}, str(tmp_path / "cache"))
+        first = load_split(cfg, "train", None).gather(torch.arange(6))
+        (npy,) = (tmp_path / "cache" / "decoded").iterdir()
+        edited = sorted((tmp_path / "f" / "train" / "a").iterdir())[1]  # image 1, not one of the probed ones
+        Image.new("RGB", (20, 20), (255, 0, 255)).save(edited)
+        os.utime(edited, ns=(1, 1))  # a new modification time, whatever the clock says
+        after = load_split(cfg, "train", None).gather(torch.arange(6))
+        loading.configure({"num_workers": 0}, None)
+        assert torch.equal(after, plain()) and not torch.equal(after[1], first[1])  # the edit is seen
+        loading.configure({"num_workers": 0, "decode_cache": True}, str(tmp_path / "cache"))
+        (new,) = set((tmp_path / "cache" / "decoded").iterdir()) - {npy}
+        mm = np.load(new, mmap_mode="r+")  # garbage of the right size and shape
+        mm[:] = np.random.default_rng(0).integers(0, 256, mm.shape, dtype=np.uint8)
+        mm.flush()
+        del mm
+        assert torch.equal(load_split(cfg, "train", None).gather(torch.arange(6)), after)
+        new.write_bytes(new.read_bytes()[:200])  # torn
+        assert torch.equal(load_split(cfg, "train", None).gather(torch.arange(6)), after)
+    finally:
+        loading.configure({"num_workers": 0}, None)

@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 from reta.data.base import ImageDataset
-from reta.data.loading import build_decode_cache, cache_file, parallel_map
+from reta.data.loading import build_decode_cache, cache_file, parallel_map, usable_cache
 from reta.errors import DatasetNotFoundError, RetaError
 
 SPLITS = ("train", "test")
@@ -211,10 +211,13 @@ class FileImageDataset(ImageDataset):
 
     # ------------------------------------------------------------------------------- decode-once cache
     def attach_decode_cache(self, cache_dir: str, name: str, split: str) -> Path:
-        """Decode every image once into a memory-mapped uint8 file (reused when it exists) and read from it."""
+        """Decode every image once into a memory-mapped uint8 file (reused when it exists and its first, middle and
+        last images match the files) and read from it."""
         first = self.decode(0)
         path = cache_file(cache_dir, name, split, self.paths, self.mode, int(first.shape[-1]))
-        if not path.is_file():
+        n = len(self.paths)
+        probes = {0: first, **{i: self.decode(i) for i in {n // 2, n - 1} - {0}}}
+        if not usable_cache(path, n, tuple(first.shape), probes):
             build_decode_cache(path, len(self.paths), tuple(first.shape), self.decode)
         self._cache_path, self._mm = str(path), None
         return path
