@@ -121,3 +121,28 @@ def test_sigterm_from_outside_ends_a_cli_run_with_143_and_one_line(tiny):
     assert proc.returncode == 143 and len(errors) == 1 and "resume=true" in errors[0] and str(ckpt) in errors[0]
     assert not (tmp_path / "out" / "distilled").exists()
     assert torch.load(ckpt, weights_only=True)["step"] >= 1
+
+
+# ------------------------------------------------------------------------------------------------ defect 5
+def test_a_pretrained_file_with_nan_weights_is_refused_and_never_cached(tiny):
+    from reta import squeeze
+    from reta.errors import CheckpointError
+    from reta.models.build import build_model
+
+    tmp_path, ov = tiny
+    net = build_model({"name": "convnet_tiny"}, 10, 1, 28)
+    state = net.state_dict()
+    good, bad = tmp_path / "good.pt", tmp_path / "nan.pt"
+    torch.save(state, good)
+    first = next(k for k, v in state.items() if v.is_floating_point())
+    torch.save({**state, first: torch.full_like(state[first], float("nan"))}, bad)
+    with pytest.raises(CheckpointError, match=f"pretrained_file {bad} holds NaN/inf weights .*{first}") as err:
+        squeeze.run(compose_cfg("squeeze", [*ov, f"teacher.pretrained_file={bad}"]))
+    assert "\n" not in str(err.value)
+    teachers = tmp_path / "cache" / "teachers"
+    assert not teachers.exists() or list(teachers.iterdir()) == []
+    meta = squeeze.run(compose_cfg("squeeze", [*ov, f"teacher.pretrained_file={good}"]))  # a reta ConvNet file loads
+    assert meta["source"] == "pretrained"
+    (entry,) = teachers.iterdir()
+    cached = torch.load(entry / "model.pt", weights_only=True)
+    assert all(torch.equal(cached[k], v) for k, v in state.items())
