@@ -221,6 +221,7 @@ def run_linear_probe(cfg: DictConfig) -> dict:
     from dataclasses import asdict
 
     from reta.training.backbone import BackboneSpec, expected_key, get_backbone
+    from reta.training.inherit_source import check_source_key, source_backbone_spec
     from reta.training.probe import (
         GoldenSpec,
         ProbeSpec,
@@ -252,9 +253,11 @@ def run_linear_probe(cfg: DictConfig) -> dict:
                             f"{made_for.get('name', 'none (method ' + str(distilled.meta.get('method')) + ')')} "
                             f"{made_for.get('key', '')}, this probe uses backbone {bspec.name} {want or ''}; pass "
                             f"backbone={made_for.get('name', '...')} or protocol.cross_backbone=true")
-        if spec.inherit and not made_for.get("config"):
+        if spec.inherit and not made_for.get("name"):
             raise RetaError(f"protocol.inherit=true needs a set made for a frozen backbone; "
                             f"{cfg.distilled} records none")
+        if spec.inherit:
+            source_spec = source_backbone_spec(cfg, made_for, f"distilled set {cfg.distilled}")
     elif spec.inherit:
         raise RetaError("protocol.inherit=true needs distilled=DIR (the set whose backbone's classifier is inherited)")
     train = load_split(cfg.dataset, "train", cfg.paths.data_dir)
@@ -282,7 +285,8 @@ def run_linear_probe(cfg: DictConfig) -> dict:
         log.info("%s seed %d: probe acc %.4f", name, seed, sets[name][-1]["acc_last"])
     inherited = None
     if spec.inherit:
-        source = get_backbone(cfg, all_train, all_test, BackboneSpec.from_cfg(made_for["config"]))
+        source = get_backbone(cfg, all_train, all_test, source_spec)  # the user's config, never the set's meta
+        check_source_key(source.key, made_for, str(cfg.distilled))
         head_a, inherited = golden_head(source, all_train, all_test, C,
                                         dataclass_from(GoldenSpec, source.meta["config"]["probe"], "backbone.probe"),
                                         trainer_cfg)

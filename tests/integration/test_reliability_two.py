@@ -146,3 +146,53 @@ def test_a_pretrained_file_with_nan_weights_is_refused_and_never_cached(tiny):
     (entry,) = teachers.iterdir()
     cached = torch.load(entry / "model.pt", weights_only=True)
     assert all(torch.equal(cached[k], v) for k, v in state.items())
+
+
+# ------------------------------------------------------------------------------------------------ defect 6
+PROBE = ["protocol=linear_probe", "protocol.epochs=2", "protocol.projector_steps=2", "seeds=[0]"]
+
+
+def test_an_untrusted_set_names_its_backbone_but_never_chooses_what_is_built(tiny, monkeypatch):
+    import json
+
+    from reta import evaluate
+    from reta.errors import RetaError
+    from reta.training import backbone as backbone_module
+
+    tmp_path, ov = tiny
+    made = distill.run(compose_cfg("distill", [*ov, *TINY_SFM]))["distilled"]
+    meta_path = tmp_path / "out" / "distilled" / "meta.json"
+    meta = json.loads(meta_path.read_text())
+    honest_key = meta["backbone"]["key"]
+    meta["backbone"]["config"]["ssl"] = {"steps": 1_000_000_000}  # what the set asks to be built
+    meta["backbone"]["config"]["source"] = "timm"
+    meta["backbone"]["config"]["checkpoint"] = "/etc/shadow"
+    meta["backbone"]["config"]["model"] = {"name": "resnet18.tv_in1k"}
+    meta["backbone"]["config"]["pretrained"] = True
+    meta_path.write_text(json.dumps(meta))
+    built = []
+    real_get = backbone_module.get_backbone
+
+    def recording_get(cfg, train=None, test=None, spec=None):
+        built.append(spec)
+        return real_get(cfg, train, test, spec)
+
+    monkeypatch.setattr(backbone_module, "get_backbone", recording_get)
+    source = ["+backbone@source_backbone=random", "source_backbone.model.kwargs.depth=2",
+              "source_backbone.model.kwargs.width=8"]  # the settings the set was made with, from the user
+    ev = [*ov, *PROBE, f"distilled={made}", "protocol.inherit=true", "backbone.seed=1", *source]  # cross-backbone
+    m = evaluate.run(compose_cfg("evaluate", with_out(ev, tmp_path / "ev")))
+    assert {s.source for s in built if s is not None} == {"random"} and all(
+        s.checkpoint is None and not s.pretrained for s in built if s is not None)
+    assert m["inherited_from"]["backbone_key"] == honest_key and "distilled_inherited" in m["sets"]
+    meta["backbone"]["key"] = "0123456789ab"  # a set whose recorded key no configured backbone gives
+    meta_path.write_text(json.dumps(meta))
+
+    def no_work(*a, **k):
+        raise AssertionError("data loaded before the set was refused")
+
+    monkeypatch.setattr(evaluate, "load_split", no_work)
+    with pytest.raises(RetaError, match=r"made for backbone random 0123456789ab, but source_backbone gives random .*"
+                                        r"\+backbone@source_backbone=random") as err:
+        evaluate.run(compose_cfg("evaluate", with_out(ev, tmp_path / "ev2")))
+    assert "\n" not in str(err.value)
