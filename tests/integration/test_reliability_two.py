@@ -196,3 +196,38 @@ def test_an_untrusted_set_names_its_backbone_but_never_chooses_what_is_built(tin
                                         r"\+backbone@source_backbone=random") as err:
         evaluate.run(compose_cfg("evaluate", with_out(ev, tmp_path / "ev2")))
     assert "\n" not in str(err.value)
+
+
+# ------------------------------------------------------------------------------------------------ defect 7
+@pytest.mark.parametrize("damage", ["meta_missing", "meta_corrupt", "stats_truncated", "golden_truncated",
+                                    "golden_json_corrupt"])
+def test_a_damaged_backbone_cache_is_one_line_naming_the_entry_and_the_way_out(tiny, damage):
+    from reta.data.registry import load_split
+    from reta.errors import RetaError
+    from reta.synthesis.frozen.statistics import real_statistics
+    from reta.training.backbone import get_backbone
+    from reta.training.probe import GoldenSpec, golden_head
+
+    tmp_path, ov = tiny
+    simclr = ["backbone=simclr", "backbone.ssl.steps=2", "backbone.ssl.batch_size=16"] if "meta" in damage else []
+    cfg = compose_cfg("evaluate", [*ov, *simclr])
+    train, test = load_split(cfg.dataset, "train", None), load_split(cfg.dataset, "test", None)
+    spec = GoldenSpec(epochs=1, batch_size=32)
+    bb = get_backbone(cfg, train, test)
+    real_statistics(bb, train, 10)
+    golden_head(bb, train, test, 10, spec, {"accelerator": "cpu"})
+    entry = bb.entry
+    target = {"meta_missing": "meta.json", "meta_corrupt": "meta.json", "stats_truncated": "sfm_stats_80.pt",
+              "golden_truncated": "golden_*.pt", "golden_json_corrupt": "golden_*.json"}[damage]
+    (path,) = entry.glob(target)
+    if damage == "meta_missing":
+        path.unlink()
+    elif damage.endswith("corrupt"):
+        path.write_text("{not json")
+    else:
+        path.write_bytes(path.read_bytes()[:100])
+    with pytest.raises(RetaError, match=f"cache entry {entry} is damaged: {path.name} .*delete {entry}") as err:
+        bb = get_backbone(cfg, train, test)
+        real_statistics(bb, train, 10)
+        golden_head(bb, train, test, 10, spec, {"accelerator": "cpu"})
+    assert "\n" not in str(err.value)
