@@ -22,7 +22,7 @@ from reta.training.common import configure_data, set_threads
 from reta.training.teacher_cache import TeacherLoader
 from reta.utils.config import output_dir, plain, planned_output_dir, require_positive_int
 from reta.utils.io import atomic_write_json
-from reta.utils.outputs import check_writable_dir
+from reta.utils.outputs import check_writable_cache, check_writable_dir
 
 #: ``<output_dir>/checkpoints/run.json``: the resume key of the run that owns the checkpoints (written at its start).
 RUN_RECORD = "run.json"
@@ -74,6 +74,7 @@ def preflight(cfg: DictConfig, out: Path) -> None:
         raise RetaError("resume=true and overwrite=true exclude each other: resume continues the run in "
                         "paths.output_dir, overwrite replaces it")
     check_writable_dir(out, ("distilled", "checkpoints"))
+    check_writable_cache(cfg)
     ckpts = out / "checkpoints"
     finished = (out / "distilled" / "meta.json").is_file()
     interrupted = ckpts.is_dir() and any(p.is_file() and p.name != RUN_RECORD for p in ckpts.rglob("*"))

@@ -26,7 +26,7 @@ from reta.training.teacher import new_model
 from reta.training.teacher_cache import get_teacher
 from reta.utils.config import dataclass_from, output_dir, plain, planned_output_dir, require_positive_int
 from reta.utils.io import atomic_write_json
-from reta.utils.outputs import check_writable_dir
+from reta.utils.outputs import check_writable_cache, check_writable_dir
 
 log = logging.getLogger(__name__)
 
@@ -107,6 +107,7 @@ def preflight(cfg: DictConfig, out: Path) -> None:
     if cfg.get("distilled") and not Path(str(cfg.distilled)).is_dir():
         raise RetaError(f"distilled set not found: {cfg.distilled} is not a directory")
     check_writable_dir(out)
+    check_writable_cache(cfg)
     if (out / "metrics.json").is_file() and not (cfg.get("overwrite", False) or cfg.get("resume", False)):
         raise RetaError(f"paths.output_dir {out} already holds a finished evaluation (metrics.json); pass "
                         "overwrite=true to replace it, or choose another paths.output_dir")

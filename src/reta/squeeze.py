@@ -12,7 +12,7 @@ from reta.training.common import configure_data, set_threads
 from reta.training.teacher_cache import get_teacher
 from reta.utils.config import output_dir, planned_output_dir
 from reta.utils.io import atomic_write_json
-from reta.utils.outputs import check_writable_dir
+from reta.utils.outputs import check_writable_cache, check_writable_dir
 
 
 def preflight(cfg: DictConfig, out: Path) -> None:
@@ -21,6 +21,7 @@ def preflight(cfg: DictConfig, out: Path) -> None:
     if ckpt and not Path(str(ckpt)).is_file():
         raise CheckpointError(f"teacher.checkpoint {ckpt} does not exist")
     check_writable_dir(out)
+    check_writable_cache(cfg)
 
 
 def run(cfg: DictConfig) -> dict:

@@ -231,3 +231,55 @@ def test_a_damaged_backbone_cache_is_one_line_naming_the_entry_and_the_way_out(t
         real_statistics(bb, train, 10)
         golden_head(bb, train, test, 10, spec, {"accelerator": "cpu"})
     assert "\n" not in str(err.value)
+
+
+# ------------------------------------------------------------------------------------------------ defect 8
+def test_a_full_disk_at_write_time_is_one_line_and_keeps_the_old_set(tiny, monkeypatch):
+    import errno
+
+    from reta.errors import RetaError
+
+    tmp_path, ov = tiny
+    base = [*ov, "method=random", "ipc=1"]
+    first = load_distilled(distill.run(compose_cfg("distill", base))["distilled"])
+    real_save = torch.save
+
+    def full(obj, f, *a, **k):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(torch, "save", full)
+    with pytest.raises(RetaError, match=r"cannot write .*distilled: No space left on device; nothing half-written "
+                                        r"was left \(distilled keeps its previous version\)") as err:
+        distill.run(compose_cfg("distill", [*base, "seed=1", "overwrite=true"]))
+    monkeypatch.setattr(torch, "save", real_save)
+    assert "\n" not in str(err.value)
+    assert torch.equal(load_distilled(tmp_path / "out" / "distilled").images, first.images)
+    assert sorted(p.name for p in (tmp_path / "out").iterdir() if p.name.startswith(".")) == []  # no temp dirs
+
+
+def test_a_read_only_cache_is_refused_before_the_teacher_is_trained(tiny, monkeypatch):
+    import errno
+    import tempfile
+
+    from reta import squeeze
+    from reta.errors import RetaError
+    from reta.training import teacher_cache
+
+    tmp_path, ov = tiny
+    real = tempfile.mkdtemp
+
+    (tmp_path / "cache").mkdir()
+
+    def read_only_cache(*a, dir=None, **k):  # as a read-only mount answers root too
+        if str(dir) == str(tmp_path / "cache"):
+            raise OSError(errno.EROFS, os.strerror(errno.EROFS))
+        return real(*a, dir=dir, **k)
+
+    def no_work(*a, **k):
+        raise AssertionError("the teacher was trained before the cache was checked")
+
+    monkeypatch.setattr(tempfile, "mkdtemp", read_only_cache)
+    monkeypatch.setattr(teacher_cache, "get_teacher", no_work)
+    with pytest.raises(RetaError, match=r"cannot write to .*paths.cache_dir .*Read-only file system.*"
+                                        r"choose another paths.cache_dir"):
+        squeeze.run(compose_cfg("squeeze", ov))

@@ -2,12 +2,14 @@
 (:func:`atomic_directory`).
 
 A reader therefore sees either the old file or the complete new one, never a torn write; a failure
-removes the temporary file and leaves the old file untouched.
+removes the temporary file and leaves the old file untouched. A full or read-only disk (ENOSPC, EDQUOT, EROFS, or
+torch's C++ writer failing) becomes one line (:class:`WriteError`) saying what was kept.
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import math
 import os
@@ -18,6 +20,28 @@ from pathlib import Path
 from typing import IO, Any
 
 import torch
+
+from reta.errors import RetaError
+
+_DISK_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS}
+
+
+class WriteError(RetaError):
+    """A write failed because the disk is full or read-only; the message says what was kept."""
+
+
+def write_failure(err: BaseException, path: Path) -> WriteError | None:
+    """The one-line error for a write of ``path`` that failed with ``err`` on a full or read-only disk, else None."""
+    if isinstance(err, OSError) and err.errno in _DISK_ERRNOS:
+        reason = os.strerror(err.errno)
+    elif isinstance(err, RuntimeError) and ("basic_ios" in str(err) or "file write failed" in str(err)):
+        reason = "the write failed (disk full or read-only?)"
+    else:
+        return None
+    kept = "keeps its previous version" if os.path.lexists(path) else "was not created"
+    return WriteError(f"cannot write {path}: {reason}; nothing half-written was left ({path.name} {kept}); free "
+                      "space or choose another directory and rerun (resume=true continues a synthesis from its last "
+                      "checkpoint)")
 
 
 def json_default(obj: Any) -> Any:
@@ -44,11 +68,14 @@ def _atomic(path: str | os.PathLike, mode: str, write: Callable[[IO], None]) -> 
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as err:
         try:
             os.unlink(tmp)
         except FileNotFoundError:
             pass
+        failure = write_failure(err, path)
+        if failure is not None:
+            raise failure from err
         raise
     return path
 
@@ -108,6 +135,9 @@ def atomic_directory(path: str | os.PathLike) -> Iterator[Path]:
             shutil.rmtree(old, ignore_errors=True)
         else:
             os.rename(tmp, out)
-    except BaseException:
+    except BaseException as err:
         shutil.rmtree(tmp, ignore_errors=True)
+        failure = write_failure(err, out)
+        if failure is not None:
+            raise failure from err
         raise
