@@ -283,3 +283,53 @@ def test_a_read_only_cache_is_refused_before_the_teacher_is_trained(tiny, monkey
     with pytest.raises(RetaError, match=r"cannot write to .*paths.cache_dir .*Read-only file system.*"
                                         r"choose another paths.cache_dir"):
         squeeze.run(compose_cfg("squeeze", ov))
+
+
+# ------------------------------------------------------------------------------------------------ defect 9
+def test_wandb_logs_offline_when_its_server_does_not_answer(tmp_path, monkeypatch, caplog):
+    pytest.importorskip("wandb")
+    import socket
+
+    from reta.training.common import build_logger
+
+    asked = []
+
+    def unreachable(address, timeout=None, *a, **k):  # no real network call in the suite
+        asked.append((address, timeout))
+        raise OSError(101, "Network is unreachable")
+
+    monkeypatch.setattr(socket, "create_connection", unreachable)
+    monkeypatch.setenv("WANDB_API_KEY", "x" * 40)
+    monkeypatch.delenv("WANDB_BASE_URL", raising=False)
+    cfg = dict(compose_cfg("squeeze", ["logger=wandb"]).logger)
+    with caplog.at_level(logging.WARNING):
+        logger = build_logger(cfg, str(tmp_path), "squeeze")
+    assert asked == [(("api.wandb.ai", 443), 3.0)]
+    assert logger._offline and "W&B server unreachable (api.wandb.ai:443 Network is unreachable)" in caplog.text
+    asked.clear()
+    logger = build_logger({**cfg, "offline_when_unreachable": 0}, str(tmp_path), "squeeze")
+    assert asked == [] and not logger._offline  # 0: never asked, online as configured
+
+
+def test_a_hub_backbone_without_network_is_one_line(tiny, monkeypatch):
+    import timm
+    from huggingface_hub.errors import LocalEntryNotFoundError
+
+    from reta.errors import RetaError
+    from reta.training.backbone import get_backbone
+
+    tmp_path, ov = tiny
+
+    def offline(*a, pretrained=False, **k):
+        if pretrained:
+            raise LocalEntryNotFoundError("Cannot find the requested files in the disk cache and outgoing traffic "
+                                          "has been disabled.")
+        raise AssertionError("built without its weights")
+
+    monkeypatch.setattr(timm, "create_model", offline)
+    cfg = compose_cfg("evaluate", [o for o in ov if not o.startswith("backbone")] + ["backbone=dinov2_vitb"])
+    with pytest.raises(RetaError, match=r"backbone dinov2_vitb: cannot fetch the pretrained weights of "
+                                        r"vit_base_patch14_dinov2.lvd142m \(LocalEntryNotFoundError\).*"
+                                        r"backbone.checkpoint=FILE") as err:
+        get_backbone(cfg)
+    assert "\n" not in str(err.value)

@@ -159,8 +159,13 @@ def get_backbone(cfg: Any, train=None, test=None, spec: BackboneSpec | None = No
         else:
             if not spec.pretrained:
                 raise RetaError("backbone.source=timm needs pretrained=true (timm hub) or checkpoint=FILE")
-            net = timm.create_model(spec.model["name"], pretrained=True, num_classes=0,
-                                    **(spec.model.get("kwargs") or {}))
+            try:
+                net = timm.create_model(spec.model["name"], pretrained=True, num_classes=0,
+                                        **(spec.model.get("kwargs") or {}))
+            except OSError as err:  # no network and no hub cache (huggingface_hub's LocalEntryNotFoundError …)
+                raise RetaError(f"backbone {spec.name}: cannot fetch the pretrained weights of {spec.model['name']} "
+                                f"({type(err).__name__}); offline, save them once and pass "
+                                "backbone.pretrained=false backbone.checkpoint=FILE") from err
         return _finish(cfg, spec, ds, net, mean, std, key, {})
     # simclr: cached weights, or train now
     net = _build(spec, ds)
