@@ -75,3 +75,82 @@ def test_the_decode_cache_follows_edited_images_and_never_serves_a_torn_or_forei
         assert torch.equal(load_split(cfg, "train", None).gather(torch.arange(6)), after)
     finally:
         loading.configure({"num_workers": 0}, None)
+
+
+# ------------------------------------------------------------------------------------------------ defect 10
+def _png_claiming(path, width: int, height: int) -> None:
+    """A PNG whose header claims ``width`` × ``height`` pixels (a decompression bomb as PIL sees it)."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\0" * 4))
+                     + chunk(b"IEND", b""))
+
+
+def test_a_png_claiming_30000_squared_pixels_is_one_line(tmp_path):
+    write_imagefolder(tmp_path, classes=("a", "b"), n_train=2, n_val=1)
+    bomb = sorted((tmp_path / "train" / "a").iterdir())[0]
+    _png_claiming(bomb, 30000, 30000)
+    ds = load_split(folder_cfg(tmp_path), "train", None)
+    with pytest.raises(RetaError, match=f"cannot read image {bomb}: .*decompression bomb"):
+        ds.gather([0])
+
+
+@pytest.mark.parametrize("field,value,match", [
+    ("dataset", None, "dataset must be a string"),
+    ("ipc", None, "ipc must be a positive integer"),
+    ("ipc", 1.5, "ipc must be a positive integer"),
+    ("seeds", "0,1", "seeds must be a list of integers"),
+    ("sets", [1, 2], "sets must be an object"),
+    ("sets", {"random": {"acc_last": ["a"]}}, r"sets.random.acc_last must be a list of numbers"),
+])
+def test_malformed_metrics_fields_are_one_line_naming_the_file_and_field(tmp_path, field, value, match):
+    import json
+
+    from reta.reporting.tables import collect, find_metrics
+
+    m = {"dataset": "fashion_mnist", "ipc": 1, "protocol": "kd", "student": "convnet", "seeds": [0],
+         "sets": {"random": {"acc_last": [0.5]}}}
+    if value is None:
+        m.pop(field)
+    else:
+        m[field] = value
+    (tmp_path / "metrics.json").write_text(json.dumps(m))
+    with pytest.raises(RetaError, match=f"{tmp_path / 'metrics.json'} is not a reta metrics.json: {match}"):
+        collect(find_metrics([tmp_path]))
+    (tmp_path / "metrics.json").write_text(json.dumps([m]))  # a list, not an object
+    with pytest.raises(RetaError, match="is not a reta metrics.json"):
+        collect(find_metrics([tmp_path]))
+
+
+def test_bad_numbers_in_configs_are_one_line(tmp_path):
+    from reta.synthesis.frozen.family import spec_for
+    from reta.training.common import set_threads
+
+    with pytest.raises(RetaError, match=r"lr and augs_per_batch must be finite and > 0 \(got .*nan"):
+        spec_for({"name": "sfm", "loss": "sfm", "lr": float("nan")}, 1)
+    with pytest.raises(RetaError, match="finite"):
+        spec_for({"name": "sfm", "loss": "sfm", "lr": float("inf")}, 1)
+    for bad in (-1, 0, 1.5, True):
+        with pytest.raises(RetaError, match="num_threads must be a positive integer or null"):
+            set_threads(bad)
+
+
+def test_a_cifar_batch_with_bytes_labels_is_one_line(tmp_path):
+    import pickle
+
+    from fixtures import write_cifar10
+
+    write_cifar10(tmp_path / "c", n_per_batch=4, n_test=4)
+    batch = tmp_path / "c" / "cifar-10-batches-py" / "data_batch_1"
+    d = pickle.loads(batch.read_bytes())
+    d[b"labels"] = [str(x).encode() for x in d[b"labels"]]
+    batch.write_bytes(pickle.dumps(d, protocol=2))
+    cfg = {"name": "cifar10", "format": "cifar10", "num_classes": 10, "image_size": 32, "channels": 3,
+           "mean": [0.5] * 3, "std": [0.25] * 3, "class_names": None, "root": str(tmp_path / "c")}
+    with pytest.raises(RetaError, match=f"corrupt CIFAR file {batch}: 'labels' must be integers"):
+        load_split(cfg, "train", None)

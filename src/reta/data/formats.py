@@ -189,7 +189,7 @@ class FileImageDataset(ImageDataset):
         try:
             with Image.open(path) as im:
                 img = im.convert(self.mode)
-        except (OSError, UnidentifiedImageError, ValueError) as e:
+        except (OSError, UnidentifiedImageError, ValueError, Image.DecompressionBombError) as e:
             raise RetaError(f"cannot read image {path}: {e}") from e
         arr = np.asarray(self.prepare(img), dtype=np.uint8)
         return (arr[:, :, None] if arr.ndim == 2 else arr).transpose(2, 0, 1)

@@ -74,6 +74,32 @@ def find_metrics(roots: Iterable[str | Path]) -> list[Path]:
     return found
 
 
+def _is_number(v) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+def check_metrics(m: dict, path) -> None:
+    """One line naming the file and the first field of ``m`` that :func:`collect` cannot use."""
+    def bad(field: str, want: str) -> RetaError:
+        return RetaError(f"{path} is not a reta metrics.json: {field} must be {want}")
+
+    for key in ("dataset", "protocol", "student"):
+        if not isinstance(m.get(key), str):
+            raise bad(key, "a string")
+    if not isinstance(m.get("ipc"), int) or isinstance(m["ipc"], bool) or m["ipc"] < 1:
+        raise bad("ipc", "a positive integer")
+    seeds = m.get("seeds")
+    if seeds is not None and not (isinstance(seeds, list) and all(isinstance(x, int) for x in seeds)):
+        raise bad("seeds", "a list of integers")
+    if not isinstance(m["sets"], dict):
+        raise bad("sets", "an object")
+    for name, entry in m["sets"].items():
+        for key in ("acc_last", "acc_best", "seconds"):
+            vals = entry.get(key, []) if isinstance(entry, dict) else None
+            if not (isinstance(vals, list) and all(_is_number(v) for v in vals)) or (key == "acc_last" and not vals):
+                raise bad(f"sets.{name}.{key}", "a list of numbers")
+
+
 RESERVED_ROWS = ("random", "full data")
 
 
@@ -100,8 +126,9 @@ def collect(paths: Iterable[Path]) -> list[Cell]:
         try:
             m = json.loads(Path(path).read_text())
             sets = m["sets"]
-        except (OSError, ValueError, KeyError) as err:
+        except (OSError, ValueError, KeyError, TypeError) as err:
             raise RetaError(f"{path} is not a reta metrics.json ({type(err).__name__}: {err})") from err
+        check_metrics(m, path)
         for set_name, s in sets.items():
             method = row_name(set_name, m.get("label") or m.get("method") or "distilled")
             cell = Cell(m["dataset"], int(m["ipc"]), m["protocol"], m["student"], method, m.get("eval_split", "test"),

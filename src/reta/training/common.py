@@ -23,9 +23,13 @@ SCHEDULES = ("cosine", "step_half", "constant")
 
 
 def set_threads(num_threads: int | None) -> None:
-    """Pin torch's intra-op CPU threads (``None``: leave torch's default)."""
-    if num_threads:
-        torch.set_num_threads(int(num_threads))
+    """Pin torch's intra-op CPU threads (``None``: leave torch's default); anything but a positive integer is one
+    line."""
+    if num_threads is None:
+        return
+    if isinstance(num_threads, bool) or not isinstance(num_threads, int) or num_threads < 1:
+        raise RetaError(f"num_threads must be a positive integer or null (torch's default), got {num_threads!r}")
+    torch.set_num_threads(num_threads)
 
 
 def configure_data(cfg) -> None:
