@@ -154,3 +154,48 @@ def test_a_cifar_batch_with_bytes_labels_is_one_line(tmp_path):
            "mean": [0.5] * 3, "std": [0.25] * 3, "class_names": None, "root": str(tmp_path / "c")}
     with pytest.raises(RetaError, match=f"corrupt CIFAR file {batch}: 'labels' must be integers"):
         load_split(cfg, "train", None)
+
+
+# ------------------------------------------------------------------------------------------------ defect 11
+def test_concurrent_teacher_cache_writers_and_readers_never_fail(tmp_path):
+    import json
+    import threading
+
+    import torch
+    from torch import nn
+
+    from reta.training.teacher_cache import read_cache_entry, store_entry
+
+    entry = tmp_path / "teachers" / "fmnist_convnet_abc"
+    errors: list[BaseException] = []
+    seen: list[str] = []
+
+    def writer(k: int) -> None:
+        torch.manual_seed(k)
+        model = nn.Linear(4, 2)
+        try:
+            for _ in range(25):
+                store_entry(entry, model, {"test_acc": 0.5, "writer": k})
+        except BaseException as err:  # noqa: BLE001 - collected for the assertion
+            errors.append(err)
+
+    def reader() -> None:
+        try:
+            for _ in range(60):
+                if entry.is_dir():
+                    seen.append(read_cache_entry(entry, nn.Linear(4, 2))["checkpoint_sha256"])
+        except BaseException as err:  # noqa: BLE001
+            errors.append(err)
+
+    threads = [threading.Thread(target=writer, args=(k,)) for k in range(6)] + [
+        threading.Thread(target=reader) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    meta = json.loads((entry / "meta.json").read_text())  # the last writer's entry, complete and consistent
+    from reta.training.teacher_cache import _file_sha256
+
+    assert meta["checkpoint_sha256"] == _file_sha256(entry / "model.pt")
+    assert sorted(p.name for p in entry.parent.iterdir()) == [entry.name]  # no temporary dirs left

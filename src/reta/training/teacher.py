@@ -11,7 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -134,10 +134,14 @@ def load_weights(model: nn.Module, state: Mapping, source: str) -> None:
     model.load_state_dict(state, strict=True)
 
 
-def write_cache_entry(entry: Path, model: nn.Module, meta: dict) -> None:
-    """Write ``model.pt`` + ``meta.json`` into a temporary sibling dir, then rename it to ``entry``."""
+def write_cache_entry(entry: Path, model: nn.Module, meta: dict, digest: Callable[[Path], str] | None = None) -> None:
+    """Write ``model.pt`` + ``meta.json`` into a temporary sibling dir, then rename it to ``entry``: the rename is the
+    commit, nothing is written into ``entry`` after it (a concurrent writer may swap the directory at any time).
+    ``digest``: ``meta["checkpoint_sha256"] = digest(model.pt)``, recorded before the rename."""
     with atomic_directory(entry) as tmp:
         torch.save(model.state_dict(), tmp / "model.pt")
+        if digest is not None:
+            meta["checkpoint_sha256"] = digest(tmp / "model.pt")
         (tmp / "meta.json").write_text(json.dumps(meta, indent=2, sort_keys=True))
 
 

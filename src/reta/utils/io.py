@@ -109,6 +109,36 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
     return _atomic(path, "w", lambda fh: fh.write(text))
 
 
+def _swap_in(tmp: Path, out: Path, old: Path, tries: int = 100) -> None:
+    """Rename ``tmp`` to ``out``, moving an existing ``out`` aside to ``old`` first (restored if the final rename
+    fails). Concurrent writers of one ``out`` may move it away, or land theirs, between our two renames: then we try
+    again (the last writer wins; every writer's directory is complete)."""
+    for _ in range(tries):
+        if not os.path.lexists(out):
+            try:
+                os.rename(tmp, out)
+                return
+            except OSError as err:
+                if err.errno not in (errno.ENOTEMPTY, errno.EEXIST):
+                    raise
+                continue  # another writer's directory landed first: replace it
+        try:
+            os.rename(out, old)
+        except FileNotFoundError:
+            continue  # another writer moved it away meanwhile
+        try:
+            os.rename(tmp, out)
+        except OSError as err:
+            if err.errno not in (errno.ENOTEMPTY, errno.EEXIST):
+                os.rename(old, out)
+                raise
+            shutil.rmtree(old, ignore_errors=True)  # another writer's directory landed in between: ours goes on top
+            continue
+        shutil.rmtree(old, ignore_errors=True)
+        return
+    raise OSError(errno.EBUSY, f"{out} kept changing under {tries} concurrent renames")
+
+
 @contextlib.contextmanager
 def atomic_directory(path: str | os.PathLike) -> Iterator[Path]:
     """Write a directory atomically: ``with atomic_directory(out) as tmp:`` fill ``tmp`` (a sibling of ``out``);
@@ -124,17 +154,7 @@ def atomic_directory(path: str | os.PathLike) -> Iterator[Path]:
     os.mkdir(tmp)  # not mkdtemp: the final dir gets the usual umask permissions
     try:
         yield tmp
-        if out.exists():
-            old = out.parent / f".{out.name}.old-{tag}"
-            os.rename(out, old)
-            try:
-                os.rename(tmp, out)
-            except BaseException:
-                os.rename(old, out)
-                raise
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.rename(tmp, out)
+        _swap_in(tmp, out, out.parent / f".{out.name}.old-{tag}")
     except BaseException as err:
         shutil.rmtree(tmp, ignore_errors=True)
         failure = write_failure(err, out)
