@@ -333,3 +333,17 @@ def test_a_hub_backbone_without_network_is_one_line(tiny, monkeypatch):
                                         r"backbone.checkpoint=FILE") as err:
         get_backbone(cfg)
     assert "\n" not in str(err.value)
+
+
+# ------------------------------------------------------------------------------------------------ defect 12
+def test_debug_fast_runs_the_frozen_family_through_the_linear_probe(tiny, monkeypatch, capsys):
+    import json
+
+    from reta.cli import pipeline as cli_pipeline
+
+    tmp_path, ov = tiny
+    code, errors, err = cli(cli_pipeline, [*ov, *TINY_SFM, "debug=fast", "protocol.projector_steps=2"], monkeypatch,
+                            capsys)
+    assert code in (0, None) and errors == [], err[-2000:]
+    m = json.loads((tmp_path / "out" / "metrics.json").read_text())
+    assert m["protocol"] == "linear_probe" and m["seeds"] == [0] and m["protocol_config"]["epochs"] == 2
