@@ -347,3 +347,24 @@ def test_debug_fast_runs_the_frozen_family_through_the_linear_probe(tiny, monkey
     assert code in (0, None) and errors == [], err[-2000:]
     m = json.loads((tmp_path / "out" / "metrics.json").read_text())
     assert m["protocol"] == "linear_probe" and m["seeds"] == [0] and m["protocol_config"]["epochs"] == 2
+
+
+# ------------------------------------------------------------------------------------------------ defect 13
+def test_a_failing_sweep_job_does_not_stop_the_others_and_is_reported_at_the_end(tiny, monkeypatch, capsys):
+    from hydra.core.hydra_config import HydraConfig
+
+    tmp_path, ov = tiny
+    sweep = tmp_path / "sweep"
+    args = ["-m", f"hydra.sweep.dir={sweep}", *[o for o in ov if not o.startswith("paths.output_dir=")],
+            "method=random", "ipc=1,0,2"]
+    try:
+        code, errors, err = cli(cli_distill, args, monkeypatch, capsys)
+    finally:
+        HydraConfig.instance().cfg = None  # the in-process app must not leak its config into later tests
+    assert code == 2, err[-2000:]
+    assert load_distilled(sweep / "0" / "distilled").ipc == 1
+    assert load_distilled(sweep / "2" / "distilled").ipc == 2  # the job after the failed one ran
+    assert not (sweep / "1" / "distilled").exists()
+    assert errors[0].startswith("error: sweep job 1: ipc must be a positive integer")
+    assert errors[-1].startswith("error: 1 of 3 sweep jobs failed: job 1 (ipc=0); their errors are above")
+    assert len(errors) == 2

@@ -86,11 +86,13 @@ def finish_wandb() -> None:
 
 def one_line_errors(fn: Callable) -> Callable:
     """Run ``fn(cfg)`` (the ``debug`` option's block merged last, :mod:`reta.utils.debug`); a :class:`RetaError`
-    becomes ``error: <message>`` on stderr and exit status 2; SIGTERM during training one line naming ``resume=true``
+    becomes ``error: <message>`` on stderr and exit status 2 (in a multirun: the job's line, and the sweep goes on to
+    its next job, :mod:`reta.cli.sweep`); SIGTERM during training one line naming ``resume=true``
     and exit status 143 (:mod:`reta.utils.signals`)."""
 
     @functools.wraps(fn)
     def wrapper(cfg):
+        from reta.cli.sweep import in_multirun, record_failure
         from reta.utils.debug import apply_debug
         from reta.utils.signals import EXIT_SIGTERM, interrupted_line, is_sigterm
 
@@ -98,8 +100,18 @@ def one_line_errors(fn: Callable) -> Callable:
             return fn(apply_debug(cfg))
         except RetaError as err:
             logging.getLogger("reta").debug("error", exc_info=True)
+            if in_multirun():  # the other jobs still run; SweepFailures reports this one at the end
+                print(record_failure(str(err)), file=sys.stderr)
+                return None
             print(f"error: {err}", file=sys.stderr)
             sys.exit(2)
+        except Exception as err:
+            if not in_multirun():
+                raise
+            logging.getLogger("reta").exception("sweep job failed")  # the traceback goes to the job's log
+            print(record_failure(f"{type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}"),
+                  file=sys.stderr)
+            return None
         except SystemExit as exit_:
             if not is_sigterm(exit_):
                 raise
