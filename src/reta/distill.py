@@ -33,15 +33,22 @@ def config_hash(cfg: DictConfig) -> str:
     return hashlib.sha256(json.dumps(keep, sort_keys=True, default=str).encode()).hexdigest()[:12]
 
 
+#: the sections of :func:`resume_key` every run has (a family adds its ``resume_config`` sections)
+BASE = ("dataset", "model", "recipe", "teacher", "method", "ipc", "seed")
+
+
 def resume_key(cfg: DictConfig) -> dict:
     """What a resumed run must share with the run that wrote the checkpoints, known before any data or teacher is
     loaded: dataset, teacher (model, recipe, ``teacher.seed`` / ``teacher.checkpoint``), method (without its logging
-    and checkpoint cadence), ipc and seed. The method families check their own fingerprint again on load."""
+    and checkpoint cadence), ipc and seed, plus the sections the method's family declares in ``resume_config`` (the
+    frozen family: ``backbone``). The method families check their own fingerprint again on load."""
     method = {k: v for k, v in (plain(cfg.method) or {}).items() if k not in ("log_every", "checkpoint_every")}
     teacher = plain(cfg.get("teacher")) or {}
+    fn = synthesis_function(cfg.method)
+    extra = getattr(getattr(fn, "func", fn), "resume_config", ())  # e.g. the frozen family's backbone
     return {"dataset": plain(cfg.dataset).get("name"), "model": plain(cfg.model), "recipe": plain(cfg.recipe),
             "teacher": {k: teacher.get(k) for k in ("seed", "checkpoint")}, "method": method,
-            "ipc": cfg.ipc, "seed": cfg.seed}
+            "ipc": cfg.ipc, "seed": cfg.seed, **{k: plain(cfg.get(k)) for k in extra}}
 
 
 def _describe_set(meta_path: Path) -> str:
@@ -90,11 +97,28 @@ def preflight(cfg: DictConfig, out: Path) -> None:
         except (OSError, ValueError, KeyError, TypeError):
             raise RetaError(f"resume: cannot read {record}; pass overwrite=true to start the run again") from None
         key = json.loads(json.dumps(resume_key(cfg), default=str))
-        changed = sorted(k for k in set(key) | set(saved) if key.get(k) != saved.get(k))
+        # a record written before a family declared its resume_config sections lacks them: not a change
+        changed = sorted(k for k in set(key) | set(saved) if key.get(k) != saved.get(k) and (k in saved or k in BASE))
         if changed:
+            detail = "; ".join(_what_changed(k, saved.get(k), key.get(k)) for k in changed)
             raise RetaError(f"resume: the checkpoints in {ckpts} were written by a different configuration "
-                            f"({', '.join(changed)} changed); pass the same settings, overwrite=true to replace that "
-                            "run, or another paths.output_dir")
+                            f"({', '.join(changed)} changed): {detail}; pass the same settings, overwrite=true to "
+                            "replace that run, or another paths.output_dir")
+
+
+def _what_changed(name: str, was, now, limit: int = 4) -> str:
+    """``name.key: was → now`` for the first ``limit`` differing leaves of two resume-key values."""
+    diffs: list[str] = []
+
+    def walk(path: str, a, b) -> None:
+        if isinstance(a, dict) and isinstance(b, dict):
+            for k in sorted(set(a) | set(b)):
+                walk(f"{path}.{k}", a.get(k), b.get(k))
+        elif a != b:
+            diffs.append(f"{path}: {json.dumps(a, default=str)} → {json.dumps(b, default=str)}")
+
+    walk(name, was, now)
+    return ", ".join(diffs[:limit]) + (f" (+{len(diffs) - limit} more)" if len(diffs) > limit else "")
 
 
 def run(cfg: DictConfig) -> dict:

@@ -368,3 +368,35 @@ def test_a_failing_sweep_job_does_not_stop_the_others_and_is_reported_at_the_end
     assert errors[0].startswith("error: sweep job 1: ipc must be a positive integer")
     assert errors[-1].startswith("error: 1 of 3 sweep jobs failed: job 1 (ipc=0); their errors are above")
     assert len(errors) == 2
+
+
+# ------------------------------------------------------------------------------------------------ defect 14
+def test_a_resume_with_another_backbone_is_refused_first_naming_what_changed(tiny, monkeypatch):
+    from reta.errors import RetaError
+
+    tmp_path, ov = tiny
+    real_step = frozen_module.FrozenSynthesisModule.training_step
+
+    def crash_at_2(self, batch, batch_idx):
+        if self.step_index == 2:
+            raise RuntimeError("killed")
+        return real_step(self, batch, batch_idx)
+
+    base = [*ov, *TINY_SFM, "method.checkpoint_every=1"]
+    monkeypatch.setattr(frozen_module.FrozenSynthesisModule, "training_step", crash_at_2)
+    with pytest.raises(RuntimeError, match="killed"):
+        distill.run(compose_cfg("distill", base))
+    monkeypatch.setattr(frozen_module.FrozenSynthesisModule, "training_step", real_step)
+
+    def no_work(*a, **k):
+        raise AssertionError("data, teacher or statistics work before the resume was refused")
+
+    monkeypatch.setattr(distill, "load_split", no_work)
+    with pytest.raises(RetaError, match=r"different configuration \(backbone changed\): backbone.seed: 0 → 1;"):
+        distill.run(compose_cfg("distill", [*base, "resume=true", "backbone.seed=1"]))
+    with pytest.raises(RetaError, match=r"\(backbone changed\): .*backbone.name: \"random\" → \"teacher\""):
+        distill.run(compose_cfg("distill", [*[o for o in base if not o.startswith("backbone")], "resume=true",
+                                            "backbone=teacher"]))
+    monkeypatch.undo()
+    resumed = load_distilled(distill.run(compose_cfg("distill", [*base, "resume=true"]))["distilled"])
+    assert resumed.meta["resumed_from_step"] == 2

@@ -152,3 +152,4 @@ def check_config(cfg) -> None:
 
 
 synthesize.check_config = check_config
+synthesize.resume_config = ("backbone",)  # config sections a resume must share (reta.distill.resume_key)
