@@ -400,3 +400,63 @@ def test_a_resume_with_another_backbone_is_refused_first_naming_what_changed(tin
     monkeypatch.undo()
     resumed = load_distilled(distill.run(compose_cfg("distill", [*base, "resume=true"]))["distilled"])
     assert resumed.meta["resumed_from_step"] == 2
+
+
+# ------------------------------------------------------------------------------------------------ defect 15
+def test_a_misspelt_nested_key_is_one_line_naming_the_valid_keys_and_exit_2(tiny, monkeypatch, capsys):
+    tmp_path, ov = tiny
+    code, errors, err = cli(cli_distill, [*ov, "method=sfm", "method.iteratons=3"], monkeypatch, capsys)
+    assert code == 2 and len(errors) == 1, err[-2000:]
+    assert errors[0].startswith("error: unknown key 'method.iteratons'; valid: ") and "iterations" in errors[0]
+    assert "+method.iteratons=3" in errors[0] and "Traceback" not in err
+    assert not (tmp_path / "out").exists()
+
+
+def test_an_image_error_in_a_dataloader_worker_is_the_worker_line_not_its_traceback(tmp_path):
+    from reta.data import loading
+    from reta.data.registry import load_split
+    from reta.errors import RetaError
+    from reta.training.teacher import train_loader
+
+    from fixtures import write_imagefolder
+
+    write_imagefolder(tmp_path, classes=("a", "b"), n_train=2, n_val=1)
+    bad = sorted((tmp_path / "train" / "a").iterdir())[0]
+    bad.write_bytes(b"not an image")
+    cfg = {"name": "toy", "format": "imagefolder", "num_classes": 2, "image_size": 8, "channels": 3,
+           "mean": [0.5] * 3, "std": [0.25] * 3, "class_names": None, "root": str(tmp_path)}
+    ds = load_split(cfg, "train", None)
+    try:
+        loading.configure({"num_workers": 1, "persistent_workers": False}, None)
+        with pytest.raises(RetaError) as err:
+            list(train_loader(ds, 4, seed=0))
+    finally:
+        loading.configure({"num_workers": 0}, None)
+    msg = str(err.value)
+    assert msg.startswith(f"cannot read image {bad}: ") and msg.endswith("(in DataLoader worker process 0)")
+    assert "Traceback" not in msg and len(msg) < 400
+
+
+@pytest.mark.parametrize("damage", ["pickled_code", "truncated"])
+def test_a_bad_weight_file_is_named_plainly(tmp_path, damage):
+    from reta.errors import CheckpointError
+    from reta.models.build import build_model
+
+    path = tmp_path / "w.pt"
+    good = build_model({"name": "convnet_tiny"}, 10, 1, 28).state_dict()
+    torch.save(good, path)
+    if damage == "pickled_code":
+        class Payload:
+            def __reduce__(self):
+                return (os.system, ("echo pwned > " + str(tmp_path / "ran"),))
+
+        torch.save({"w": Payload()}, path)
+        want = r"holds pickled Python objects \(posix.system\), which reta refuses to load"
+    else:
+        path.write_bytes(path.read_bytes()[:-100])
+        want = "could not be read: the file is truncated or corrupt"
+    for name in ("convnet_tiny", "resnet18"):  # a reta model and a timm one
+        with pytest.raises(CheckpointError, match=want) as err:
+            build_model({"name": name}, 10, 1 if name == "convnet_tiny" else 3, 28, pretrained_file=str(path))
+        assert "weights_only=False" not in str(err.value) and "Errno" not in str(err.value)
+    assert not (tmp_path / "ran").exists()
