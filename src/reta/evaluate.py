@@ -104,6 +104,9 @@ def preflight(cfg: DictConfig, out: Path) -> None:
     require_positive_int(cfg.ipc, "ipc")
     if not list(cfg.get("seeds") or []):
         raise RetaError("seeds must be a non-empty list, e.g. seeds=[0,1,2]")
+    seeds = list(cfg.seeds)
+    if len(set(seeds)) != len(seeds):  # a repeated seed is the same student again: n would overstate, std understate
+        raise RetaError(f"seeds must be distinct, got {seeds}")
     if cfg.get("distilled") and not Path(str(cfg.distilled)).is_dir():
         raise RetaError(f"distilled set not found: {cfg.distilled} is not a directory")
     check_writable_dir(out)

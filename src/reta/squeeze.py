@@ -3,11 +3,12 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 from omegaconf import DictConfig
 
-from reta.errors import CheckpointError
+from reta.errors import CheckpointError, RetaError
 from reta.training.common import configure_data, set_threads
 from reta.training.teacher_cache import get_teacher
 from reta.utils.config import output_dir, planned_output_dir
@@ -22,6 +23,19 @@ def preflight(cfg: DictConfig, out: Path) -> None:
         raise CheckpointError(f"teacher.checkpoint {ckpt} does not exist")
     check_writable_dir(out)
     check_writable_cache(cfg)
+    _check_previous_teacher(cfg, out)
+
+
+def _check_previous_teacher(cfg: DictConfig, out: Path) -> None:
+    """A ``teacher.json`` of another model in ``out`` is replaced only with ``overwrite=true``."""
+    try:
+        previous = json.loads((out / "teacher.json").read_text()).get("name")
+    except (OSError, ValueError, AttributeError):
+        return
+    model = (cfg.get("model") or {}).get("name")
+    if previous and previous != model and not cfg.get("overwrite", False):
+        raise RetaError(f"paths.output_dir {out} already holds the teacher of model {previous} (teacher.json); pass "
+                        f"overwrite=true to replace it with {model}'s, or choose another paths.output_dir")
 
 
 def run(cfg: DictConfig) -> dict:

@@ -199,3 +199,76 @@ def test_concurrent_teacher_cache_writers_and_readers_never_fail(tmp_path):
 
     assert meta["checkpoint_sha256"] == _file_sha256(entry / "model.pt")
     assert sorted(p.name for p in entry.parent.iterdir()) == [entry.name]  # no temporary dirs left
+
+
+# ------------------------------------------------------------------------------------------------ defect 16
+def test_decode_cache_files_are_readable_by_others_like_any_file(tmp_path):
+    import numpy as np
+
+    from reta.data.loading import build_decode_cache
+
+    umask = os.umask(0o022)
+    try:
+        path = build_decode_cache(tmp_path / "c.npy", 2, (1, 2, 2), lambda i: np.zeros((1, 2, 2), np.uint8))
+    finally:
+        os.umask(umask)
+    assert path.stat().st_mode & 0o777 == 0o644
+
+
+def test_a_16_bit_png_keeps_its_gray_levels(tmp_path):
+    import numpy as np
+    from PIL import Image
+
+    write_imagefolder(tmp_path, classes=("a", "b"), n_train=1, n_val=1)
+    target = sorted((tmp_path / "train" / "a").iterdir())[0]
+    levels = np.full((8, 8), 0x4000, dtype=np.uint16)  # a quarter of the 16-bit range
+    Image.fromarray(levels).save(target)
+    assert Image.open(target).mode.startswith("I")
+    x = load_split(folder_cfg(tmp_path), "train", None).gather([0])
+    assert abs(float(x.mean()) - 0x40 / 255) < 1e-6  # 64/255, not clipped to white
+
+
+@pytest.mark.parametrize("value", [1.5, True, "1"])
+def test_meta_json_ipc_must_be_an_integer(tmp_path, value):
+    import json
+
+    import torch
+
+    from reta.data.distilled import load_distilled, save_distilled
+
+    meta = {"dataset": "toy", "num_classes": 2, "ipc": 1, "mean": [0.5], "std": [0.25], "method": "random", "seed": 0}
+    out = save_distilled(tmp_path / "set", torch.rand(2, 1, 4, 4), torch.tensor([0, 1]), meta, class_names=["a", "b"])
+    assert load_distilled(out).ipc == 1
+    m = json.loads((tmp_path / "set" / "meta.json").read_text())
+    m["ipc"] = value
+    (tmp_path / "set" / "meta.json").write_text(json.dumps(m))
+    with pytest.raises(RetaError, match=r"num_classes and ipc must be integers \(ipc is "):
+        load_distilled(tmp_path / "set")
+
+
+def test_repeated_seeds_are_refused(tmp_path):
+    from reta import evaluate
+
+    from helpers import compose_cfg
+
+    cfg = compose_cfg("evaluate", [f"paths.output_dir={tmp_path / 'out'}", f"paths.cache_dir={tmp_path / 'c'}",
+                                   "seeds=[0,0]"])
+    with pytest.raises(RetaError, match=r"seeds must be distinct, got \[0, 0\]"):
+        evaluate.preflight(cfg, tmp_path / "out")
+
+
+def test_a_teacher_of_another_model_is_not_replaced_silently(tmp_path):
+    import json
+
+    from reta import squeeze
+
+    from helpers import compose_cfg
+
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "teacher.json").write_text(json.dumps({"name": "convnet_tiny"}))
+    ov = [f"paths.output_dir={out}", f"paths.cache_dir={tmp_path / 'c'}", "model=convnet_d3"]
+    with pytest.raises(RetaError, match="already holds the teacher of model convnet_tiny .*overwrite=true"):
+        squeeze.preflight(compose_cfg("squeeze", ov), out)
+    squeeze.preflight(compose_cfg("squeeze", [*ov, "overwrite=true"]), out)
+    squeeze.preflight(compose_cfg("squeeze", [ov[0], ov[1], "model=convnet_tiny"]), out)  # the same model: fine

@@ -151,6 +151,17 @@ def pil_to_float(img: Any) -> torch.Tensor:
     return torch.from_numpy(arr.copy()).permute(2, 0, 1).float().div_(255.0)
 
 
+def _to_8bit(im):
+    """A 16/32-bit integer image (PIL mode ``I``, ``I;16`` …) as 8-bit ``L``: the top 8 of 16 bits (PIL's own
+    ``convert("L")`` clips at 255, so a 16-bit PNG would load almost white)."""
+    from PIL import Image
+
+    arr = np.asarray(im)
+    if im.mode.startswith("I;16") or arr.max(initial=0) > 255:
+        arr = arr.astype(np.uint32) >> 8
+    return Image.fromarray(np.clip(arr, 0, 255).astype(np.uint8), mode="L")
+
+
 class FileImageDataset(ImageDataset):
     """A lazily decoded image dataset: one file per sample, decoded with PIL on ``load`` (``gather`` decodes on the
     thread pool of :mod:`reta.data.loading`), or read from the decode-once cache once it is attached.
@@ -188,7 +199,7 @@ class FileImageDataset(ImageDataset):
         path = self.paths[index]
         try:
             with Image.open(path) as im:
-                img = im.convert(self.mode)
+                img = im.convert(self.mode) if not im.mode.startswith("I") else _to_8bit(im).convert(self.mode)
         except (OSError, UnidentifiedImageError, ValueError, Image.DecompressionBombError) as e:
             raise RetaError(f"cannot read image {path}: {e}") from e
         arr = np.asarray(self.prepare(img), dtype=np.uint8)

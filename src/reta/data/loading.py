@@ -154,6 +154,9 @@ def build_decode_cache(path: Path, n: int, shape: tuple[int, int, int], decode: 
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".npy", dir=path.parent)
     os.close(fd)
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o666 & ~umask)  # the usual permissions (mkstemp's 0600 hides a shared cache from other users)
     try:
         mm = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=(n, *shape))
         for start in range(0, n, chunk):
