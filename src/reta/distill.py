@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import shutil
 import time
 from pathlib import Path
 
-from omegaconf import DictConfig
+from omegaconf import DictConfig, open_dict
 
 import reta
 from reta.data.distilled import save_distilled
@@ -23,6 +24,9 @@ from reta.training.teacher_cache import TeacherLoader
 from reta.utils.config import output_dir, plain, planned_output_dir, require_positive_int
 from reta.utils.io import atomic_write_json
 from reta.utils.outputs import check_writable_cache, check_writable_dir
+from reta.utils.signals import requeued
+
+log = logging.getLogger(__name__)
 
 #: ``<output_dir>/checkpoints/run.json``: the resume key of the run that owns the checkpoints (written at its start).
 RUN_RECORD = "run.json"
@@ -76,7 +80,7 @@ def preflight(cfg: DictConfig, out: Path) -> None:
     ``overwrite=true``, and ``resume=true`` on checkpoints written by a different configuration."""
     require_positive_int(cfg.ipc, "ipc")
     check_method(cfg)
-    resume, overwrite = bool(cfg.get("resume", False)), bool(cfg.get("overwrite", False))
+    resume, overwrite = bool(cfg.get("resume", False)) or resumes_requeued(cfg, out), bool(cfg.get("overwrite", False))
     if resume and overwrite:
         raise RetaError("resume=true and overwrite=true exclude each other: resume continues the run in "
                         "paths.output_dir, overwrite replaces it")
@@ -121,10 +125,26 @@ def _what_changed(name: str, was, now, limit: int = 4) -> str:
     return ", ".join(diffs[:limit]) + (f" (+{len(diffs) - limit} more)" if len(diffs) > limit else "")
 
 
+def resumes_requeued(cfg: DictConfig, out: Path) -> bool:
+    """A job that SLURM requeued (preemption, time-out; :func:`reta.utils.signals.requeued`) and that finds its own
+    run record in ``out/checkpoints`` continues that run as with ``resume=true`` (the record is still checked)."""
+    return (requeued() > 0 and not cfg.get("overwrite", False) and not cfg.get("resume", False)
+            and (out / "checkpoints" / RUN_RECORD).is_file())
+
+
+def apply_requeue(cfg: DictConfig, out: Path) -> None:
+    """Set ``resume=true`` in ``cfg`` for a requeued job (:func:`resumes_requeued`), saying so in the log."""
+    if resumes_requeued(cfg, out):
+        log.warning("SLURM requeued this job (restart %d): resuming the run in %s", requeued(), out)
+        with open_dict(cfg):
+            cfg.resume = True
+
+
 def run(cfg: DictConfig) -> dict:
     """Synthesise and write the set. With ``distributed.enabled=true`` and several ranks in the environment
     (torchrun / srun, :mod:`reta.synthesis.bn.sharding`) the jobs are sharded; only rank 0 writes ``distilled/``, the
     other ranks return a summary with ``distilled: None``."""
+    apply_requeue(cfg, planned_output_dir(cfg))
     preflight(cfg, planned_output_dir(cfg))  # every rank, before any rank writes (init_distributed waits for all)
     shard = init_distributed(cfg)
     try:

@@ -460,3 +460,29 @@ def test_a_bad_weight_file_is_named_plainly(tmp_path, damage):
             build_model({"name": name}, 10, 1 if name == "convnet_tiny" else 3, 28, pretrained_file=str(path))
         assert "weights_only=False" not in str(err.value) and "Errno" not in str(err.value)
     assert not (tmp_path / "ran").exists()
+
+
+def test_a_requeued_slurm_job_resumes_its_run_without_resume_true(tiny, monkeypatch):
+    from reta.errors import RetaError
+
+    tmp_path, ov = tiny
+    base = [*ov, *TINY_SFM, "method.checkpoint_every=1"]
+    ref = load_distilled(distill.run(compose_cfg("distill", with_out(base, tmp_path / "ref")))["distilled"])
+    real_step = frozen_module.FrozenSynthesisModule.training_step
+
+    def crash_at_2(self, batch, batch_idx):
+        if self.step_index == 2:
+            raise RuntimeError("preempted")
+        return real_step(self, batch, batch_idx)
+
+    monkeypatch.setattr(frozen_module.FrozenSynthesisModule, "training_step", crash_at_2)
+    with pytest.raises(RuntimeError, match="preempted"):
+        distill.run(compose_cfg("distill", base))
+    monkeypatch.setattr(frozen_module.FrozenSynthesisModule, "training_step", real_step)
+    with pytest.raises(RetaError, match="interrupted run"):  # a plain rerun still needs resume=true
+        distill.run(compose_cfg("distill", base))
+    monkeypatch.setenv("SLURM_RESTART_COUNT", "1")  # what SLURM sets in a requeued job
+    with pytest.raises(RetaError, match=r"\(seed changed\)"):  # the run record is still checked
+        distill.run(compose_cfg("distill", [*base, "seed=1"]))
+    resumed = load_distilled(distill.run(compose_cfg("distill", base))["distilled"])
+    assert resumed.meta["resumed_from_step"] == 2 and torch.equal(resumed.images, ref.images)

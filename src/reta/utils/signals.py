@@ -7,11 +7,14 @@ boundary, after the callbacks' ``on_train_batch_end``; it then calls every callb
 synthesis checkpoint callbacks write their resume state there (:func:`is_sigterm`, :func:`note_saved`), and the
 console scripts turn the exception — a bare ``SystemExit`` — into one line naming ``resume=true`` and exit 143
 (:func:`interrupted_line`). Under SLURM with ``auto_requeue`` Lightning's own SLURM environment also handles the
-requeue signal and requeues the job.
+requeue signal and requeues the job. A requeued SLURM job (``SLURM_RESTART_COUNT`` > 0, also what submitit's requeue on
+preemption or time-out gives) that finds its run's checkpoints resumes them without ``resume=true``
+(:func:`requeued`).
 """
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from lightning.pytorch.utilities.exceptions import SIGTERMException
@@ -41,3 +44,11 @@ def interrupted_line() -> str:
                 "resume=true to continue")
     return ("interrupted by SIGTERM before a resume checkpoint could be written; rerun the same command (with "
             "resume=true if the run's checkpoints/ exist)")
+
+
+def requeued() -> int:
+    """How often SLURM requeued this job (``SLURM_RESTART_COUNT``; 0 outside SLURM or on its first start)."""
+    try:
+        return max(0, int(os.environ.get("SLURM_RESTART_COUNT") or 0))
+    except ValueError:
+        return 0
