@@ -26,7 +26,7 @@ from reta.training.teacher import new_model
 from reta.training.teacher_cache import get_teacher
 from reta.utils.config import dataclass_from, output_dir, plain, planned_output_dir, require_positive_int
 from reta.utils.io import atomic_write_json
-from reta.utils.outputs import check_writable_dir
+from reta.utils.outputs import check_writable_cache, check_writable_dir
 
 log = logging.getLogger(__name__)
 
@@ -104,9 +104,13 @@ def preflight(cfg: DictConfig, out: Path) -> None:
     require_positive_int(cfg.ipc, "ipc")
     if not list(cfg.get("seeds") or []):
         raise RetaError("seeds must be a non-empty list, e.g. seeds=[0,1,2]")
+    seeds = list(cfg.seeds)
+    if len(set(seeds)) != len(seeds):  # a repeated seed is the same student again: n would overstate, std understate
+        raise RetaError(f"seeds must be distinct, got {seeds}")
     if cfg.get("distilled") and not Path(str(cfg.distilled)).is_dir():
         raise RetaError(f"distilled set not found: {cfg.distilled} is not a directory")
     check_writable_dir(out)
+    check_writable_cache(cfg)
     if (out / "metrics.json").is_file() and not (cfg.get("overwrite", False) or cfg.get("resume", False)):
         raise RetaError(f"paths.output_dir {out} already holds a finished evaluation (metrics.json); pass "
                         "overwrite=true to replace it, or choose another paths.output_dir")
@@ -221,6 +225,7 @@ def run_linear_probe(cfg: DictConfig) -> dict:
     from dataclasses import asdict
 
     from reta.training.backbone import BackboneSpec, expected_key, get_backbone
+    from reta.training.inherit_source import check_source_key, source_backbone_spec
     from reta.training.probe import (
         GoldenSpec,
         ProbeSpec,
@@ -252,9 +257,11 @@ def run_linear_probe(cfg: DictConfig) -> dict:
                             f"{made_for.get('name', 'none (method ' + str(distilled.meta.get('method')) + ')')} "
                             f"{made_for.get('key', '')}, this probe uses backbone {bspec.name} {want or ''}; pass "
                             f"backbone={made_for.get('name', '...')} or protocol.cross_backbone=true")
-        if spec.inherit and not made_for.get("config"):
+        if spec.inherit and not made_for.get("name"):
             raise RetaError(f"protocol.inherit=true needs a set made for a frozen backbone; "
                             f"{cfg.distilled} records none")
+        if spec.inherit:
+            source_spec = source_backbone_spec(cfg, made_for, f"distilled set {cfg.distilled}")
     elif spec.inherit:
         raise RetaError("protocol.inherit=true needs distilled=DIR (the set whose backbone's classifier is inherited)")
     train = load_split(cfg.dataset, "train", cfg.paths.data_dir)
@@ -282,7 +289,8 @@ def run_linear_probe(cfg: DictConfig) -> dict:
         log.info("%s seed %d: probe acc %.4f", name, seed, sets[name][-1]["acc_last"])
     inherited = None
     if spec.inherit:
-        source = get_backbone(cfg, all_train, all_test, BackboneSpec.from_cfg(made_for["config"]))
+        source = get_backbone(cfg, all_train, all_test, source_spec)  # the user's config, never the set's meta
+        check_source_key(source.key, made_for, str(cfg.distilled))
         head_a, inherited = golden_head(source, all_train, all_test, C,
                                         dataclass_from(GoldenSpec, source.meta["config"]["probe"], "backbone.probe"),
                                         trainer_cfg)

@@ -82,7 +82,9 @@ def test_debug_fast_reaches_every_stage(primary):
     assert cfg.progress_bar is False and cfg.recipe.epochs == fast.recipe.epochs
     if primary in ("evaluate", "pipeline"):
         assert list(cfg.seeds) == list(fast.seeds) and cfg.protocol.epochs == fast.protocol.epochs
-        assert cfg.protocol.eval_every == fast.protocol.eval_every
+        from reta.utils.debug import apply_debug
+
+        assert apply_debug(cfg).protocol.eval_every == fast.debug.last.protocol.eval_every  # set last, where it exists
     assert compose_cfg(primary, BASE).progress_bar is True  # debug=none leaves the defaults
 
 

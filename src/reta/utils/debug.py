@@ -48,8 +48,8 @@ def apply_debug(cfg: Any) -> Any:
     block = cfg.get("debug")
     if not isinstance(block, DictConfig):
         return cfg
-    last = OmegaConf.to_container(block.get("last") or {}, resolve=True)
-    by_kind = OmegaConf.to_container(block.get("method") or {}, resolve=True)
+    last, by_kind = ({} if block.get(k) is None else OmegaConf.to_container(block[k], resolve=True)
+                     for k in ("last", "method"))
     with open_dict(cfg):
         _merge_existing(cfg, last)
         method = cfg.get("method")

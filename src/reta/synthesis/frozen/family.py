@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import time
 from dataclasses import asdict, dataclass, field
 
@@ -62,8 +63,9 @@ class FrozenSpec:
                                   ("param", self.param, PARAMS), ("init", self.init, INITS)):
             if value not in valid:
                 raise RetaError(f"method {self.name}: {key}={value!r} unknown; valid: {', '.join(valid)}")
-        if self.iterations <= 0 or self.lr <= 0 or self.augs_per_batch <= 0:
-            raise RetaError(f"method {self.name}: iterations, lr and augs_per_batch must be > 0")
+        if not (self.iterations > 0 and math.isfinite(self.lr) and self.lr > 0 and self.augs_per_batch > 0):
+            raise RetaError(f"method {self.name}: iterations, lr and augs_per_batch must be finite and > 0 (got "
+                            f"{self.iterations}, {self.lr}, {self.augs_per_batch})")
         check_keys(AugSpec, self.aug, f"method {self.name}.aug")
 
 
@@ -149,3 +151,4 @@ def check_config(cfg) -> None:
 
 
 synthesize.check_config = check_config
+synthesize.resume_config = ("backbone",)  # config sections a resume must share (reta.distill.resume_key)
