@@ -19,7 +19,7 @@ from reta.evaluation.metrics import format_metrics
 from reta.evaluation.sets import load_inputs
 from reta.utils.config import output_dir, plain, planned_output_dir, require_positive_int
 from reta.utils.io import atomic_write_json, atomic_write_text
-from reta.utils.outputs import check_writable_dir
+from reta.utils.outputs import check_writable_cache, check_writable_dir
 
 
 def preflight(cfg: DictConfig, out: Path) -> None:
@@ -29,6 +29,9 @@ def preflight(cfg: DictConfig, out: Path) -> None:
     require_positive_int(cfg.ipc, "ipc")
     if not list(cfg.get("seeds") or []):
         raise RetaError("seeds must be a non-empty list, e.g. seeds=[0,1,2]")
+    seeds = list(cfg.seeds)
+    if len(set(seeds)) != len(seeds):  # a repeated seed is the same student again: n would overstate, std understate
+        raise RetaError(f"seeds must be distinct, got {seeds}")
     evaluator_function(cfg.protocol)
     if not isinstance(cfg.protocol.get("requires_teacher"), bool):
         raise RetaError("protocol.requires_teacher: missing; a protocol config declares whether it needs the run's "
@@ -36,6 +39,7 @@ def preflight(cfg: DictConfig, out: Path) -> None:
     if cfg.get("distilled") and not Path(str(cfg.distilled)).is_dir():
         raise RetaError(f"distilled set not found: {cfg.distilled} is not a directory")
     check_writable_dir(out)
+    check_writable_cache(cfg)
     if (out / "metrics.json").is_file() and not (cfg.get("overwrite", False) or cfg.get("resume", False)):
         raise RetaError(f"paths.output_dir {out} already holds a finished evaluation (metrics.json); pass "
                         "overwrite=true to replace it, or choose another paths.output_dir")

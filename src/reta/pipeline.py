@@ -59,6 +59,7 @@ def run(cfg: DictConfig) -> dict:
     """Run the three stages; returns ``{"teacher", "distill", "metrics", "rows", "results"}``. With
     ``distributed.enabled=true`` under torchrun/srun the distill step is sharded (:mod:`reta.synthesis.distributed`):
     rank 0 trains/caches the teacher first and alone evaluates; the other ranks return ``{"distill": …}``."""
+    distill.apply_requeue(cfg, planned_output_dir(cfg))  # a requeued SLURM job resumes its run
     preflight(cfg, planned_output_dir(cfg))  # before the teacher is trained and before any rank writes
     shard = init_distributed(cfg)
     try:

@@ -124,6 +124,7 @@ def _collectives(rank: int, world: int, port: int, report: str) -> None:
     Path(report, f"coll{rank}.json").write_text(json.dumps(out))
 
 
+@pytest.mark.slow  # two spawned gloo ranks, ~40 s
 def test_two_gloo_ranks_give_the_single_process_set(tmp_path):
     """2 spawned gloo ranks (fadrm, patch init, one residual merge, 4 jobs) write exactly the images and labels
     of the single-process run of the same seed; also the collectives (failure propagation, uneven gather)."""

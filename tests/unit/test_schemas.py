@@ -25,7 +25,7 @@ from reta.utils.schema import nested_schema, parse
 from helpers import CONF_DIR, compose_cfg
 
 METHODS = sorted(p.stem for p in (Path(CONF_DIR) / "method").glob("*.yaml"))
-PAPER = sorted(p.stem for p in (Path(CONF_DIR) / "method" / "paper").glob("*.yaml"))
+PAPER = sorted(p.stem for p in (Path(CONF_DIR) / "method" / "per_dataset").glob("*.yaml"))
 DATASETS = sorted(p.stem for p in (Path(CONF_DIR) / "dataset").glob("*.yaml"))
 BASE = ["paths.output_dir=/tmp/reta-schema-test", "ipc=1"]
 
@@ -54,6 +54,7 @@ def test_every_method_config_parses(method):
 
 
 def _paper_cases():
+    assert PAPER, "conf/method/per_dataset/ holds the per-dataset method files"
     for name in PAPER:
         for ds in DATASETS:
             if name.endswith(f"_{ds}") and name[: -len(ds) - 1] in METHODS:

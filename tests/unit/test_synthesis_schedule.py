@@ -140,7 +140,7 @@ def test_method_configs_per_dataset_and_per_ipc():
     from helpers import compose_cfg
 
     base = ["paths.output_dir=/tmp/x", "paths.cache_dir=/tmp/c"]
-    fm = compose_cfg("distill", [*base, "method=fadrm"]).method  # + method/paper/fadrm_fashion_mnist.yaml
+    fm = compose_cfg("distill", [*base, "method=fadrm"]).method  # + method/per_dataset/fadrm_fashion_mnist.yaml
     assert (fm.scale, fm.lr, fm.init.crop_scale) == ("cpu", 0.02, [1.0, 1.0]) and fm.stages.sizes is None
     one, ten = BNMethodConfig.from_cfg(fm, 1), BNMethodConfig.from_cfg(fm, 10)
     assert (one.lr, one.init.band) == (0.25, "easy") and (ten.lr, ten.init.band) == (0.02, "medium")

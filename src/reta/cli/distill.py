@@ -20,7 +20,7 @@ def _main(cfg: DictConfig) -> dict:
 
 
 def main() -> None:
-    check_group_choices(sys.argv[1:])
+    check_group_choices(sys.argv[1:], "distill")
     if show_job_config("distill", sys.argv[1:]):
         return
     _main()

@@ -19,7 +19,7 @@ def _main(cfg: DictConfig) -> dict:
 
 
 def main() -> None:
-    check_group_choices(sys.argv[1:])
+    check_group_choices(sys.argv[1:], "evaluate")
     if show_job_config("evaluate", sys.argv[1:]):
         return
     _main()

@@ -20,7 +20,7 @@ def _main(cfg: DictConfig) -> dict:
 
 
 def main() -> None:
-    check_group_choices(sys.argv[1:])
+    check_group_choices(sys.argv[1:], "pipeline")
     if show_job_config("pipeline", sys.argv[1:]):
         return
     _main()

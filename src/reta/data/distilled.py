@@ -108,10 +108,10 @@ def validate(images: Any, labels: Any, soft_labels: Any, meta: Mapping[str, Any]
     missing = [k for k in REQUIRED_KEYS if k not in meta]
     if missing:
         raise RetaError(f"meta.json: missing key(s) {', '.join(missing)}")
-    try:
-        k, ipc = int(meta["num_classes"]), int(meta["ipc"])
-    except (TypeError, ValueError) as e:
-        raise RetaError(f"meta.json: num_classes and ipc must be integers ({e})") from e
+    for key in ("num_classes", "ipc"):  # 1.5 or true must not pass as 1
+        if isinstance(meta[key], bool) or not isinstance(meta[key], int):
+            raise RetaError(f"meta.json: num_classes and ipc must be integers ({key} is {meta[key]!r})")
+    k, ipc = meta["num_classes"], meta["ipc"]
     if k <= 0 or ipc <= 0:
         raise RetaError(f"meta.json: num_classes ({k}) and ipc ({ipc}) must be positive")
     names = meta["class_names"]

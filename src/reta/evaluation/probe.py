@@ -17,8 +17,10 @@ from reta.errors import RetaError
 from reta.evaluation import protocol_values
 from reta.evaluation.metrics import metrics_record
 from reta.evaluation.sets import EvalInputs
-from reta.training.backbone import BackboneSpec, FrozenBackbone, expected_key, get_backbone
+from reta.training import backbone as backbones  # module attribute: get_backbone looked up at call time
+from reta.training.backbone import BackboneSpec, FrozenBackbone, expected_key
 from reta.training.common import set_threads
+from reta.training.inherit_source import check_source_key, source_backbone_spec
 from reta.training.probe import GoldenSpec, ProbeSpec, golden_head, holdout_split, inherited_accuracy, probe_accuracy
 from reta.utils.config import plain
 from reta.utils.schema import parse
@@ -36,14 +38,17 @@ class ProbeRun:
     labels: torch.Tensor
 
 
-def check_backbone(cfg: DictConfig, inputs: EvalInputs, spec: ProbeSpec, bspec: BackboneSpec) -> dict:
-    """The backbone the set was made for (``meta.backbone``, ``{}`` without a set); refuses a set made for another
-    backbone unless ``cross_backbone`` or ``inherit``, and ``inherit`` without a frozen-backbone set."""
+def check_backbone(cfg: DictConfig, inputs: EvalInputs, spec: ProbeSpec,
+                   bspec: BackboneSpec) -> tuple[dict, BackboneSpec | None]:
+    """The backbone the set was made for (``meta.backbone``, ``{}`` without a set) and, with ``inherit``, the spec of
+    that source backbone from the user's config (:func:`reta.training.inherit_source.source_backbone_spec`, never
+    the set's meta); refuses a set made for another backbone unless ``cross_backbone`` or ``inherit``, and
+    ``inherit`` without a frozen-backbone set."""
     if inputs.distilled is None:
         if spec.inherit:
             raise RetaError("protocol.inherit=true needs distilled=DIR (the set whose backbone's classifier is "
                             "inherited)")
-        return {}
+        return {}, None
     made_for = inputs.distilled.meta.get("backbone") or {}
     want = expected_key(cfg, bspec)
     other = not made_for.get("key") or (want is not None and made_for["key"] != want)
@@ -53,9 +58,10 @@ def check_backbone(cfg: DictConfig, inputs: EvalInputs, spec: ProbeSpec, bspec: 
                         f"{made_for.get('name', 'none (method ' + str(method) + ')')} "
                         f"{made_for.get('key', '')}, this probe uses backbone {bspec.name} {want or ''}; pass "
                         f"backbone={made_for.get('name', '...')} or protocol.cross_backbone=true")
-    if spec.inherit and not made_for.get("config"):
+    if spec.inherit and not made_for.get("name"):
         raise RetaError(f"protocol.inherit=true needs a set made for a frozen backbone; {inputs.source} records none")
-    return made_for
+    source_spec = source_backbone_spec(cfg, made_for, f"distilled set {inputs.source}") if spec.inherit else None
+    return made_for, source_spec
 
 
 def probe_runs(cfg: DictConfig, inputs: EvalInputs, train, num_classes: int) -> list[ProbeRun]:
@@ -71,13 +77,14 @@ def probe_runs(cfg: DictConfig, inputs: EvalInputs, train, num_classes: int) -> 
     return runs
 
 
-def inherit(cfg: DictConfig, runs: list[ProbeRun], made_for: dict, backbone: FrozenBackbone, data: tuple, test,
-            spec: ProbeSpec, sets: dict) -> dict:
+def inherit(cfg: DictConfig, runs: list[ProbeRun], made_for: dict, source_spec: BackboneSpec,
+            backbone: FrozenBackbone, data: tuple, test, spec: ProbeSpec, sets: dict, where: str) -> dict:
     """Classifier inheritance: the golden head of the set's own backbone, deployed on ``backbone`` through a learnt
     projector, scored per run as ``<name>_inherited``; returns that golden head's record."""
     all_train, all_test = data
     trainer_cfg, num_classes = plain(cfg.trainer), int(cfg.dataset.num_classes)
-    source = get_backbone(cfg, all_train, all_test, BackboneSpec.from_cfg(made_for["config"]))
+    source = backbones.get_backbone(cfg, all_train, all_test, source_spec)  # the user's config, never the set's meta
+    check_source_key(source.key, made_for, where)
     head, record = golden_head(source, all_train, all_test, num_classes,
                                parse(GoldenSpec, source.meta["config"]["probe"], "backbone.probe"), trainer_cfg)
     for run in runs:
@@ -92,10 +99,10 @@ def evaluate(cfg: DictConfig, inputs: EvalInputs) -> dict:
     spec = ProbeSpec.from_cfg(protocol_values(cfg.protocol))
     bspec = BackboneSpec.from_cfg(cfg.backbone)
     gspec = parse(GoldenSpec, bspec.probe, "backbone.probe")
-    made_for = check_backbone(cfg, inputs, spec, bspec)
+    made_for, source_spec = check_backbone(cfg, inputs, spec, bspec)
     train = load_split(cfg.dataset, "train", cfg.paths.data_dir)
     test = load_split(cfg.dataset, "test", cfg.paths.data_dir)
-    backbone = get_backbone(cfg, train, test, bspec)
+    backbone = backbones.get_backbone(cfg, train, test, bspec)
     if inputs.distilled is not None and made_for.get("key") != backbone.key and not (spec.cross_backbone
                                                                                      or spec.inherit):
         raise RetaError(f"distilled set {inputs.source} was made for backbone {made_for.get('name')} "
@@ -112,7 +119,8 @@ def evaluate(cfg: DictConfig, inputs: EvalInputs) -> dict:
         sets.setdefault(run.name, []).append(
             probe_accuracy(backbone, run.images, run.labels, test, C, spec, run.seed, trainer_cfg))
         log.info("%s seed %d: probe acc %.4f", run.name, run.seed, sets[run.name][-1]["acc_last"])
-    inherited = inherit(cfg, runs, made_for, backbone, data, test, spec, sets) if spec.inherit else None
+    inherited = (inherit(cfg, runs, made_for, source_spec, backbone, data, test, spec, sets, str(inputs.source))
+                 if spec.inherit else None)
     name = backbone.meta["name"]
     return metrics_record(
         cfg, inputs, sets,

@@ -20,7 +20,6 @@ computed once per backbone beside it — the golden probe (:mod:`reta.training.p
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
@@ -35,6 +34,7 @@ from reta.data.augment import normalize
 from reta.errors import RetaError
 from reta.models import build_model, features
 from reta.training.teacher import load_state_dict_file, load_weights, timestamp, write_cache_entry
+from reta.utils.cache_files import damaged, read_json
 from reta.utils.config import config_digest, plain
 from reta.utils.schema import parse
 
@@ -158,14 +158,22 @@ def get_backbone(cfg: Any, train=None, test=None, spec: BackboneSpec | None = No
         else:
             if not spec.pretrained:
                 raise RetaError("backbone.source=timm needs pretrained=true (timm hub) or checkpoint=FILE")
-            net = timm.create_model(spec.model["name"], pretrained=True, num_classes=0,
-                                    **(spec.model.get("kwargs") or {}))
+            try:
+                net = timm.create_model(spec.model["name"], pretrained=True, num_classes=0,
+                                        **(spec.model.get("kwargs") or {}))
+            except OSError as err:  # no network and no hub cache (huggingface_hub's LocalEntryNotFoundError …)
+                raise RetaError(f"backbone {spec.name}: cannot fetch the pretrained weights of {spec.model['name']} "
+                                f"({type(err).__name__}); offline, save them once and pass "
+                                "backbone.pretrained=false backbone.checkpoint=FILE") from err
         return _finish(cfg, spec, ds, net, mean, std, key, {})
     # simclr: cached weights, or train now
     net = _build(spec, ds)
     if (entry / "model.pt").is_file():
-        load_weights(net, load_state_dict_file(entry / "model.pt"), str(entry / "model.pt"))
-        meta = json.loads((entry / "meta.json").read_text())
+        meta = read_json(entry / "meta.json")
+        try:
+            load_weights(net, load_state_dict_file(entry / "model.pt"), str(entry / "model.pt"))
+        except RetaError as err:
+            raise damaged(entry / "model.pt", f"does not load ({err})") from err
         logging.getLogger(__name__).info("backbone from cache: %s", entry.name)
         return _finish(cfg, spec, ds, net, mean, std, key, meta.get("ssl_result", {}))
     from reta.data.registry import load_split

@@ -1,7 +1,7 @@
 """``debug=<option>`` applied last: the ``debug`` block of the composed config is merged over it after everything else.
 
 Why code and not the defaults list: Hydra composes the ``debug`` group at its place in ``squeeze.yaml``'s defaults,
-so ``method/paper/<method>_<dataset>`` (later in distill/pipeline.yaml) and a command-line ``+experiment=…``
+so ``method/per_dataset/<method>_<dataset>`` (later in distill/pipeline.yaml) and a command-line ``+experiment=…``
 (appended after ``_self_``) override whatever the debug option set — a smoke run then trains the paper's 300 student
 epochs. Hydra has no "compose this group last" setting that keeps ``+experiment=`` working, so a debug option that must
 win puts its values under ``debug:`` and the entry points call :func:`apply_debug` on the composed config::
@@ -51,7 +51,7 @@ def apply_debug(cfg: Any) -> Any:
     block = cfg.get("debug")
     if not isinstance(block, DictConfig):
         return cfg
-    last = OmegaConf.to_container(block.get("last") or {}, resolve=True)
+    last = {} if block.get("last") is None else OmegaConf.to_container(block["last"], resolve=True)
     shrink_key = block.get("method")
     with open_dict(cfg):
         _merge_existing(cfg, last)

@@ -42,7 +42,7 @@ from reta.utils.groups import group_option
 from reta.utils.schema import parse
 
 log = logging.getLogger(__name__)
-INIT_KINDS = ("noise", "patch")
+INIT_KINDS = ("noise", "patch", "real")
 #: Lightning warnings that are expected here (frozen eval-mode teachers, optimisers made per stage, step stream).
 QUIET_WARNINGS = (
     ".*module\\(s\\) in eval mode.*", ".*configure_optimizers.*returned.*None.*", ".*IterableDataset.*__len__.*"
@@ -283,6 +283,10 @@ def build_synthesis(cfg, ctx: DistillContext) -> tuple[SynthesisModule, list, BN
         first.model.cpu()
         bank = PatchBank(pool, ctx.train, ipc, m.init.band)
     init = PatchInit(bank) if m.init.kind == "patch" else NoiseInit()
+    if m.init.kind == "real":  # EDC: a random real image per (class, slot)
+        from reta.synthesis.bn.real_init import RealInit
+
+        init = RealInit(ctx.train, ds["num_classes"], ipc, int(cfg.seed))
     module = SynthesisModule(
         teachers, schedule, ds["num_classes"], ipc, ds["image_size"], ds["channels"], ds["mean"], ds["std"], init,
         AugmentSpec(bool(m.augment.rrc), tuple(m.augment.rrc_scale), bool(m.augment.flip), int(m.augment.jitter)),
@@ -291,6 +295,9 @@ def build_synthesis(cfg, ctx: DistillContext) -> tuple[SynthesisModule, list, BN
         train_set=ctx.train, fingerprint=fingerprint(cfg, m, teachers), log_every=m.log_every,
         shard=(shard.rank, shard.world), saturation_limit=float(m.saturation_limit),
     )
+    for term in module.losses:  # terms that need the teachers or the training set (EDC's class statistics)
+        if hasattr(term, "bind"):
+            term.bind(module)
     if cfg.paths.get("cache_dir"):  # where callbacks and anchor providers cache teacher features of the real pool
         module.feature_pool_cache = Path(cfg.paths.cache_dir) / "feature_pools"
     callbacks: list = []
@@ -342,9 +349,11 @@ def synthesize(cfg, ctx: DistillContext) -> SynthesisResult:
             "steps": len(module.jobs) * module.schedule.total,
             "round_robin": [t.name for t in module.teachers],
             "r_bn": {t.name: t.r_bn for t in module.teachers},
-            "init": {"kind": m.init.kind, **(module.patch_bank.describe() if module.patch_bank is not None else {})},
+            "init": {"kind": m.init.kind, **(module.patch_bank.describe() if module.patch_bank is not None else {}),
+                     **(module.init.describe() if hasattr(module.init, "describe") else {})},
             "residual": residual.describe() if residual is not None else None,
             "seconds_per_job": [round(s, 3) for s in module.job_seconds],
+            "loss_terms": {t.name: t.describe() for t in module.losses if hasattr(t, "describe")},
             "effective_method": {k: v for k, v in dataclasses.asdict(m).items() if k != "per_ipc"},
         },
     }

@@ -8,6 +8,7 @@ run's IPC is merged onto the method config — the rule every family shares, :fu
 
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import asdict, dataclass
 
@@ -65,8 +66,9 @@ class FrozenSpec:
                                   ("param", self.param, PARAMS), ("init", self.init, INITS)):
             if value not in valid:
                 raise RetaError(f"method {self.name}: {key}={value!r} unknown; valid: {', '.join(valid)}")
-        if self.iterations <= 0 or self.lr <= 0 or self.augs_per_batch <= 0:
-            raise RetaError(f"method {self.name}: iterations, lr and augs_per_batch must be > 0")
+        if not (self.iterations > 0 and math.isfinite(self.lr) and self.lr > 0 and self.augs_per_batch > 0):
+            raise RetaError(f"method {self.name}: iterations, lr and augs_per_batch must be finite and > 0 (got "
+                            f"{self.iterations}, {self.lr}, {self.augs_per_batch})")
 
 
 def spec_for(method_cfg, ipc: int) -> FrozenSpec:
@@ -88,8 +90,7 @@ def build_images(spec: FrozenSpec, ds: dict, ipc: int, train, seed: int) -> torc
     if spec.param == "pyramid":
         return PyramidImages(C * ipc, c, s, g)
     if spec.init == "real":
-        pixels = train.gather(sample_per_class(train.targets, C, ipc, int(seed)))
-        pixels = pixels.float() / 255.0 if pixels.dtype == torch.uint8 else pixels
+        pixels = train.gather(sample_per_class(train.targets, C, ipc, int(seed)))  # float32 in [0, 1]
     else:
         pixels = (torch.randn(C * ipc, c, s, s, generator=g) * 0.2 + 0.5).clamp(0, 1)
     return PixelImages(pixels, C, ipc, ds["mean"], ds["std"])
@@ -150,3 +151,4 @@ def check_config(cfg) -> None:
 
 
 synthesize.check_config = check_config
+synthesize.resume_config = ("backbone",)  # config sections a resume must share (reta.distill.resume_key)

@@ -54,8 +54,8 @@ import torch.nn.functional as F
 
 from reta.data.augment import normalize
 from reta.errors import RetaError
-from reta.synthesis.bn.init import resample
 from reta.synthesis.reta.pool import shared_feature_pool
+from reta.synthesis.runtime import resample
 from reta.topology.loss import TopologyConfig, TopologyLoss
 
 log = logging.getLogger(__name__)
