@@ -79,6 +79,7 @@ def test_a_method_without_requires_teacher_is_refused(tiny):
         distill.run(cfg)
 
 
+@pytest.mark.slow  # a subprocess per call
 def test_cfg_job_shows_the_smoke_budget(tmp_path):
     proc = run_cli("reta-distill", ["method=sfm", "debug=smoke", "--cfg", "job"], tmp_path)
     assert proc.returncode == 0, proc.stderr
