@@ -80,6 +80,16 @@ def test_an_unknown_corruption_is_refused_before_anything_is_written(tiny):
     assert not (tmp_path / "out").exists() and not (tmp_path / "cache").exists()
 
 
+def test_an_addon_under_a_protocol_without_student_addons_is_refused(tiny):
+    tmp_path, ev = tiny
+    ev = [o for o in ev if not o.startswith("protocol=")]
+    with pytest.raises(RetaError, match=r"^robustness\.enabled=true: protocol continual trains no students that take"):
+        evaluate.run(compose_cfg("evaluate", [*ev, "protocol=continual", "robustness.enabled=true"]))
+    with pytest.raises(RetaError, match=r"^protocol\.student_addons: missing"):
+        evaluate.run(compose_cfg("evaluate", [*ev, "protocol=hard", "~protocol.student_addons"]))
+    assert not (tmp_path / "out").exists()
+
+
 def test_continual_protocol_writes_steps_for_the_set_and_an_equal_random_buffer(tiny):
     tmp_path, ev = tiny
     ev = [o for o in ev if not o.startswith("protocol=")]
@@ -102,7 +112,8 @@ def test_continual_with_kd_students_uses_a_masked_teacher(tiny):
     ev = [o for o in ev if not o.startswith("protocol=")]
     m = evaluate.run(compose_cfg("evaluate", [*ev, "protocol=continual_kd", "protocol.epochs=1",
                                               "protocol.continual.steps=2", "seeds=[0]"]))
-    assert m["teacher"]["name"] == "convnet_tiny" and m["protocol_config"]["name"] == "kd"
+    assert m["teacher"]["name"] == "convnet_tiny" and m["protocol"] == "continual_kd"
+    assert m["protocol_config"]["labels"] == "teacher" and m["protocol_config"]["continual"]["steps"] == 2
     assert [r["n_classes"] for r in m["sets"]["random"]["steps"]] == [5, 10]
 
 

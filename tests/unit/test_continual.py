@@ -27,7 +27,7 @@ def _data(per_class, seed=0):
 
 
 def _spec(**kw):
-    cfg = {"steps": 5, "class_order": None, "mode": "fresh", "budget": None, "student_protocol": "hard", **kw}
+    cfg = {"steps": 5, "class_order": None, "mode": "fresh", "budget": None, **kw}
     return ContinualSpec.from_cfg(cfg)
 
 
@@ -94,8 +94,10 @@ def test_a_split_that_does_not_match_the_classes_is_refused():
         run_steps(*_data(2), step_split(list(range(C)), 5, C), 3, None, Spy(), 0, "fresh", "x")
     with pytest.raises(RetaError, match="mode must be one of fresh, continue"):
         _spec(mode="replay")
-    with pytest.raises(RetaError, match="student_protocol must be one of hard, kd"):
-        _spec(student_protocol="linear_probe")
+    with pytest.raises(RetaError, match=r"protocol\.continual: unknown keys \['student_protocol'\]"):
+        _spec(student_protocol="hard")
+    with pytest.raises(RetaError, match=r"protocol\.continual\.budget: missing"):
+        ContinualSpec.from_cfg({"steps": 5, "class_order": None, "mode": "fresh"})
 
 
 def test_summary_per_step_is_mean_and_std_over_seeds():

@@ -104,12 +104,13 @@ def test_a_clean_students_accuracy_falls_with_severity_on_a_toy_set(tmp_path):
     names = ["gaussian_noise", "shot_noise", "impulse_noise", "defocus_blur", "motion_blur"]
     spec = {"seed": 0, "severities": [1, 2, 3, 4, 5], "corruptions": names, "constants": IMAGENET_C,
             "batch_size": 100}
-    tests = CorruptedTests(test, {"name": "toy", "mean": [0.5], "std": [0.5]}, spec, tmp_path)
-    run = tests.evaluate(model)
+    tests = CorruptedTests(spec, test, {"name": "toy", "mean": [0.5], "std": [0.5]}, tmp_path)
+    run = tests.score(model)
     clean = (model((test.images.float() / 255 - 0.5) / 0.5).argmax(1) == test.targets).float().mean().item()
     assert clean == 1.0
     per_severity = [sum(run["robustness"][n][i] for n in names) / len(names) for i in range(5)]
     assert all(b <= a for a, b in zip(per_severity, per_severity[1:])) and per_severity[-1] < per_severity[0]
     summary = summarize_robustness([run, run], spec["severities"])
+    assert tests.summarize([run, run]) == summary
     assert summary["mca"] == pytest.approx(sum(per_severity) / 5) and summary["mca_std"] == 0.0
     assert summary["per_corruption"]["motion_blur"]["acc_mean"] == run["robustness"]["motion_blur"]

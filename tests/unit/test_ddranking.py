@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from reta.reporting import ddranking
-from reta.reporting.tables import Cell, collect, find_metrics
+from reta.reporting.tables import Cell, collect, find_metrics, row_name
 
 # per-seed accuracies (fractions) of one set and its baselines: seeds 0, 1, 2
 SYN_HARD = [0.61, 0.58, 0.64]
@@ -32,7 +32,8 @@ def _paper_lrs(full, syn_hard, syn_p, rnd_p, lam=0.5):
 
 def _cells():
     def cell(protocol, method, accs, student="s_hard", seeds=(0, 1, 2), ipc=10):
-        c = Cell("fashion_mnist", ipc, protocol, student, method)
+        kind = method if method in ("random", "full") else "distilled"  # the metrics.json set the row comes from
+        c = Cell("fashion_mnist", ipc, protocol, student, row_name(kind, method), kind=kind)
         c.per_seed = {s: (a, a) for s, a in zip(seeds, accs)}
         return c
 
@@ -58,7 +59,7 @@ def test_lrs_follows_the_paper_formula_in_fractions():
 
 
 def test_missing_runs_are_named_and_leave_blanks():
-    cells = [c for c in _cells() if c.method != "full"]
+    cells = [c for c in _cells() if c.kind != "full"]
     scores = {s.protocol: s for s in ddranking.compute(cells, "hard", 0.5, 0.5, {"kd": "kd_other"})}
     assert scores["kd"].lrs == [] and scores["kd"].ior  # IOR needs no full-data run
     md = ddranking.to_markdown(list(scores.values()))
@@ -77,7 +78,7 @@ def test_report_reads_the_full_set_kind_as_its_own_row(tmp_path):
     write("hard", "hard", "s_hard", {"random": RND_HARD, "distilled": SYN_HARD, "full": [FULL_HARD]}, [0, 1, 2])
     write("kd", "kd", "s_kd", {"random": RND_KD, "distilled": SYN_KD}, [0, 1, 2])
     cells = collect(find_metrics([tmp_path]))
-    assert {(c.protocol, c.method) for c in cells} == {("hard", "random"), ("hard", "reta"), ("hard", "full"),
+    assert {(c.protocol, c.method) for c in cells} == {("hard", "random"), ("hard", "reta"), ("hard", "full data"),
                                                        ("kd", "random"), ("kd", "reta")}
     kd = next(s for s in ddranking.compute(cells, "hard", 0.5, 0.5) if s.protocol == "kd")
     assert kd.lrs == pytest.approx(_paper_lrs(FULL_HARD, SYN_HARD, SYN_KD, RND_KD))
@@ -132,7 +133,7 @@ def test_lrs_and_ars_equal_the_ddranking_package_fed_fractions():
 def test_each_student_is_compared_with_its_own_random_subset():
     cells = _cells()
     for c in [c for c in cells if c.protocol == "kd"]:  # a second KD student of the same set and random subset
-        twin = Cell(c.dataset, c.ipc, c.protocol, "s_kd_wide", c.method)
+        twin = Cell(c.dataset, c.ipc, c.protocol, "s_kd_wide", c.method, kind=c.kind)
         twin.per_seed = {s: (a + (0.1 if c.method == "reta" else 0.0), b) for s, (a, b) in c.per_seed.items()}
         cells.append(twin)
     scores = {(s.protocol, s.student): s for s in ddranking.compute(cells, "hard", 0.5, 0.5)}

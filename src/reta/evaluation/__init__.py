@@ -1,2 +1,50 @@
-"""Evaluation add-ons on top of the student protocols: the full-data student (DD-Ranking's HLR), corruption
-robustness and class-incremental continual learning (docs/evaluation.md)."""
+"""Evaluation protocols as plug-ins (docs/architecture.md, "Add a protocol").
+
+A protocol config (``conf/protocol/<name>.yaml``) names its evaluator with a Hydra ``_target_``::
+
+    evaluator: {_target_: reta.evaluation.students.evaluate, _partial_: true}
+    requires_teacher: true    # the pipeline squeezes the run's teacher first (KD students need it)
+
+An evaluator is ``fn(cfg, inputs: EvalInputs) -> dict``: ``inputs`` is the result of the one shared "load and check
+the set" step (:func:`reta.evaluation.sets.load_inputs`: seeds, the distilled set checked against the dataset, the
+protocol it was made for, the held-out split and the IPC), and the returned dict is the ``metrics.json`` content
+(:func:`reta.evaluation.metrics.metrics_record` builds the common part). The evaluate stage instantiates the evaluator,
+writes what it returns atomically and prints it; an evaluator writes nothing itself except its own caches. An
+evaluator may carry ``preflight = fn(cfg)``: checks of its own settings that need no data, run by the stage's
+preflight before anything is written (e.g. the class-incremental step split of :mod:`reta.evaluation.continual`).
+
+``student_addons: true`` declares that the evaluator trains students and gives every one of them the enabled student
+add-ons (:mod:`reta.evaluation.addons`: corruption robustness); a protocol that declares ``false`` refuses them.
+Shipped evaluators: :mod:`~reta.evaluation.students` (kd, hard; with the cached full-data student,
+:mod:`~reta.evaluation.full_data`), :mod:`~reta.evaluation.probe` (linear_probe), :mod:`~reta.evaluation.continual`
+(continual, continual_kd).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from reta.utils.config import plain
+from reta.utils.plugins import plugin_function
+
+#: keys of a protocol config that declare how it plugs in (read by the stage), not settings of the protocol itself
+CAPABILITY_KEYS = ("evaluator", "requires_teacher", "student_addons")
+
+
+def protocol_values(protocol_cfg: Any) -> dict:
+    """The protocol's own settings: the config without its :data:`CAPABILITY_KEYS`."""
+    return {k: v for k, v in dict(plain(protocol_cfg) or {}).items() if k not in CAPABILITY_KEYS}
+
+
+def evaluator_function(protocol_cfg: Any) -> Callable:
+    """``protocol.evaluator`` (``{_target_: dotted.path, _partial_: true}``) → the evaluator; a missing or unloadable
+    target → one-line :class:`RetaError`."""
+    spec = (plain(protocol_cfg) or {}).get("evaluator") if protocol_cfg is not None else None
+    return plugin_function(spec, "protocol.evaluator",
+                           "fn(cfg, inputs) -> metrics (e.g. reta.evaluation.students.evaluate)")
+
+
+def evaluator_preflight(fn: Callable) -> Callable | None:
+    """The evaluator's own no-data check ``fn.preflight(cfg)`` (through a ``functools.partial``), or None."""
+    return getattr(getattr(fn, "func", fn), "preflight", None)

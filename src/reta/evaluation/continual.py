@@ -10,7 +10,8 @@ tested on the test images of exactly those classes, with the argmax over all C o
 - ``mode: continue``: the step-k student starts from the step-(k−1) student's weights (IDC's ``continual-learning/``
   continues its model; its LwF-style distillation loss is not included here).
 
-The per-step student follows the ``hard`` protocol (CL_DM.py) or the ``kd`` one; a KD student's teacher has seen every
+The per-step student follows the protocol's own student keys (``continual.yaml``: those of ``hard``, as CL_DM.py;
+``continual_kd.yaml``: those of ``kd``); a KD student's teacher has seen every
 class, so its logits of the classes not seen yet are masked out (−1e4 before the softmax: probability 0), the
 "mask the unseen logits and renormalise" option — the teacher's features still come from all classes.
 
@@ -22,51 +23,55 @@ from __future__ import annotations
 import copy
 import logging
 import statistics
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, replace
+from typing import Any
 
 import numpy as np
 import torch
+from omegaconf import DictConfig
 from torch import nn
 
 from reta.data.base import ImageDataset, TensorImageDataset
+from reta.data.expansion import training_view
+from reta.data.holdout import split_holdout
+from reta.data.registry import load_split, sample_per_class
 from reta.errors import RetaError
+from reta.evaluation import protocol_values
+from reta.evaluation.metrics import metrics_record
+from reta.evaluation.sets import EvalInputs
+from reta.evaluation.students import student_kwargs, train_student
+from reta.training.common import configure_data, set_threads
+from reta.training.student import Protocol
+from reta.training.teacher_cache import get_teacher
+from reta.utils.config import plain
+from reta.utils.schema import parse
 
 log = logging.getLogger(__name__)
 
 MODES = ("fresh", "continue")
-STUDENT_PROTOCOLS = ("hard", "kd")
 
 
 @dataclass(frozen=True)
 class ContinualSpec:
-    """The ``protocol.continual`` block."""
+    """The ``protocol.continual`` block (every field set in ``conf/protocol/continual*.yaml``)."""
 
     steps: int
     class_order: list[int] | None  # null = a permutation seeded by each evaluation seed
     mode: str
-    budget: int | None             # images per class in the memory; null = the set's IPC
-    student_protocol: str          # the per-step student's protocol (the other keys of the protocol block)
+    budget: int | None  # images per class in the memory; null = the set's IPC
+
+    def __post_init__(self) -> None:
+        if self.steps <= 0:
+            raise RetaError(f"protocol.continual.steps must be a positive integer, got {self.steps}")
+        if self.mode not in MODES:
+            raise RetaError(f"protocol.continual.mode must be one of {', '.join(MODES)}, got {self.mode!r}")
+        if self.budget is not None and self.budget <= 0:
+            raise RetaError(f"protocol.continual.budget must be a positive integer or null, got {self.budget}")
 
     @classmethod
-    def from_cfg(cls, cfg: Mapping) -> ContinualSpec:
-        unknown = sorted(set(cfg) - set(cls.__dataclass_fields__))
-        if unknown:
-            raise RetaError(f"protocol.continual: unknown key(s) {unknown}; valid: "
-                            f"{', '.join(cls.__dataclass_fields__)}")
-        spec = cls(int(cfg["steps"]), None if cfg.get("class_order") is None else [int(c) for c in cfg["class_order"]],
-                   str(cfg["mode"]), None if cfg.get("budget") is None else int(cfg["budget"]),
-                   str(cfg["student_protocol"]))
-        if spec.steps <= 0:
-            raise RetaError(f"protocol.continual.steps must be a positive integer, got {spec.steps}")
-        if spec.mode not in MODES:
-            raise RetaError(f"protocol.continual.mode must be one of {', '.join(MODES)}, got {spec.mode!r}")
-        if spec.student_protocol not in STUDENT_PROTOCOLS:
-            raise RetaError(f"protocol.continual.student_protocol must be one of {', '.join(STUDENT_PROTOCOLS)}, "
-                            f"got {spec.student_protocol!r}")
-        if spec.budget is not None and spec.budget <= 0:
-            raise RetaError(f"protocol.continual.budget must be a positive integer or null, got {spec.budget}")
-        return spec
+    def from_cfg(cls, cfg: Any) -> ContinualSpec:
+        return parse(cls, cfg, "protocol.continual")
 
 
 def class_order(spec: ContinualSpec, num_classes: int, seed: int) -> list[int]:
@@ -88,10 +93,24 @@ def step_split(order: list[int], steps: int, num_classes: int) -> list[list[int]
     return [order[k * size:(k + 1) * size] for k in range(steps)]
 
 
-def check_spec(cfg: Mapping, num_classes: int, seeds: list[int]) -> dict[int, list[list[int]]]:
-    """The ``protocol.continual`` block and every seed's step split, checked with no data loaded (preflight)."""
-    spec = ContinualSpec.from_cfg(cfg)
+def check_spec(cfg: Any, num_classes: int, seeds: list[int]) -> dict[int, list[list[int]]]:
+    """The ``protocol.continual`` block and every seed's step split, checked with no data loaded."""
+    spec = cfg if isinstance(cfg, ContinualSpec) else ContinualSpec.from_cfg(cfg)
     return {int(s): step_split(class_order(spec, num_classes, int(s)), spec.steps, num_classes) for s in seeds}
+
+
+def student_protocol(cfg: DictConfig) -> tuple[ContinualSpec, Protocol]:
+    """The ``continual`` block and the per-step student's protocol (the other keys of the protocol config)."""
+    values = protocol_values(cfg.protocol)
+    spec = ContinualSpec.from_cfg(values.pop("continual", None))
+    return spec, Protocol.from_cfg(values)
+
+
+def check_settings(cfg: DictConfig) -> None:
+    """The evaluator's own no-data checks (run in the stage's preflight): the block, the per-step protocol and every
+    seed's step split."""
+    spec, _ = student_protocol(cfg)
+    check_spec(spec, int(cfg.dataset.num_classes), [int(s) for s in cfg.seeds])
 
 
 def memory_indices(labels: torch.Tensor, classes: list[int], budget: int) -> torch.Tensor:
@@ -169,54 +188,35 @@ def summarize_steps(per_seed: list[list[dict]]) -> list[dict]:
     return rows
 
 
-def run_continual(cfg, train_student: TrainFn, summarize: Callable[[list[dict]], dict],
-                  check_compatible: Callable[..., None]) -> dict:
-    """``protocol=continual`` through ``reta-evaluate``/``reta-run``: the distilled set (``distilled=DIR``) and the
-    random real buffer as replay memories, one class order per seed; writes ``metrics.json`` (per set the last
-    step's accuracy as ``acc_*`` and the ``steps`` list) and returns it. The evaluation stage passes in its student
-    trainer, its summary of runs and its set-vs-dataset check."""
-    from reta.data.distilled import load_distilled
-    from reta.data.expansion import training_view
-    from reta.data.holdout import check_holdout, split_holdout
-    from reta.data.registry import load_split, sample_per_class
-    from reta.training.common import configure_data, set_threads
-    from reta.training.student import Protocol
-    from reta.training.teacher_cache import get_teacher
-    from reta.utils.config import output_dir, plain
-    from reta.utils.io import atomic_write_json
-
-    proto = plain(cfg.protocol)
-    spec = ContinualSpec.from_cfg(proto.pop("continual"))
-    base = Protocol.from_cfg({**proto, "name": spec.student_protocol})
-    ds_cfg, student_cfg = plain(cfg.dataset), plain(cfg.student)
-    C, seeds = int(ds_cfg["num_classes"]), [int(s) for s in cfg.seeds]
-    holdout = check_holdout(cfg.get("holdout_per_class", 0))
-    distilled, budget = None, spec.budget or int(cfg.ipc)
-    if cfg.get("distilled"):
-        distilled = load_distilled(cfg.distilled)
-        check_compatible(distilled, ds_cfg, str(cfg.distilled))
-        budget = spec.budget or distilled.ipc
-        if budget > distilled.ipc:
-            raise RetaError(f"protocol.continual.budget={budget} exceeds the set's {distilled.ipc} images per class")
-    splits = check_spec(spec.__dict__, C, seeds)  # every seed's split, before any work
+def evaluate(cfg: DictConfig, inputs: EvalInputs) -> dict:
+    """The evaluator of ``protocol=continual`` and ``protocol=continual_kd`` (:mod:`reta.evaluation`): the distilled
+    set (``distilled=DIR``) and the random real buffer of the same size as replay memories, one class order per seed,
+    the per-step students of :func:`reta.evaluation.students.train_student`. ``metrics.json`` holds per set the last
+    step's accuracy as ``acc_*`` and the ``steps`` list."""
+    spec, protocol = student_protocol(cfg)
+    ds_cfg = plain(cfg.dataset)
+    C, distilled = int(ds_cfg["num_classes"]), inputs.distilled
+    if not cfg.get("baseline", True) and distilled is None:
+        raise RetaError("nothing to evaluate: baseline=false and no distilled=DIR given")
+    budget = spec.budget or inputs.ipc
+    if distilled is not None and budget > distilled.ipc:
+        raise RetaError(f"protocol.continual.budget={budget} exceeds the set's {distilled.ipc} images per class")
+    splits = check_spec(spec, C, inputs.seeds)  # every seed's split, before any work
     set_threads(cfg.get("num_threads"))
     configure_data(cfg)
     full_train, full_test = (load_split(cfg.dataset, s, cfg.paths.data_dir) for s in ("train", "test"))
     teacher, teacher_meta = None, {"name": None, "test_acc": None}
-    if base.name == "kd":  # masked to the seen classes at every step
+    if protocol.labels == "teacher":  # masked to the seen classes at every step
         teacher, teacher_meta = get_teacher(cfg, full_train, full_test)
-    train, test = split_holdout(full_train, holdout)
-    test = test if test is not None else full_test
-    out = output_dir(cfg)
-    common = dict(protocol=base, student_cfg=student_cfg, dataset_cfg=ds_cfg, teacher=None,
-                  trainer_cfg=plain(cfg.trainer), logger_cfg=plain(cfg.logger), out_dir=str(out),
-                  progress_bar=bool(cfg.progress_bar), channels_last=bool(cfg.get("channels_last", False)))
+    train, held_out = split_holdout(full_train, inputs.holdout)
+    test = held_out if held_out is not None else full_test
+    common = student_kwargs(cfg, protocol, test, None)
 
     def train_fn(images, labels, **kw):
         return train_student(images, labels, **{**common, **kw})
 
     per_set: dict[str, list[list[dict]]] = {}
-    for seed in seeds:
+    for seed in inputs.seeds:
         if cfg.get("baseline", True):
             idx = sample_per_class(train.targets, C, budget, seed)
             per_set.setdefault("random", []).append(run_steps(train.gather(idx), train.targets[idx], splits[seed],
@@ -227,23 +227,19 @@ def run_continual(cfg, train_student: TrainFn, summarize: Callable[[list[dict]],
                 distilled.images.float(), distilled.labels, splits[seed], budget, test, train_fn, seed, spec.mode,
                 f"distilled_seed{seed}", expand=lambda x, y: training_view(x, y, distilled.meta), teacher=teacher,
                 num_classes=C))
-    if not per_set:
-        raise RetaError("nothing to evaluate: baseline=false and no distilled=DIR given")
-    metrics = {
-        "dataset": ds_cfg["name"], "ipc": budget, "protocol": "continual",
-        "protocol_config": {**base.__dict__, "continual": spec.__dict__},
-        "student": student_cfg["name"], "student_config": student_cfg,
-        "teacher": {"name": teacher_meta.get("name"), "test_acc": teacher_meta.get("test_acc")},
-        "seeds": seeds, "distilled": str(cfg.distilled) if distilled is not None else None,
-        "method": distilled.meta.get("method") if distilled is not None else "random", "label": cfg.get("label"),
-        "expansion": distilled.meta.get("expansion", "none") if distilled is not None else "none",
-        "eval_split": f"holdout{holdout}" if holdout else "test",
-        "sets": {name: {**summarize([runs[-1] for runs in per_seed]), "steps": summarize_steps(per_seed)}
-                 for name, per_seed in per_set.items()},
-    }
-    atomic_write_json(out / "metrics.json", metrics)
-    for name, s in metrics["sets"].items():
-        print(f"{name}: " + ", ".join(f"{r['n_classes']} classes {100 * r['acc_mean']:.2f} ± {100 * r['acc_std']:.2f}"
-                                      for r in s["steps"]))
-    print(f"metrics: {out / 'metrics.json'}")
+    metrics = metrics_record(
+        cfg, replace(inputs, ipc=budget), {name: [runs[-1] for runs in per_seed] for name, per_seed in per_set.items()},
+        protocol=str(cfg.protocol.name),
+        protocol_config={**asdict(protocol), "continual": asdict(spec)},
+        student=common["student_cfg"]["name"],
+        student_config=common["student_cfg"],
+        teacher={"name": teacher_meta.get("name"), "test_acc": teacher_meta.get("test_acc")},
+        expansion=distilled.meta.get("expansion", "none") if distilled is not None else "none",
+        eval_split=f"holdout{inputs.holdout}" if inputs.holdout else "test",
+    )
+    for name, per_seed in per_set.items():
+        metrics["sets"][name]["steps"] = summarize_steps(per_seed)
     return metrics
+
+
+evaluate.preflight = check_settings

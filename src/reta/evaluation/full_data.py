@@ -6,7 +6,6 @@ of DD-Ranking's hard-label recovery (HLR = Acc(full, hard) − Acc(set, hard); D
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 import logging
 from collections.abc import Callable, Mapping
@@ -17,6 +16,8 @@ import torch
 from reta.data.base import ImageDataset
 from reta.errors import RetaError
 from reta.training.student import Protocol
+from reta.utils.cache_files import read_json
+from reta.utils.config import config_digest
 from reta.utils.io import atomic_write_json
 
 log = logging.getLogger(__name__)
@@ -30,12 +31,11 @@ def full_data_key(dataset_cfg: Mapping, student_cfg: Mapping, protocol: Protocol
 
 
 def _entry(cache_dir: str | Path, key: dict) -> Path:
-    digest = hashlib.sha256(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()[:16]
-    return Path(cache_dir) / "full_data" / f"{key['dataset'].get('name', 'data')}_{digest}.json"
+    return Path(cache_dir) / "full_data" / f"{key['dataset'].get('name', 'data')}_{config_digest(key)}.json"
 
 
 def full_data_run(train: ImageDataset, protocol: Protocol, epochs: int | None, seed: int, cache_dir: str | Path,
-                  key_fields: Mapping, train_fn: Callable[..., dict]) -> dict:
+                  key: dict, train_fn: Callable[..., dict]) -> dict:
     """``train_fn(images, labels, protocol=…, seed=…, run_name=…)`` on every image of ``train`` (``epochs``
     overrides the protocol's, null keeps it), or the cached result of the same key. Returns the run's dict
     (``acc_last``, ``acc_best``, ``seconds``, ``cached``)."""
@@ -43,14 +43,10 @@ def full_data_run(train: ImageDataset, protocol: Protocol, epochs: int | None, s
         if int(epochs) <= 0:
             raise RetaError(f"full_data.epochs must be a positive integer or null, got {epochs}")
         protocol = dataclasses.replace(protocol, epochs=int(epochs))
-    key = full_data_key(key_fields["dataset_cfg"], key_fields["student_cfg"], protocol, seed, key_fields["eval_split"],
-                        key_fields.get("teacher"))
+    key = {**key, "protocol": dataclasses.asdict(protocol)}  # with the epochs actually trained
     entry = _entry(cache_dir, key)
     if entry.is_file():
-        try:
-            stored = json.loads(entry.read_text())
-        except ValueError as err:
-            raise RetaError(f"full-data cache entry {entry} is unreadable ({err}); delete it to recompute") from err
+        stored = read_json(entry)
         if json.loads(json.dumps(key, sort_keys=True, default=str)) == stored.get("key"):
             log.info("full-data student from the cache: %s", entry)
             return {**stored["result"], "cached": True}

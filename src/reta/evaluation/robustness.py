@@ -15,7 +15,9 @@ import json
 import logging
 import statistics
 from collections.abc import Mapping
+from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
@@ -24,14 +26,30 @@ from reta.data.base import ImageDataset, TensorImageDataset
 from reta.data.corruptions import check_names, corrupt
 from reta.errors import RetaError
 from reta.training.common import test_accuracy
+from reta.utils.cache_files import read_tensors
+from reta.utils.config import config_digest
 from reta.utils.io import atomic_torch_save
+from reta.utils.schema import parse
 
 log = logging.getLogger(__name__)
 
 
-def check_spec(spec: Mapping) -> None:
+@dataclass
+class RobustnessSpec:
+    """The ``robustness`` group's settings (``conf/robustness/*.yaml``, every field set there)."""
+
+    seed: int
+    severities: list[int]
+    corruptions: list[str]
+    batch_size: int
+    constants: dict[str, Any]
+
+
+def check_spec(spec: Mapping) -> RobustnessSpec:
     """The ``robustness`` config's names, severities and constants (before any work)."""
-    check_names(list(spec["corruptions"]), list(spec["severities"]), dict(spec["constants"]))
+    parsed = parse(RobustnessSpec, spec, "robustness")
+    check_names(list(parsed.corruptions), list(parsed.severities), dict(parsed.constants))
+    return parsed
 
 
 def _sha(t: torch.Tensor) -> str:
@@ -43,12 +61,11 @@ def corrupted_images(clean: torch.Tensor, dataset: str, name: str, severity: int
     """``clean`` (uint8 ``[N, C, H, W]``) under ``name`` at ``severity``: from the cache, or made and cached."""
     key = {"dataset": dataset, "corruption": name, "severity": int(severity), "seed": int(seed),
            "constants": constants[name][int(severity) - 1], "clean_sha256": clean_sha or _sha(clean)}
-    digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
-    path = Path(cache_dir) / "corruptions" / dataset / f"{name}_s{severity}_seed{seed}_{digest}.pt"
+    path = Path(cache_dir) / "corruptions" / dataset / f"{name}_s{severity}_seed{seed}_{config_digest(key)}.pt"
     if path.is_file():
-        entry = torch.load(path, map_location="cpu", weights_only=True)
-        images = entry.get("images") if isinstance(entry, dict) else None
-        if images is None or entry.get("key") != json.dumps(key, sort_keys=True) or _sha(images) != entry.get("sha256"):
+        entry = read_tensors(path, lambda obj: isinstance(obj, dict) and isinstance(obj.get("images"), torch.Tensor))
+        images = entry["images"]
+        if entry.get("key") != json.dumps(key, sort_keys=True) or _sha(images) != entry.get("sha256"):
             raise RetaError(f"corrupted test set {path} does not match its key or checksum; delete it to regenerate")
         return images
     images = corrupt(clean, name, severity, constants, seed)
@@ -57,25 +74,29 @@ def corrupted_images(clean: torch.Tensor, dataset: str, name: str, severity: int
 
 
 class CorruptedTests:
-    """The corrupted copies of one test split; :meth:`evaluate` scores a trained student on all of them."""
+    """The corrupted copies of one test split, a student add-on (:mod:`reta.evaluation.addons`): :meth:`score` tests
+    a trained student on all of them, :meth:`summarize` gives a set's per-corruption accuracies and mCA."""
 
-    def __init__(self, test: ImageDataset, dataset_cfg: Mapping, spec: Mapping, cache_dir: str | Path) -> None:
-        check_spec(spec)
-        self.test, self.spec, self.cache_dir = test, spec, cache_dir
+    name = "robustness"
+    preflight = staticmethod(check_spec)
+
+    def __init__(self, spec: Mapping, test: ImageDataset, dataset_cfg: Mapping, cache_dir: str | Path) -> None:
+        self.spec = asdict(check_spec(spec))
+        self.test, self.cache_dir = test, cache_dir
         self.mean, self.std, self.dataset = dataset_cfg["mean"], dataset_cfg["std"], dataset_cfg["name"]
         n = len(test)
         self.clean = (test.gather(torch.arange(n)) * 255).round().to(torch.uint8)
         self.clean_sha = _sha(self.clean)
         self.class_names = list(getattr(test, "class_names", [str(i) for i in range(int(test.targets.max()) + 1)]))
-        for name in spec["corruptions"]:  # make (or check) every copy once, before any student trains
-            for sev in spec["severities"]:
+        for name in self.spec["corruptions"]:  # make (or check) every copy once, before any student trains
+            for sev in self.spec["severities"]:
                 self._images(name, int(sev))
 
     def _images(self, name: str, severity: int) -> torch.Tensor:
         return corrupted_images(self.clean, self.dataset, name, severity, int(self.spec["seed"]),
                                 self.spec["constants"], self.cache_dir, self.clean_sha)
 
-    def evaluate(self, model: nn.Module) -> dict:
+    def score(self, model: nn.Module) -> dict:
         """``{"robustness": {corruption: [accuracy per severity]}}`` of ``model`` (fractions)."""
         device = next(model.parameters()).device
         out = {}
@@ -85,7 +106,10 @@ class CorruptedTests:
                 ds = TensorImageDataset(self._images(name, int(sev)), self.test.targets, self.class_names)
                 accs.append(test_accuracy(model, ds, self.mean, self.std, int(self.spec["batch_size"]), device))
             out[name] = accs
-        return {"robustness": out}
+        return {self.name: out}
+
+    def summarize(self, runs: list[dict]) -> dict:
+        return summarize_robustness(runs, [int(s) for s in self.spec["severities"]])
 
 
 def summarize_robustness(runs: list[dict], severities: list[int]) -> dict:
@@ -105,9 +129,3 @@ def summarize_robustness(runs: list[dict], severities: list[int]) -> dict:
         "mca_std": statistics.pstdev(per_seed_mca) if len(per_seed_mca) > 1 else 0.0,
     }
 
-
-def attach(metrics: dict, sets: Mapping[str, list[dict]], spec: Mapping) -> None:
-    """Adds ``robustness`` to every summarised set of ``metrics`` whose runs were scored on the corrupted copies."""
-    for name, runs in sets.items():
-        if runs and all("robustness" in r for r in runs):
-            metrics["sets"][name]["robustness"] = summarize_robustness(runs, [int(s) for s in spec["severities"]])

@@ -10,6 +10,7 @@ import statistics
 from collections.abc import Iterable
 from pathlib import Path
 
+from reta.reporting.tables import row_name
 from reta.utils.markdown import md_table
 
 
@@ -21,7 +22,9 @@ def collect_steps(paths: Iterable[Path]) -> dict[tuple, dict[int, list[float]]]:
         for set_name, s in m["sets"].items():
             if "steps" not in s:
                 continue
-            method = set_name if set_name == "random" else (m.get("label") or m.get("method") or set_name)
+            method = row_name(set_name, m.get("label") or m.get("method") or "distilled")
+            if m["protocol"] != "continual":  # continual_kd: KD students per step, rows of their own
+                method = f"{method} [{m['protocol']}]"
             key = (m["dataset"], m["student"], m.get("eval_split", "test"), method, int(m["ipc"]))
             for i, seed in enumerate(m.get("seeds") or range(len(s["acc_last"]))):
                 rows.setdefault(key, {})[int(seed)] = [r["acc_last"][i] for r in s["steps"]]
@@ -33,7 +36,7 @@ def _ms(vals: list[float]) -> tuple[float, float]:
 
 
 def _order(key: tuple) -> tuple:
-    return (key[:3], key[4], key[3] != "random", key[3])
+    return (key[:3], key[4], not key[3].startswith("random"), key[3])
 
 
 def to_markdown(rows: dict[tuple, dict[int, list[float]]]) -> str:
@@ -68,7 +71,7 @@ def plot(rows: dict[tuple, dict[int, list[float]]], out_png: Path, title: str = 
     import matplotlib.pyplot as plt
 
     budgets = sorted({k[4] for k in rows})
-    methods = sorted({k[3] for k in rows}, key=lambda m: (m != "random", m))
+    methods = sorted({k[3] for k in rows}, key=lambda m: (not m.startswith("random"), m))
     fig, axes = plt.subplots(1, len(budgets) + 1, figsize=(4 * (len(budgets) + 1), 3.4), squeeze=False)
     for ax, b in zip(axes[0], budgets):
         for method in methods:
@@ -77,14 +80,14 @@ def plot(rows: dict[tuple, dict[int, list[float]]], out_png: Path, title: str = 
                 n = min(len(a) for a in per_seed)
                 ms = [_ms([a[i] for a in per_seed]) for i in range(n)]
                 ax.errorbar(range(1, n + 1), [m for m, _ in ms], yerr=[s for _, s in ms], capsize=3, marker="o",
-                            label=method, linestyle="--" if method == "random" else "-")
+                            label=method, linestyle="--" if method.startswith("random") else "-")
         ax.set(title=f"memory {b} / class", xlabel="step", ylabel="accuracy on seen classes (%)")
         ax.grid(alpha=0.3)
     ax = axes[0][-1]
     for method in methods:
         pts = [(k[4], _ms([statistics.fmean(a) for a in rows[k].values()])) for k in sorted(rows) if k[3] == method]
         ax.errorbar([b for b, _ in pts], [m for _, (m, _) in pts], yerr=[s for _, (_, s) in pts], capsize=3,
-                    marker="o", label=method, linestyle="--" if method == "random" else "-")
+                    marker="o", label=method, linestyle="--" if method.startswith("random") else "-")
     ax.set(title="mean over steps", xlabel="memory images per class", ylabel="accuracy (%)")
     ax.grid(alpha=0.3)
     axes[0][0].legend(fontsize=8)

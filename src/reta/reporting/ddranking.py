@@ -84,12 +84,12 @@ def compute(cells: list[Cell], hard_protocol: str, lrs_lambda: float, ars_lambda
     by = {(c.dataset, c.ipc, c.protocol, c.student, c.method, c.split): c for c in cells}
     full: dict[tuple, Cell] = {}
     for c in cells:  # the full-data accuracy does not depend on the IPC of the run that recorded it
-        if c.method == "full":
+        if c.kind == "full":
             full.setdefault((c.dataset, c.protocol, c.student, c.split), c)
     twins = dict(no_aug_protocols or {})
     out = []
     for c in cells:
-        if c.method in ("random", "full") or c.protocol in twins.values():
+        if c.kind != "distilled" or c.protocol in twins.values():  # scores of distilled sets only
             continue
         rnd = by.get((c.dataset, c.ipc, c.protocol, c.student, "random", c.split))
         if rnd is None:

@@ -11,6 +11,7 @@ import statistics
 from collections.abc import Iterable
 from pathlib import Path
 
+from reta.reporting.tables import row_name
 from reta.utils.markdown import md_table
 
 
@@ -28,7 +29,7 @@ def to_markdown(paths: Iterable[Path]) -> str:
             rob = s.get("robustness")
             if not rob:
                 continue
-            method = set_name if set_name in ("random", "full") else (m.get("label") or m.get("method") or set_name)
+            method = row_name(set_name, m.get("label") or m.get("method") or "distilled")
             table = (m["dataset"], int(m["ipc"]), m["protocol"], m["student"], m.get("eval_split", "test"))
             names.setdefault(table, list(rob["per_corruption"]))
             seeds = m.get("seeds") or list(range(len(s["acc_last"])))

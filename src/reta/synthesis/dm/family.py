@@ -54,8 +54,10 @@ from reta.synthesis.dm.matcher import DistributionMatcher, fingerprint
 from reta.synthesis.dm.module import DistributionModule
 from reta.synthesis.dm.pretrained_pool import get_pool
 from reta.synthesis.registry import DistillContext, SynthesisResult
+from reta.synthesis.runtime import resume_from
 from reta.training.common import build_logger, build_trainer, seed_everything
 from reta.utils.config import plain
+from reta.utils.device import run_device
 
 log = logging.getLogger(__name__)
 
@@ -65,10 +67,7 @@ QUIET_WARNINGS = (".*IterableDataset.*__len__.*",)
 
 
 def _device(cfg) -> torch.device:
-    acc = str(plain(cfg.get("trainer", {}) or {}).get("accelerator", "cpu"))
-    if acc in ("gpu", "cuda", "auto") and torch.cuda.is_available():
-        return torch.device("cuda")
-    return torch.device("cpu")
+    return torch.device(run_device(plain(cfg.get("trainer", {}) or {})))
 
 
 def synthesize(cfg, ctx: DistillContext) -> SynthesisResult:
@@ -92,7 +91,7 @@ def synthesize(cfg, ctx: DistillContext) -> SynthesisResult:
     matcher.fingerprint = fingerprint(cfg, spec)
     ckpt = ctx.ckpt_dir / CHECKPOINT_NAME
     resumed_from = None
-    if bool(cfg.get("resume", False)) and ckpt.is_file():
+    if resume_from(ckpt, bool(cfg.get("resume", False))) is not None:
         try:
             state = torch.load(ckpt, map_location=device, weights_only=True)
         except Exception as err:  # noqa: BLE001 - torch raises several types for corrupt or non-tensor files
@@ -102,10 +101,6 @@ def synthesize(cfg, ctx: DistillContext) -> SynthesisResult:
         matcher.load_state_dict(state)
         resumed_from = matcher.iteration
         log.info("resumed %s from %s at iteration %d", spec.name, ckpt, matcher.iteration)
-    else:
-        if cfg.get("resume", False):
-            log.warning("resume=true but %s does not exist: starting from scratch", ckpt)
-        ckpt.unlink(missing_ok=True)
     ctx.ckpt_dir.mkdir(parents=True, exist_ok=True)
     module = DistributionModule(matcher)
     logger = build_logger(plain(cfg.logger), str(ctx.out_dir), "distill")

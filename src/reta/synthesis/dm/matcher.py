@@ -8,8 +8,6 @@ so that under Lightning they go through the precision plugin (``manual_backward`
 
 from __future__ import annotations
 
-import hashlib
-import json
 import random
 from collections.abc import Callable, Mapping
 from dataclasses import asdict
@@ -32,7 +30,7 @@ from reta.synthesis.dm.losses import (
 )
 from reta.synthesis.dm.model_queue import ModelQueue, RealSampler
 from reta.synthesis.pixels import SyntheticImages
-from reta.utils.config import plain
+from reta.utils.config import config_digest, plain
 
 
 def _rng_state(gen: torch.Generator) -> dict:
@@ -55,7 +53,7 @@ def fingerprint(cfg, spec: DistributionSpec) -> str:
     ds = plain(cfg.dataset)
     keep = {"method": asdict(spec), "ipc": int(cfg.ipc), "seed": int(cfg.seed),
             "dataset": {k: ds.get(k) for k in ("name", "image_size", "channels", "mean", "std", "num_classes")}}
-    return hashlib.sha256(json.dumps(keep, sort_keys=True, default=str).encode()).hexdigest()[:16]
+    return config_digest(keep)
 
 
 def _check_finite(value: torch.Tensor, term: str, it: int) -> None:
