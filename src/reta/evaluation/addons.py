@@ -21,7 +21,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, Protocol
 
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
 from reta.data.base import ImageDataset
@@ -45,7 +45,7 @@ def enabled_addons(cfg: DictConfig) -> dict[str, dict]:
     """``{group: its config}`` of every top-level group that declares an ``addon`` and has ``enabled: true``."""
     found = {}
     for key in cfg:
-        node = cfg.get(key)
+        node = OmegaConf.select(cfg, str(key), throw_on_resolution_failure=False)  # a scalar may need Hydra's resolver
         if isinstance(node, DictConfig) and "addon" in node and node.get("enabled"):
             found[str(key)] = plain(node)
     return found

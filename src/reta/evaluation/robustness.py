@@ -5,12 +5,12 @@ ICLR 2019, reported as accuracy rather than error; RETA Table 4 "average over 15
 
 The corrupted copies are made once per dataset and cached as uint8 under
 ``${paths.cache_dir}/corruptions/<dataset>/<corruption>_s<severity>_seed<seed>_<digest>.pt``, the digest covering the
-clean images, the constants and the seed; each file stores the SHA-256 of its images, checked on every read.
+clean images, the constants and the seed; each file stores the digest (SHA-256, 16 hex digits) of its images, checked
+on every read.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import statistics
@@ -26,6 +26,7 @@ from reta.data.base import ImageDataset, TensorImageDataset
 from reta.data.corruptions import check_names, corrupt
 from reta.errors import RetaError
 from reta.training.common import test_accuracy
+from reta.training.soft_labels import digest  # the one tensor digest (sha256 of the bytes)
 from reta.utils.cache_files import read_tensors
 from reta.utils.config import config_digest
 from reta.utils.io import atomic_torch_save
@@ -52,24 +53,20 @@ def check_spec(spec: Mapping) -> RobustnessSpec:
     return parsed
 
 
-def _sha(t: torch.Tensor) -> str:
-    return hashlib.sha256(t.contiguous().numpy().tobytes()).hexdigest()
-
-
 def corrupted_images(clean: torch.Tensor, dataset: str, name: str, severity: int, seed: int, constants: Mapping,
                      cache_dir: str | Path, clean_sha: str | None = None) -> torch.Tensor:
     """``clean`` (uint8 ``[N, C, H, W]``) under ``name`` at ``severity``: from the cache, or made and cached."""
     key = {"dataset": dataset, "corruption": name, "severity": int(severity), "seed": int(seed),
-           "constants": constants[name][int(severity) - 1], "clean_sha256": clean_sha or _sha(clean)}
+           "constants": constants[name][int(severity) - 1], "clean_digest": clean_sha or digest(clean)}
     path = Path(cache_dir) / "corruptions" / dataset / f"{name}_s{severity}_seed{seed}_{config_digest(key)}.pt"
     if path.is_file():
         entry = read_tensors(path, lambda obj: isinstance(obj, dict) and isinstance(obj.get("images"), torch.Tensor))
         images = entry["images"]
-        if entry.get("key") != json.dumps(key, sort_keys=True) or _sha(images) != entry.get("sha256"):
+        if entry.get("key") != json.dumps(key, sort_keys=True) or digest(images) != entry.get("sha256"):
             raise RetaError(f"corrupted test set {path} does not match its key or checksum; delete it to regenerate")
         return images
     images = corrupt(clean, name, severity, constants, seed)
-    atomic_torch_save({"images": images, "sha256": _sha(images), "key": json.dumps(key, sort_keys=True)}, path)
+    atomic_torch_save({"images": images, "sha256": digest(images), "key": json.dumps(key, sort_keys=True)}, path)
     return images
 
 
@@ -86,7 +83,7 @@ class CorruptedTests:
         self.mean, self.std, self.dataset = dataset_cfg["mean"], dataset_cfg["std"], dataset_cfg["name"]
         n = len(test)
         self.clean = (test.gather(torch.arange(n)) * 255).round().to(torch.uint8)
-        self.clean_sha = _sha(self.clean)
+        self.clean_sha = digest(self.clean)
         self.class_names = list(getattr(test, "class_names", [str(i) for i in range(int(test.targets.max()) + 1)]))
         for name in self.spec["corruptions"]:  # make (or check) every copy once, before any student trains
             for sev in self.spec["severities"]:
