@@ -18,7 +18,8 @@ and every method config declares its shrink itself (``conf/method/fadrm.yaml``):
       init: {mipc: 4, num_crop: 2}
 
 Only keys the composed config already has are set (a debug option shrinks what is there; it never adds a callback or
-a section a method does not have); an empty block (``per_ipc: {}``) clears what is there. Applying it twice gives the same config.
+a section a method does not have); an empty block (``per_ipc: {}``) clears what is there. Applying it twice gives
+the same config.
 """
 
 from __future__ import annotations
