@@ -211,8 +211,9 @@ def main() -> None:
             print(f"  repeat {r} {m:18s} {v['wall']:.4f} s/image wall  {v['cpu']:.4f} CPU s/image  "
                   f"{v['peak_mb']:.1f} MiB", flush=True)
 
-        measure(0, "sre2l")  # warm-up (imports, first allocations), not recorded
-        runs["sre2l"].clear()
+        first = args.methods[0]
+        measure(0, first)  # warm-up (imports, first allocations), not recorded
+        runs[first].clear()
         interleaved(args.methods, args.repeats, measure)
     fields = ("wall", "cpu", "peak_mb")
     per = {f: {m: [v[f] for v in runs[m]] for m in runs} for f in fields}

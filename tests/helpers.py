@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import subprocess
 import sys
@@ -76,3 +77,17 @@ class TotalVariation:
 def with_out(ov: list[str], out: Path) -> list[str]:
     """``ov`` with its ``paths.output_dir`` replaced by ``out``."""
     return [o for o in ov if not o.startswith("paths.output_dir=")] + [f"paths.output_dir={out}"]
+
+
+def cli(module, args: list[str], monkeypatch, capsys) -> tuple[int, list[str], str]:
+    """Run a console script's ``main`` in-process (Hydra app, callbacks included); (exit code, error lines, stderr)."""
+    monkeypatch.setattr(sys, "argv", ["reta", *args])
+    code, handlers = 0, logging.root.handlers[:]
+    try:
+        module.main()
+    except SystemExit as exit_:
+        code = exit_.code
+    finally:  # Hydra pointed the root logger at this test's captured stderr and its job log
+        logging.root.handlers[:] = handlers
+    err = capsys.readouterr().err
+    return code, [ln for ln in err.splitlines() if ln.startswith("error:")], err

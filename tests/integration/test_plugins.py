@@ -88,3 +88,17 @@ def test_cfg_job_shows_the_smoke_budget(tmp_path):
     plain = OmegaConf.create(run_cli("reta-distill", ["method=sfm", "--cfg", "job"], tmp_path).stdout)
     assert plain.method.iterations == 2000
     assert not list(tmp_path.iterdir()), "--cfg job writes nothing"
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_a_smoke_run_keeps_its_budget_at_an_ipc_with_a_per_ipc_block(method):
+    """`per_ipc: {}` in a smoke block clears the method's per-IPC blocks, so e.g. SFM's IPC-10 block (300 iterations)
+    does not come back at run time."""
+    from reta.utils.config import per_ipc_override
+
+    cfg = apply_debug(compose_cfg("distill", ["paths.output_dir=/tmp/reta-plugins", f"method={method}", "ipc=10",
+                                              "debug=smoke"]))
+    merged, _ = per_ipc_override(OmegaConf.to_container(cfg.method, resolve=True), 10)
+    for key, value in OmegaConf.to_container(cfg.method.smoke).items():
+        if key != "per_ipc" and key in merged and not isinstance(value, dict):
+            assert merged[key] == value or (isinstance(merged[key], list) and set(merged[key]) == {value}), key

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import logging
 import os
-import sys
 import time
 from pathlib import Path
 
@@ -32,7 +31,7 @@ from reta.training import teacher_cache
 from reta.training.teacher_cache import teacher_entry
 
 from fixtures import write_idx_dataset
-from helpers import compose_cfg, tiny_overrides, with_out
+from helpers import cli, compose_cfg, tiny_overrides, with_out
 
 TINY_BN = ["ipc=2", "method.stages.sizes=[28,28]", "method.stages.budgets=[3,3]", "method.init.mipc=6",
            "method.init.num_crop=2", "method.checkpoint_every=2", "method.log_every=1"]
@@ -48,20 +47,6 @@ def tiny(tmp_path):
 
 def no_work(*args, **kwargs):
     raise AssertionError("work started before the configuration was refused")
-
-
-def cli(module, args: list[str], monkeypatch, capsys) -> tuple[int, list[str], str]:
-    """Run a console script's ``main`` in-process (Hydra app, callbacks included); (exit code, error lines, stderr)."""
-    monkeypatch.setattr(sys, "argv", ["reta", *args])
-    code, handlers = 0, logging.root.handlers[:]
-    try:
-        module.main()
-    except SystemExit as exit_:
-        code = exit_.code
-    finally:  # Hydra pointed the root logger at this test's captured stderr and its job log
-        logging.root.handlers[:] = handlers
-    err = capsys.readouterr().err
-    return code, [ln for ln in err.splitlines() if ln.startswith("error:")], err
 
 
 class PushAll(L.Callback):

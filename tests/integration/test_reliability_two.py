@@ -18,7 +18,7 @@ from reta.data.distilled import load_distilled
 from reta.synthesis.frozen import module as frozen_module
 
 from fixtures import write_idx_dataset
-from helpers import compose_cfg, tiny_overrides, with_out
+from helpers import cli, compose_cfg, tiny_overrides, with_out
 
 TINY_BN = ["ipc=2", "method.stages.sizes=[28,28]", "method.stages.budgets=[3,3]", "method.init.mipc=6",
            "method.init.num_crop=2", "method.log_every=1"]
@@ -31,20 +31,6 @@ TINY_SFM = ["method=sfm", "ipc=1", "method.iterations=4", "method.extent_every=2
 def tiny(tmp_path):
     root = write_idx_dataset(tmp_path / "fmnist", n_train=80, n_test=20, classes=10, gz=False)
     return tmp_path, [*tiny_overrides(tmp_path, root), *TINY_BACKBONE]
-
-
-def cli(module, args: list[str], monkeypatch, capsys) -> tuple[int, list[str], str]:
-    """Run a console script's ``main`` in-process (Hydra app, callbacks included); (exit code, error lines, stderr)."""
-    monkeypatch.setattr(sys, "argv", ["reta", *args])
-    code, handlers = 0, logging.root.handlers[:]
-    try:
-        module.main()
-    except SystemExit as exit_:
-        code = exit_.code
-    finally:  # Hydra pointed the root logger at this test's captured stderr and its job log
-        logging.root.handlers[:] = handlers
-    err = capsys.readouterr().err
-    return code, [ln for ln in err.splitlines() if ln.startswith("error:")], err
 
 
 class SigtermAt(L.Callback):

@@ -18,7 +18,8 @@ and every method config declares its shrink itself (``conf/method/fadrm.yaml``):
       init: {mipc: 4, num_crop: 2}
 
 Only keys the composed config already has are set (a debug option shrinks what is there; it never adds a callback or
-a section a method does not have). Applying it twice gives the same config.
+a section a method does not have); an empty block (``per_ipc: {}``) clears what is there. Applying it twice gives
+the same config.
 """
 
 from __future__ import annotations
@@ -33,7 +34,9 @@ def _merge_existing(node: DictConfig, values: dict) -> None:
         if key not in node:
             continue
         current = node[key]
-        if isinstance(value, dict) and isinstance(current, DictConfig):
+        if isinstance(value, dict) and not value:
+            node[key] = {}  # an empty block clears (e.g. `per_ipc: {}`: no per-IPC setting survives a smoke run)
+        elif isinstance(value, dict) and isinstance(current, DictConfig):
             _merge_existing(current, value)
         elif isinstance(value, int) and not isinstance(value, bool) and OmegaConf.is_list(current) and all(
             isinstance(v, int) for v in current

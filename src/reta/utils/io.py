@@ -14,6 +14,7 @@ import json
 import math
 import os
 import shutil
+import stat
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -146,7 +147,11 @@ def atomic_directory(path: str | os.PathLike) -> Iterator[Path]:
     rename fails), on any exception ``tmp`` is removed and ``out`` is left as it was. The one directory writer of
     the distilled sets, teacher cache entries and stored soft labels."""
     out = Path(path)
-    if out.exists() and not out.is_dir():
+    try:  # one stat, not exists() then is_dir(): a concurrent writer may move ``out`` aside between two calls
+        mode = os.stat(out).st_mode
+    except FileNotFoundError:
+        mode = None
+    if mode is not None and not stat.S_ISDIR(mode):
         raise NotADirectoryError(f"{out} exists and is not a directory")
     out.parent.mkdir(parents=True, exist_ok=True)
     tag = uuid.uuid4().hex[:12]
