@@ -117,17 +117,22 @@ def test_continual_with_kd_students_uses_a_masked_teacher(tiny):
     assert [r["n_classes"] for r in m["sets"]["random"]["steps"]] == [5, 10]
 
 
-def test_cli_refuses_a_set_whose_classes_do_not_match_the_step_split(tiny):
-    from helpers import error_lines, run_cli
+def test_cli_refuses_a_set_whose_classes_do_not_match_the_step_split(tiny, monkeypatch, capsys):
+    from reta.cli import evaluate as evaluate_cli
+
+    from helpers import cli, with_out
 
     tmp_path, ev = tiny
     ev = [o for o in ev if not o.startswith("protocol=")]
     out = tmp_path / "cli_out"
-    proc = run_cli("reta-evaluate", [*[o for o in ev if not o.startswith("paths.output_dir=")],
-                                     f"paths.output_dir={out}", "protocol=continual",
-                                     f"distilled={_toy_set(tmp_path)}",
-                                     "protocol.continual.class_order=[0,1,2,3,4,5,6,7]"], tmp_path)
-    assert proc.returncode == 2, proc.stderr[-2000:]
-    assert error_lines(proc) == ["error: protocol.continual.class_order [0, 1, 2, 3, 4, 5, 6, 7] is not a "
-                                 "permutation of the set's 10 classes 0..9"]
-    assert not out.exists()  # refused in preflight: not even Hydra's run record is written
+    code, errors, _ = cli(evaluate_cli, [*with_out(ev, out), "protocol=continual", f"distilled={_toy_set(tmp_path)}",
+                                         "protocol.continual.class_order=[0,1,2,3,4,5,6,7]"], monkeypatch, capsys)
+    assert code == 2
+    assert errors == ["error: protocol.continual.class_order [0, 1, 2, 3, 4, 5, 6, 7] is not a permutation of the "
+                      "set's 10 classes 0..9"]
+    assert not out.exists()  # refused in preflight (the evaluator's own check): not even Hydra's run record is written
+    probe = [o for o in with_out(ev, out) if not o.startswith(("protocol.eval_every", "protocol.batch_size"))]
+    code, errors, _ = cli(evaluate_cli, [*probe, "protocol=linear_probe", "robustness.enabled=true"], monkeypatch,
+                          capsys)
+    assert code == 2 and len(errors) == 1 and "trains no students that take add-ons" in errors[0]
+    assert not out.exists()
