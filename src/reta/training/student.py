@@ -9,6 +9,9 @@ Protocols (docs/methods.md §5):
   batch-level dataset); both consume the same view stream, so a seeded run gives the same student either way.
 - ``hard`` — DC/DM protocol: CE on hard labels, SGD, lr ×0.1 at half, DSA on every batch
   [code: VICO-UoE/DatasetCondensation `utils.py` `evaluate_synset`].
+- ``dc`` — the same loop at the published DC/DSA/DM evaluation settings (``conf/protocol/dc.yaml``: ConvNet-3 width
+  128 with the first convolution padded by 3 on 28-px inputs, 1000 epochs with DSA, tested once after the last
+  epoch; ``protocol=dc_noaug`` is DC's own 300-epoch evaluation without augmentation).
 Test accuracy is measured every ``eval_every`` epochs and at the last epoch; the last value is the headline and
 the maximum is reported only as a secondary figure — nothing is selected on the test set.
 """
@@ -37,7 +40,7 @@ from reta.training.soft_labels import (
     view_generator,
 )
 
-PROTOCOLS = ("kd", "hard")
+PROTOCOLS = ("kd", "hard", "dc")
 SOFT_LABELS = ("online", "stored")
 
 
