@@ -63,6 +63,27 @@ def _check_finite(value: torch.Tensor, term: str, it: int) -> None:
         raise NonFiniteLossError(f"{term} became {value.item()} at iteration {it}")
 
 
+def init_pixels(init: str, ds: Mapping, ipc: int, f: int, train, groups, seed: int
+                ) -> tuple[torch.Tensor, list[int] | None]:
+    """Initial pixels ``[C·IPC, ch, H, W]`` (and the real images' indices): ``noise`` = randn in normalised space
+    (as the DC/DM reference), ``real`` = ``IPC·f`` random real images per class (as mosaics when ``f == 4``)."""
+    C, n = int(ds["num_classes"]), ipc * f
+    c, s = int(ds["channels"]), int(ds["image_size"])
+    if init == "noise":
+        g = torch.Generator().manual_seed(int(seed))
+        z = torch.randn(C * ipc, c, s, s, generator=g)
+        std = torch.tensor(ds["std"]).view(1, -1, 1, 1)
+        mean = torch.tensor(ds["mean"]).view(1, -1, 1, 1)
+        return z * std + mean, None
+    smallest = min(len(g) for g in groups)
+    if n > smallest:
+        raise RetaError(f"init=real needs {n} real images per class (ipc {ipc} x expansion {f}); "
+                        f"the smallest class has {smallest}")
+    idx = sample_per_class(train.targets, C, n, int(seed))
+    pixels = train.gather(idx)
+    return (make_mosaics(pixels) if f == 4 else pixels), idx.tolist()
+
+
 # --------------------------------------------------------------------------------------------------- the loop
 
 
@@ -104,22 +125,9 @@ class DistributionMatcher:
         return build_model(self.spec.embedder, self.C, ds["channels"], ds["image_size"]).to(self.device)
 
     def _init_pixels(self, train, seed: int) -> torch.Tensor:
-        n = self.ipc * self.f
-        c, s = int(self.ds["channels"]), int(self.ds["image_size"])
-        if self.spec.init == "noise":
-            g = torch.Generator().manual_seed(int(seed))
-            z = torch.randn(self.C * self.ipc, c, s, s, generator=g)
-            std = torch.tensor(self.ds["std"]).view(1, -1, 1, 1)
-            mean = torch.tensor(self.ds["mean"]).view(1, -1, 1, 1)
-            return z * std + mean  # randn in normalised space, as the reference
-        smallest = min(len(g) for g in self.sampler.groups)
-        if n > smallest:
-            raise RetaError(f"init=real needs {n} real images per class (ipc {self.ipc} x expansion {self.f}); "
-                            f"the smallest class has {smallest}")
-        idx = sample_per_class(train.targets, self.C, n, int(seed))
-        self.init_indices = idx.tolist()
-        pixels = train.gather(idx)
-        return make_mosaics(pixels) if self.f == 4 else pixels
+        pixels, self.init_indices = init_pixels(self.spec.init, self.ds, self.ipc, self.f, train, self.sampler.groups,
+                                                seed)
+        return pixels
 
     # ---- one class
     def _syn(self, c: int) -> torch.Tensor:

@@ -31,8 +31,9 @@ log = logging.getLogger(__name__)
 
 
 class DistributionModule(L.LightningModule):
-    """One DM/IDM(+IID) run: ``training_step`` = one matcher iteration; losses averaged over ``log_every``
-    iterations go to ``matcher.history`` (``meta.json``), to the logger (``dm/<term>``) and to the log."""
+    """One matcher run (DM/IDM(+IID), and the process-matching family's DC/DSA/MTT): ``training_step`` = one matcher
+    iteration; losses averaged over ``log_every`` iterations go to ``matcher.history`` (``meta.json``), to the logger
+    (``<matcher.log_prefix>/<term>``, default ``dm``) and to the log."""
 
     def __init__(self, matcher: DistributionMatcher) -> None:
         super().__init__()
@@ -81,6 +82,7 @@ class DistributionModule(L.LightningModule):
             self.matcher.history.append(row)
             log.info(f"{spec.name} it {done}/{spec.iterations} "
                      + " ".join(f"{k} {v:.4g}" for k, v in row.items() if k != "iteration"))
-            self.log_dict({f"dm/{k}": float(v) for k, v in row.items() if k != "iteration"},
+            prefix = getattr(self.matcher, "log_prefix", "dm")
+            self.log_dict({f"{prefix}/{k}": float(v) for k, v in row.items() if k != "iteration"},
                           on_step=True, on_epoch=False, prog_bar=True, batch_size=1)
             self._window, self._n_window = {}, 0
