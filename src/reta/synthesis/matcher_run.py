@@ -2,7 +2,7 @@
 the process-matching family (DC, DSA, MTT) share.
 
 A matcher has ``iteration``, ``state_dict()`` / ``load_state_dict()`` (with a ``fingerprint`` check) and a
-``step()``; its Lightning module (:class:`reta.synthesis.dm.module.DistributionModule` or a subclass) routes the
+``step()``; its Lightning module (:class:`reta.synthesis.matcher_module.MatcherModule`) routes the
 backward and the optimiser steps through the precision plugin. :func:`fit_matcher` loads
 ``<ckpt_dir>/last.ckpt`` when ``resume=true``, runs the remaining iterations with a
 :class:`~reta.synthesis.checkpoint.PeriodicCheckpoint` every ``checkpoint_every`` iterations, and deletes the

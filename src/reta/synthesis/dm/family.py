@@ -33,8 +33,8 @@ every ``checkpoint_every`` iterations (0 = never) by a Lightning callback; ``res
 
 Pieces (the resume-and-fit runner :mod:`reta.synthesis.matcher_run` is shared with the process-matching family):
 the validated config :mod:`reta.synthesis.dm.config`, one iteration :mod:`reta.synthesis.dm.matcher`, the
-Lightning loop (precision, devices, loggers, progress bar, checkpoints) :mod:`reta.synthesis.dm.module`, IDM's model
-queue :mod:`reta.synthesis.dm.model_queue`, the IID pool :mod:`reta.synthesis.dm.pretrained_pool`.
+Lightning loop (precision, devices, loggers, progress bar, checkpoints) :mod:`reta.synthesis.matcher_module`, IDM's
+model queue :mod:`reta.synthesis.dm.model_queue`, the IID pool :mod:`reta.synthesis.dm.pretrained_pool`.
 """
 
 from __future__ import annotations
@@ -45,10 +45,11 @@ import warnings
 from reta.data.expansion import factor
 from reta.synthesis.dm.config import DistributionSpec
 from reta.synthesis.dm.losses import INERT_MESSAGE, iid_inert
-from reta.synthesis.dm.matcher import DistributionMatcher, fingerprint
-from reta.synthesis.dm.module import DistributionModule
+from reta.synthesis.dm.matcher import DistributionMatcher
 from reta.synthesis.dm.pretrained_pool import get_pool
+from reta.synthesis.matcher_module import MatcherModule
 from reta.synthesis.matcher_run import fit_matcher, run_device
+from reta.synthesis.matcher_state import fingerprint
 from reta.synthesis.registry import DistillContext, SynthesisResult
 from reta.training.common import seed_everything
 from reta.utils.config import plain
@@ -75,7 +76,7 @@ def synthesize(cfg, ctx: DistillContext) -> SynthesisResult:
     seed_everything(seed)  # after the pool (its training reseeds): embedder inits come from this stream
     matcher = DistributionMatcher(spec, ds, ipc, ctx.train, seed, device, pool)
     matcher.fingerprint = fingerprint(cfg, spec)
-    module = DistributionModule(matcher)
+    module = MatcherModule(matcher)
     fit = fit_matcher(cfg, ctx, matcher, module, device, spec.iterations, spec.checkpoint_every, spec.name)
     meta = {
         "expansion": spec.expansion,

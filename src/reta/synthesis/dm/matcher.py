@@ -1,25 +1,21 @@
 """One DM/IDM(+IID) synthesis run as a plain state + step object: :class:`DistributionMatcher`.
 
-The algorithms are described in :mod:`reta.synthesis.dm.family`; the Lightning loop that drives the matcher (precision,
-devices, loggers, progress bar, resume checkpoints) is :mod:`reta.synthesis.dm.module`. The matcher does the maths of
-one iteration; how a loss is backpropagated and how the optimiser steps are injected (``backward``, ``optimizer_step``),
-so that under Lightning they go through the precision plugin (``manual_backward``, ``LightningOptimizer.step``).
+The algorithms are described in :mod:`reta.synthesis.dm.family`; the Lightning loop that drives the matcher
+(precision, devices, loggers, progress bar, resume checkpoints) is :mod:`reta.synthesis.matcher_module`. The matcher
+does the maths of one iteration; how a loss is backpropagated and how the optimiser steps are injected (``backward``,
+``optimizer_step``), so that under Lightning they go through the precision plugin (``manual_backward``,
+``LightningOptimizer.step``).
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
-import random
 from collections.abc import Callable, Mapping
-from dataclasses import asdict
 
 import torch
 from torch import nn
 
 from reta.data.dsa import DSA, DSAParams
-from reta.data.expansion import expand_quadrants, factor, make_mosaics
-from reta.data.registry import sample_per_class
+from reta.data.expansion import expand_quadrants, factor
 from reta.errors import NonFiniteLossError, RetaError
 from reta.models import build_model, features
 from reta.synthesis.dm.config import DistributionSpec
@@ -30,58 +26,15 @@ from reta.synthesis.dm.losses import (
     iid_inert,
     mean_embedding_loss,
 )
-from reta.synthesis.dm.model_queue import ModelQueue, RealSampler
+from reta.synthesis.dm.model_queue import ModelQueue
+from reta.synthesis.matcher_state import init_pixels, rng_state, set_rng_state
 from reta.synthesis.pixels import SyntheticImages
-from reta.utils.config import plain
-
-
-def _rng_state(gen: torch.Generator) -> dict:
-    st = {"gen": gen.get_state(), "torch": torch.get_rng_state(), "python": random.getstate()}
-    if torch.cuda.is_available():
-        st["cuda"] = torch.cuda.get_rng_state_all()
-    return st
-
-
-def _set_rng_state(gen: torch.Generator, st: dict) -> None:
-    gen.set_state(st["gen"])
-    torch.set_rng_state(st["torch"])
-    random.setstate(st["python"])
-    if "cuda" in st and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(st["cuda"])
-
-
-def fingerprint(cfg, spec: DistributionSpec) -> str:
-    """Hash of everything a resumed run must share with the run that wrote the checkpoint."""
-    ds = plain(cfg.dataset)
-    keep = {"method": asdict(spec), "ipc": int(cfg.ipc), "seed": int(cfg.seed),
-            "dataset": {k: ds.get(k) for k in ("name", "image_size", "channels", "mean", "std", "num_classes")}}
-    return hashlib.sha256(json.dumps(keep, sort_keys=True, default=str).encode()).hexdigest()[:16]
+from reta.synthesis.real_sampler import RealSampler
 
 
 def _check_finite(value: torch.Tensor, term: str, it: int) -> None:
     if not torch.isfinite(value):
         raise NonFiniteLossError(f"{term} became {value.item()} at iteration {it}")
-
-
-def init_pixels(init: str, ds: Mapping, ipc: int, f: int, train, groups, seed: int
-                ) -> tuple[torch.Tensor, list[int] | None]:
-    """Initial pixels ``[C·IPC, ch, H, W]`` (and the real images' indices): ``noise`` = randn in normalised space
-    (as the DC/DM reference), ``real`` = ``IPC·f`` random real images per class (as mosaics when ``f == 4``)."""
-    C, n = int(ds["num_classes"]), ipc * f
-    c, s = int(ds["channels"]), int(ds["image_size"])
-    if init == "noise":
-        g = torch.Generator().manual_seed(int(seed))
-        z = torch.randn(C * ipc, c, s, s, generator=g)
-        std = torch.tensor(ds["std"]).view(1, -1, 1, 1)
-        mean = torch.tensor(ds["mean"]).view(1, -1, 1, 1)
-        return z * std + mean, None
-    smallest = min(len(g) for g in groups)
-    if n > smallest:
-        raise RetaError(f"init=real needs {n} real images per class (ipc {ipc} x expansion {f}); "
-                        f"the smallest class has {smallest}")
-    idx = sample_per_class(train.targets, C, n, int(seed))
-    pixels = train.gather(idx)
-    return (make_mosaics(pixels) if f == 4 else pixels), idx.tolist()
 
 
 # --------------------------------------------------------------------------------------------------- the loop
@@ -207,7 +160,7 @@ class DistributionMatcher:
             "iteration": self.iteration,
             "images": self.images.state_dict(),
             "opt": self.opt.state_dict(),
-            "rng": _rng_state(self.gen),
+            "rng": rng_state(self.gen),
             "queue": self.queue.state() if self.queue is not None else None,
             "history": self.history,
         }
@@ -222,4 +175,4 @@ class DistributionMatcher:
         if self.queue is not None and st.get("queue") is not None:
             self.queue.load(st["queue"])
         self.history = list(st.get("history", []))
-        _set_rng_state(self.gen, st["rng"])
+        set_rng_state(self.gen, st["rng"])

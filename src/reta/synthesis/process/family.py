@@ -14,9 +14,9 @@ from __future__ import annotations
 
 from dataclasses import asdict
 
-from reta.synthesis.dm.matcher import fingerprint
-from reta.synthesis.dm.module import DistributionModule
+from reta.synthesis.matcher_module import MatcherModule
 from reta.synthesis.matcher_run import fit_matcher, run_device
+from reta.synthesis.matcher_state import fingerprint
 from reta.synthesis.process.config import GradientSpec
 from reta.synthesis.process.gradient import GradientMatcher
 from reta.synthesis.registry import DistillContext, SynthesisResult
@@ -31,7 +31,7 @@ def synthesize(cfg, ctx: DistillContext) -> SynthesisResult:
     seed_everything(int(cfg.seed))  # network initialisations come from torch's global stream
     matcher = GradientMatcher(spec, plain(cfg.dataset), ipc, ctx.train, int(cfg.seed), device)
     matcher.fingerprint = fingerprint(cfg, spec)
-    module = DistributionModule(matcher)
+    module = MatcherModule(matcher)
     fit = fit_matcher(cfg, ctx, matcher, module, device, spec.iterations, spec.checkpoint_every, spec.name)
     meta = {
         "iterations": spec.iterations,

@@ -13,8 +13,9 @@ and DSA [paper: Zhao & Bilen, ICML 2021, arXiv 2102.08259, Eq. 4]. One iteration
    (shuffled batches of ``batch_train``, CE; per-image DSA for DSA).
 
 Class terms are back-propagated one at a time into the images (the gradient of the sum, a class-sized graph at a
-time). The Lightning loop, resume and precision are the DM family's (:class:`reta.synthesis.dm.module.
-DistributionModule`, :mod:`reta.synthesis.matcher_run`), with ``backward`` / ``optimizer_step`` injected.
+time). The Lightning loop, resume and precision are shared with the DM family
+(:class:`reta.synthesis.matcher_module.MatcherModule`, :mod:`reta.synthesis.matcher_run`), with ``backward`` /
+``optimizer_step`` injected.
 """
 
 from __future__ import annotations
@@ -28,11 +29,11 @@ from torch import nn
 from reta.data.dsa import DSA, DSAParams, DSASample
 from reta.errors import NonFiniteLossError, RetaError
 from reta.models import build_model
-from reta.synthesis.dm.matcher import _rng_state, _set_rng_state, init_pixels
-from reta.synthesis.dm.model_queue import RealSampler
+from reta.synthesis.matcher_state import init_pixels, rng_state, set_rng_state
 from reta.synthesis.pixels import SyntheticImages
 from reta.synthesis.process.config import GradientSpec
 from reta.synthesis.process.distance import match_distance
+from reta.synthesis.real_sampler import RealSampler
 
 
 class GradientMatcher:
@@ -126,7 +127,7 @@ class GradientMatcher:
     # ---- checkpoint
     def state_dict(self) -> dict:
         return {"fingerprint": self.fingerprint, "iteration": self.iteration, "images": self.images.state_dict(),
-                "opt": self.opt.state_dict(), "rng": _rng_state(self.gen), "history": self.history}
+                "opt": self.opt.state_dict(), "rng": rng_state(self.gen), "history": self.history}
 
     def load_state_dict(self, st: dict) -> None:
         if st.get("fingerprint") != self.fingerprint:
@@ -136,4 +137,4 @@ class GradientMatcher:
         self.images.load_state_dict(st["images"])
         self.opt.load_state_dict(st["opt"])
         self.history = list(st.get("history", []))
-        _set_rng_state(self.gen, st["rng"])
+        set_rng_state(self.gen, st["rng"])
