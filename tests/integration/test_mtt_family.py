@@ -85,3 +85,18 @@ def test_bad_mtt_keys_one_line_exit_2(tmp_path):
     (err,) = error_lines(proc)
     assert err.startswith("error: method.experts: unknown key"), err
     assert not (out / "distilled").exists() and not (tmp_path / "cache").exists()
+
+
+def test_reta_experts_bad_key_one_line_exit_2_writes_nothing(tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    out = tmp_path / "out"
+    proc = subprocess.run([sys.executable, "-m", "reta.cli.experts", "method.experts.epochs=0",
+                           f"paths.output_dir={out}", f"paths.cache_dir={tmp_path / 'cache'}", "logger=none"],
+                          cwd=tmp_path, capture_output=True, text=True, timeout=120,
+                          env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    assert error_lines(proc) == ["error: method.experts: num_experts, epochs, batch_size must be >= 1 and lr > 0"]
+    assert not out.exists() and not (tmp_path / "cache").exists()
