@@ -77,13 +77,16 @@ def test_mtt_resume_after_a_kill_gives_the_same_images(tiny, monkeypatch):
     assert resumed.meta["syn_lr"] == straight.meta["syn_lr"]
 
 
-def test_bad_mtt_keys_one_line_exit_2(tmp_path):
+@pytest.mark.parametrize(("arg", "line"), [
+    ("+method.experts.num_expert=3", "error: method.experts: unknown key"),
+    ("method.experts.epochs=2", "error: method.experts.epochs=2 is too short"),  # IPC 1: T+ 2, M 2 need 3
+])
+def test_bad_mtt_keys_one_line_exit_2(tmp_path, arg, line):
     out = tmp_path / "out"
-    proc = run_cli("reta-distill", ["method=mtt", "+method.experts.num_expert=3", f"paths.output_dir={out}",
-                                    "logger=none"], tmp_path)
+    proc = run_cli("reta-distill", ["method=mtt", "ipc=1", arg, f"paths.output_dir={out}", "logger=none"], tmp_path)
     assert proc.returncode == 2, proc.stderr[-2000:]
     (err,) = error_lines(proc)
-    assert err.startswith("error: method.experts: unknown key"), err
+    assert err.startswith(line), err
     assert not (out / "distilled").exists() and not (tmp_path / "cache").exists()
 
 
@@ -93,7 +96,7 @@ def test_reta_experts_bad_key_one_line_exit_2_writes_nothing(tmp_path):
     import sys
 
     out = tmp_path / "out"
-    proc = subprocess.run([sys.executable, "-m", "reta.cli.experts", "method.experts.epochs=0",
+    proc = subprocess.run([sys.executable, "-m", "reta.cli.experts", "method.experts.batch_size=0",
                            f"paths.output_dir={out}", f"paths.cache_dir={tmp_path / 'cache'}", "logger=none"],
                           cwd=tmp_path, capture_output=True, text=True, timeout=120,
                           env={**os.environ, "OMP_NUM_THREADS": "1"})

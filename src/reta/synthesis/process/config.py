@@ -127,3 +127,9 @@ class TrajectorySpec:
             raise RetaError(f"method.batch_syn must be >= 0 (0 = the whole set), got {self.batch_syn}")
         if self.lr_teacher <= 0 or self.lr_lr < 0:
             raise RetaError("method: lr_teacher must be > 0 and lr_lr >= 0")
+        epochs = self.experts.get("epochs")
+        need = self.max_start_epoch - 1 + self.expert_epochs
+        if isinstance(epochs, int) and epochs < need:
+            raise RetaError(f"method.experts.epochs={epochs} is too short: the start epoch goes up to max_start_epoch "
+                            f"- 1 = {self.max_start_epoch - 1} and the target {self.expert_epochs} epochs later "
+                            f"(>= {need} needed)")
