@@ -11,7 +11,7 @@ DEMO_IPC ?= 5
 DEMO_TEACHER_EPOCHS ?= 1
 REPORT := $(BIN)/reta-report
 
-.PHONY: help install fashion-mnist demo test test-slow lint clean table1 table3 fig4 smoke-paper bench-loading
+.PHONY: help install fashion-mnist demo test test-slow lint clean table1 table3 fig4 smoke-paper bench-loading published
 
 help:  ## list the targets
 	@grep -E '^[a-zA-Z0-9_-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
@@ -68,6 +68,10 @@ fig4: install  ## Figure 4: λ (DRC) and λ_topo (PTA) sweeps with error bars (S
 	$(BIN)/reta-run -m +experiment=fig4_topo_$(SCALE) $(ARGS)
 	$(REPORT) inputs=[multirun/fig4_topo_$(SCALE)$(FIG4_BAND_$(SCALE))] out=experiments/fig4/topo_$(SCALE) \
 	  plot.x=callbacks.pta.lam_topo "plot.title='RETA: PTA weight λ_topo ($(SCALE) scale, 3 seeds)'"
+
+published: install  ## DC/DSA/DM/MTT vs their published Fashion-MNIST numbers (protocol=dc) from experiments/published/runs
+	$(REPORT) inputs=[experiments/published/runs] out=experiments/published/results \
+	  published=experiments/published/published.csv
 
 # the paper grid at toy budgets on generated data (ImageNet + CIFAR layouts, local weight files): docs/paper_scale.md
 SMOKE_DIR ?= $(shell mktemp -d -t reta-smoke-XXXXXX)/smoke
