@@ -53,6 +53,37 @@ def test_expert_buffer_is_built_once_and_found_by_its_key(tiny, monkeypatch):
     assert other["entry"] != entry.name and len(built) == 2
 
 
+def test_a_killed_expert_build_continues_with_the_missing_experts(tiny, monkeypatch):
+    tmp_path, ov = tiny
+    cfg = compose_cfg("experts", [*ov, *SMALL, "method.experts.num_experts=3", f"paths.output_dir={tmp_path / 'e'}"])
+    trained = []
+    real_train = expert_cache.train_expert
+
+    def killed_at_2(i, *args, **kwargs):
+        if i == 2 and not trained.count("killed"):
+            trained.append("killed")
+            raise RuntimeError("killed")
+        trained.append(i)
+        return real_train(i, *args, **kwargs)
+
+    monkeypatch.setattr(expert_cache, "train_expert", killed_at_2)
+    with pytest.raises(RuntimeError, match="killed"):
+        experts.run(cfg)
+    assert not [p for p in (tmp_path / "cache" / "experts").iterdir() if not p.name.startswith(".")]
+    meta = experts.run(cfg)
+    assert trained == [0, 1, "killed", 2], "finished experts were retrained"
+    assert meta["experts_from_an_earlier_build"] == 2 and len(meta["test_acc"]) == 3
+    (entry,) = (tmp_path / "cache" / "experts").iterdir()  # the partial folder is gone
+    monkeypatch.setattr(expert_cache, "train_expert", real_train)
+    straight = compose_cfg("experts", [*ov, *SMALL, "method.experts.num_experts=3",
+                                       f"paths.cache_dir={tmp_path / 'c2'}", f"paths.output_dir={tmp_path / 'e2'}"])
+    experts.run(straight)
+    for i in range(3):
+        a = torch.load(entry / f"expert_{i}.pt", weights_only=True)["params"]
+        b = torch.load(tmp_path / "c2" / "experts" / entry.name / f"expert_{i}.pt", weights_only=True)["params"]
+        assert torch.equal(a, b), f"expert {i} of the resumed build differs from a straight build"
+
+
 def test_mtt_resume_after_a_kill_gives_the_same_images(tiny, monkeypatch):
     tmp_path, ov = tiny
     args = ["method=mtt", "ipc=1", *SMALL, "method.iterations=4", "method.checkpoint_every=2"]

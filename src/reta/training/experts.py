@@ -9,14 +9,17 @@ Trainer) with a callback that takes the snapshots.
 
 Cache: ``${paths.cache_dir}/experts/<dataset>_<model>_<key>/`` with ``expert_<i>.pt`` (``{"params": [epochs+1, P]}``)
 and ``meta.json`` (recipe, seed, parameter names and shapes, each expert's test accuracy, build seconds); the key
-hashes the dataset, the model and the recipe (:func:`reta.training.teacher.cache_key`). The directory is written
-atomically once every expert is trained; a later run with the same recipe finds it by its key.
+hashes the dataset, the model and the recipe (:func:`reta.training.teacher.cache_key`). Finished experts wait in
+``.<entry name>.partial/`` (a killed build continues from the first missing one); the directory itself is written
+atomically once every expert is trained, and a later run with the same recipe finds it by its key.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import os
+import shutil
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass
@@ -31,7 +34,7 @@ from reta.training.common import seed_everything
 from reta.training.student import Protocol, StudentModule, student_loader
 from reta.training.teacher import cache_key, evaluate_teacher, new_model, timestamp
 from reta.utils.config import dataclass_from
-from reta.utils.io import atomic_directory
+from reta.utils.io import atomic_directory, atomic_torch_save
 
 log = logging.getLogger(__name__)
 
@@ -114,23 +117,36 @@ def train_expert(i: int, net_cfg: Mapping, ds: Mapping, recipe: ExpertRecipe, im
 
 def build_experts(entry: Path, net_cfg: Mapping, ds: Mapping, recipe: ExpertRecipe, train, test,
                   trainer_factory: TrainerFactory) -> dict:
-    """Train every expert and write the entry atomically; returns its meta."""
+    """Train every expert and write the entry; returns its meta. Each finished expert is saved at once in
+    ``.<entry>.partial/`` beside the entry, so a killed build continues with the first missing expert; the entry
+    appears (atomically) only when every expert is there."""
     images = train.gather(torch.arange(len(train)))
     labels = torch.as_tensor(train.targets).long()
+    names, shapes = param_layout(new_model(net_cfg, ds))
+    partial = entry.parent / f".{entry.name}.partial"
+    partial.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
-    accs, names, shapes = [], None, None
+    accs, reused = [], 0
+    for i in range(recipe.num_experts):
+        done = partial / f"expert_{i}.pt"
+        if done.is_file():
+            accs.append(torch.load(done, map_location="cpu", weights_only=True)["test_acc"])
+            reused += 1
+            continue
+        traj, net = train_expert(i, net_cfg, ds, recipe, images, labels, trainer_factory)
+        accs.append(evaluate_teacher(net, test, ds) if test is not None else None)
+        atomic_torch_save({"params": traj, "test_acc": accs[-1]}, done)
+        log.info("expert %d/%d: test acc %s", i + 1, recipe.num_experts, accs[-1])
+    meta = {"dataset": ds["name"], "model": dict(net_cfg), "recipe": asdict(recipe), "param_names": names,
+            "param_shapes": shapes, "num_params": int(sum(torch.Size(s).numel() for s in shapes)),
+            "snapshots": recipe.epochs + 1, "test_acc": accs, "train_images": len(labels),
+            "build_seconds": round(time.perf_counter() - start, 2), "experts_from_an_earlier_build": reused,
+            "created": timestamp(), "key": entry.name}
     with atomic_directory(entry) as tmp:
         for i in range(recipe.num_experts):
-            traj, net = train_expert(i, net_cfg, ds, recipe, images, labels, trainer_factory)
-            names, shapes = param_layout(net)
-            torch.save({"params": traj}, tmp / f"expert_{i}.pt")
-            accs.append(evaluate_teacher(net, test, ds) if test is not None else None)
-            log.info("expert %d/%d: test acc %s", i + 1, recipe.num_experts, accs[-1])
-        meta = {"dataset": ds["name"], "model": dict(net_cfg), "recipe": asdict(recipe), "param_names": names,
-                "param_shapes": shapes, "num_params": int(sum(torch.Size(s).numel() for s in shapes)),
-                "snapshots": recipe.epochs + 1, "test_acc": accs, "train_images": len(labels),
-                "build_seconds": round(time.perf_counter() - start, 2), "created": timestamp(), "key": entry.name}
+            os.replace(partial / f"expert_{i}.pt", tmp / f"expert_{i}.pt")
         (tmp / "meta.json").write_text(json.dumps(meta, indent=2, sort_keys=True))
+    shutil.rmtree(partial, ignore_errors=True)
     return meta
 
 
