@@ -10,8 +10,11 @@ SCALE ?= cpu
 DEMO_IPC ?= 5
 DEMO_TEACHER_EPOCHS ?= 1
 REPORT := $(BIN)/reta-report
+# where the table targets write their reports: a fresh folder, never over the committed tables in experiments/ (made
+# by other commands, e.g. KD and hard-label students side by side; each experiment's README says how)
+TABLES ?= outputs/tables
 
-.PHONY: help install fashion-mnist demo test test-slow lint clean table1 table3 fig4 smoke-paper bench-loading published
+.PHONY: help install fashion-mnist demo test test-slow lint clean table1 table2 table3 fig4 fig5 smoke-paper bench-loading published
 
 help:  ## list the targets
 	@grep -E '^[a-zA-Z0-9_-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
@@ -45,32 +48,39 @@ test-slow: install  ## run the slow checks only
 lint: install  ## ruff
 	$(BIN)/ruff check src tests benchmarks experiments
 
-table1: install  ## Table 1 (SCALE=cpu: Fashion-MNIST on this machine; SCALE=paper: CIFAR-100 … ImageNet-1K on a cluster)
+table1: install  ## Table 1 → outputs/tables/table1/ (SCALE=cpu: Fashion-MNIST on this machine; SCALE=paper: CIFAR-100 … ImageNet-1K on a cluster)
 ifeq ($(SCALE),cpu)
 	$(BIN)/reta-run -m +experiment=table1_cpu $(ARGS)
-	$(REPORT) inputs=[multirun/table1_cpu] out=experiments/table1/results_cpu
+	$(REPORT) inputs=[multirun/table1_cpu] out=$(TABLES)/table1/results_cpu
 else
 	for d in cifar100 tiny_imagenet imagenette imagewoof imagenet1k; do \
 	  $(BIN)/reta-run -m +experiment=table1_paper dataset=$$d $(ARGS) || exit 1; done
-	$(REPORT) inputs=[multirun/table1_paper] out=experiments/table1/results_paper published=experiments/table1/published.csv
+	$(REPORT) inputs=[multirun/table1_paper] out=$(TABLES)/table1/results_paper published=experiments/table1/published.csv
 endif
 
-table3: install  ## Table 3, the DRC/PTA ablation (SCALE=cpu)
+table2: install  ## Table 2, cross-architecture: RDED, EDC, CV-DD, FADRM+, RETA at IPC 10 × eval_pool=cross_arch (SCALE=cpu)
+	$(BIN)/reta-run -m +experiment=table2_$(SCALE) $(ARGS)
+
+table3: install  ## Table 3, the DRC/PTA ablation (SCALE=cpu) → outputs/tables/table3/
 	$(BIN)/reta-run -m +experiment=table3_$(SCALE) $(ARGS)
-	$(REPORT) inputs=[multirun/table3_$(SCALE)] out=experiments/table3/results_$(SCALE)
+	$(REPORT) inputs=[multirun/table3_$(SCALE)] out=$(TABLES)/table3/results_$(SCALE)
 
 # the sweeps run without the random subset (baseline=false); the plots take its band from the committed baseline runs
 FIG4_BAND_cpu := ,experiments/random_baseline/runs/random_ipc10
-fig4: install  ## Figure 4: λ (DRC) and λ_topo (PTA) sweeps with error bars (SCALE=cpu)
+fig4: install  ## Figure 4: λ (DRC) and λ_topo (PTA) sweeps with error bars (SCALE=cpu) → outputs/tables/fig4/
 	$(BIN)/reta-run -m +experiment=fig4_lambda_$(SCALE) $(ARGS)
-	$(REPORT) inputs=[multirun/fig4_lambda_$(SCALE)$(FIG4_BAND_$(SCALE))] out=experiments/fig4/lambda_$(SCALE) \
+	$(REPORT) inputs=[multirun/fig4_lambda_$(SCALE)$(FIG4_BAND_$(SCALE))] out=$(TABLES)/fig4/lambda_$(SCALE) \
 	  plot.x=residual.anchors.lam "plot.title='RETA: DRC weight λ ($(SCALE) scale, 3 seeds)'"
 	$(BIN)/reta-run -m +experiment=fig4_topo_$(SCALE) $(ARGS)
-	$(REPORT) inputs=[multirun/fig4_topo_$(SCALE)$(FIG4_BAND_$(SCALE))] out=experiments/fig4/topo_$(SCALE) \
+	$(REPORT) inputs=[multirun/fig4_topo_$(SCALE)$(FIG4_BAND_$(SCALE))] out=$(TABLES)/fig4/topo_$(SCALE) \
 	  plot.x=callbacks.pta.lam_topo "plot.title='RETA: PTA weight λ_topo ($(SCALE) scale, 3 seeds)'"
 
-published: install  ## DC/DSA/DM/MTT vs their published Fashion-MNIST numbers (protocol=dc) from experiments/published/runs
-	$(REPORT) inputs=[experiments/published/runs] out=experiments/published/results \
+FIG5_ARGS ?=
+fig5: install  ## Figure 5: synthesis time and peak memory per image of SRe2L, RDED, EDC, CV-DD, FADRM, FADRM+, RETA
+	nice -n 10 $(BIN)/python benchmarks/bench_fig5.py --out experiments/fig5 $(FIG5_ARGS)
+
+published: install  ## DC/DSA/DM/MTT vs their published Fashion-MNIST numbers (protocol=dc) → outputs/tables/published
+	$(REPORT) inputs=[experiments/published/runs] out=$(TABLES)/published/results \
 	  published=experiments/published/published.csv
 
 # the paper grid at toy budgets on generated data (ImageNet + CIFAR layouts, local weight files): docs/paper_scale.md

@@ -1,6 +1,6 @@
 """Images/s of reading a 224-px JPEG ImageFolder: reta before this change vs now vs torchvision, same worker count.
 
-Writes ``--images`` JPEGs (``--width`` x ``--height``, 10 classes; reta.data.synthetic) into a temp dir, then times one
+Writes ``--images`` JPEGs (``--width`` x ``--height``, 10 classes; fake_data.py) into a temp dir, then times one
 pass over every image (batches of ``--batch``) for each row, torch at one intra-op thread:
 
 * ``before``: one image at a time in the main process (what ``FileImageDataset.gather`` and the ``num_workers=0``
@@ -41,12 +41,12 @@ def main() -> None:
     args = ap.parse_args()
     torch.set_num_threads(1)
 
+    from fake_data import write_imagenet_layout
     from torch.utils.data import DataLoader
     from torchvision import datasets, transforms
 
     from reta.data import loading
     from reta.data.registry import load_split
-    from reta.data.synthetic import write_imagenet_layout
     from reta.training.teacher import train_loader
 
     with tempfile.TemporaryDirectory() as tmp:

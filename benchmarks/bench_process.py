@@ -161,20 +161,20 @@ def build(method: str, ipc: int, a):
     import torch
 
     from reta.data.registry import load_split
-    from reta.synthesis.matcher_run import run_device
+    from reta.synthesis.matcher_run import matcher_device
     from reta.synthesis.process.config import GradientSpec, TrajectorySpec
     from reta.synthesis.process.gradient import GradientMatcher
     from reta.synthesis.process.trajectory import TrajectoryMatcher
-    from reta.training.experts import ExpertRecipe, entry_path, load_experts
+    from reta.training.experts import entry_path, load_experts
     from reta.utils.config import plain
 
     cfg = _compose(method, ipc, a)
-    ds, device = plain(cfg.dataset), run_device(cfg)
+    ds, device = plain(cfg.dataset), matcher_device(cfg)
     train = load_split(cfg.dataset, "train", cfg.paths.data_dir)
     torch.manual_seed(0)
     if method == "mtt":
         spec = TrajectorySpec.from_cfg(cfg.method, ipc)
-        buf = load_experts(entry_path(cfg.paths.cache_dir, ds, spec.net, ExpertRecipe.from_cfg(spec.experts)))
+        buf = load_experts(entry_path(cfg.paths.cache_dir, ds, spec.net, spec.experts))
         return (TrajectoryMatcher(spec, ds, ipc, train, 0, device, buf).step,
                 bare_trajectory(spec, ds, ipc, buf, device), spec, device)
     spec = GradientSpec.from_cfg(cfg.method, ipc)

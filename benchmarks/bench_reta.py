@@ -117,6 +117,21 @@ def _quartiles(values: list[float]) -> tuple[float, float, float]:
     return q1, q2, q3
 
 
+def interleaved(methods: list[str], repeats: int, measure) -> None:
+    """``measure(repeat, method)`` for every method, ``repeats`` times, the order reversed every other repeat (no
+    method always goes first), so the runs of one repeat are adjacent in time."""
+    for r in range(repeats):
+        for m in methods if r % 2 == 0 else methods[::-1]:
+            measure(r, m)
+
+
+def paired_ratios(values: dict[str, list[float]], ref: str) -> dict[str, list[float]]:
+    """Each repeat's value over the same repeat's ``ref`` (a load change between repeats cancels); {} without ref."""
+    if ref not in values:
+        return {}
+    return {m: [a / b if b else float("nan") for a, b in zip(v, values[ref])] for m, v in values.items()}
+
+
 def part_a(ipc: int, repeats: int, methods: list[str], mipc: int, cold_pool: bool = False) -> dict:
     train = dataset(10, mipc)
     common = [f"ipc={ipc}", f"method.init.mipc={mipc}", "method.init.num_crop=1"]
@@ -130,20 +145,20 @@ def part_a(ipc: int, repeats: int, methods: list[str], mipc: int, cold_pool: boo
         else:  # and RETA's feature pool (disk-cached per teacher + patch pool), as a second run would find it; at
             # the timed IPC (at IPC 1 the Fashion-MNIST RETA has DRC and PTA off and never builds the pool)
             synthesize(["method=reta", *common], train, tmp, 10)
-        for r in range(repeats):
-            for m in methods if r % 2 == 0 else methods[::-1]:  # alternate the order: no method always goes first
-                if cold_pool:
-                    shutil.rmtree(tmp / "cache" / "feature_pools", ignore_errors=True)
-                seconds, n, module = synthesize([*METHODS[m], *common], train, tmp, 10)
-                times[m].append(seconds / n)
-                cpu[m].append(module.bench_cpu_seconds / n)
-                print(f"  [A] repeat {r} {m:18s} {seconds / n:.4f} s/image (wall)  {cpu[m][-1]:.4f} CPU s/image",
-                      flush=True)
+
+        def measure(r: int, m: str) -> None:
+            if cold_pool:
+                shutil.rmtree(tmp / "cache" / "feature_pools", ignore_errors=True)
+            seconds, n, module = synthesize([*METHODS[m], *common], train, tmp, 10)
+            times[m].append(seconds / n)
+            cpu[m].append(module.bench_cpu_seconds / n)
+            print(f"  [A] repeat {r} {m:18s} {seconds / n:.4f} s/image (wall)  {cpu[m][-1]:.4f} CPU s/image",
+                  flush=True)
+
+        interleaved(methods, repeats, measure)
     med = {m: statistics.median(v) for m, v in times.items()}
     med_cpu = {m: statistics.median(v) for m, v in cpu.items()}
-    # paired: each repeat's CPU time over the same repeat's FADRM+ (runs of one repeat are adjacent in time, so a
-    # load change between repeats cancels); median and quartiles over the repeats
-    paired = {m: [a / b for a, b in zip(cpu[m], cpu["fadrm_plus"])] for m in cpu} if "fadrm_plus" in cpu else {}
+    paired = paired_ratios(cpu, "fadrm_plus")
     return {"paired_cpu_ratio_vs_fadrm_plus": {m: _quartiles(v) for m, v in paired.items()},
             "paired_cpu_ratios": paired, "seconds_per_image": med, "cpu_seconds_per_image": med_cpu, "all": times,
             "all_cpu": cpu,

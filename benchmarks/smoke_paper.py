@@ -1,10 +1,10 @@
 """The paper grid at toy scale on this machine (``make smoke-paper``): generated data in the real layouts, the real
-``table1_paper`` grid (SRe2L, FADRM, FADRM+, RETA) and the DM family's paper configs through ``reta-run -m`` with
-``debug=smoke``, then ``reta-report``. Prints the wall time of every command and the results table.
+``table1_paper`` grid (SRe2L, RDED, EDC, CV-DD, FADRM, FADRM+, RETA) and the DM family's paper configs through
+``reta-run -m`` with ``debug=smoke``, then ``reta-report``. Prints the wall time of every command and the results table.
 
 * ImageNet layout (JPEG ImageFolder ``train/`` + ``val/``) run as ``dataset=imagenet1k`` with its paper setting:
-  pretrained teachers (ResNet-18, DenseNet-121, MobileNetV2), here from local weight files written first
-  (``teacher.pretrained_dir``), standing in for the downloaded ones — the offline path of a cluster;
+  pretrained teachers (ResNet-18, DenseNet-121, MobileNetV2, ResNet-50, EfficientNet-B0), here from local weight
+  files written first (``teacher.pretrained_dir``), standing in for the downloaded ones — the offline path of a cluster;
 * CIFAR layout (python pickle batches) run as ``dataset=cifar100``: teachers squeezed for one epoch, then the grid;
 * ``method=dm,idm,dm_iid,idm_iid`` on the CIFAR layout (``protocol=hard``), the DM family's paper rows.
 
@@ -23,10 +23,10 @@ import sys
 import time
 from pathlib import Path
 
-from reta.data.synthetic import write_cifar100_layout, write_imagenet_layout
-from reta.models.build import write_weight_file
+from fake_data import write_cifar100_layout, write_imagenet_layout, write_weight_file
 
-IMAGENET_TEACHERS = ("resnet18.tv_in1k", "densenet121.tv_in1k", "mobilenetv2_100.ra_in1k")
+IMAGENET_TEACHERS = ("resnet18.tv_in1k", "densenet121.tv_in1k", "mobilenetv2_100.ra_in1k", "resnet50.tv_in1k",
+                     "efficientnet_b0.ra_in1k")  # the last two: the EDC and CV-DD rows
 COMMON = ["ipc=1", "debug=smoke", "trainer=cpu", "paths.root_dir=.", "paths.cache_dir=cache", "num_threads=1",
           "logger=none"]
 
@@ -39,7 +39,7 @@ def prepare(out: Path, classes_in: int = 4, classes_cifar: int = 10) -> None:
 
 
 def commands(size: int, classes_in: int = 4, classes_cifar: int = 10) -> list[tuple[str, list[str]]]:
-    sizes = [f"+debug.method.bn.stages.sizes={size}"] if size else []
+    sizes = [f"++method.smoke.stages.sizes={size}"] if size else []  # the BN methods' smoke block
     exe = str(Path(sys.executable).parent / "reta-run")
     imagenet = [exe, "-m", "+experiment=table1_paper", "dataset=imagenet1k", "dataset.root=data/imagenet",
                 f"dataset.num_classes={classes_in}", f"dataset.image_size={size or 224}",

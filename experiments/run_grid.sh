@@ -4,12 +4,12 @@
 # subset (a new subset per seed, identical protocol) once per IPC and protocol. Idempotent: finished cells are
 # skipped, interrupted distillations resumed (resume=true; without checkpoints it starts afresh). Ends with
 # reta-report over OUT (side by side when PROTOCOLS names two or more).
-#   Table 1 / issue 3:  nice bash experiments/run_grid.sh outputs/bn_family_fmnist
-#   Table 3 / issue 4:  RANDOM_BASELINE=0 IPCS="10 50" METHODS="fadrm fadrm_drc fadrm_pta reta" nice bash experiments/run_grid.sh outputs/table3
-#   Table 1, KD and hard-label students of the same sets (issue 15):
+#   BN family (Table 1): nice bash experiments/run_grid.sh outputs/bn_family_fmnist
+#   Table 3:            RANDOM_BASELINE=0 IPCS="10 50" METHODS="fadrm fadrm_drc fadrm_pta reta" nice bash experiments/run_grid.sh outputs/table3
+#   Table 1, KD and hard-label students of the same sets:
 #                       PROTOCOLS="kd hard" METHODS="fadrm_plus reta" nice bash experiments/run_grid.sh outputs/table1_grid
 # Variables: IPCS (default "1 10 50"), SEEDS (distillation = student seeds of the methods, default "0 1 2"; the
-# random rows always use seeds 0 1 2), METHODS (default "sre2l fadrm fadrm_plus reta"; "" = random rows only),
+# random rows always use seeds 0 1 2), METHODS (default "sre2l rded edc cvdd fadrm fadrm_plus reta"; "" = random rows only),
 # PROTOCOLS (default "kd"), RANDOM_BASELINE (0 = no random rows), BIN (the reta-* commands, default .venv/bin),
 # EXTRA (overrides added to every command, e.g. EXTRA=paths.cache_dir=/path/to/cache).
 # Layout under OUT: <method>_ipc<N>_s<S>/distilled (the set), …/eval (its kd student), <method>_ipc<N>_s<S>_<P> (its
@@ -29,7 +29,7 @@ for ipc in ${IPCS:-1 10 50}; do
       $B/reta-evaluate ipc=$ipc seeds=[0,1,2] protocol=$p $C paths.output_dir=$out > "$out.log" 2>&1 || \
       echo "FAILED evaluate random ipc=$ipc protocol=$p"
   done
-  for method in ${METHODS-sre2l fadrm fadrm_plus reta}; do
+  for method in ${METHODS-sre2l rded edc cvdd fadrm fadrm_plus reta}; do
     for s in ${SEEDS:-0 1 2}; do
       out=$O/${method}_ipc${ipc}_s$s
       [ -f "$out/distilled/meta.json" ] || $B/reta-distill method=$method ipc=$ipc seed=$s +teacher.seed=0 resume=true $C \

@@ -1,5 +1,5 @@
 #!/bin/bash
-# DRC at IPC 1 (issue 15): RETA variants vs FADRM+ with the KD protocol, one cell = distil with seed s (one cached
+# DRC at IPC 1: RETA variants vs FADRM+ with the KD protocol, one cell = distil with seed s (one cached
 # teacher, teacher.seed=0) + one KD student with seed s. SPLIT=holdout measures on a fixed 1000-per-class held-out
 # split of train (holdout_per_class=1000: excluded from synthesis and from the random subset) to choose the setting;
 # SPLIT=test measures the chosen setting on the test split. Idempotent (finished cells are skipped).

@@ -2,27 +2,30 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
+import logging
 import shutil
 import time
 from pathlib import Path
 
-from omegaconf import DictConfig
+from omegaconf import DictConfig, open_dict
 
 import reta
 from reta.data.distilled import save_distilled
 from reta.data.holdout import check_holdout, split_holdout
 from reta.data.registry import load_split
 from reta.errors import RetaError
-from reta.synthesis.bn.sharding import ShardInfo, init_distributed
+from reta.synthesis.distributed import ShardInfo, init_distributed
 from reta.synthesis.registry import DistillContext, is_shardable, synthesis_function
 from reta.tracking import log_distilled_artifact
 from reta.training.common import configure_data, set_threads
 from reta.training.teacher_cache import TeacherLoader
-from reta.utils.config import output_dir, plain, planned_output_dir, require_positive_int
+from reta.utils.config import config_digest, output_dir, plain, planned_output_dir, require_positive_int
 from reta.utils.io import atomic_write_json
-from reta.utils.outputs import check_writable_dir
+from reta.utils.outputs import check_writable_cache, check_writable_dir
+from reta.utils.signals import requeued
+
+log = logging.getLogger(__name__)
 
 #: ``<output_dir>/checkpoints/run.json``: the resume key of the run that owns the checkpoints (written at its start).
 RUN_RECORD = "run.json"
@@ -30,18 +33,25 @@ RUN_RECORD = "run.json"
 
 def config_hash(cfg: DictConfig) -> str:
     keep = {k: plain(cfg[k]) for k in ("dataset", "model", "recipe", "method", "ipc", "seed") if k in cfg}
-    return hashlib.sha256(json.dumps(keep, sort_keys=True, default=str).encode()).hexdigest()[:12]
+    return config_digest(keep)
+
+
+#: the sections of :func:`resume_key` every run has (a family adds its ``resume_config`` sections)
+BASE = ("dataset", "model", "recipe", "teacher", "method", "ipc", "seed")
 
 
 def resume_key(cfg: DictConfig) -> dict:
     """What a resumed run must share with the run that wrote the checkpoints, known before any data or teacher is
     loaded: dataset, teacher (model, recipe, ``teacher.seed`` / ``teacher.checkpoint``), method (without its logging
-    and checkpoint cadence), ipc and seed. The method families check their own fingerprint again on load."""
+    and checkpoint cadence), ipc and seed, plus the sections the method's family declares in ``resume_config`` (the
+    frozen family: ``backbone``). The method families check their own fingerprint again on load."""
     method = {k: v for k, v in (plain(cfg.method) or {}).items() if k not in ("log_every", "checkpoint_every")}
     teacher = plain(cfg.get("teacher")) or {}
+    fn = synthesis_function(cfg.method)
+    extra = getattr(getattr(fn, "func", fn), "resume_config", ())  # e.g. the frozen family's backbone
     return {"dataset": plain(cfg.dataset).get("name"), "model": plain(cfg.model), "recipe": plain(cfg.recipe),
             "teacher": {k: teacher.get(k) for k in ("seed", "checkpoint")}, "method": method,
-            "ipc": cfg.ipc, "seed": cfg.seed}
+            "ipc": cfg.ipc, "seed": cfg.seed, **{k: plain(cfg.get(k)) for k in extra}}
 
 
 def _describe_set(meta_path: Path) -> str:
@@ -56,6 +66,9 @@ def check_method(cfg: DictConfig):
     """The method's synthesis function, after its family checked ``cfg.method`` (keys, types, ranges, the per-IPC
     block) — no data or teacher is loaded."""
     fn = synthesis_function(cfg.method)
+    if not isinstance(cfg.method.get("requires_teacher"), bool):
+        raise RetaError("method.requires_teacher: missing; a method config declares whether the pipeline squeezes "
+                        "the run's teacher first (true | false)")
     check = getattr(getattr(fn, "func", fn), "check_config", None)
     if check is not None:
         check(cfg)
@@ -69,11 +82,12 @@ def preflight(cfg: DictConfig, out: Path) -> None:
     ``overwrite=true``, and ``resume=true`` on checkpoints written by a different configuration."""
     require_positive_int(cfg.ipc, "ipc")
     check_method(cfg)
-    resume, overwrite = bool(cfg.get("resume", False)), bool(cfg.get("overwrite", False))
+    resume, overwrite = bool(cfg.get("resume", False)) or resumes_requeued(cfg, out), bool(cfg.get("overwrite", False))
     if resume and overwrite:
         raise RetaError("resume=true and overwrite=true exclude each other: resume continues the run in "
                         "paths.output_dir, overwrite replaces it")
     check_writable_dir(out, ("distilled", "checkpoints"))
+    check_writable_cache(cfg)
     ckpts = out / "checkpoints"
     finished = (out / "distilled" / "meta.json").is_file()
     interrupted = ckpts.is_dir() and any(p.is_file() and p.name != RUN_RECORD for p in ckpts.rglob("*"))
@@ -89,17 +103,50 @@ def preflight(cfg: DictConfig, out: Path) -> None:
         except (OSError, ValueError, KeyError, TypeError):
             raise RetaError(f"resume: cannot read {record}; pass overwrite=true to start the run again") from None
         key = json.loads(json.dumps(resume_key(cfg), default=str))
-        changed = sorted(k for k in set(key) | set(saved) if key.get(k) != saved.get(k))
+        # a record written before a family declared its resume_config sections lacks them: not a change
+        changed = sorted(k for k in set(key) | set(saved) if key.get(k) != saved.get(k) and (k in saved or k in BASE))
         if changed:
+            detail = "; ".join(_what_changed(k, saved.get(k), key.get(k)) for k in changed)
             raise RetaError(f"resume: the checkpoints in {ckpts} were written by a different configuration "
-                            f"({', '.join(changed)} changed); pass the same settings, overwrite=true to replace that "
-                            "run, or another paths.output_dir")
+                            f"({', '.join(changed)} changed): {detail}; pass the same settings, overwrite=true to "
+                            "replace that run, or another paths.output_dir")
+
+
+def _what_changed(name: str, was, now, limit: int = 4) -> str:
+    """``name.key: was → now`` for the first ``limit`` differing leaves of two resume-key values."""
+    diffs: list[str] = []
+
+    def walk(path: str, a, b) -> None:
+        if isinstance(a, dict) and isinstance(b, dict):
+            for k in sorted(set(a) | set(b)):
+                walk(f"{path}.{k}", a.get(k), b.get(k))
+        elif a != b:
+            diffs.append(f"{path}: {json.dumps(a, default=str)} → {json.dumps(b, default=str)}")
+
+    walk(name, was, now)
+    return ", ".join(diffs[:limit]) + (f" (+{len(diffs) - limit} more)" if len(diffs) > limit else "")
+
+
+def resumes_requeued(cfg: DictConfig, out: Path) -> bool:
+    """A job that SLURM requeued (preemption, time-out; :func:`reta.utils.signals.requeued`) and that finds its own
+    run record in ``out/checkpoints`` continues that run as with ``resume=true`` (the record is still checked)."""
+    return (requeued() > 0 and not cfg.get("overwrite", False) and not cfg.get("resume", False)
+            and (out / "checkpoints" / RUN_RECORD).is_file())
+
+
+def apply_requeue(cfg: DictConfig, out: Path) -> None:
+    """Set ``resume=true`` in ``cfg`` for a requeued job (:func:`resumes_requeued`), saying so in the log."""
+    if resumes_requeued(cfg, out):
+        log.warning("SLURM requeued this job (restart %d): resuming the run in %s", requeued(), out)
+        with open_dict(cfg):
+            cfg.resume = True
 
 
 def run(cfg: DictConfig) -> dict:
     """Synthesise and write the set. With ``distributed.enabled=true`` and several ranks in the environment
-    (torchrun / srun, :mod:`reta.synthesis.bn.sharding`) the jobs are sharded; only rank 0 writes ``distilled/``, the
+    (torchrun / srun, :mod:`reta.synthesis.distributed`) the jobs are sharded; only rank 0 writes ``distilled/``, the
     other ranks return a summary with ``distilled: None``."""
+    apply_requeue(cfg, planned_output_dir(cfg))
     preflight(cfg, planned_output_dir(cfg))  # every rank, before any rank writes (init_distributed waits for all)
     shard = init_distributed(cfg)
     try:

@@ -6,17 +6,28 @@ so bad input never produces a traceback wall or a half-written artifact.
 
 from __future__ import annotations
 
+import errno
 import re
 
 _ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
 _GLOBAL = re.compile(r"unsupported GLOBAL (\S+)")
 
 
+#: torch's DataLoader re-raises a worker's exception as ``type(msg)`` with the worker's whole traceback in ``msg``
+_WORKER = re.compile(r"^Caught \w+ (in DataLoader worker process \d+)\.\s*\nOriginal Traceback.*\n[\w.]+: (.+?)\s*$",
+                     re.S)
+
+
 class RetaError(Exception):
-    """An error caused by the user's input (config, dataset location, checkpoint); message is one line."""
+    """An error caused by the user's input (config, dataset location, checkpoint); message is one line (a message
+    re-raised from a DataLoader worker keeps the worker's own line, not its traceback)."""
 
     def __init__(self, message: str) -> None:
-        super().__init__(" ".join(str(message).split()))
+        text = str(message)
+        worker = _WORKER.match(text)
+        if worker:
+            text = f"{worker.group(2).splitlines()[-1]} ({worker.group(1)})"
+        super().__init__(" ".join(text.split()))
 
 
 class DatasetNotFoundError(RetaError):
@@ -45,7 +56,8 @@ def load_failure(err: BaseException) -> str:
         found = _GLOBAL.search(text)
         what = f" ({found.group(1)})" if found else ""
         return f"it holds pickled Python objects{what}, which reta refuses to load; only tensors are accepted"
-    if "central directory" in text or "corrupted" in text or isinstance(err, EOFError):
+    if ("central directory" in text or "corrupted" in text or "not a ZIP archive" in text or isinstance(err, EOFError)
+            or (isinstance(err, OSError) and err.errno == errno.EINVAL)):  # torch's zip reader on a torn file
         return "the file is truncated or corrupt"
     first = text.splitlines()[0] if text else ""
     return f"{type(err).__name__}: {first}" if first else type(err).__name__

@@ -13,10 +13,10 @@ from pathlib import Path
 from omegaconf import DictConfig, OmegaConf
 
 from reta import distill, evaluate, squeeze
-from reta.synthesis.bn.sharding import ShardInfo, init_distributed
+from reta.synthesis.distributed import ShardInfo, init_distributed
 from reta.training.common import configure_data, set_threads
 from reta.training.teacher_cache import teacher_cfg
-from reta.utils.config import method_family, output_dir, planned_output_dir
+from reta.utils.config import output_dir, planned_output_dir
 from reta.utils.io import atomic_write_json
 from reta.utils.markdown import md_table
 
@@ -57,8 +57,9 @@ def preflight(cfg: DictConfig, out: Path) -> None:
 
 def run(cfg: DictConfig) -> dict:
     """Run the three stages; returns ``{"teacher", "distill", "metrics", "rows", "results"}``. With
-    ``distributed.enabled=true`` under torchrun/srun the distill step is sharded (:mod:`reta.synthesis.bn.sharding`):
+    ``distributed.enabled=true`` under torchrun/srun the distill step is sharded (:mod:`reta.synthesis.distributed`):
     rank 0 trains/caches the teacher first and alone evaluates; the other ranks return ``{"distill": …}``."""
+    distill.apply_requeue(cfg, planned_output_dir(cfg))  # a requeued SLURM job resumes its run
     preflight(cfg, planned_output_dir(cfg))  # before the teacher is trained and before any rank writes
     shard = init_distributed(cfg)
     try:
@@ -72,10 +73,10 @@ def _run(cfg: DictConfig, shard: ShardInfo) -> dict:
     configure_data(cfg)
     out = output_dir(cfg)
     tcfg = teacher_cfg(cfg)
-    frozen = method_family(cfg.method) == "frozen"
-    if frozen:  # LGM/SFM need no teacher; their frozen backbone is built by distill
-        teacher = {"name": f"backbone {cfg.backbone.name} (full-data probe)", "test_acc": None}
-    else:
+    # declared capabilities: the method synthesises with the teacher (or reports it), the protocol labels with it
+    uses_teacher = bool(cfg.method.requires_teacher) or bool(cfg.protocol.requires_teacher)
+    teacher = None  # without one (LGM/SFM: a frozen backbone), the evaluator's reference is the results' first row
+    if uses_teacher:
         with shard.main_first("training the teacher"):
             teacher = squeeze.run(tcfg)
     dist = distill.run(cfg)
@@ -84,8 +85,9 @@ def _run(cfg: DictConfig, shard: ShardInfo) -> dict:
     # evaluate's `seed` is the teacher's (students use `seeds`)
     metrics = evaluate.run(OmegaConf.merge(cfg, {"distilled": dist["distilled"], "ipc": dist["ipc"],
                                                  "seed": int(tcfg.seed)}))
-    if frozen:
-        teacher["test_acc"] = metrics["teacher"]["test_acc"]
+    if teacher is None:
+        ref = metrics["teacher"]
+        teacher = {"name": ref.get("label") or ref.get("name"), "test_acc": ref.get("test_acc")}
     rows = results_rows(teacher, dist, metrics)
     table = format_table(rows, metrics)
     (out / "results.md").write_text(table + "\n")

@@ -3,16 +3,17 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 from omegaconf import DictConfig
 
-from reta.errors import CheckpointError
+from reta.errors import CheckpointError, RetaError
 from reta.training.common import configure_data, set_threads
 from reta.training.teacher_cache import get_teacher
 from reta.utils.config import output_dir, planned_output_dir
 from reta.utils.io import atomic_write_json
-from reta.utils.outputs import check_writable_dir
+from reta.utils.outputs import check_writable_cache, check_writable_dir
 
 
 def preflight(cfg: DictConfig, out: Path) -> None:
@@ -21,6 +22,20 @@ def preflight(cfg: DictConfig, out: Path) -> None:
     if ckpt and not Path(str(ckpt)).is_file():
         raise CheckpointError(f"teacher.checkpoint {ckpt} does not exist")
     check_writable_dir(out)
+    check_writable_cache(cfg)
+    _check_previous_teacher(cfg, out)
+
+
+def _check_previous_teacher(cfg: DictConfig, out: Path) -> None:
+    """A ``teacher.json`` of another model in ``out`` is replaced only with ``overwrite=true``."""
+    try:
+        previous = json.loads((out / "teacher.json").read_text()).get("name")
+    except (OSError, ValueError, AttributeError):
+        return
+    model = (cfg.get("model") or {}).get("name")
+    if previous and previous != model and not cfg.get("overwrite", False):
+        raise RetaError(f"paths.output_dir {out} already holds the teacher of model {previous} (teacher.json); pass "
+                        f"overwrite=true to replace it with {model}'s, or choose another paths.output_dir")
 
 
 def run(cfg: DictConfig) -> dict:

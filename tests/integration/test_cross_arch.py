@@ -4,10 +4,14 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from reta import evaluate
 
 from fixtures import write_idx_dataset
 from helpers import compose_cfg, tiny_overrides
+
+pytestmark = pytest.mark.slow  # trains every student of the cross-architecture pool
 
 
 def test_cross_arch_pool_runs_every_student(tmp_path):

@@ -143,6 +143,7 @@ def test_dm_runs_under_lightning_with_csv_metrics_and_bf16(tiny):
     assert load_distilled(bf16["distilled"]).images.dtype == torch.float32  # the set format is unchanged
 
 
+@pytest.mark.slow  # console-script subprocess
 def test_a_wrong_type_on_the_command_line_is_one_line_and_exit_2(tmp_path):
     from helpers import error_lines, run_cli
 

@@ -110,6 +110,7 @@ def test_pipeline_sfm_defaults_to_the_linear_probe_and_reports_full_random_disti
     assert not (tmp_path / "cache" / "teachers").exists(), "no teacher is trained for the frozen family"
 
 
+@pytest.mark.slow  # console-script subprocess, ~20 s
 def test_probe_refuses_a_set_made_for_another_backbone_in_one_line(tiny):
     tmp_path, ov = tiny
     res = distill.run(compose_cfg("distill", [*ov, "method=sfm", "ipc=1", *SMALL]))

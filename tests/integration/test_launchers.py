@@ -9,6 +9,8 @@ import pytest
 from fixtures import write_idx_dataset
 from helpers import run_cli
 
+pytestmark = pytest.mark.slow  # a submitit sweep of console-script jobs, ~45 s
+
 
 def test_submitit_local_two_job_sweep(tmp_path):
     pytest.importorskip("hydra_plugins.hydra_submitit_launcher")

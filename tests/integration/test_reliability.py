@@ -1,4 +1,4 @@
-"""Issue 13: the defects found by probing reta as a hostile new user, one reproduction each (tiny IDX fixture, small
+"""The defects found by probing reta as a hostile new user, one reproduction each (tiny IDX fixture, small
 budgets). The table in docs/reliability.md names these tests."""
 
 from __future__ import annotations
@@ -360,12 +360,12 @@ def test_a_killed_squeeze_leaves_no_cache_entry(tiny, monkeypatch):
     tmp_path, ov = tiny
     real_write = teacher_cache.write_cache_entry
 
-    def killed_mid_write(entry, model, meta):
+    def killed_mid_write(entry, model, meta, **kwargs):
         def die(*a, **k):
             raise KeyboardInterrupt
 
         monkeypatch.setattr(teacher_module, "json", SimpleNamespace(dumps=die))  # model.pt written, meta.json not yet
-        real_write(entry, model, meta)
+        real_write(entry, model, meta, **kwargs)
 
     monkeypatch.setattr(teacher_cache, "write_cache_entry", killed_mid_write)
     with pytest.raises(KeyboardInterrupt):

@@ -22,7 +22,7 @@ TINY = ["ipc=3", "method.stages.sizes=[28,28,28]", "method.stages.budgets=[3,3,2
 PTA_TINY = ["method.callbacks.pta.refresh_every=2", "method.callbacks.pta.k=3", "method.callbacks.pta.grid=8",
             "method.callbacks.pta.num_subsets=4"]
 DRC_OFF, PTA_OFF = "method.residual.anchors.enabled=false", "method.callbacks.pta.enabled=false"
-DRC_ON = "method.residual.anchors.enabled=true"  # off by default on Fashion-MNIST (paper/reta_fashion_mnist.yaml)
+DRC_ON = "method.residual.anchors.enabled=true"  # off by default on Fashion-MNIST (per_dataset/reta_fashion_mnist.yaml)
 
 
 @pytest.fixture(scope="module")
@@ -56,7 +56,7 @@ def test_configs_compose_on_fadrm_plus_and_fadrm(tiny):
         and reta.residual.anchors.lam == 0.1
     )
     assert reta.callbacks.pta._target_ == "reta.synthesis.reta.pta.TopologyAlignment"
-    # Fashion-MNIST carries its λ_topo and PTA frequency (paper/reta_fashion_mnist.yaml);
+    # Fashion-MNIST carries its λ_topo and PTA frequency (per_dataset/reta_fashion_mnist.yaml);
     # other datasets the docs/methods.md default
     pta_cfg = reta.callbacks.pta
     assert (pta_cfg.lam_topo, pta_cfg.every, pta_cfg.k, pta_cfg.grid) == (100.0, 4, 10, 32)
@@ -87,7 +87,7 @@ def test_reta_with_drc_and_pta_off_equals_fadrm_plus_bit_for_bit(tiny):
 
 
 def test_reta_at_ipc1_on_fashion_mnist_is_fadrm_plus_bit_for_bit(tiny):
-    """The DRC decision (paper/reta_fashion_mnist.yaml: anchors off, experiments/drc_ipc1) plus PTA's own IPC-1
+    """The DRC decision (per_dataset/reta_fashion_mnist.yaml: anchors off, experiments/drc_ipc1) plus PTA's own IPC-1
     switch-off make RETA the FADRM+ set at IPC 1."""
     tmp, ov = tiny
     one = [o for o in TINY if o != "ipc=3"] + ["ipc=1"]

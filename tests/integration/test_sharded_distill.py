@@ -1,4 +1,4 @@
-"""Sharded BN-matching distillation (reta.synthesis.bn.sharding): 2 gloo ranks merge to the single-process set."""
+"""Sharded BN-matching distillation (reta.synthesis.distributed): 2 gloo ranks merge to the single-process set."""
 
 from __future__ import annotations
 
@@ -16,7 +16,8 @@ from reta import distill
 from reta.data.distilled import load_distilled
 from reta.errors import RetaError
 from reta.synthesis.bn.residual import ResidualConnection
-from reta.synthesis.bn.sharding import (
+from reta.synthesis.bn.step import make_jobs
+from reta.synthesis.distributed import (
     ShardInfo,
     check_shardable,
     first_host,
@@ -25,7 +26,6 @@ from reta.synthesis.bn.sharding import (
     ranks_from_env,
     shard_jobs,
 )
-from reta.synthesis.bn.step import make_jobs
 from reta.synthesis.pixels import SyntheticImages
 
 from fixtures import write_idx_dataset
@@ -124,6 +124,7 @@ def _collectives(rank: int, world: int, port: int, report: str) -> None:
     Path(report, f"coll{rank}.json").write_text(json.dumps(out))
 
 
+@pytest.mark.slow  # two spawned gloo ranks, ~40 s
 def test_two_gloo_ranks_give_the_single_process_set(tmp_path):
     """2 spawned gloo ranks (fadrm, patch init, one residual merge, 4 jobs) write exactly the images and labels
     of the single-process run of the same seed; also the collectives (failure propagation, uneven gather)."""

@@ -1,4 +1,4 @@
-"""debug=smoke shrinks every stage of a paper-scale config (applied after method/paper/* and +experiment), and one
+"""debug=smoke shrinks every stage of a paper-scale config (applied after method/per_dataset/* and +experiment), and one
 cell of the paper-grid smoke (``make smoke-paper``) runs end to end: generated ImageNet-layout JPEGs, the
 ``table1_paper`` ImageNet-1K setting with its pretrained teacher from a local weight file, SRe2L, KD students."""
 
@@ -8,11 +8,9 @@ import json
 
 import pytest
 
-from reta.data.synthetic import write_imagenet_layout
-from reta.models.build import write_weight_file
 from reta.utils.debug import apply_debug
 
-from helpers import compose_cfg, run_cli
+from helpers import REPO, compose_cfg, run_cli
 
 BASE = ["paths.output_dir=/tmp/x", "paths.cache_dir=/tmp/c"]
 
@@ -42,14 +40,18 @@ def test_smoke_shrinks_the_dm_paper_configs(method):
     assert cfg.method.get("per_ipc") is None and cfg.protocol.epochs == 1
 
 
-def test_smoke_cell_runs_end_to_end(tmp_path):
+@pytest.mark.slow  # reta-run subprocess, ~45 s
+def test_smoke_cell_runs_end_to_end(tmp_path, monkeypatch):
+    monkeypatch.syspath_prepend(str(REPO / "benchmarks"))  # the smoke run's own data and weight-file writers
+    from fake_data import write_imagenet_layout, write_weight_file
+
     root = write_imagenet_layout(tmp_path / "imagenet", 3, n_train=4, n_val=2, size=(50, 40), seed=0)
     write_weight_file("resnet18.tv_in1k", 3, tmp_path / "weights" / "resnet18.tv_in1k.pth")
     out = tmp_path / "run"
     proc = run_cli("reta-run", [
         "+experiment=table1_paper", "dataset=imagenet1k", f"dataset.root={root}", "dataset.num_classes=3",
         "dataset.image_size=32", f"teacher.pretrained_dir={tmp_path / 'weights'}", "method=sre2l", "ipc=1",
-        "debug=smoke", "+debug.method.bn.stages.sizes=32", "trainer=cpu", "logger=none", "num_threads=1",
+        "debug=smoke", "++method.smoke.stages.sizes=32", "trainer=cpu", "logger=none", "num_threads=1",
         f"paths.output_dir={out}", f"paths.cache_dir={tmp_path / 'cache'}",
     ], cwd=tmp_path, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]

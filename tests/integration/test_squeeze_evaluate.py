@@ -110,6 +110,7 @@ def test_checkpoint_file_is_used_instead_of_training(tiny, tmp_path):
     assert not (tmp_path / "cache" / "teachers").exists()
 
 
+@pytest.mark.slow  # five console-script subprocesses, ~40 s
 def test_cli_one_line_errors_and_exit_codes(tmp_path):
     out = tmp_path / "run"
     proc = run_cli("reta-evaluate", ["dataset=fmnist", f"paths.output_dir={out}"], tmp_path)
@@ -131,6 +132,7 @@ def test_cli_one_line_errors_and_exit_codes(tmp_path):
     assert "Traceback" not in proc.stderr
 
 
+@pytest.mark.slow  # console-script subprocess
 def test_cli_output_dir_override(tmp_path):
     root = write_idx_dataset(tmp_path / "fmnist", n_train=60, n_test=30, classes=10, gz=False)
     out = tmp_path / "mine"

@@ -12,6 +12,8 @@ from reta.cli.common import finish_wandb
 from fixtures import write_idx_dataset
 from helpers import compose_cfg, tiny_overrides
 
+pytestmark = pytest.mark.slow  # W&B offline runs (a wandb service process per run)
+
 
 def wait_for(run_dir, needles: list[bytes], seconds: float = 60.0) -> bytes:
     """The run's transaction log once every needle is in it (or the deadline passed): W&B flushes asynchronously."""

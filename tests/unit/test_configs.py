@@ -91,13 +91,15 @@ def test_experiment_configs_compose_with_reta_run(experiment):
 @pytest.mark.parametrize("primary", ["squeeze", "distill", "evaluate", "pipeline"])
 def test_debug_fast_reaches_every_stage(primary):
     """The debug group is composed last in every primary config, so debug=fast overrides the stage's own keys
-    (issue 13, defect 4: it used to be composed inside squeeze, before evaluate's seeds/protocol)."""
+    (not inside squeeze, where it would come before evaluate's seeds/protocol)."""
     fast = OmegaConf.load(Path(CONF_DIR) / "debug" / "fast.yaml")
     cfg = compose_cfg(primary, [*BASE, "debug=fast"])
     assert cfg.progress_bar is False and cfg.recipe.epochs == fast.recipe.epochs
     if primary in ("evaluate", "pipeline"):
         assert list(cfg.seeds) == list(fast.seeds) and cfg.protocol.epochs == fast.protocol.epochs
-        assert cfg.protocol.eval_every == fast.protocol.eval_every
+        from reta.utils.debug import apply_debug
+
+        assert apply_debug(cfg).protocol.eval_every == fast.debug.last.protocol.eval_every  # set last, where it exists
     assert compose_cfg(primary, BASE).progress_bar is True  # debug=none leaves the defaults
 
 
@@ -122,7 +124,7 @@ def test_cli_cfg_job_shows_debug_fast(script, monkeypatch, capsys, tmp_path):
 
 
 def test_reta_on_fashion_mnist_uses_the_fadrm_anchor_at_every_ipc():
-    """Issue 15: DRC's retrieved anchors lost to (IPC 1, 50) or did not beat (IPC 10) the slot's own patch on the
+    """DRC's retrieved anchors lost to (IPC 1, 50) or did not beat (IPC 10) the slot's own patch on the
     held-out split, so the Fashion-MNIST setting switches DRC off (RETA = FADRM+ + PTA); other datasets keep it."""
     from reta.synthesis.bn.family import BNMethodConfig
 
@@ -161,30 +163,44 @@ def test_experiment_loggers_build(experiment, tmp_path):
     build_logger(plain(cfg.logger), str(tmp_path), "run")  # an extra key (e.g. the old `kind`) would raise here
 
 
-@pytest.mark.parametrize("extra,warned", [(["method.lr=0.03"], True), (["method.r_bn=0.02"], False)])
-def test_a_command_line_key_replaced_by_the_per_ipc_block_is_warned_about(caplog, extra, warned):
-    """FADRM+ on Fashion-MNIST sets its own lr at IPC 1 in a per-IPC block, which wins over the top level: a user who
-    sets the same key is told, with the way out (``method.per_ipc.1.lr``); an unrelated override is not."""
+@pytest.mark.parametrize("extra,lr,band,logged", [
+    (["method.lr=0.03"], 0.03, "easy", "lr"),                   # a key the IPC-1 block sets: the command line wins
+    (["method.init.band=hard"], 0.25, "hard", "init.band"),     # a nested key: only that key of the block yields
+    (["method.init={band:spread,crop_scale:[1.0,1.0],num_crop:1}"], 0.25, "spread", "init.band"),  # a key above it
+    (["method.r_bn=0.02"], 0.25, "easy", None),                 # a key the block does not set: the block applies
+    (["method.per_ipc.1.lr=0.1"], 0.1, "easy", None),           # editing the block itself is not a shadowed key
+])
+def test_the_command_line_wins_over_a_per_ipc_block(caplog, extra, lr, band, logged):
+    """FADRM+ on Fashion-MNIST sets lr 0.25 and the easy band at IPC 1 in a per-IPC block (top level: lr 0.02, medium):
+    a key the running job's command line set (Hydra's task overrides) beats the block as it beats every config file,
+    and the log says so once, with the way to change the block instead (``method.per_ipc.1.<key>``)."""
     from hydra import compose, initialize_config_dir
     from hydra.core.hydra_config import HydraConfig
 
     from reta.utils import config
     from reta.utils.config import per_ipc_override, plain
 
-    config._WARNED.clear()  # the warning is given once per process
+    config._WARNED.clear()  # the message is given once per process
 
     with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
         cfg = compose("distill", [*BASE, "method=fadrm_plus", "dataset=fashion_mnist", "ipc=1", *extra],
                       return_hydra_config=True)
     HydraConfig.instance().set_config(cfg)
     try:
-        with caplog.at_level("WARNING", logger="reta.utils.config"):
+        with caplog.at_level("INFO", logger="reta.utils.config"):
             merged, applied = per_ipc_override(plain(cfg.method), 1)
+            per_ipc_override(plain(cfg.method), 1)  # parsed again in the same run: no second message
     finally:
         HydraConfig.instance().cfg = None
-    assert applied and merged["lr"] == 0.25  # the block still wins
-    text = " ".join(r.getMessage() for r in caplog.records)
-    assert ("sets lr" in text and "method.per_ipc.1.lr" in text) is warned
+    assert applied and merged["lr"] == lr and merged["init"]["band"] == band
+    assert merged["init"]["crop_scale"] == [1.0, 1.0]  # the file's top level under the block stays
+    messages = [r.getMessage() for r in caplog.records if "per_ipc.1" in r.getMessage()]
+    if logged is None:
+        assert messages == []
+    else:
+        assert len(messages) == 1 and f"sets {logged};" in messages[0] and f"method.per_ipc.1.{logged}" in messages[0]
+    # outside a Hydra job nothing came from a command line: the block applies as written
+    assert per_ipc_override({"lr": 0.03, "per_ipc": {"1": {"lr": 0.25}}}, 1)[0]["lr"] == 0.25
 
 
 @pytest.mark.parametrize("extra,lr", [(["method.per_ipc.1.lr=0.1"], 0.1), (["~method.per_ipc.1"], 0.02), ([], 0.25)])

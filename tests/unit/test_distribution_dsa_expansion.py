@@ -93,24 +93,28 @@ def test_per_ipc_merges_the_block_of_the_runs_ipc_only():
 
 def test_a_wrong_type_fails_with_one_line_naming_the_key():
     with pytest.raises(RetaError, match=r"method.queue.lr: Value 'abc' of type 'str' could not be converted to Float"):
-        DistributionSpec.from_cfg({"name": "idm", "variant": "idm", "queue": {"lr": "abc"}}, 10)
+        DistributionSpec.from_cfg({**DM_YAML, "name": "idm", "variant": "idm", "queue": {"lr": "abc"}}, 10)
     with pytest.raises(RetaError, match=r"method.iterations:"):
-        DistributionSpec.from_cfg({"name": "dm", "iterations": "many"}, 10)
+        DistributionSpec.from_cfg({**DM_YAML, "name": "dm", "iterations": "many"}, 10)
+
+
+#: conf/method/dm.yaml as composed (the one source of the method's defaults)
+DM_YAML = OmegaConf.to_container(compose_cfg("distill", ["paths.output_dir=/tmp/x", "method=dm"]).method, resolve=True)
 
 
 def test_a_misspelt_method_key_fails():
     with pytest.raises(RetaError, match="unknown keys"):
-        DistributionSpec.from_cfg({"name": "dm", "iterationz": 5}, 10)
+        DistributionSpec.from_cfg({**DM_YAML, "name": "dm", "iterationz": 5}, 10)
     with pytest.raises(RetaError, match="method.queue: unknown keys"):
-        DistributionSpec.from_cfg({"name": "idm", "variant": "idm", "queue": {"sizee": 3}}, 10)
+        DistributionSpec.from_cfg({**DM_YAML, "name": "idm", "variant": "idm", "queue": {"sizee": 3}}, 10)
     with pytest.raises(RetaError, match="method.iid.pool: unknown keys"):
-        DistributionSpec.from_cfg({"name": "dm", "iid": {"pool": {"sise": 3}}}, 10)
+        DistributionSpec.from_cfg({**DM_YAML, "name": "dm", "iid": {"pool": {"sise": 3}}}, 10)
     with pytest.raises(ValueError, match="unknown DSA op"):
-        DistributionSpec.from_cfg({"name": "dm", "dsa": {"strategy": "color_blur"}}, 10)
+        DistributionSpec.from_cfg({**DM_YAML, "name": "dm", "dsa": {"strategy": "color_blur"}}, 10)
     with pytest.raises(RetaError, match="variant=idm"):
-        DistributionSpec.from_cfg({"name": "dm", "ce_weight": 0.5}, 10)
+        DistributionSpec.from_cfg({**DM_YAML, "name": "dm", "ce_weight": 0.5}, 10)
     with pytest.raises(RetaError, match="BatchNorm embedder"):
-        DistributionSpec.from_cfg({"name": "dm", "embedder": {"name": "convnet", "kwargs": {"norm": "batch"}}}, 10)
+        DistributionSpec.from_cfg({**DM_YAML, "embedder": {"name": "convnet", "kwargs": {"norm": "batch"}}}, 10)
 
 
 BASE = ["paths.output_dir=/tmp/x", "paths.cache_dir=/tmp/c"]

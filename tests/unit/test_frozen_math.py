@@ -7,6 +7,7 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn.functional as F
+from omegaconf import OmegaConf
 
 from reta.errors import RetaError
 from reta.synthesis.frozen.augment import AugSpec, aug_standard
@@ -20,6 +21,16 @@ from reta.synthesis.frozen.losses import (
     sfm_loss,
 )
 from reta.synthesis.frozen.pyramid import PixelImages, PyramidImages, level_sides
+
+from helpers import CONF_DIR
+
+AUG = AugSpec(rrc_scale_min=0.08, flip=True, noise_std=0.2, noise_mean=0.5, noise_p=0.5)
+
+
+def _lgm_yaml() -> dict:
+    values = OmegaConf.to_container(OmegaConf.load(f"{CONF_DIR}/method/lgm.yaml"))
+    values.pop("defaults")
+    return values
 
 
 def _features(n_per_class, c, d, seed, dtype=torch.float64):
@@ -125,15 +136,15 @@ def test_pixel_parameterisation_round_trips_and_aug_is_seeded_and_differentiable
     p = PixelImages(pix, 2, 2, [0.3], [0.4])
     torch.testing.assert_close(p.decode(), pix, rtol=1e-5, atol=1e-6)
     x = p.decode()
-    a = aug_standard(x, AugSpec(), torch.Generator().manual_seed(3))
-    b = aug_standard(x.detach(), AugSpec(), torch.Generator().manual_seed(3))
+    a = aug_standard(x, AUG, torch.Generator().manual_seed(3))
+    b = aug_standard(x.detach(), AUG, torch.Generator().manual_seed(3))
     torch.testing.assert_close(a.detach(), b)
     a.sum().backward()
     assert p.images.data.grad.abs().sum() > 0
 
 
 def test_bad_method_keys_and_values_fail_in_one_line():
-    base = {"name": "sfm", "loss": "sfm"}
+    base = {**_lgm_yaml(), "name": "sfm", "loss": "sfm"}
     with pytest.raises(RetaError, match=r"unknown keys \['iteratons'\]; valid: .*iterations"):
         spec_for({**base, "iteratons": 5}, 1)
     with pytest.raises(RetaError, match="variant='pairs' unknown; valid: global, per_class"):
@@ -144,3 +155,5 @@ def test_bad_method_keys_and_values_fail_in_one_line():
     assert spec_for({**base, "per_ipc": {10: {"iterations": 7}}}, 1).iterations == 1000
     with pytest.raises(RetaError, match=r"method.lr: Value 'fast' of type 'str' could not be converted to Float"):
         spec_for({**base, "lr": "fast"}, 1)
+    with pytest.raises(RetaError, match=r"method.head_std: missing"):  # the YAML is the one source of defaults
+        spec_for({k: v for k, v in base.items() if k != "head_std"}, 1)

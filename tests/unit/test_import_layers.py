@@ -1,7 +1,9 @@
 """The import picture (docs/architecture.md): imports run one way —
 entry points (``reta.cli``) → stages (``reta.squeeze|distill|evaluate|pipeline|report``) → synthesis / training /
-reporting → data / models / topology / utils. Wings of ``reta.synthesis`` do not import each other except RETA, which
-plugs into the BN family; the BN family never imports RETA; no module loads another through importlib.
+reporting → data / models / topology / utils. Stages import no synthesis wing (only the synthesis top level:
+registry, runtime, distributed set-up; ``reta.report`` reads RETA's diagnostics); the synthesis top level imports no
+wing. Wings of ``reta.synthesis`` do not import each other except RETA, which plugs into the BN family; the BN family
+never imports RETA; no module loads another through importlib.
 
 Every ``import`` statement is read with :mod:`ast` (function-level imports included), so an import running back up
 fails here with the file, the line and the rule it breaks.
@@ -56,8 +58,13 @@ def violation(src: str, dst: str) -> str | None:
         return "data/models/topology/utils import only each other"
     if within(src, "reta.reporting") and within(dst, "reta.synthesis", "reta.training"):
         return "reporting reads results; it imports no synthesis and no training"
-    if within(src, "reta.training") and within(dst, "reta.synthesis"):
+    if within(src, "reta.evaluation") and within(dst, "reta.synthesis", "reta.reporting"):
+        return "evaluation (protocol evaluators) reads distilled sets; it imports no synthesis and no reporting"
+    if within(src, "reta.training") and within(dst, "reta.synthesis", "reta.evaluation"):
         return "training (teachers, students, probes) does not import synthesis"
+    # reta.report draws RETA's topology diagnostics (reta.synthesis.reta.diagnostics): the one stage that reads a wing
+    if within(src, *(STAGES - {"reta.report"})) and within(dst, *(f"reta.synthesis.{w}" for w in WINGS)):
+        return "stages reach the synthesis wings only through method configs (synthesis top level: registry, runtime)"
     if within(src, "reta.synthesis"):
         parts = src.split(".")
         own = parts[2] if len(parts) > 3 and parts[2] in WINGS else None
@@ -89,3 +96,9 @@ def test_the_rules_catch_a_backward_import():
     assert violation("reta.synthesis.registry", "importlib")
     assert violation("reta.synthesis.reta.pta", "reta.synthesis.bn.module") is None
     assert violation("reta.pipeline", "reta.distill") is None
+    assert violation("reta.distill", "reta.synthesis.bn.sharding")
+    assert violation("reta.synthesis.runtime", "reta.synthesis.bn.init")
+    assert violation("reta.pipeline", "reta.synthesis.distributed") is None
+    assert violation("reta.evaluation.students", "reta.synthesis.bn.module")
+    assert violation("reta.training.student", "reta.evaluation.sets")
+    assert violation("reta.evaluate", "reta.evaluation.students") is None

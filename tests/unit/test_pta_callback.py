@@ -18,16 +18,18 @@ from reta.data.augment import normalize
 from reta.data.base import TensorImageDataset
 from reta.errors import NonFiniteLossError, RetaError
 from reta.models import build_model
-from reta.synthesis.bn.init import PatchBank, PatchInit, build_patch_pool, resample
+from reta.synthesis.bn.init import PatchBank, PatchInit, build_patch_pool
 from reta.synthesis.bn.matching import BNMatchingLoss, CrossEntropyLoss, TeacherSlot
 from reta.synthesis.bn.module import SynthesisModule
 from reta.synthesis.bn.schedule import StageSchedule
 from reta.synthesis.bn.step import AugmentSpec
 from reta.synthesis.reta.pta import IPC1_WARNING, TopologyAlignment
+from reta.synthesis.runtime import resample
 from reta.topology.loss import TopologyLoss
 
 MEAN, STD, SIZE, CLASSES = [0.3], [0.3], 16, 4
-PTA = dict(lam_topo=1.0, k=3, grid=8, sigma=0.1, num_subsets=4, refresh_every=2)
+PTA = dict(lam_topo=1.0, k=3, grid=8, sigma=0.1, num_subsets=4, refresh_every=2, features="separate",
+           targets="refresh")
 
 
 def dataset(per_class: int = 8) -> TensorImageDataset:
@@ -242,7 +244,7 @@ def test_every_applies_the_term_on_every_nth_job_step_only():
 
 def test_pta_defaults_have_one_source():
     """The topology keys' defaults live in TopologyConfig; method/reta.yaml shows the same values (the Fashion-MNIST
-    λ_topo lives in method/paper/reta_fashion_mnist.yaml), and the callback rejects a misspelt key."""
+    λ_topo lives in method/per_dataset/reta_fashion_mnist.yaml), and the callback rejects a misspelt key."""
     import dataclasses
 
     from omegaconf import OmegaConf

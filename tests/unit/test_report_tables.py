@@ -125,3 +125,33 @@ def test_report_cli_rejects_an_unknown_side_by_side_protocol(tmp_path):
     with pytest.raises(RetaError, match="side_by_side needs two or more of the inputs' protocols"):
         report.run(cfg)
     assert not (tmp_path / "r").exists()
+
+
+def _probe_metrics(path, method, label=None):
+    """A linear-probe metrics.json as ``reta-evaluate protocol=linear_probe protocol.inherit=true`` writes it."""
+    path.mkdir(parents=True)
+    sets = {"full": {"acc_last": [0.80], "acc_best": [0.80]},
+            "random": {"acc_last": [0.10, 0.12], "acc_best": [0.10, 0.12]},
+            "distilled": {"acc_last": [0.052, 0.054], "acc_best": [0.052, 0.054]},
+            "random_inherited": {"acc_last": [0.30, 0.32], "acc_best": [0.30, 0.32]},
+            "distilled_inherited": {"acc_last": [0.1121, 0.1121], "acc_best": [0.1121, 0.1121]}}
+    m = {"dataset": "fashion_mnist", "ipc": 1, "protocol": "linear_probe", "student": "linear_probe@random",
+         "method": method, "label": label, "sets": sets, "seeds": [0, 1]}
+    (path / "metrics.json").write_text(json.dumps(m))
+
+
+@pytest.mark.parametrize("order", [["a", "b"], ["b", "a"]])
+def test_every_set_kind_keeps_its_own_row_whatever_the_input_order(tmp_path, order):
+    _probe_metrics(tmp_path / "a", "sfm")
+    _probe_metrics(tmp_path / "b", "random")  # a distilled set made with method=random
+    cells = collect([tmp_path / d / "metrics.json" for d in order])
+    by = {c.method: c for c in cells}
+    assert sorted(by) == ["full data", "random", "random (distilled set)", "random (distilled set) (inherited)",
+                          "random (inherited)", "sfm", "sfm (inherited)"]
+    assert by["sfm"].acc_last == [0.052, 0.054]  # the distilled probe, not the inherited accuracy
+    assert by["sfm (inherited)"].acc_last == [0.1121, 0.1121]
+    assert by["full data"].acc_last == [0.80] and by["random"].acc_last == [0.10, 0.12]
+    assert by["random (distilled set)"].acc_last == [0.052, 0.054]
+    md = to_markdown(cells)
+    assert "| full data | 80.00 ± 0.00 (n=1) |" in md and "| sfm | 5.30 ± 0.10 (n=2) |" in md
+    assert "| sfm (inherited) | 11.21 ± 0.00 (n=2) |" in md

@@ -25,9 +25,11 @@ from reta.training.soft_labels import (
 from reta.training.student import Protocol, StudentModule
 
 MEAN, STD = [0.3], [0.3]
-KD = dict(name="kd", optimizer="adamw", lr=1e-2, momentum=0.9, weight_decay=0.01, decay_only_weights=True, batch_size=4,
+KD = dict(name="kd", labels="teacher", optimizer="adamw", lr=1e-2, momentum=0.9, weight_decay=0.01,
+          decay_only_weights=True, batch_size=4,
           epochs=3, schedule="cosine", cosine_eta=2.0, temperature=4.0, rrc_scale_min=0.5, crop_pad=0, flip=True,
-          cutmix=True, dsa=False, teacher_mode="eval", eval_every=10, soft_labels="online")
+          cutmix=True, dsa=False, teacher_mode="eval", eval_every=10, soft_labels="online", shuffle_patches=1,
+          ema_decay=0.0)
 
 
 def tiny_net(seed: int):
@@ -87,7 +89,7 @@ def test_store_mismatch_is_a_hard_error(tmp_path):
     with pytest.raises(RetaError, match="teacher is"):
         stored_loader(store, images, labels, p, tiny_net(2), 5)
     with pytest.raises(RetaError, match="stored"):
-        Protocol.from_cfg({**KD, "name": "hard", "soft_labels": "stored"})
+        Protocol.from_cfg({**KD, "name": "hard", "labels": "hard", "soft_labels": "stored"})
 
 
 def test_view_sampling_reproduces_the_augment_stream():

@@ -24,11 +24,58 @@ def group_options(group: str) -> list[str]:
     return sorted(p.stem for p in d.glob("*.yaml")) if d.is_dir() else []
 
 
-def check_group_choices(argv: list[str]) -> None:
-    """Reject ``group=option`` overrides whose option does not exist, naming the valid ones (one line, exit 2).
+def check_group_choices(argv: list[str], config_name: str | None = None) -> None:
+    """Reject ``group=option`` overrides whose option does not exist, naming the valid ones (one line, exit 2), and
+    with ``config_name`` a misspelt nested key of a single run (:func:`check_override_keys`).
 
     Hydra's own message for this spans many lines; researchers mistyping ``dataset=fmnist`` deserve one.
     """
+    _check_group_options(argv)
+    if config_name:
+        check_override_keys(config_name, argv)
+
+
+def check_override_keys(config_name: str, argv: list[str]) -> None:
+    """Compose ``config_name`` with the command line's overrides once before Hydra does: an override of a key that
+    does not exist (``method.iteratons=3``) is one line naming the valid keys there and exit status 2, not Hydra's
+    six lines and exit 1. Multirun sweeps and Hydra's own flags (``--cfg``, ``-m`` …) are left to Hydra."""
+    import re
+
+    from hydra import compose, initialize_config_dir
+    from hydra.errors import ConfigCompositionException
+    from omegaconf import OmegaConf
+    from omegaconf.errors import ConfigAttributeError, ConfigKeyError
+
+    if any(a.startswith("-") for a in argv):
+        return
+    overrides = [a for a in argv if "=" in a and not a.lstrip("+~").startswith(("hydra.", "hydra/"))]
+
+    def composed(ovs: list[str]):
+        with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+            return compose(config_name, overrides=ovs)
+
+    try:
+        composed(overrides)
+        return
+    except ConfigCompositionException as err:
+        found = re.match(r"Could not override '([^']+)'", str(err))
+        if not found or not isinstance(err.__cause__, (ConfigAttributeError, ConfigKeyError)):
+            return  # another composition problem: Hydra reports it
+        key = found.group(1)
+    except Exception:  # noqa: BLE001 - anything else is Hydra's to report, as before
+        return
+    bad = next(o for o in overrides if o.split("=", 1)[0] == key)
+    parent, _, leaf = key.rpartition(".")
+    try:
+        node = OmegaConf.select(composed([o for o in overrides if o != bad]), parent) if parent else None
+        valid = f"; valid: {', '.join(sorted(node))}" if node is not None and OmegaConf.is_dict(node) else ""
+    except Exception:  # noqa: BLE001
+        valid = ""
+    print(f"error: unknown key {key!r}{valid} (a new key is added with +{bad})", file=sys.stderr)
+    sys.exit(2)
+
+
+def _check_group_options(argv: list[str]) -> None:
     for arg in argv:
         if "=" not in arg or arg.startswith(("hydra.", "hydra/", "+", "~", "-")):
             continue
@@ -86,18 +133,37 @@ def finish_wandb() -> None:
 
 def one_line_errors(fn: Callable) -> Callable:
     """Run ``fn(cfg)`` (the ``debug`` option's block merged last, :mod:`reta.utils.debug`); a :class:`RetaError`
-    becomes ``error: <message>`` on stderr and exit status 2."""
+    becomes ``error: <message>`` on stderr and exit status 2 (in a multirun: the job's line, and the sweep goes on to
+    its next job, :mod:`reta.cli.sweep`); SIGTERM during training one line naming ``resume=true``
+    and exit status 143 (:mod:`reta.utils.signals`)."""
 
     @functools.wraps(fn)
     def wrapper(cfg):
+        from reta.cli.sweep import in_multirun, record_failure
         from reta.utils.debug import apply_debug
+        from reta.utils.signals import EXIT_SIGTERM, interrupted_line, is_sigterm
 
         try:
             return fn(apply_debug(cfg))
         except RetaError as err:
             logging.getLogger("reta").debug("error", exc_info=True)
+            if in_multirun():  # the other jobs still run; SweepFailures reports this one at the end
+                print(record_failure(str(err)), file=sys.stderr)
+                return None
             print(f"error: {err}", file=sys.stderr)
             sys.exit(2)
+        except Exception as err:
+            if not in_multirun():
+                raise
+            logging.getLogger("reta").exception("sweep job failed")  # the traceback goes to the job's log
+            print(record_failure(f"{type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}"),
+                  file=sys.stderr)
+            return None
+        except SystemExit as exit_:
+            if not is_sigterm(exit_):
+                raise
+            print(f"error: {interrupted_line()}", file=sys.stderr)
+            sys.exit(EXIT_SIGTERM)
         finally:
             finish_wandb()
 

@@ -10,6 +10,7 @@ from omegaconf import DictConfig
 
 from reta import pipeline
 from reta.cli.common import check_group_choices, one_line_errors
+from reta.cli.show import show_job_config
 
 
 @hydra.main(config_path="../conf", config_name="pipeline", version_base="1.3")
@@ -19,7 +20,9 @@ def _main(cfg: DictConfig) -> dict:
 
 
 def main() -> None:
-    check_group_choices(sys.argv[1:])
+    check_group_choices(sys.argv[1:], "pipeline")
+    if show_job_config("pipeline", sys.argv[1:]):
+        return
     _main()
 
 

@@ -18,7 +18,7 @@ def _main(cfg: DictConfig) -> dict:
 
 
 def main() -> None:
-    check_group_choices(sys.argv[1:])
+    check_group_choices(sys.argv[1:], "report")
     _main()
 
 

@@ -9,6 +9,7 @@ from omegaconf import DictConfig
 
 from reta import squeeze
 from reta.cli.common import check_group_choices, one_line_errors
+from reta.cli.show import show_job_config
 
 
 @hydra.main(config_path="../conf", config_name="squeeze", version_base="1.3")
@@ -18,7 +19,9 @@ def _main(cfg: DictConfig) -> dict:
 
 
 def main() -> None:
-    check_group_choices(sys.argv[1:])
+    check_group_choices(sys.argv[1:], "squeeze")
+    if show_job_config("squeeze", sys.argv[1:]):
+        return
     _main()
 
 

@@ -102,7 +102,10 @@ def read_batch(path: str | Path, label_key: str) -> tuple[np.ndarray, np.ndarray
     path = Path(path)
     d = _unpickle(path)
     data = np.asarray(_field(d, "data", path))
-    labels = np.asarray(_field(d, label_key, path), dtype=np.int64).reshape(-1)
+    raw = np.asarray(_field(d, label_key, path))
+    if raw.dtype.kind not in "iu":  # bytes, strings, floats: not class indices
+        raise RetaError(f"corrupt CIFAR file {path}: '{label_key}' must be integers, got {raw.dtype}")
+    labels = raw.astype(np.int64).reshape(-1)
     if data.dtype != np.uint8 or data.ndim != 2 or data.shape[1] != 3 * 32 * 32:
         raise RetaError(
             f"corrupt CIFAR file {path}: 'data' must be uint8 [n, 3072], got {data.dtype} {data.shape}"

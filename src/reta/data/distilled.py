@@ -33,6 +33,7 @@ from typing import Any
 import torch
 
 from reta.errors import RetaError, load_failure
+from reta.utils.config import plain
 from reta.utils.io import atomic_directory, atomic_write_json
 
 FORMAT_VERSION = 1
@@ -77,13 +78,7 @@ class DistilledSet:
 
 
 def _plain(meta: Any) -> dict[str, Any]:
-    try:
-        from omegaconf import DictConfig, OmegaConf
-
-        if isinstance(meta, DictConfig):
-            return dict(OmegaConf.to_container(meta, resolve=True))
-    except ImportError:  # pragma: no cover
-        pass
+    meta = plain(meta)
     if not isinstance(meta, Mapping):
         raise RetaError(f"meta must be a mapping, got {type(meta).__name__}")
     return dict(meta)
@@ -113,10 +108,10 @@ def validate(images: Any, labels: Any, soft_labels: Any, meta: Mapping[str, Any]
     missing = [k for k in REQUIRED_KEYS if k not in meta]
     if missing:
         raise RetaError(f"meta.json: missing key(s) {', '.join(missing)}")
-    try:
-        k, ipc = int(meta["num_classes"]), int(meta["ipc"])
-    except (TypeError, ValueError) as e:
-        raise RetaError(f"meta.json: num_classes and ipc must be integers ({e})") from e
+    for key in ("num_classes", "ipc"):  # 1.5 or true must not pass as 1
+        if isinstance(meta[key], bool) or not isinstance(meta[key], int):
+            raise RetaError(f"meta.json: num_classes and ipc must be integers ({key} is {meta[key]!r})")
+    k, ipc = meta["num_classes"], meta["ipc"]
     if k <= 0 or ipc <= 0:
         raise RetaError(f"meta.json: num_classes ({k}) and ipc ({ipc}) must be positive")
     names = meta["class_names"]

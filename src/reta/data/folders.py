@@ -30,6 +30,7 @@ transform) for both splits; augmentation happens later, on tensors.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
@@ -166,6 +167,18 @@ def load_tiny_imagenet(spec: DatasetSpec, split: str, data_dir: str | None) -> F
 # -------------------------------------------------------------------------------------------- ImageFolder
 
 
+def _refuse_repeated_dirs(split_dir: Path) -> None:
+    """Refuse a tree in which a directory link leads to a directory already seen (a loop such as ``ln -s . loop``, or
+    two links to one folder): torchvision's scan follows links, so its images would be read twice or many times."""
+    seen: dict[str, str] = {}
+    for root, _, _ in os.walk(split_dir, followlinks=True):
+        real = os.path.realpath(root)
+        if real in seen:
+            raise RetaError(f"ImageFolder {split_dir}: {root} leads back to {seen[real]} through a directory link, so "
+                            "its images would be read more than once; remove the link")
+        seen[real] = root
+
+
 def _scan(
     split_dir: Path, classes: list[str] | None, allow_empty: bool
 ) -> tuple[list[str], list[tuple[str, int]]]:
@@ -175,6 +188,8 @@ def _scan(
     option and then requires every class.
     """
     from torchvision.datasets import ImageFolder
+
+    _refuse_repeated_dirs(split_dir)
 
     class _Folder(ImageFolder):
         def find_classes(self, directory: Any) -> tuple[list[str], dict[str, int]]:

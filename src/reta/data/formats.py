@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 from reta.data.base import ImageDataset
-from reta.data.loading import build_decode_cache, cache_file, parallel_map
+from reta.data.loading import build_decode_cache, cache_file, parallel_map, usable_cache
 from reta.errors import DatasetNotFoundError, RetaError
 
 SPLITS = ("train", "test")
@@ -143,12 +143,15 @@ def check_native_size(spec: DatasetSpec, channels: int, size: int) -> None:
         )
 
 
-def pil_to_float(img: Any) -> torch.Tensor:
-    """PIL image → float32 ``[C, H, W]`` in [0, 1]."""
-    arr = np.asarray(img, dtype=np.uint8)
-    if arr.ndim == 2:
-        arr = arr[:, :, None]
-    return torch.from_numpy(arr.copy()).permute(2, 0, 1).float().div_(255.0)
+def _to_8bit(im):
+    """A 16/32-bit integer image (PIL mode ``I``, ``I;16`` …) as 8-bit ``L``: the top 8 of 16 bits (PIL's own
+    ``convert("L")`` clips at 255, so a 16-bit PNG would load almost white)."""
+    from PIL import Image
+
+    arr = np.asarray(im)
+    if im.mode.startswith("I;16") or arr.max(initial=0) > 255:
+        arr = arr.astype(np.uint32) >> 8
+    return Image.fromarray(np.clip(arr, 0, 255).astype(np.uint8), mode="L")
 
 
 class FileImageDataset(ImageDataset):
@@ -188,8 +191,8 @@ class FileImageDataset(ImageDataset):
         path = self.paths[index]
         try:
             with Image.open(path) as im:
-                img = im.convert(self.mode)
-        except (OSError, UnidentifiedImageError, ValueError) as e:
+                img = im.convert(self.mode) if not im.mode.startswith("I") else _to_8bit(im).convert(self.mode)
+        except (OSError, UnidentifiedImageError, ValueError, Image.DecompressionBombError) as e:
             raise RetaError(f"cannot read image {path}: {e}") from e
         arr = np.asarray(self.prepare(img), dtype=np.uint8)
         return (arr[:, :, None] if arr.ndim == 2 else arr).transpose(2, 0, 1)
@@ -211,10 +214,13 @@ class FileImageDataset(ImageDataset):
 
     # ------------------------------------------------------------------------------- decode-once cache
     def attach_decode_cache(self, cache_dir: str, name: str, split: str) -> Path:
-        """Decode every image once into a memory-mapped uint8 file (reused when it exists) and read from it."""
+        """Decode every image once into a memory-mapped uint8 file (reused when it exists and its first, middle and
+        last images match the files) and read from it."""
         first = self.decode(0)
         path = cache_file(cache_dir, name, split, self.paths, self.mode, int(first.shape[-1]))
-        if not path.is_file():
+        n = len(self.paths)
+        probes = {0: first, **{i: self.decode(i) for i in {n // 2, n - 1} - {0}}}
+        if not usable_cache(path, n, tuple(first.shape), probes):
             build_decode_cache(path, len(self.paths), tuple(first.shape), self.decode)
         self._cache_path, self._mm = str(path), None
         return path

@@ -12,8 +12,11 @@ a JPEG decode + resize, which this module spreads over cores and, optionally, do
   releases the GIL while decoding and resizing, so threads scale without the start-up and pickling cost of a
   process pool per call);
 * :func:`build_decode_cache` writes a split once as a memory-mapped uint8 ``.npy`` ``[N, C, S, S]`` under
-  ``<cache_dir>/decoded/``, keyed by dataset + split + size + the file list, written atomically; a dataset with the
-  cache attached reads pixels by index (bit-identical to decoding: both are uint8 / 255).
+  ``<cache_dir>/decoded/``, keyed by dataset + split + size + the file list with each file's byte size and
+  modification time (an image edited in place gets a new cache), written atomically; :func:`usable_cache` checks an
+  existing file's header (count, shape, dtype) and a few decoded images against it before it is used (a torn or
+  garbage file is rebuilt). A dataset with the cache attached reads pixels by index (bit-identical to decoding: both
+  are uint8 / 255).
 
 Own code only for the cache file: torchvision and Lightning have no decode-once store of resized uint8 tensors.
 """
@@ -111,12 +114,38 @@ def parallel_map(fn: Callable[[int], torch.Tensor], indices: Sequence[int]) -> l
 
 
 def cache_file(cache_dir: str | Path, name: str, split: str, paths: Sequence[str], mode: str, size: int) -> Path:
-    """``<cache_dir>/decoded/<name>_<split>_<size>px_<key>.npy``; the key hashes the file list, mode and size."""
+    """``<cache_dir>/decoded/<name>_<split>_<size>px_<key>.npy``; the key hashes the file list (each path with its byte
+    size and modification time in ns), mode and size."""
     h = hashlib.sha256(f"{mode}|{size}|{len(paths)}".encode())
     for p in paths:
-        h.update(p.encode())
+        try:
+            st = os.stat(p)
+            stamp = f"|{st.st_size}|{st.st_mtime_ns}"
+        except OSError:  # unreadable now: decoding it names the file
+            stamp = "|missing"
+        h.update(p.encode() + stamp.encode())
         h.update(b"\0")
     return Path(cache_dir) / "decoded" / f"{name}_{split}_{size}px_{h.hexdigest()[:12]}.npy"
+
+
+def usable_cache(path: Path, n: int, shape: tuple[int, ...], probes: dict[int, np.ndarray]) -> bool:
+    """Whether the cache file ``path`` holds ``n`` uint8 images of ``shape`` whose images at the ``probes`` indices
+    equal the freshly decoded ones; a missing, torn or foreign file is not (a warning names the reason)."""
+    if not path.is_file():
+        return False
+    try:
+        mm = np.load(path, mmap_mode="r")
+        ok = mm.dtype == np.uint8 and tuple(mm.shape) == (n, *shape)
+        why = f"holds {mm.dtype} {tuple(mm.shape)}, expected uint8 {(n, *shape)}"
+        if ok:
+            bad = [i for i, arr in probes.items() if not np.array_equal(mm[i], arr)]
+            ok, why = not bad, f"its image {bad[0] if bad else ''} differs from the decoded file"
+        del mm
+    except (OSError, ValueError) as err:
+        ok, why = False, f"unreadable ({err})"
+    if not ok:
+        log.warning("decode cache %s %s: rebuilding it", path, why)
+    return ok
 
 
 def build_decode_cache(path: Path, n: int, shape: tuple[int, int, int], decode: Callable[[int], np.ndarray],
@@ -125,6 +154,9 @@ def build_decode_cache(path: Path, n: int, shape: tuple[int, int, int], decode: 
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".npy", dir=path.parent)
     os.close(fd)
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o666 & ~umask)  # the usual permissions (mkstemp's 0600 hides a shared cache from other users)
     try:
         mm = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=(n, *shape))
         for start in range(0, n, chunk):

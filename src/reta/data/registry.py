@@ -30,11 +30,6 @@ FORMATS: dict[str, Loader] = {
 }
 
 
-def register_format(name: str, loader: Loader) -> None:
-    """Add a reader for a new ``format`` value (a plugin hook; the built-ins are in :data:`FORMATS`)."""
-    FORMATS[name] = loader
-
-
 def load_split(dataset_cfg: Any, split: str, data_dir: str | None) -> ImageDataset:
     """Load the ``"train"`` or ``"test"`` split described by ``dataset_cfg`` (a dict or DictConfig).
 

@@ -6,36 +6,28 @@ num_classes=…, in_chans=…)`` builds ConvNets, CIFAR-stem ResNets and any tim
 Penultimate features come from timm's ``forward_features`` + ``forward_head(pre_logits=True)``.
 
 Pretrained weights go through timm's own mechanism: ``pretrained=True`` with a tagged name (``resnet18.tv_in1k`` =
-torchvision's IMAGENET1K_V1 weights) downloads them via timm's hub cache; ``pretrained_file=PATH`` is timm's
-``pretrained_cfg_overlay=dict(file=PATH)`` for offline clusters (a state dict saved from the same timm/torchvision
-architecture), loaded by timm's ``load_pretrained`` with the classifier kept.
+torchvision's IMAGENET1K_V1 weights) downloads them via timm's hub cache; ``pretrained_file=PATH`` (offline clusters:
+a state dict saved from the same timm/torchvision architecture) is read weights-only and checked by reta, then handed
+to timm's ``load_pretrained`` as ``pretrained_cfg_overlay=dict(state_dict=…)`` with the classifier kept; reta's own
+models, which have no timm weight config, load it strictly.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
 
 import timm
 import torch
+from timm.models import get_pretrained_cfg
 from torch import nn
 
 from reta.errors import RetaError
+from reta.models.weights import read_state_dict
+from reta.utils.config import plain
 
 #: timm models (besides reta's own) that need to know the input resolution at construction time.
 _NEEDS_IMG_SIZE_PREFIXES = ("vit_", "deit_", "swin", "convnet")
-
-
-def _plain(cfg: Any) -> dict:
-    try:
-        from omegaconf import DictConfig, OmegaConf
-
-        if isinstance(cfg, DictConfig):
-            return OmegaConf.to_container(cfg, resolve=True)  # type: ignore[return-value]
-    except ImportError:  # pragma: no cover
-        pass
-    return dict(cfg)
 
 
 def build_model(
@@ -51,9 +43,11 @@ def build_model(
     Unknown names fail with one line listing close matches; a misspelt kwarg fails in the constructor.
     ``pretrained``: timm's pretrained weights of the (tagged) name; their classifier must have ``num_classes``
     outputs (timm would otherwise silently re-initialise it). ``pretrained_file``: the same, from a local file
-    (timm's ``pretrained_cfg_overlay``); a head of another size fails to load.
+    (read weights-only and checked by :func:`reta.models.weights.read_state_dict`, then timm's
+    ``pretrained_cfg_overlay``, or a strict ``load_state_dict`` for reta's own models); a head of another size fails
+    to load.
     """
-    cfg = _plain(model_cfg)
+    cfg = dict(plain(model_cfg))
     name = cfg.get("name")
     if not name:
         raise RetaError("model config has no 'name' (a timm model name, e.g. convnet_d3_bn or resnet18_cifar)")
@@ -63,13 +57,15 @@ def build_model(
     kwargs = dict(cfg.get("kwargs") or {})
     if name.startswith(_NEEDS_IMG_SIZE_PREFIXES):
         kwargs.setdefault("img_size", img_size)
+    own_weights = None
     if pretrained_file:
         path = Path(pretrained_file).expanduser()
-        if not path.is_file():
-            raise RetaError(f"model {name!r}: pretrained_file {path} does not exist")
-        # num_classes in the overlay keeps the file's classifier (timm drops a head whose size differs from the cfg's)
-        kwargs["pretrained_cfg_overlay"] = dict(file=str(path), num_classes=num_classes)
-        pretrained = True
+        state = read_state_dict(path, f"model {name!r}: pretrained_file {path}")
+        if get_pretrained_cfg(name) is None:  # a reta model (no timm weight machinery): a strict load below
+            own_weights, pretrained = state, False
+        else:  # timm adapts the dict (its filter_fn); num_classes keeps the file's classifier (else timm drops it)
+            kwargs["pretrained_cfg_overlay"] = dict(state_dict=state, num_classes=num_classes)
+            pretrained = True
     elif pretrained:
         cfg_classes = pretrained_classes(name)
         if cfg_classes is not None and cfg_classes != num_classes:
@@ -78,7 +74,10 @@ def build_model(
                 f"{num_classes} classes; train the teacher (teacher.pretrained=false) or pass teacher.checkpoint"
             )
     try:
-        return timm.create_model(name, pretrained=pretrained, num_classes=num_classes, in_chans=in_chans, **kwargs)
+        model = timm.create_model(name, pretrained=pretrained, num_classes=num_classes, in_chans=in_chans, **kwargs)
+        if own_weights is not None:
+            model.load_state_dict(own_weights, strict=True)
+        return model
     except TypeError as err:
         raise RetaError(f"model {name!r}: bad kwargs {sorted(kwargs)}: {err}") from err
     except ValueError as err:  # a constructor rejecting a value (e.g. ConvNet norm, first_padding)
@@ -108,14 +107,3 @@ def features(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
 def num_features(model: nn.Module) -> int:
     """Dimension of :func:`features` for ``model``."""
     return int(model.num_features)
-
-
-def write_weight_file(name: str, num_classes: int, path: str | Path, in_chans: int = 3, seed: int = 0) -> Path:
-    """Save the state dict of a freshly initialised ``name`` (seeded) to ``path``: a stand-in for a downloaded
-    weight file where no network is available (the paper-grid smoke run, tests)."""
-    torch.manual_seed(int(seed))
-    model = timm.create_model(name, pretrained=False, num_classes=num_classes, in_chans=in_chans)
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    torch.save(model.state_dict(), path)
-    return path

@@ -1,8 +1,10 @@
 """Aggregate many runs' ``metrics.json`` into tables (Markdown + CSV).
 
-A row is one (dataset, IPC, protocol, student, method) cell; the ``random`` set of every run and the ``distilled``
-set (under its ``label``, ``reta-evaluate label=…``, else its method's name) each contribute a row, and rows of the
-same cell from different runs are merged per
+A row is one (dataset, IPC, protocol, student, row name) cell. Every set kind of a run keeps its own row
+(:func:`row_name`): the ``random`` baseline as ``random``, the ``distilled`` set under its ``label``
+(``reta-evaluate label=…``) else its method's name, the linear probe's full-data head as ``full data``, and the
+inherited-classifier accuracies as ``<row> (inherited)``; a distilled set whose method is itself ``random`` is
+``random (distilled set)``, never the baseline. Rows of the same cell from different runs are merged per
 evaluation seed (so a sweep that split seeds over jobs aggregates correctly, and the random baseline that every run
 of a table re-evaluates with the same seeds — deterministically the same students — is counted once per seed).
 Accuracies are reported in percent, mean ± population std over seeds (docs/architecture.md evaluation contract). Runs
@@ -36,6 +38,7 @@ class Cell:
     student: str
     method: str
     split: str = "test"  # where the students were measured: test, or holdout<N> (a held-out split of train)
+    kind: str = "distilled"  # the metrics.json set this row comes from: random, distilled, full, *_inherited
     per_seed: dict[int, tuple[float, float]] = field(default_factory=dict)  # seed -> (last, best)
     seconds: list[float] = field(default_factory=list)
     runs: list[str] = field(default_factory=list)
@@ -71,6 +74,51 @@ def find_metrics(roots: Iterable[str | Path]) -> list[Path]:
     return found
 
 
+def _is_number(v) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+def check_metrics(m: dict, path) -> None:
+    """One line naming the file and the first field of ``m`` that :func:`collect` cannot use."""
+    def bad(field: str, want: str) -> RetaError:
+        return RetaError(f"{path} is not a reta metrics.json: {field} must be {want}")
+
+    for key in ("dataset", "protocol", "student"):
+        if not isinstance(m.get(key), str):
+            raise bad(key, "a string")
+    if not isinstance(m.get("ipc"), int) or isinstance(m["ipc"], bool) or m["ipc"] < 1:
+        raise bad("ipc", "a positive integer")
+    seeds = m.get("seeds")
+    if seeds is not None and not (isinstance(seeds, list) and all(isinstance(x, int) for x in seeds)):
+        raise bad("seeds", "a list of integers")
+    if not isinstance(m["sets"], dict):
+        raise bad("sets", "an object")
+    for name, entry in m["sets"].items():
+        for key in ("acc_last", "acc_best", "seconds"):
+            vals = entry.get(key, []) if isinstance(entry, dict) else None
+            if not (isinstance(vals, list) and all(_is_number(v) for v in vals)) or (key == "acc_last" and not vals):
+                raise bad(f"sets.{name}.{key}", "a list of numbers")
+
+
+RESERVED_ROWS = ("random", "full data")
+
+
+def row_name(kind: str, method: str) -> str:
+    """The table row of the set ``kind`` (a key of metrics.json ``sets``) of a run whose distilled set is ``method``
+    (its label, else its method): distinct for every kind, so no kind overwrites another's seeds."""
+    if kind == "random":
+        return "random"
+    if kind == "full":
+        return "full data"
+    distilled = f"{method} (distilled set)" if method in RESERVED_ROWS else method
+    if kind == "distilled":
+        return distilled
+    if kind.endswith("_inherited"):
+        base = kind[: -len("_inherited")]
+        return f"{'random' if base == 'random' else row_name(base, method)} (inherited)"
+    return f"{distilled} ({kind})"
+
+
 def collect(paths: Iterable[Path]) -> list[Cell]:
     """Merge the sets of every metrics file into cells keyed by (dataset, ipc, protocol, student, method)."""
     cells: dict[tuple, Cell] = {}
@@ -78,11 +126,13 @@ def collect(paths: Iterable[Path]) -> list[Cell]:
         try:
             m = json.loads(Path(path).read_text())
             sets = m["sets"]
-        except (OSError, ValueError, KeyError) as err:
+        except (OSError, ValueError, KeyError, TypeError) as err:
             raise RetaError(f"{path} is not a reta metrics.json ({type(err).__name__}: {err})") from err
+        check_metrics(m, path)
         for set_name, s in sets.items():
-            method = "random" if set_name == "random" else (m.get("label") or m.get("method") or set_name)
-            cell = Cell(m["dataset"], int(m["ipc"]), m["protocol"], m["student"], method, m.get("eval_split", "test"))
+            method = row_name(set_name, m.get("label") or m.get("method") or "distilled")
+            cell = Cell(m["dataset"], int(m["ipc"]), m["protocol"], m["student"], method, m.get("eval_split", "test"),
+                        kind=set_name)
             cell = cells.setdefault(cell.key, cell)
             seeds = m.get("seeds") or list(range(len(s["acc_last"])))
             for seed, last, best in zip(seeds, s["acc_last"], s.get("acc_best", s["acc_last"])):
@@ -140,7 +190,7 @@ def to_markdown(cells: list[Cell], published: dict | None = None, side_by_side: 
         protos = side if "+" in protocol or (side and protocol in side) else [protocol]
         ipcs = sorted({c.ipc for c in group})
         cols = [(i, p) for i in ipcs for p in protos if any(c.ipc == i and c.protocol == p for c in group)]
-        methods = sorted({c.method for c in group}, key=lambda m: (m != "random", m))
+        methods = sorted({c.method for c in group}, key=lambda m: (m not in RESERVED_ROWS, m != "random", m))
         if len(protos) > 1:
             out.append(f"### {dataset} — protocols {' vs '.join(protos)} (same sets), student {student}"
                        f"{_split_note(split)}\n")
@@ -159,7 +209,8 @@ def to_markdown(cells: list[Cell], published: dict | None = None, side_by_side: 
                 else:
                     mean, std = c.mean_std()
                     row.append(f"{mean:.2f} ± {std:.2f} (n={len(c.acc_last)})")
-                if published and (dataset, i, m) in published and (len(protos) == 1 or p == protos[0]):
+                if (published and (c is None or c.kind in ("distilled", "random")) and (dataset, i, m) in published
+                        and (len(protos) == 1 or p == protos[0])):
                     row[-1] += f" [paper {published[(dataset, i, m)]:.1f}]"
             table.append([m, *row])
         out.append(md_table(header, table))

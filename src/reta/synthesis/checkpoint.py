@@ -1,6 +1,7 @@
 """The periodic resume checkpoint shared by the synthesis families that keep their state in a plain dict (DM, the
 frozen-backbone family): every ``every`` steps (0 = never) the module's ``resume_state()`` is written atomically.
-A step that raises never reaches this hook, so the last good checkpoint is kept."""
+A step that raises never reaches this hook, so the last good checkpoint is kept. On SIGTERM (:mod:`reta.utils.signals`)
+the state after the last finished step is written whatever ``every`` is."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from pathlib import Path
 import lightning as L
 
 from reta.utils.io import atomic_torch_save
+from reta.utils.signals import is_sigterm, note_saved
 
 
 class PeriodicCheckpoint(L.Callback):
@@ -24,3 +26,8 @@ class PeriodicCheckpoint(L.Callback):
         due = self.every > 0 and n % self.every == 0
         if (due and (n < self.total or self.final)) or (self.final and n == self.total):
             atomic_torch_save(pl_module.resume_state(), self.path)
+
+    def on_exception(self, trainer, pl_module, exception: BaseException) -> None:
+        if is_sigterm(exception):
+            atomic_torch_save(pl_module.resume_state(), self.path)
+            note_saved(self.path)

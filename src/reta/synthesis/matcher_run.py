@@ -4,7 +4,8 @@ the process-matching family (DC, DSA, MTT) share.
 A matcher has ``iteration``, ``state_dict()`` / ``load_state_dict()`` (with a ``fingerprint`` check) and a
 ``step()``; its Lightning module (:class:`reta.synthesis.matcher_module.MatcherModule`) routes the
 backward and the optimiser steps through the precision plugin. :func:`fit_matcher` loads
-``<ckpt_dir>/last.ckpt`` when ``resume=true``, runs the remaining iterations with a
+``<ckpt_dir>/last.ckpt`` under the one resume policy (:func:`reta.synthesis.runtime.resume_from`), runs the
+remaining iterations with a
 :class:`~reta.synthesis.checkpoint.PeriodicCheckpoint` every ``checkpoint_every`` iterations, and deletes the
 checkpoint once the run is finished (the distilled set is then the artifact).
 """
@@ -23,8 +24,10 @@ import torch
 from reta.errors import NonFiniteLossError, RetaError, load_failure
 from reta.synthesis.checkpoint import PeriodicCheckpoint
 from reta.synthesis.registry import DistillContext
+from reta.synthesis.runtime import resume_from
 from reta.training.common import build_logger, build_trainer
 from reta.utils.config import plain
+from reta.utils.device import run_device
 
 log = logging.getLogger(__name__)
 
@@ -33,12 +36,9 @@ CHECKPOINT_NAME = "last.ckpt"
 QUIET_WARNINGS = (".*IterableDataset.*__len__.*",)
 
 
-def run_device(cfg) -> torch.device:
-    """The device a matcher runs on: CUDA when the trainer asks for a GPU and one is present, else the CPU."""
-    acc = str(plain(cfg.get("trainer", {}) or {}).get("accelerator", "cpu"))
-    if acc in ("gpu", "cuda", "auto") and torch.cuda.is_available():
-        return torch.device("cuda")
-    return torch.device("cpu")
+def matcher_device(cfg) -> torch.device:
+    """The device a matcher runs on (the one GPU rule, :func:`reta.utils.device.run_device`)."""
+    return torch.device(run_device(plain(cfg.get("trainer", {}) or {})))
 
 
 @dataclass
@@ -49,23 +49,18 @@ class FitResult:
 
 
 def load_resume(cfg, ctx: DistillContext, matcher, device: torch.device, name: str) -> int | None:
-    """With ``resume=true`` and a checkpoint present, restore ``matcher`` from it and return its iteration; otherwise
-    remove any stale checkpoint and return None."""
-    ckpt = ctx.ckpt_dir / CHECKPOINT_NAME
-    if bool(cfg.get("resume", False)) and ckpt.is_file():
-        try:
-            state = torch.load(ckpt, map_location=device, weights_only=True)
-        except Exception as err:  # noqa: BLE001 - torch raises several types for corrupt or non-tensor files
-            raise RetaError(
-                f"resume: cannot read {ckpt} ({load_failure(err)}); use overwrite=true to start again"
-            ) from err
-        matcher.load_state_dict(state)
-        log.info("resumed %s from %s at iteration %d", name, ckpt, matcher.iteration)
-        return matcher.iteration
-    if cfg.get("resume", False):
-        log.warning("resume=true but %s does not exist: starting from scratch", ckpt)
-    ckpt.unlink(missing_ok=True)
-    return None
+    """Restore ``matcher`` from the checkpoint the resume policy (:func:`reta.synthesis.runtime.resume_from`) picks
+    and return its iteration; None when the run starts from scratch."""
+    ckpt = resume_from(ctx.ckpt_dir / CHECKPOINT_NAME, bool(cfg.get("resume", False)))
+    if ckpt is None:
+        return None
+    try:
+        state = torch.load(ckpt, map_location=device, weights_only=True)
+    except Exception as err:  # noqa: BLE001 - torch raises several types for corrupt or non-tensor files
+        raise RetaError(f"resume: cannot read {ckpt} ({load_failure(err)}); use overwrite=true to start again") from err
+    matcher.load_state_dict(state)
+    log.info("resumed %s from %s at iteration %d", name, ckpt, matcher.iteration)
+    return matcher.iteration
 
 
 def fit_matcher(cfg, ctx: DistillContext, matcher, module: L.LightningModule, device: torch.device,

@@ -3,8 +3,6 @@ fingerprint a resumed run must share with the run that wrote the checkpoint, and
 
 from __future__ import annotations
 
-import hashlib
-import json
 import random
 from collections.abc import Mapping
 from dataclasses import asdict
@@ -14,7 +12,7 @@ import torch
 from reta.data.expansion import make_mosaics
 from reta.data.registry import sample_per_class
 from reta.errors import RetaError
-from reta.utils.config import plain
+from reta.utils.config import config_digest, plain
 
 
 def rng_state(gen: torch.Generator) -> dict:
@@ -37,7 +35,7 @@ def fingerprint(cfg, spec) -> str:
     ds = plain(cfg.dataset)
     keep = {"method": asdict(spec), "ipc": int(cfg.ipc), "seed": int(cfg.seed),
             "dataset": {k: ds.get(k) for k in ("name", "image_size", "channels", "mean", "std", "num_classes")}}
-    return hashlib.sha256(json.dumps(keep, sort_keys=True, default=str).encode()).hexdigest()[:16]
+    return config_digest(keep)
 
 
 def init_pixels(init: str, ds: Mapping, ipc: int, f: int, train, groups, seed: int

@@ -15,9 +15,8 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from hydra.utils import instantiate
 
-from reta.errors import RetaError
+from reta.utils.plugins import plugin_function
 
 
 @dataclass
@@ -32,7 +31,7 @@ class DistillContext:
     out_dir: Path
     ckpt_dir: Path
     load_teacher: Callable[[Any], tuple[torch.nn.Module, dict]]
-    shard: Any = None  # reta.synthesis.bn.sharding.ShardInfo of a sharded run (None = one process)
+    shard: Any = None  # reta.synthesis.distributed.ShardInfo of a sharded run (None = one process)
     teacher_timing: Callable[[], contextlib.AbstractContextManager] = contextlib.nullcontext
 
 
@@ -49,18 +48,8 @@ class SynthesisResult:
 def synthesis_function(method_cfg) -> Callable:
     """``method.synthesize`` (``{_target_: dotted.path, _partial_: true}``) → the synthesis function; a missing or
     unloadable target → one-line :class:`RetaError`."""
-    spec = method_cfg.get("synthesize") if method_cfg is not None else None
-    target = spec.get("_target_") if spec is not None else None
-    if not target:
-        raise RetaError("method.synthesize._target_ must name a synthesis function fn(cfg, ctx) -> SynthesisResult "
-                        "(e.g. reta.synthesis.bn.family.synthesize)")
-    try:
-        fn = instantiate(spec)
-    except Exception as err:  # noqa: BLE001 - hydra wraps import errors in its own types
-        raise RetaError(f"method.synthesize: cannot load {target!r} ({str(err).splitlines()[0]})") from None
-    if not callable(fn):
-        raise RetaError(f"method.synthesize: {target!r} is not callable (set _partial_: true for a function)")
-    return fn
+    return plugin_function(method_cfg.get("synthesize") if method_cfg is not None else None, "method.synthesize",
+                           "fn(cfg, ctx) -> SynthesisResult (e.g. reta.synthesis.bn.family.synthesize)")
 
 
 def is_shardable(fn: Callable) -> bool:

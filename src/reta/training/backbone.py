@@ -20,8 +20,6 @@ computed once per backbone beside it — the golden probe (:mod:`reta.training.p
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
@@ -36,7 +34,9 @@ from reta.data.augment import normalize
 from reta.errors import RetaError
 from reta.models import build_model, features
 from reta.training.teacher import load_state_dict_file, load_weights, timestamp, write_cache_entry
-from reta.utils.config import check_keys, plain
+from reta.utils.cache_files import damaged, read_json
+from reta.utils.config import config_digest, plain
+from reta.utils.schema import parse
 
 SOURCES = ("simclr", "random", "teacher", "timm")
 
@@ -65,7 +65,7 @@ class BackboneSpec:
 
     @classmethod
     def from_cfg(cls, cfg: Any) -> BackboneSpec:
-        return cls(**check_keys(cls, cfg, "backbone"))
+        return parse(cls, cfg, "backbone")
 
 
 class FrozenBackbone(nn.Module):
@@ -111,7 +111,7 @@ def backbone_key(spec: BackboneSpec, dataset_cfg: Mapping, teacher_key: str | No
     d.pop("probe")
     d.pop("name")
     payload = {"dataset": ds, "backbone": d, "teacher": teacher_key}
-    return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:12]
+    return config_digest(payload)
 
 
 def expected_key(cfg: Any, spec: BackboneSpec | None = None) -> str | None:
@@ -158,21 +158,29 @@ def get_backbone(cfg: Any, train=None, test=None, spec: BackboneSpec | None = No
         else:
             if not spec.pretrained:
                 raise RetaError("backbone.source=timm needs pretrained=true (timm hub) or checkpoint=FILE")
-            net = timm.create_model(spec.model["name"], pretrained=True, num_classes=0,
-                                    **(spec.model.get("kwargs") or {}))
+            try:
+                net = timm.create_model(spec.model["name"], pretrained=True, num_classes=0,
+                                        **(spec.model.get("kwargs") or {}))
+            except OSError as err:  # no network and no hub cache (huggingface_hub's LocalEntryNotFoundError …)
+                raise RetaError(f"backbone {spec.name}: cannot fetch the pretrained weights of {spec.model['name']} "
+                                f"({type(err).__name__}); offline, save them once and pass "
+                                "backbone.pretrained=false backbone.checkpoint=FILE") from err
         return _finish(cfg, spec, ds, net, mean, std, key, {})
     # simclr: cached weights, or train now
     net = _build(spec, ds)
     if (entry / "model.pt").is_file():
-        load_weights(net, load_state_dict_file(entry / "model.pt"), str(entry / "model.pt"))
-        meta = json.loads((entry / "meta.json").read_text())
+        meta = read_json(entry / "meta.json")
+        try:
+            load_weights(net, load_state_dict_file(entry / "model.pt"), str(entry / "model.pt"))
+        except RetaError as err:
+            raise damaged(entry / "model.pt", f"does not load ({err})") from err
         logging.getLogger(__name__).info("backbone from cache: %s", entry.name)
         return _finish(cfg, spec, ds, net, mean, std, key, meta.get("ssl_result", {}))
     from reta.data.registry import load_split
     from reta.training.ssl import SSLSpec, train_simclr
 
     train = train if train is not None else load_split(cfg.dataset, "train", cfg.paths.data_dir)
-    ssl = SSLSpec(**check_keys(SSLSpec, spec.ssl, "backbone.ssl"))
+    ssl = parse(SSLSpec, spec.ssl, "backbone.ssl")
     torch.manual_seed(int(spec.seed))
     net = _build(spec, ds)
     result = train_simclr(net, train, mean, std, ssl, int(spec.seed), cfg)

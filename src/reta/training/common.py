@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import math
 import os
 from collections.abc import Iterable, Mapping
@@ -14,15 +15,22 @@ from torch import nn
 from reta.data.augment import normalize
 from reta.data.base import ImageDataset
 from reta.errors import RetaError
+from reta.utils.device import gpu_run
+
+log = logging.getLogger(__name__)
 
 OPTIMIZERS = ("sgd", "adam", "adamw")
 SCHEDULES = ("cosine", "step_half", "constant")
 
 
 def set_threads(num_threads: int | None) -> None:
-    """Pin torch's intra-op CPU threads (``None``: leave torch's default)."""
-    if num_threads:
-        torch.set_num_threads(int(num_threads))
+    """Pin torch's intra-op CPU threads (``None``: leave torch's default); anything but a positive integer is one
+    line."""
+    if num_threads is None:
+        return
+    if isinstance(num_threads, bool) or not isinstance(num_threads, int) or num_threads < 1:
+        raise RetaError(f"num_threads must be a positive integer or null (torch's default), got {num_threads!r}")
+    torch.set_num_threads(num_threads)
 
 
 def configure_data(cfg) -> None:
@@ -111,7 +119,7 @@ def test_accuracy(
 def eval_device(trainer_cfg: Mapping) -> str:
     """The device of the ``trainer`` config's accelerator for work done outside a Trainer (test accuracy, scoring)."""
     acc = str((trainer_cfg or {}).get("accelerator", "cpu"))
-    if acc in ("gpu", "cuda", "auto") and torch.cuda.is_available():
+    if gpu_run(trainer_cfg):
         return "cuda"
     if acc == "mps" and torch.backends.mps.is_available():
         return "mps"
@@ -119,7 +127,7 @@ def eval_device(trainer_cfg: Mapping) -> str:
 
 
 #: keys of a ``logger`` config that reta reads itself (not logger constructor arguments)
-RETA_LOGGER_KEYS = ("run_name_key", "offline_without_key", "stage_images", "artifact")
+RETA_LOGGER_KEYS = ("run_name_key", "offline_without_key", "offline_when_unreachable", "stage_images", "artifact")
 
 
 def build_logger(logger_cfg: Mapping | None, save_dir: str, run_name: str, group: str | None = None):
@@ -127,7 +135,9 @@ def build_logger(logger_cfg: Mapping | None, save_dir: str, run_name: str, group
     TensorBoardLogger, MLFlowLogger, …; ``_target_: null`` = no logger) and the other keys are its constructor's
     arguments. reta adds ``save_dir`` (the run dir) and puts the run's name (``squeeze``, ``distill``, a student's
     name) under the argument named by ``run_name_key`` (``version`` for CSV/TensorBoard, ``name`` for W&B);
-    ``offline_without_key: true`` makes W&B offline when no API key is configured; ``group`` is passed when given."""
+    ``offline_without_key: true`` makes W&B offline when no API key is configured, ``offline_when_unreachable: S``
+    when its server (``WANDB_BASE_URL``) does not answer within S seconds (0 = never asked); ``group`` is passed when
+    given."""
     spec = dict(logger_cfg or {})
     extras = {k: spec.pop(k) for k in RETA_LOGGER_KEYS if k in spec}
     if not spec.get("_target_"):
@@ -138,6 +148,16 @@ def build_logger(logger_cfg: Mapping | None, save_dir: str, run_name: str, group
     if extras.get("offline_without_key"):
         has_key = bool(os.environ.get("WANDB_API_KEY")) or os.path.exists(os.path.expanduser("~/.netrc"))
         kwargs["offline"] = bool(spec.pop("offline", False)) or not has_key
+        wait = float(extras.get("offline_when_unreachable") or 0)
+        if not kwargs["offline"] and wait > 0:
+            from reta.utils.network import reachable
+
+            url = os.environ.get("WANDB_BASE_URL", "https://api.wandb.ai")
+            ok, why = reachable(url, wait)
+            if not ok:
+                log.warning("W&B server unreachable (%s): logging offline under %s; upload later with `wandb sync`",
+                            why, save_dir)
+                kwargs["offline"] = True
     if group is not None:
         kwargs["group"] = group
     try:

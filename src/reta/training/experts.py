@@ -30,11 +30,12 @@ import torch
 from torch import nn
 
 from reta.errors import CheckpointError, RetaError
-from reta.training.common import seed_everything
+from reta.training.common import build_logger, build_trainer, seed_everything
 from reta.training.student import Protocol, StudentModule, student_loader
 from reta.training.teacher import cache_key, evaluate_teacher, new_model, timestamp
-from reta.utils.config import dataclass_from
+from reta.utils.config import plain
 from reta.utils.io import atomic_directory, atomic_torch_save
+from reta.utils.schema import parse
 
 log = logging.getLogger(__name__)
 
@@ -43,23 +44,28 @@ TrainerFactory = Callable[[int, str, list], L.Trainer]
 
 @dataclass(frozen=True)
 class ExpertRecipe:
-    """How the experts are trained (every field is part of the cache key); ``buffer.py`` flag names in brackets."""
+    """How the experts are trained (every field is part of the cache key); ``buffer.py`` flag names in brackets.
+    The values come from the method config (``method.experts`` of ``conf/method/mtt.yaml``), the one source of
+    defaults (reference values: 100 experts, 50 epochs, lr 0.01, no momentum, no weight decay, batch 256, DSA)."""
 
-    num_experts: int = 100  # [num_experts]
-    epochs: int = 50  # [train_epochs]
-    lr: float = 0.01  # [lr_teacher]
-    momentum: float = 0.0  # [mom]
-    weight_decay: float = 0.0  # [l2]
-    batch_size: int = 256  # [batch_train]
-    dsa: bool = True  # per-image DSA, color_crop_cutout_flip_scale_rotate [dsa]
-    seed: int = 0  # expert i is initialised and shuffled from seed·1000 + i
+    num_experts: int  # [num_experts]
+    epochs: int  # [train_epochs]
+    lr: float  # [lr_teacher]
+    momentum: float  # [mom]
+    weight_decay: float  # [l2]
+    batch_size: int  # [batch_train]
+    dsa: bool  # per-image DSA, color_crop_cutout_flip_scale_rotate [dsa]
+    seed: int  # expert i is initialised and shuffled from seed·1000 + i
 
     @classmethod
     def from_cfg(cls, d) -> ExpertRecipe:
-        r = dataclass_from(cls, d, "method.experts")
-        if r.num_experts < 1 or r.epochs < 1 or r.batch_size < 1 or r.lr <= 0:
-            raise RetaError("method.experts: num_experts, epochs, batch_size must be >= 1 and lr > 0")
+        r = parse(cls, d, "method.experts")
+        r.validate()
         return r
+
+    def validate(self) -> None:
+        if self.num_experts < 1 or self.epochs < 1 or self.batch_size < 1 or self.lr <= 0:
+            raise RetaError("method.experts: num_experts, epochs, batch_size must be >= 1 and lr > 0")
 
 
 def param_layout(net: nn.Module) -> tuple[list[str], list[list[int]]]:
@@ -93,11 +99,11 @@ class _Snapshots(L.Callback):
 
 def expert_protocol(recipe: ExpertRecipe) -> Protocol:
     """The experts' training as a hard-label protocol: SGD, constant lr, per-image DSA, no test during training."""
-    return Protocol(name="hard", optimizer="sgd", lr=recipe.lr, momentum=recipe.momentum,
+    return Protocol(name="expert", labels="hard", optimizer="sgd", lr=recipe.lr, momentum=recipe.momentum,
                     weight_decay=recipe.weight_decay, decay_only_weights=False, batch_size=recipe.batch_size,
                     epochs=recipe.epochs, schedule="constant", cosine_eta=1.0, temperature=1.0, rrc_scale_min=0.0,
                     crop_pad=0, flip=False, cutmix=False, dsa=recipe.dsa, teacher_mode="eval",
-                    eval_every=recipe.epochs + 1, soft_labels="online")
+                    eval_every=recipe.epochs + 1, soft_labels="online", shuffle_patches=1, ema_decay=0.0)
 
 
 def train_expert(i: int, net_cfg: Mapping, ds: Mapping, recipe: ExpertRecipe, images: torch.Tensor,
@@ -180,3 +186,28 @@ def get_experts(cache_dir: str | Path, net_cfg: Mapping, ds: Mapping, recipe: Ex
     else:
         log.info("expert buffer from cache: %s", entry)
     return load_experts(entry)
+
+
+def recipe_of(method: Mapping) -> ExpertRecipe:
+    """The expert recipe of a method config (``method.experts``, with ``method.net`` the experts' network); one line
+    for a method that has none."""
+    if not isinstance(method, Mapping) or "experts" not in method or "net" not in method:
+        name = method.get("name") if isinstance(method, Mapping) else method
+        raise RetaError(f"method={name} has no expert buffer (method.experts and method.net); use a "
+                        "trajectory-matching method (method=mtt)")
+    return ExpertRecipe.from_cfg(method["experts"])
+
+
+def expert_buffer(cfg, train, test, out_dir) -> ExpertBuffer:
+    """The expert buffer of ``cfg.method`` (its ``net`` and ``experts`` recipe): a cache hit, or trained now with the
+    run's trainer, logger and progress bar. Shared by the experts stage and the MTT family."""
+    method = plain(cfg.method)
+    recipe = recipe_of(method)
+
+    def trainer_factory(epochs: int, run_name: str, callbacks: list):
+        logger = build_logger(plain(cfg.logger), str(out_dir), run_name)
+        return build_trainer(plain(cfg.trainer), epochs, logger, bool(cfg.get("progress_bar", False)), str(out_dir),
+                             callbacks=callbacks)
+
+    return get_experts(cfg.paths.cache_dir, method["net"], plain(cfg.dataset), recipe, train, test, trainer_factory,
+                       int(cfg.get("holdout_per_class", 0) or 0))

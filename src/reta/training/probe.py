@@ -18,8 +18,6 @@ backbone P is the identity and the inherited classifier is the golden head itsel
 
 from __future__ import annotations
 
-import hashlib
-import json
 import time
 from dataclasses import asdict, dataclass
 
@@ -35,8 +33,10 @@ from reta.errors import RetaError
 from reta.training.backbone import FrozenBackbone
 from reta.training.common import build_trainer, lr_lambda, seed_everything
 from reta.training.soft_labels import batch_loader
-from reta.utils.config import check_keys
+from reta.utils.cache_files import read_json, read_tensors
+from reta.utils.config import config_digest
 from reta.utils.io import atomic_torch_save, atomic_write_json
+from reta.utils.schema import parse
 
 
 @dataclass(frozen=True)
@@ -60,7 +60,7 @@ class ProbeSpec:
 
     @classmethod
     def from_cfg(cls, cfg) -> ProbeSpec:
-        spec = cls(**check_keys(cls, cfg, "protocol"))
+        spec = parse(cls, cfg, "protocol")
         if spec.eval_split not in ("test", "holdout"):
             raise RetaError(f"protocol.eval_split={spec.eval_split!r} unknown; valid: test, holdout")
         if spec.epochs <= 0 or spec.batch_size <= 0 or spec.lr <= 0:
@@ -207,7 +207,7 @@ def holdout_split(train: ImageDataset, spec: GoldenSpec) -> tuple[Subset, Subset
 
 
 def golden_key(spec: GoldenSpec, n_train: int) -> str:
-    return hashlib.sha256(json.dumps({**asdict(spec), "n": n_train}, sort_keys=True).encode()).hexdigest()[:10]
+    return config_digest({**asdict(spec), "n": n_train})
 
 
 def golden_head(backbone: FrozenBackbone, train: ImageDataset, test: ImageDataset, num_classes: int, spec: GoldenSpec,
@@ -218,8 +218,10 @@ def golden_head(backbone: FrozenBackbone, train: ImageDataset, test: ImageDatase
     pt, js = backbone.entry / f"golden_{key}.pt", backbone.entry / f"golden_{key}.json"
     head = nn.Linear(backbone.dim, num_classes)
     if pt.is_file() and js.is_file():
-        head.load_state_dict(torch.load(pt, map_location="cpu", weights_only=True))
-        return head.eval(), {**json.loads(js.read_text()), "from_cache": True}
+        own = head.state_dict()
+        head.load_state_dict(read_tensors(pt, lambda o: isinstance(o, dict) and set(o) == set(own) and all(
+            isinstance(v, torch.Tensor) and v.shape == own[k].shape for k, v in o.items())))
+        return head.eval(), {**read_json(js), "from_cache": True}
     start = time.perf_counter()
     z = backbone.embed(train.gather(torch.arange(len(train))))
     y = train.targets.long()

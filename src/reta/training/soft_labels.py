@@ -52,6 +52,7 @@ class ViewParams:
     mode: str
     perm: torch.Tensor | None
     cut: tuple[int, int, int, int] | None
+    shuffle: torch.Tensor | None = None  # [B, 2, f]: column-strip and row-strip permutations (RDED ShufflePatches)
 
 
 def sample_view(p, b: int, h: int, w: int, gen: torch.Generator) -> ViewParams:
@@ -79,11 +80,33 @@ def sample_view(p, b: int, h: int, w: int, gen: torch.Generator) -> ViewParams:
         cx = int(torch.randint(0, w, (1,), generator=gen))
         cy = int(torch.randint(0, h, (1,), generator=gen))
         cut = (max(cx - cw // 2, 0), min(cx + cw // 2, w), max(cy - ch // 2, 0), min(cy + ch // 2, h))
-    return ViewParams(boxes, flip, mode, perm, cut)
+    shuffle = None
+    f = int(getattr(p, "shuffle_patches", 1))
+    if f > 1:  # drawn last, so the other draws are the same with the option off
+        shuffle = torch.stack([torch.stack([torch.randperm(f, generator=gen) for _ in range(2)]) for _ in range(b)])
+    return ViewParams(boxes, flip, mode, perm, cut, shuffle)
+
+
+def shuffle_patches(x: torch.Tensor, perms: torch.Tensor) -> torch.Tensor:
+    """RDED's ``ShufflePatches(f)`` [code: LINs-lab/RDED `validation/utils.py`]: image ``b`` cut into ``f`` vertical
+    strips put in the order ``perms[b, 0]``, then into ``f`` horizontal strips put in the order ``perms[b, 1]``
+    (strip width ``W // f``; a remainder stays in place at the end)."""
+    f = perms.shape[-1]
+    out = x.clone()
+    for axis, dim in ((0, 3), (1, 2)):
+        step = x.shape[dim] // f
+        src = out.clone()
+        for b in range(x.shape[0]):
+            order = perms[b, axis].tolist()
+            pieces = [src[b].narrow(dim - 1, k * step, step) for k in order]
+            out[b].narrow(dim - 1, 0, f * step).copy_(torch.cat(pieces, dim - 1))
+    return out
 
 
 def apply_view(x: torch.Tensor, v: ViewParams) -> torch.Tensor:
-    """The pixel-space view of batch ``x`` under ``v`` (geometry per image, then CutMix on the batch)."""
+    """The pixel-space view of batch ``x`` under ``v`` (patch shuffle and geometry per image, then CutMix)."""
+    if v.shuffle is not None:
+        x = shuffle_patches(x, v.shuffle)
     if v.mode != "none":
         x = _apply_boxes(x, v.boxes.to(torch.float64), v.flip.bool(), x.shape[-1], mode=v.mode)
     if v.perm is not None:

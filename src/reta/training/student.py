@@ -7,6 +7,8 @@ Protocols (docs/methods.md §5):
   Soft labels come ``online`` (the teacher labels every view in the step, default) or ``stored`` (FKD-style
   per-epoch views + logits written beforehand by :func:`reta.training.soft_labels.relabel` and replayed through a
   batch-level dataset); both consume the same view stream, so a seeded run gives the same student either way.
+  Options for the decoupled baselines: ``shuffle_patches`` (RDED's per-sample patch shuffle before the crop,
+  docs/methods.md §12.2) and ``ema_decay`` (EDC's EMA student is the one tested, §13.2).
 - ``hard`` — DC/DM protocol: CE on hard labels, SGD, lr ×0.1 at half, DSA on every batch
   [code: VICO-UoE/DatasetCondensation `utils.py` `evaluate_synset`].
 - ``dc`` — the same loop at the published DC/DSA/DM evaluation settings (``conf/protocol/dc.yaml``: ConvNet-3 width
@@ -39,8 +41,9 @@ from reta.training.soft_labels import (
     sample_view,
     view_generator,
 )
+from reta.utils.schema import parse
 
-PROTOCOLS = ("kd", "hard", "dc")
+LABELS = ("teacher", "hard")
 SOFT_LABELS = ("online", "stored")
 
 
@@ -49,6 +52,7 @@ class Protocol:
     """Everything that defines how a student is trained (the ``protocol`` config group)."""
 
     name: str
+    labels: str  # teacher (KD on the teacher's soft labels) | hard (cross-entropy on the set's labels)
     optimizer: str
     lr: float
     momentum: float
@@ -67,25 +71,28 @@ class Protocol:
     teacher_mode: str
     eval_every: int
     soft_labels: str
+    shuffle_patches: int
+    ema_decay: float
 
     @classmethod
     def from_cfg(cls, cfg: Mapping) -> Protocol:
-        fields = cls.__dataclass_fields__
-        unknown = sorted(set(cfg) - set(fields))
-        missing = sorted(set(fields) - set(cfg))
-        if unknown or missing:
-            raise RetaError(f"protocol config: unknown keys {unknown}, missing keys {missing}")
-        p = cls(**{k: cfg[k] for k in fields})
-        if p.name not in PROTOCOLS:
-            raise RetaError(f"unknown protocol {p.name!r}; valid: {', '.join(PROTOCOLS)}")
+        p = parse(cls, cfg, "protocol")
+        if p.labels not in LABELS:
+            raise RetaError(f"protocol.labels={p.labels!r} unknown; valid: {', '.join(LABELS)}")
         if p.epochs <= 0 or p.batch_size <= 0:
             raise RetaError(f"protocol {p.name}: epochs and batch_size must be > 0")
         if p.teacher_mode not in ("eval", "train"):
             raise RetaError(f"protocol teacher_mode must be eval or train, got {p.teacher_mode!r}")
-        if p.soft_labels not in SOFT_LABELS or (p.soft_labels == "stored" and (p.name != "kd" or p.dsa)):
+        if p.soft_labels not in SOFT_LABELS or (p.soft_labels == "stored" and (p.labels != "teacher" or p.dsa)):
             raise RetaError(
                 f"protocol soft_labels must be online or stored (stored: kd without DSA), got {p.soft_labels!r}"
             )
+        if isinstance(p.shuffle_patches, bool) or not isinstance(p.shuffle_patches, int) or p.shuffle_patches < 1:
+            raise RetaError(f"protocol shuffle_patches must be an integer >= 1 (1 = off), got {p.shuffle_patches!r}")
+        if p.shuffle_patches > 1 and p.soft_labels == "stored":
+            raise RetaError("protocol shuffle_patches > 1 needs soft_labels=online (stored views do not record it)")
+        if not 0 <= float(p.ema_decay) < 1:
+            raise RetaError(f"protocol ema_decay must be in [0, 1) (0 = off), got {p.ema_decay!r}")
         return p
 
 
@@ -115,8 +122,8 @@ class StudentModule(L.LightningModule):
     ) -> None:
         super().__init__()
         self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
-        if protocol.name == "kd" and teacher is None:
-            raise RetaError("protocol kd needs a teacher")
+        if protocol.labels == "teacher" and teacher is None:
+            raise RetaError(f"protocol {protocol.name} (labels: teacher) needs a teacher")
         self.model = model
         self.p = protocol
         self.mean, self.std = list(mean), list(std)
@@ -134,6 +141,17 @@ class StudentModule(L.LightningModule):
 
             self.dsa = DSA(DSAParams())
         self.history: list[tuple[int, float]] = []
+        # EDC's EMA student (docs/methods.md §13.2 h): parameters and BN buffers averaged every step, tested instead
+        self.ema = None
+        if float(protocol.ema_decay) > 0:
+            from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+
+            self.ema = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(float(protocol.ema_decay)),
+                                     use_buffers=True)
+
+    def on_train_batch_end(self, outputs, batch, batch_idx) -> None:
+        if self.ema is not None:
+            self.ema.update_parameters(self.model)
 
     def _view(self, x: torch.Tensor, view=None) -> torch.Tensor:
         """Normalised training view: the given (stored) view or a fresh one from the student's stream; then DSA."""
@@ -152,12 +170,12 @@ class StudentModule(L.LightningModule):
             x, y = batch
             x = self._view(x)
             t_logits = None
-            if self.p.name == "kd":
+            if self.p.labels == "teacher":
                 self.labeller.train(self.p.teacher_mode == "train")  # fit() puts every submodule in train mode
                 with torch.no_grad():
                     t_logits = self.labeller(x)
         logits = self.model(x)
-        if self.p.name == "kd":
+        if self.p.labels == "teacher":
             loss = kd_loss(logits, t_logits.to(logits), self.p.temperature)
         else:
             loss = F.cross_entropy(logits, y)
@@ -169,7 +187,8 @@ class StudentModule(L.LightningModule):
     def on_train_epoch_end(self) -> None:
         e = self.current_epoch + 1
         if self.test_set is not None and (e % self.p.eval_every == 0 or e == self.trainer.max_epochs):
-            acc = test_accuracy(self.model, self.test_set, self.mean, self.std, device=self.device)
+            tested = self.model if self.ema is None else self.ema.module
+            acc = test_accuracy(tested, self.test_set, self.mean, self.std, device=self.device)
             self.history.append((e, acc))
             self.log("test/acc", acc, prog_bar=True)
 

@@ -8,10 +8,9 @@ training time), written atomically so an interrupted squeeze leaves no entry beh
 
 from __future__ import annotations
 
-import hashlib
 import json
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,26 +22,29 @@ from torch.utils.data import DataLoader, TensorDataset
 from reta.data.augment import normalize, random_crop_flip, random_resized_crop_flip
 from reta.data.base import ImageDataset, TensorImageDataset
 from reta.data.loading import train_loader_kwargs
-from reta.errors import CheckpointError, load_failure
+from reta.errors import CheckpointError
 from reta.models import build_model
+from reta.models.weights import read_state_dict
 from reta.training.common import lr_lambda, make_optimizer, test_accuracy
+from reta.utils.config import config_digest
 from reta.utils.io import atomic_directory
 
 
 @dataclass(frozen=True)
 class Recipe:
-    """A teacher training recipe (docs/methods.md §2); every field is part of the cache key."""
+    """A teacher training recipe (docs/methods.md §2); every field is part of the cache key. The values live in
+    ``conf/recipe/*.yaml`` only (:mod:`reta.utils.schema`)."""
 
-    optimizer: str = "sgd"
-    lr: float = 0.01
-    momentum: float = 0.9
-    weight_decay: float = 5e-4
-    batch_size: int = 256
-    epochs: int = 20
-    schedule: str = "cosine"
-    crop_pad: int = 2
-    rrc_scale_min: float = 0.0  # > 0: RandomResizedCrop(scale=(min, 1)) instead of padded crop
-    flip: bool = True
+    optimizer: str
+    lr: float
+    momentum: float
+    weight_decay: float
+    batch_size: int
+    epochs: int
+    schedule: str
+    crop_pad: int
+    rrc_scale_min: float  # > 0: RandomResizedCrop(scale=(min, 1)) instead of padded crop
+    flip: bool
 
 
 class TeacherModule(L.LightningModule):
@@ -89,8 +91,7 @@ def cache_key(dataset_cfg: Mapping, model_cfg: Mapping, recipe: Recipe, seed: in
         "recipe": recipe.__dict__,
         "seed": int(seed),
     }
-    blob = json.dumps(payload, sort_keys=True, default=str).encode()
-    return hashlib.sha256(blob).hexdigest()[:12]
+    return config_digest(payload)
 
 
 def train_loader(dataset: ImageDataset, batch_size: int, seed: int, num_workers: int | None = None) -> DataLoader:
@@ -106,22 +107,9 @@ def train_loader(dataset: ImageDataset, batch_size: int, seed: int, num_workers:
 
 
 def load_state_dict_file(path: str | Path) -> dict:
-    """Read a checkpoint file weights-only; accepts a state dict, ``{'state_dict': …}`` or a Lightning checkpoint."""
-    path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f"checkpoint {path} does not exist")
-    try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # noqa: BLE001 - any unpickling failure means a corrupt file
-        raise CheckpointError(f"checkpoint {path} could not be read: {load_failure(err)}") from err
-    if isinstance(obj, Mapping) and "state_dict" in obj and isinstance(obj["state_dict"], Mapping):
-        obj = obj["state_dict"]
-    if not isinstance(obj, Mapping) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
-        raise CheckpointError(f"checkpoint {path} holds no state dict of tensors")
-    bad = [k for k, v in obj.items() if v.is_floating_point() and not bool(torch.isfinite(v).all())]
-    if bad:  # a diverged or damaged model would be used silently (test accuracy at chance, exit 0)
-        raise CheckpointError(f"checkpoint {path} holds NaN/inf weights in {len(bad)} tensors (e.g. {bad[0]}); "
-                              "use another checkpoint")
+    """Read a checkpoint file weights-only (:func:`reta.models.weights.read_state_dict`); accepts a state dict,
+    ``{'state_dict': …}`` or a Lightning checkpoint."""
+    obj = read_state_dict(path, f"checkpoint {path}")
     if all(k.startswith("model.") for k in obj):  # a TeacherModule/StudentModule Lightning checkpoint
         obj = {k[len("model.") :]: v for k, v in obj.items()}
     return dict(obj)
@@ -146,10 +134,14 @@ def load_weights(model: nn.Module, state: Mapping, source: str) -> None:
     model.load_state_dict(state, strict=True)
 
 
-def write_cache_entry(entry: Path, model: nn.Module, meta: dict) -> None:
-    """Write ``model.pt`` + ``meta.json`` into a temporary sibling dir, then rename it to ``entry``."""
+def write_cache_entry(entry: Path, model: nn.Module, meta: dict, digest: Callable[[Path], str] | None = None) -> None:
+    """Write ``model.pt`` + ``meta.json`` into a temporary sibling dir, then rename it to ``entry``: the rename is the
+    commit, nothing is written into ``entry`` after it (a concurrent writer may swap the directory at any time).
+    ``digest``: ``meta["checkpoint_sha256"] = digest(model.pt)``, recorded before the rename."""
     with atomic_directory(entry) as tmp:
         torch.save(model.state_dict(), tmp / "model.pt")
+        if digest is not None:
+            meta["checkpoint_sha256"] = digest(tmp / "model.pt")
         (tmp / "meta.json").write_text(json.dumps(meta, indent=2, sort_keys=True))
 
 

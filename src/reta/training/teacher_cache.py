@@ -39,14 +39,14 @@ from reta.training.teacher import (
     timestamp,
     write_cache_entry,
 )
-from reta.utils.config import dataclass_from, output_dir, plain
-from reta.utils.io import atomic_write_json
+from reta.utils.config import config_digest, output_dir, plain
+from reta.utils.schema import parse
 
 log = logging.getLogger(__name__)
 
 
 def recipe_from_cfg(cfg: DictConfig) -> Recipe:
-    recipe = dataclass_from(Recipe, cfg.recipe, "recipe")
+    recipe = parse(Recipe, cfg.recipe, "recipe")
     if recipe.epochs <= 0 or recipe.batch_size <= 0 or recipe.lr <= 0:
         raise RetaError("recipe: epochs, batch_size and lr must be > 0")
     return recipe
@@ -70,7 +70,20 @@ def teacher_entry(cfg: DictConfig) -> Path:
 def read_cache_entry(entry: Path, model: nn.Module) -> dict:
     """Load ``entry/model.pt`` into ``model`` and return ``entry/meta.json``; a damaged entry (either file missing,
     unreadable or not fitting) is one line naming the entry and the way out, ``teacher.force=true``. No automatic
-    rebuild: a teacher retrained behind the user's back would change every set distilled with it."""
+    rebuild: a teacher retrained behind the user's back would change every set distilled with it. An entry that a
+    concurrent writer is swapping (:func:`reta.utils.io.atomic_directory`) is read again once the swap is over."""
+    for attempt in range(40):
+        try:
+            return _read_cache_entry_once(entry, model)
+        except CheckpointError:
+            swapping = not entry.is_dir() or any(entry.parent.glob(f".{entry.name}.*-*"))
+            if attempt == 39 or not swapping:
+                raise
+            time.sleep(0.025)
+    raise AssertionError("unreachable")
+
+
+def _read_cache_entry_once(entry: Path, model: nn.Module) -> dict:
     way_out = "pass teacher.force=true to retrain it (or delete that directory)"
     try:
         meta = json.loads((entry / "meta.json").read_text())
@@ -117,7 +130,7 @@ def pretrained_entry(cfg: DictConfig, source: dict) -> Path:
         "model": {"name": mc["name"], "kwargs": mc.get("kwargs") or {}},  # {kwargs: null} and {} are one model
         "weights": {k: v for k, v in source.items() if k != "file"},
     }
-    key = hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:12]
+    key = config_digest(payload)
     return Path(cfg.paths.cache_dir) / "teachers" / f"{ds['name']}_{mc['name']}_pretrained_{key}"
 
 
@@ -217,15 +230,9 @@ def get_teacher(cfg: DictConfig, train=None, test=None) -> tuple[nn.Module, dict
     return model.eval().requires_grad_(False), meta
 
 
-def write_cache_entry_meta(entry: Path, meta: dict) -> None:
-    atomic_write_json(entry / "meta.json", meta)
-
-
 def store_entry(entry: Path, model: nn.Module, meta: dict) -> None:
-    """Write a cache entry (weights + meta, atomically) and record the weights' sha256 in ``meta``."""
-    write_cache_entry(entry, model, meta)
-    meta["checkpoint_sha256"] = _file_sha256(entry / "model.pt")
-    write_cache_entry_meta(entry, meta)
+    """Write a cache entry (weights + meta with the weights' sha256, recorded before the atomic rename)."""
+    write_cache_entry(entry, model, meta, digest=_file_sha256)
 
 
 def teacher_cfg(cfg: DictConfig) -> DictConfig:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 from pathlib import Path
 from typing import Any
@@ -11,7 +13,7 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 from reta.errors import RetaError
 
 log = logging.getLogger(__name__)
-_WARNED: set[str] = set()  # per-IPC shadowing warnings already given in this process
+_WARNED: set[str] = set()  # per-IPC keys the command line replaced, already logged in this process
 
 
 def plain(cfg: Any) -> Any:
@@ -19,6 +21,17 @@ def plain(cfg: Any) -> Any:
     if isinstance(cfg, (DictConfig, ListConfig)):
         return OmegaConf.to_container(cfg, resolve=True)
     return cfg
+
+
+#: length of every config digest (:func:`config_digest`): cache keys, resume fingerprints, the set's config hash
+DIGEST_LENGTH = 12
+
+
+def config_digest(obj: Any) -> str:
+    """The one digest of a config-like value: sha256 of its sorted-key JSON (``default=str`` for paths, dtypes …),
+    the first :data:`DIGEST_LENGTH` hex digits."""
+    blob = json.dumps(plain(obj), sort_keys=True, default=str).encode()
+    return hashlib.sha256(blob).hexdigest()[:DIGEST_LENGTH]
 
 
 def planned_output_dir(cfg: DictConfig) -> Path:
@@ -58,52 +71,14 @@ def require_positive_int(value: Any, name: str) -> int:
     return v
 
 
-def check_keys(cls: type, d: Any, where: str) -> dict:
-    """``d`` (a config mapping or None) as a plain dict whose keys are all fields of dataclass ``cls``; otherwise one
-    line naming the unknown keys and the valid ones."""
-    d = dict(plain(d) or {})
-    valid = cls.__dataclass_fields__
-    unknown = sorted(set(d) - set(valid))
-    if unknown:
-        raise RetaError(f"{where}: unknown keys {unknown}; valid: {sorted(valid)}")
-    return d
-
-
-def dataclass_from(cls: type, d: Any, where: str) -> Any:
-    """``cls(**d)`` for a config mapping (or None), keys checked by :func:`check_keys`, types by :func:`check_types`."""
-    values = check_keys(cls, d, where)
-    check_types(cls, values, where)
-    return cls(**values)
-
-
-def check_types(cls: type, d: Any, where: str) -> None:
-    """Type-check a config mapping against dataclass ``cls`` through OmegaConf's structured-config schema
-    (``OmegaConf.structured(cls)``): a value that cannot be converted to the field's type (``lr=abc`` for a float)
-    fails with one line naming the key. Unknown keys are reported by :func:`check_keys`; nested dataclass fields are
-    checked by their own schema when they are built."""
-    from omegaconf.errors import OmegaConfBaseException
-
-    nested = {f for f, spec in cls.__dataclass_fields__.items() if hasattr(spec.type, "__dataclass_fields__")
-              or (isinstance(spec.type, str) and spec.type in _NESTED_NAMES)}
-    values = {k: v for k, v in dict(plain(d) or {}).items() if k in cls.__dataclass_fields__ and k not in nested}
-    try:
-        OmegaConf.merge(OmegaConf.structured(cls), values)
-    except OmegaConfBaseException as err:
-        key = getattr(err, "full_key", None) or "?"
-        msg = str(err).splitlines()[0]
-        raise RetaError(f"{where}.{key}: {msg}") from None
-
-
-#: dataclass-typed fields (by annotation name, ``from __future__ import annotations`` keeps them as strings)
-_NESTED_NAMES = {"StagesConfig", "AugmentConfig", "InitConfig", "ResidualConfig", "QueueSpec", "IIDSpec", "PoolSpec"}
-
-
 def per_ipc_override(values: dict, ipc: int | None, where: str = "method") -> tuple[dict, bool]:
     """The one per-IPC rule of every method family: ``per_ipc: {<ipc>: {key: value, …}}`` — the block whose key
     equals the run's IPC (the setting published for that IPC) is merged over the top level; other IPCs run the top
-    level. Returns the merged plain dict (``per_ipc`` removed) and whether a block applied. The YAML files quote the
-    keys (``"50": {…}``): a string key is what Hydra's command line can reach (``method.per_ipc.50.lr=0.1``,
-    ``~method.per_ipc.50``); an unquoted YAML key is an int, which struct mode refuses to address."""
+    level. A key the running Hydra job's command line set (``method.lr=0.123``, :func:`command_line_keys`) is left out
+    of the block, so the command line wins over a per-IPC block as it wins over every config file. Returns the merged
+    plain dict (``per_ipc`` removed) and whether a block applied. The YAML files quote the keys (``"50": {…}``): a
+    string key is what Hydra's command line can reach (``method.per_ipc.50.lr=0.1``, ``~method.per_ipc.50``); an
+    unquoted YAML key is an int, which struct mode refuses to address."""
     values = dict(values)
     per = values.pop("per_ipc", None) or {}
     if not isinstance(per, dict) or not all(str(k).isdigit() and isinstance(v, dict) for k, v in per.items()):
@@ -114,39 +89,52 @@ def per_ipc_override(values: dict, ipc: int | None, where: str = "method") -> tu
     block = plain(OmegaConf.merge(*blocks)) if blocks else None
     if not block:
         return values, False
-    _warn_shadowed_overrides(block, ipc, where)
+    block = _without_command_line_keys(block, command_line_keys(where), ipc, where)
     return plain(OmegaConf.merge(OmegaConf.create(values), OmegaConf.create(block))), True
+
+
+def command_line_keys(where: str = "method") -> set[str]:
+    """The keys under ``<where>.`` that the running Hydra job's command line set, relative to ``where`` (``lr``,
+    ``init.band``): Hydra's task overrides (``hydra.overrides.task``, which also carry a multirun job's swept values)
+    read by Hydra's own override parser; keys inside ``per_ipc`` are left out (they edit the blocks themselves). Empty
+    outside a Hydra job (library use: nothing came from a command line)."""
+    try:
+        from hydra.core.hydra_config import HydraConfig
+        from hydra.core.override_parser.overrides_parser import OverridesParser
+
+        task = list(HydraConfig.get().overrides.task) if HydraConfig.initialized() else []
+    except (ImportError, ValueError):  # pragma: no cover - no Hydra, or no job config
+        return set()
+    prefix = f"{where}."
+    keys = {o.key_or_group[len(prefix):] for o in OverridesParser.create().parse_overrides(task)
+            if o.package is None and o.key_or_group.startswith(prefix)}
+    return {k for k in keys if k != "per_ipc" and not k.startswith("per_ipc.")}
 
 
 def _dotted(block: dict, prefix: str = "") -> list[str]:
     out = []
     for key, value in block.items():
-        out.extend(_dotted(value, f"{prefix}{key}.") if isinstance(value, dict) else [f"{prefix}{key}"])
+        out.extend(_dotted(value, f"{prefix}{key}.") if isinstance(value, dict) and value else [f"{prefix}{key}"])
     return out
 
 
-def _warn_shadowed_overrides(block: dict, ipc: int, where: str) -> None:
-    """Log a warning when a command-line override (of the running Hydra job) sets a key the per-IPC block replaces:
-    the block wins, so e.g. ``method.residual.anchors.enabled=true`` does nothing at an IPC whose block sets it."""
-    try:
-        from hydra.core.hydra_config import HydraConfig
-
-        task = list(HydraConfig.get().overrides.task) if HydraConfig.initialized() else []
-    except Exception:  # noqa: BLE001 - no Hydra job (library use): nothing came from a command line
-        return
-    given = {o.split("=", 1)[0].lstrip("+~") for o in task if "=" in o}
-    for key in _dotted(block):
-        message = (f"{where}.per_ipc.{ipc} sets {key} and replaces the command line's {where}.{key} at IPC {ipc}; "
-                   f"to keep yours, set {where}.per_ipc.{ipc}.{key} instead (or drop that IPC's block with "
-                   f"~{where}.per_ipc.{ipc})")
-        if f"{where}.{key}" in given and message not in _WARNED:  # the config is parsed more than once per run
+def _without_command_line_keys(block: dict, given: set[str], ipc: int, where: str) -> dict:
+    """``block`` without the dotted keys the command line set (a key, a key above it — ``method.init`` covers the
+    block's ``init.band`` — or a key below it); each one is logged once per process with the way to change the block
+    instead (``<where>.per_ipc.<ipc>.<key>=…``)."""
+    dropped = [k for k in _dotted(block)
+               if any(k == g or k.startswith(g + ".") or g.startswith(k + ".") for g in given)]
+    if not dropped:
+        return block
+    out = OmegaConf.create(block)
+    for key in dropped:
+        parent, _, leaf = key.rpartition(".")
+        node = OmegaConf.select(out, parent) if parent else out
+        node.pop(leaf)
+        message = (f"{where}.per_ipc.{ipc} sets {key}; the command line's {where}.{key} wins at IPC {ipc} (to change "
+                   f"the block instead, set {where}.per_ipc.{ipc}.{key})")
+        if message not in _WARNED:  # the config is parsed more than once per run
             _WARNED.add(message)
-            log.warning(message)
+            log.info(message)
+    return plain(out)
 
-
-def method_family(method: Any) -> str | None:
-    """The synthesis wing of a method config: ``bn`` for ``synthesize._target_: reta.synthesis.bn.family.…``,
-    ``dm``, ``frozen``, …; None when it has no ``synthesize`` target (the random subset has one too)."""
-    target = ((method.get("synthesize") or {}).get("_target_") or "") if isinstance(method, DictConfig) else ""
-    parts = str(target).split(".")
-    return parts[parts.index("synthesis") + 1] if "synthesis" in parts[:-1] else None

@@ -1,7 +1,7 @@
 """``debug=<option>`` applied last: the ``debug`` block of the composed config is merged over it after everything else.
 
 Why code and not the defaults list: Hydra composes the ``debug`` group at its place in ``squeeze.yaml``'s defaults,
-so ``method/paper/<method>_<dataset>`` (later in distill/pipeline.yaml) and a command-line ``+experiment=…``
+so ``method/per_dataset/<method>_<dataset>`` (later in distill/pipeline.yaml) and a command-line ``+experiment=…``
 (appended after ``_self_``) override whatever the debug option set — a smoke run then trains the paper's 300 student
 epochs. Hydra has no "compose this group last" setting that keeps ``+experiment=`` working, so a debug option that must
 win puts its values under ``debug:`` and the entry points call :func:`apply_debug` on the composed config::
@@ -9,9 +9,13 @@ win puts its values under ``debug:`` and the entry points call :func:`apply_debu
     debug:
       name: smoke
       last: {seeds: [0], protocol: {epochs: 1}}            # merged over the root, keys that exist only
-      method:                                               # merged over `method` by its family
-        bn: {stages: {budgets: 2}}                          # an int for a list of ints: every entry
-        dm: {iterations: 2}
+      method: smoke                                         # merge the method config's own `smoke` block over it
+
+and every method config declares its shrink itself (``conf/method/fadrm.yaml``)::
+
+    smoke:
+      stages: {budgets: 2}                                  # an int for a list of ints: every entry
+      init: {mipc: 4, num_crop: 2}
 
 Only keys the composed config already has are set (a debug option shrinks what is there; it never adds a callback or
 a section a method does not have). Applying it twice gives the same config.
@@ -22,8 +26,6 @@ from __future__ import annotations
 from typing import Any
 
 from omegaconf import DictConfig, OmegaConf, open_dict
-
-from reta.utils.config import method_family
 
 
 def _merge_existing(node: DictConfig, values: dict) -> None:
@@ -42,18 +44,19 @@ def _merge_existing(node: DictConfig, values: dict) -> None:
 
 
 def apply_debug(cfg: Any) -> Any:
-    """``cfg`` with its ``debug.last`` and ``debug.method[<method family>]`` blocks merged over it (in place)."""
+    """``cfg`` with its ``debug.last`` block and the method's own block named by ``debug.method`` (``smoke``) merged
+    over it (in place)."""
     if not isinstance(cfg, DictConfig):
         return cfg
     block = cfg.get("debug")
     if not isinstance(block, DictConfig):
         return cfg
-    last = OmegaConf.to_container(block.get("last") or {}, resolve=True)
-    by_kind = OmegaConf.to_container(block.get("method") or {}, resolve=True)
+    last = {} if block.get("last") is None else OmegaConf.to_container(block["last"], resolve=True)
+    shrink_key = block.get("method")
     with open_dict(cfg):
         _merge_existing(cfg, last)
         method = cfg.get("method")
-        family = method_family(method)
-        if family in by_kind:
-            _merge_existing(method, by_kind[family])
+        if isinstance(shrink_key, str) and isinstance(method, DictConfig) \
+                and isinstance(method.get(shrink_key), DictConfig):
+            _merge_existing(method, OmegaConf.to_container(method[shrink_key], resolve=True))
     return cfg

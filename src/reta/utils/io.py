@@ -2,12 +2,14 @@
 (:func:`atomic_directory`).
 
 A reader therefore sees either the old file or the complete new one, never a torn write; a failure
-removes the temporary file and leaves the old file untouched.
+removes the temporary file and leaves the old file untouched. A full or read-only disk (ENOSPC, EDQUOT, EROFS, or
+torch's C++ writer failing) becomes one line (:class:`WriteError`) saying what was kept.
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import math
 import os
@@ -18,6 +20,28 @@ from pathlib import Path
 from typing import IO, Any
 
 import torch
+
+from reta.errors import RetaError
+
+_DISK_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS}
+
+
+class WriteError(RetaError):
+    """A write failed because the disk is full or read-only; the message says what was kept."""
+
+
+def write_failure(err: BaseException, path: Path) -> WriteError | None:
+    """The one-line error for a write of ``path`` that failed with ``err`` on a full or read-only disk, else None."""
+    if isinstance(err, OSError) and err.errno in _DISK_ERRNOS:
+        reason = os.strerror(err.errno)
+    elif isinstance(err, RuntimeError) and ("basic_ios" in str(err) or "file write failed" in str(err)):
+        reason = "the write failed (disk full or read-only?)"
+    else:
+        return None
+    kept = "keeps its previous version" if os.path.lexists(path) else "was not created"
+    return WriteError(f"cannot write {path}: {reason}; nothing half-written was left ({path.name} {kept}); free "
+                      "space or choose another directory and rerun (resume=true continues a synthesis from its last "
+                      "checkpoint)")
 
 
 def json_default(obj: Any) -> Any:
@@ -44,11 +68,14 @@ def _atomic(path: str | os.PathLike, mode: str, write: Callable[[IO], None]) -> 
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as err:
         try:
             os.unlink(tmp)
         except FileNotFoundError:
             pass
+        failure = write_failure(err, path)
+        if failure is not None:
+            raise failure from err
         raise
     return path
 
@@ -82,6 +109,36 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
     return _atomic(path, "w", lambda fh: fh.write(text))
 
 
+def _swap_in(tmp: Path, out: Path, old: Path, tries: int = 100) -> None:
+    """Rename ``tmp`` to ``out``, moving an existing ``out`` aside to ``old`` first (restored if the final rename
+    fails). Concurrent writers of one ``out`` may move it away, or land theirs, between our two renames: then we try
+    again (the last writer wins; every writer's directory is complete)."""
+    for _ in range(tries):
+        if not os.path.lexists(out):
+            try:
+                os.rename(tmp, out)
+                return
+            except OSError as err:
+                if err.errno not in (errno.ENOTEMPTY, errno.EEXIST):
+                    raise
+                continue  # another writer's directory landed first: replace it
+        try:
+            os.rename(out, old)
+        except FileNotFoundError:
+            continue  # another writer moved it away meanwhile
+        try:
+            os.rename(tmp, out)
+        except OSError as err:
+            if err.errno not in (errno.ENOTEMPTY, errno.EEXIST):
+                os.rename(old, out)
+                raise
+            shutil.rmtree(old, ignore_errors=True)  # another writer's directory landed in between: ours goes on top
+            continue
+        shutil.rmtree(old, ignore_errors=True)
+        return
+    raise OSError(errno.EBUSY, f"{out} kept changing under {tries} concurrent renames")
+
+
 @contextlib.contextmanager
 def atomic_directory(path: str | os.PathLike) -> Iterator[Path]:
     """Write a directory atomically: ``with atomic_directory(out) as tmp:`` fill ``tmp`` (a sibling of ``out``);
@@ -97,17 +154,10 @@ def atomic_directory(path: str | os.PathLike) -> Iterator[Path]:
     os.mkdir(tmp)  # not mkdtemp: the final dir gets the usual umask permissions
     try:
         yield tmp
-        if out.exists():
-            old = out.parent / f".{out.name}.old-{tag}"
-            os.rename(out, old)
-            try:
-                os.rename(tmp, out)
-            except BaseException:
-                os.rename(old, out)
-                raise
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.rename(tmp, out)
-    except BaseException:
+        _swap_in(tmp, out, out.parent / f".{out.name}.old-{tag}")
+    except BaseException as err:
         shutil.rmtree(tmp, ignore_errors=True)
+        failure = write_failure(err, out)
+        if failure is not None:
+            raise failure from err
         raise

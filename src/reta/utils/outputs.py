@@ -24,13 +24,27 @@ def _deepest_existing(path: Path) -> Path:
     return p
 
 
-def _probe(directory: Path, what: str) -> None:
+def _probe(directory: Path, what: str, way_out: str = "choose another paths.output_dir") -> None:
     """Create and remove an empty directory in ``directory``; one line naming ``what`` on failure."""
     try:
         os.rmdir(tempfile.mkdtemp(prefix=".reta-probe-", dir=directory))
     except OSError as err:
         reason = os.strerror(err.errno) if err.errno else str(err)
-        raise RetaError(f"cannot write to {what} ({reason}); choose another paths.output_dir") from None
+        raise RetaError(f"cannot write to {what} ({reason}); {way_out}") from None
+
+
+def check_writable_cache(cfg) -> None:
+    """``paths.cache_dir`` is, or can be created as, a writable directory: teachers, backbones and statistics are
+    written there after they are computed, so an unwritable cache must stop the run before that work."""
+    cache = (cfg.get("paths") or {}).get("cache_dir")
+    if not cache:
+        return
+    cache = Path(str(cache)).expanduser().absolute()
+    base = _deepest_existing(cache)
+    if not base.is_dir():
+        raise RetaError(f"paths.cache_dir {cache}: {base} is a file, not a directory; choose another paths.cache_dir")
+    _probe(base, f"paths.cache_dir {cache}" if base == cache else f"{base} (to create paths.cache_dir {cache})",
+           "choose another paths.cache_dir")
 
 
 def check_writable_dir(out: str | os.PathLike, subdirs: Iterable[str] = ()) -> None:

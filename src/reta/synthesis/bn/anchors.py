@@ -14,8 +14,9 @@ off), ``module.mean``/``module.std``. A provider whose choice depends on the pas
 keeps that in :meth:`state_dict` so a resumed run continues identically.
 
 A new provider is a subclass named by its dotted path in ``_target_`` (Hydra instantiates it; its constructor's
-explicit keyword arguments are the config keys). RETA's DRC is ``reta.synthesis.reta.drc.RetrievalAnchors``; the
-BN family never imports it.
+explicit keyword arguments are the config keys); a provider whose anchors depend on other jobs states that in
+:meth:`AnchorProvider.sharding_conflict`. The BN family imports no provider outside this module (RETA's DRC is named
+in ``conf/method/reta.yaml``).
 """
 
 from __future__ import annotations
@@ -64,6 +65,10 @@ class AnchorProvider:
 
     def anchors(self, event: StageEnd) -> torch.Tensor:  # pragma: no cover - abstract
         raise NotImplementedError
+
+    def sharding_conflict(self, module) -> str | None:
+        """Why this provider's anchors for a job would depend on jobs other ranks run (None = independent)."""
+        return None
 
     def state_dict(self) -> dict[str, Any]:
         return {}

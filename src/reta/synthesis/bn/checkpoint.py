@@ -21,6 +21,7 @@ import torch
 
 from reta.errors import CheckpointError, load_failure
 from reta.utils.io import atomic_torch_save
+from reta.utils.signals import is_sigterm, note_saved
 
 log = logging.getLogger(__name__)
 
@@ -50,6 +51,15 @@ class SynthesisCheckpoint(L.Callback):
         if job_end or n % self.every == 0:
             save_synthesis_checkpoint(self.path, trainer, pl_module)
             pl_module.ckpt_path = str(self.path)
+
+    def on_exception(self, trainer: L.Trainer, pl_module, exception: BaseException) -> None:
+        """On SIGTERM (:mod:`reta.utils.signals`) the state after the last finished step, whatever ``every`` is."""
+        if not is_sigterm(exception):
+            return
+        pl_module.check_divergence()
+        atomic_torch_save(pl_module.images.data.detach().cpu(), store_path(self.path))
+        save_synthesis_checkpoint(self.path, trainer, pl_module)
+        note_saved(self.path)
 
 
 def store_path(ckpt: Path) -> Path:

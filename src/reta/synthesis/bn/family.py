@@ -13,8 +13,6 @@ patch; FADRM+ = FADRM with several teachers used round robin (one per step, each
 from __future__ import annotations
 
 import dataclasses
-import hashlib
-import json
 import logging
 import warnings
 from dataclasses import dataclass
@@ -23,7 +21,6 @@ from typing import Any
 
 import torch
 from hydra.utils import instantiate
-from omegaconf import OmegaConf
 
 from reta.errors import RetaError
 from reta.synthesis.bn.anchors import build_anchor_provider
@@ -33,37 +30,23 @@ from reta.synthesis.bn.matching import BNMatchingLoss, CrossEntropyLoss, Teacher
 from reta.synthesis.bn.module import SynthesisModule
 from reta.synthesis.bn.residual import ResidualConnection, check_alpha
 from reta.synthesis.bn.schedule import StageSchedule
-from reta.synthesis.bn.sharding import ShardInfo, check_shardable
 from reta.synthesis.bn.stage_images import StageImageGrid
 from reta.synthesis.bn.step import AugmentSpec
+from reta.synthesis.distributed import ShardInfo, check_shardable
 from reta.synthesis.registry import DistillContext, SynthesisResult
+from reta.synthesis.runtime import resume_from
 from reta.training.common import build_logger, build_trainer, seed_everything
-from reta.utils.config import check_types, per_ipc_override, plain
+from reta.utils.config import config_digest, per_ipc_override, plain
+from reta.utils.device import run_device
+from reta.utils.groups import group_option
+from reta.utils.schema import parse
 
 log = logging.getLogger(__name__)
-CONF_DIR = Path(__file__).resolve().parents[2] / "conf"
-INIT_KINDS = ("noise", "patch")
+INIT_KINDS = ("noise", "patch", "real")
 #: Lightning warnings that are expected here (frozen eval-mode teachers, optimisers made per stage, step stream).
 QUIET_WARNINGS = (
     ".*module\\(s\\) in eval mode.*", ".*configure_optimizers.*returned.*None.*", ".*IterableDataset.*__len__.*"
 )
-
-
-def _build(cls, values: Any, where: str):
-    """``cls(**values)`` for a dataclass, nested dataclass fields included; unknown/missing keys → RetaError."""
-    if not isinstance(values, dict):
-        raise RetaError(f"{where} must be a mapping, got {values!r}")
-    fields = {f.name: f for f in dataclasses.fields(cls)}
-    unknown = sorted(set(values) - set(fields))
-    missing = sorted(k for k, f in fields.items() if k not in values and f.default is dataclasses.MISSING)
-    if unknown or missing:
-        raise RetaError(f"{where}: unknown keys {unknown}, missing keys {missing}; valid: {sorted(fields)}")
-    check_types(cls, values, where)
-    kwargs = {}
-    for k, v in values.items():
-        sub = NESTED.get((cls, k))
-        kwargs[k] = _build(sub, v, f"{where}.{k}") if sub is not None else v
-    return cls(**kwargs)
 
 
 @dataclass(frozen=True)
@@ -83,26 +66,29 @@ class AugmentConfig:
 @dataclass(frozen=True)
 class InitConfig:
     kind: str
-    band: str = "medium"
-    mipc: int = 300
-    num_crop: int = 5
-    crop_scale: list = dataclasses.field(default_factory=lambda: [0.08, 1.0])
+    band: str
+    mipc: int
+    num_crop: int
+    crop_scale: list
 
 
 @dataclass(frozen=True)
 class ResidualConfig:
     enabled: bool
-    alpha: float = 0.5
-    anchors: dict | None = None
+    alpha: float
+    anchors: dict | None
 
 
 @dataclass(frozen=True)
 class BNMethodConfig:
-    """``method.*`` of a bn_matching config; see conf/method/fadrm.yaml for the meaning of every key."""
+    """``method.*`` of a bn_matching config; see conf/method/fadrm.yaml for the meaning (and the value) of every key:
+    the YAML is the one source of defaults (:mod:`reta.utils.schema`)."""
 
     name: str
     synthesize: dict
     scale: str
+    requires_teacher: bool  # capabilities: read by the pipeline and the evaluate stage
+    eval_protocol: str | None
     teachers: list | None
     r_bn: Any
     first_bn_multiplier: float
@@ -119,16 +105,16 @@ class BNMethodConfig:
     checkpoint_every: int
     log_every: int
     quantize_uint8: bool
-    losses: list | None = None  # [{_target_: …}, …]; None = CE(ce_weight) + BN matching
-    per_ipc: dict = dataclasses.field(default_factory=dict)
-    saturation_limit: float = 0.95  # divergence guard: stop when a step leaves this fraction of pixels at 0 or 1
+    losses: list | None  # [{_target_: …}, …]; None = CE(ce_weight) + BN matching
+    per_ipc: dict
+    saturation_limit: float  # divergence guard: stop when a step leaves this fraction of pixels at 0 or 1
+    smoke: dict  # the debug=smoke shrink (reta.utils.debug)
 
     @classmethod
     def from_cfg(cls, method: Any, ipc: int | None = None) -> BNMethodConfig:
         """Parse and validate ``method``; with ``ipc``, its ``per_ipc[ipc]`` block is merged over the top level."""
-        values, override = per_ipc_override(plain(method), ipc)
-        m = _build(cls, {**values, "per_ipc": plain(method).get("per_ipc") or {}},
-                   "method" if not override else f"method (with per_ipc.{ipc})")
+        values, _ = per_ipc_override(plain(method), ipc)
+        m = parse(cls, {**values, "per_ipc": plain(method).get("per_ipc") or {}}, "method")
         if m.init.kind not in INIT_KINDS:
             raise RetaError(f"method.init.kind must be one of {', '.join(INIT_KINDS)}, got {m.init.kind!r}")
         check_alpha(m.residual.alpha)
@@ -159,14 +145,6 @@ def check_lr(lr: Any, std: list[float]) -> float:
     return float(lr)
 
 
-NESTED = {
-    (BNMethodConfig, "stages"): StagesConfig,
-    (BNMethodConfig, "augment"): AugmentConfig,
-    (BNMethodConfig, "init"): InitConfig,
-    (BNMethodConfig, "residual"): ResidualConfig,
-}
-
-
 def _model_label(model_cfg: dict, run_model: bool = False) -> str:
     """A teacher's label: for the run's own ``model``, the group choice when Hydra runs the job (``convnet_d3_w32``);
     otherwise ``name(k=v,…)``."""
@@ -188,12 +166,8 @@ def teacher_specs(cfg, teachers: list | None) -> list[tuple[str, dict | None]]:
         return [(_model_label(plain(cfg.model), run_model=True), None)]
     specs = []
     for entry in teachers:
-        if isinstance(entry, str):
-            path = CONF_DIR / "model" / f"{entry}.yaml"
-            if not path.is_file():
-                options = sorted(p.stem for p in (CONF_DIR / "model").glob("*.yaml"))
-                raise RetaError(f"method.teachers: unknown model config {entry!r}; valid: {', '.join(options)}")
-            specs.append((entry, plain(OmegaConf.load(path))))
+        if isinstance(entry, str):  # an option of the `model` group, composed through Hydra
+            specs.append((entry, group_option("model", entry, "method.teachers")))
         elif isinstance(entry, dict) and "name" in entry:
             model_cfg = {k: v for k, v in entry.items() if k != "label"}
             specs.append((str(entry.get("label") or _model_label(model_cfg)), model_cfg))
@@ -221,7 +195,7 @@ def fingerprint(cfg, method: BNMethodConfig, teachers: list[TeacherSlot]) -> str
         "ipc": int(cfg.ipc), "seed": int(cfg.seed), "dataset": plain(cfg.dataset)["name"],
         "teachers": [teacher_id(t.meta) for t in teachers],
     }
-    return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:16]
+    return config_digest(payload)
 
 
 @torch.no_grad()
@@ -234,10 +208,6 @@ def check_resolutions(teachers: list[TeacherSlot], sizes: list[int], channels: i
             except RuntimeError as err:
                 raise RetaError(f"teacher {t.name!r} cannot take the stage resolution {size} px "
                                 f"({str(err).splitlines()[0]}); use stage sizes it accepts") from None
-
-
-def _pool_device(trainer_cfg: dict) -> str:
-    return "cuda" if trainer_cfg.get("accelerator") in ("gpu", "cuda", "auto") and torch.cuda.is_available() else "cpu"
 
 
 def check_trainer(trainer_cfg: dict) -> None:
@@ -303,7 +273,7 @@ def build_synthesis(cfg, ctx: DistillContext) -> tuple[SynthesisModule, list, BN
     bank = pool = None
     if m.init.kind == "patch" or (provider is not None and provider.needs_pool):
         first = teachers[0]
-        device = _pool_device(plain(cfg.trainer))
+        device = run_device(plain(cfg.trainer))
         pool = cached_patch_pool(
             cfg.paths.cache_dir, _pool_name(ds["name"], ctx.train), teacher_id(first.meta), dataset=ctx.train,
             teacher=first.model.to(device),
@@ -313,6 +283,10 @@ def build_synthesis(cfg, ctx: DistillContext) -> tuple[SynthesisModule, list, BN
         first.model.cpu()
         bank = PatchBank(pool, ctx.train, ipc, m.init.band)
     init = PatchInit(bank) if m.init.kind == "patch" else NoiseInit()
+    if m.init.kind == "real":  # EDC: a random real image per (class, slot)
+        from reta.synthesis.bn.real_init import RealInit
+
+        init = RealInit(ctx.train, ds["num_classes"], ipc, int(cfg.seed))
     module = SynthesisModule(
         teachers, schedule, ds["num_classes"], ipc, ds["image_size"], ds["channels"], ds["mean"], ds["std"], init,
         AugmentSpec(bool(m.augment.rrc), tuple(m.augment.rrc_scale), bool(m.augment.flip), int(m.augment.jitter)),
@@ -321,7 +295,10 @@ def build_synthesis(cfg, ctx: DistillContext) -> tuple[SynthesisModule, list, BN
         train_set=ctx.train, fingerprint=fingerprint(cfg, m, teachers), log_every=m.log_every,
         shard=(shard.rank, shard.world), saturation_limit=float(m.saturation_limit),
     )
-    if cfg.paths.get("cache_dir"):  # RETA's feature pool (reta.synthesis.reta.pool) caches its features here
+    for term in module.losses:  # terms that need the teachers or the training set (EDC's class statistics)
+        if hasattr(term, "bind"):
+            term.bind(module)
+    if cfg.paths.get("cache_dir"):  # where callbacks and anchor providers cache teacher features of the real pool
         module.feature_pool_cache = Path(cfg.paths.cache_dir) / "feature_pools"
     callbacks: list = []
     media = (plain(cfg.logger) or {}).get("stage_images")
@@ -344,12 +321,9 @@ def synthesize(cfg, ctx: DistillContext) -> SynthesisResult:
         module, callbacks, m = build_synthesis(cfg, ctx)
     check_shardable(module, callbacks, shard)
     ckpt = Path(ctx.ckpt_dir) / "last.ckpt"
-    if cfg.get("resume", False) and ckpt.is_file():
+    if resume_from(ckpt, bool(cfg.get("resume", False))) is not None:
         load_synthesis_checkpoint(ckpt, module, callbacks)
     else:
-        if cfg.get("resume", False):
-            log.warning("resume=true but %s does not exist: starting from scratch", ckpt)
-        ckpt.unlink(missing_ok=True)
         seed_everything(int(cfg.seed))
     logger = build_logger(plain(cfg.logger), str(ctx.out_dir), "distill") if shard.is_main else False
     trainer = build_trainer(plain(cfg.trainer), 1, logger, bool(cfg.get("progress_bar", False)), str(ctx.out_dir),
@@ -375,9 +349,11 @@ def synthesize(cfg, ctx: DistillContext) -> SynthesisResult:
             "steps": len(module.jobs) * module.schedule.total,
             "round_robin": [t.name for t in module.teachers],
             "r_bn": {t.name: t.r_bn for t in module.teachers},
-            "init": {"kind": m.init.kind, **(module.patch_bank.describe() if module.patch_bank is not None else {})},
+            "init": {"kind": m.init.kind, **(module.patch_bank.describe() if module.patch_bank is not None else {}),
+                     **(module.init.describe() if hasattr(module.init, "describe") else {})},
             "residual": residual.describe() if residual is not None else None,
             "seconds_per_job": [round(s, 3) for s in module.job_seconds],
+            "loss_terms": {t.name: t.describe() for t in module.losses if hasattr(t, "describe")},
             "effective_method": {k: v for k, v in dataclasses.asdict(m).items() if k != "per_ipc"},
         },
     }
@@ -389,9 +365,10 @@ def check_config(cfg) -> None:
     before any work."""
     m = BNMethodConfig.from_cfg(cfg.method, int(cfg.ipc))
     build_losses(m)
+    teacher_specs(cfg, m.teachers)  # teacher names are options of the `model` group
     check_lr(m.lr, plain(cfg.dataset)["std"])
     check_trainer(plain(cfg.trainer))
 
 
-synthesize.shardable = True  # jobs are independent given (seed, job): reta.synthesis.bn.sharding
+synthesize.shardable = True  # jobs are independent given (seed, job): reta.synthesis.distributed
 synthesize.check_config = check_config

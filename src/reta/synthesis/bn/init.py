@@ -9,8 +9,10 @@ Real-patch pool, per class ``c``:
 1. sample ``mipc`` training images of class ``c`` (all if fewer), seeded;
 2. draw ``num_crop`` ``RandomResizedCrop(D, scale=crop_scale, ratio=(1, 1))`` boxes per image (antialiased resize;
    ``crop_scale`` (0.08, 1) as in RDED/FADRM; (1, 1) keeps whole images — a teacher-ranked real subset);
-3. score each crop by the teacher's CE ``−log softmax(f(crop))_c`` (eval mode, no grad);
-4. keep the lowest-CE crop per image and rank the images by it, ascending (rank 0 = easiest).
+3. score each crop by the teacher's CE ``−log softmax(f(crop))_c`` (eval mode, no grad); with ``pad_to`` the crop
+   (rendered at ``size`` < ``pad_to``) is zero-padded, centred, to ``pad_to`` in normalised space before scoring
+   (RDED's factor-2 scoring, docs/methods.md §12.1);
+4. keep the lowest-CE crop per image and rank the images by it, ascending (rank 0 = easiest): :func:`rank_crops`.
 
 The pool stores only (source index, box, score) per entry — a few bytes — and renders pixels on demand, so it is
 cheap to cache and scales to large datasets. RETA's DRC pool is the same ranked list (docs/methods.md §4.1).
@@ -21,8 +23,6 @@ pool (a diversity lever, docs/methods.md §10) [recon].
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -36,20 +36,14 @@ from torch import nn
 from reta.data.augment import normalize, rrc_boxes
 from reta.data.registry import class_index
 from reta.errors import RetaError
+from reta.synthesis.runtime import resample
+from reta.utils.config import config_digest
 from reta.utils.io import atomic_torch_save
 
 log = logging.getLogger(__name__)
 
 BANDS = ("easy", "medium", "hard", "spread")
 POOL_FORMAT = 1
-
-
-def resample(x: torch.Tensor, size: int) -> torch.Tensor:
-    """Bilinear resize to ``size``×``size`` (``align_corners=False``, no antialias); identity when sizes agree
-    (docs/methods.md §3.3 "Resample")."""
-    if tuple(x.shape[-2:]) == (size, size):
-        return x
-    return F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False, antialias=False)
 
 
 @dataclass
@@ -83,10 +77,25 @@ def _crop(img: torch.Tensor, box: Sequence[int], size: int) -> torch.Tensor:
     return TF.resized_crop(img, top, left, h, w, [size, size], antialias=True).clamp_(0.0, 1.0)
 
 
+def rank_crops(ce: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """RDED's selection [code: LINs-lab/RDED `synthesize/main.py`]: ``ce`` ``[n_images, num_crop]`` → (``order``
+    of the images by their best crop's CE, ascending; ``best`` crop index per image; ``best_ce`` per image). One
+    crop per source image, so every rank comes from a distinct image."""
+    best_ce, best = ce.min(dim=1)
+    return torch.argsort(best_ce, stable=True), best, best_ce
+
+
+def _pad_centre(x: torch.Tensor, size: int | None) -> torch.Tensor:
+    if size is None or x.shape[-1] == size:
+        return x
+    top, left = (size - x.shape[-2]) // 2, (size - x.shape[-1]) // 2
+    return F.pad(x, (left, size - x.shape[-1] - left, top, size - x.shape[-2] - top))
+
+
 @torch.no_grad()
 def build_patch_pool(
     dataset, teacher: nn.Module, mean, std, num_classes: int, size: int, mipc: int, num_crop: int, seed: int,
-    crop_scale: Sequence[float] = (0.08, 1.0), batch_size: int = 500,
+    crop_scale: Sequence[float] = (0.08, 1.0), batch_size: int = 500, pad_to: int | None = None,
 ) -> PatchPool:
     """Score ``num_crop`` square RRC crops of ``mipc`` images per class with ``teacher``; see module docstring."""
     if mipc <= 0 or num_crop <= 0:
@@ -110,32 +119,30 @@ def build_patch_pool(
         crops = torch.stack([_crop(images[i // num_crop], b, size) for i, b in enumerate(cand.tolist())])
         ce = torch.cat([
             F.cross_entropy(
-                teacher(normalize(crops[s : s + batch_size].to(device), mean, std)).float(),
+                teacher(_pad_centre(normalize(crops[s : s + batch_size].to(device), mean, std), pad_to)).float(),
                 torch.full((min(batch_size, len(crops) - s),), c, device=device),
                 reduction="none",
             ).cpu()
             for s in range(0, len(crops), batch_size)
         ]).view(pick.numel(), num_crop)
-        best_ce, best = ce.min(dim=1)
-        order = torch.argsort(best_ce, stable=True)
+        order, best, best_ce = rank_crops(ce)
         source.append(pick[order].clone())
         boxes.append(cand.view(pick.numel(), num_crop, 4)[torch.arange(pick.numel()), best][order].clone())
         scores.append(best_ce[order].clone())
     return PatchPool(source, boxes, scores, size)
 
 
-def pool_key(dataset_name: str, teacher_id: str, size: int, mipc: int, num_crop: int, seed: int, crop_scale) -> str:
-    blob = json.dumps(
-        [POOL_FORMAT, dataset_name, teacher_id, size, mipc, num_crop, seed, [float(v) for v in crop_scale]]
-    ).encode()
-    return hashlib.sha256(blob).hexdigest()[:12]
+def pool_key(dataset_name: str, teacher_id: str, size: int, mipc: int, num_crop: int, seed: int, crop_scale,
+             pad_to: int | None = None) -> str:
+    fields = [POOL_FORMAT, dataset_name, teacher_id, size, mipc, num_crop, seed, [float(v) for v in crop_scale]]
+    return config_digest(fields if pad_to is None else [*fields, int(pad_to)])
 
 
 def cached_patch_pool(cache_dir: str | Path | None, dataset_name: str, teacher_id: str, **kwargs) -> PatchPool:
     """:func:`build_patch_pool` memoised under ``<cache_dir>/patch_pools/`` (keyed by dataset, teacher, size,
-    mipc, num_crop, seed, crop scale); ``cache_dir=None`` disables the cache."""
+    mipc, num_crop, seed, crop scale, padding); ``cache_dir=None`` disables the cache."""
     key = pool_key(dataset_name, teacher_id, kwargs["size"], kwargs["mipc"], kwargs["num_crop"], kwargs["seed"],
-                   kwargs.get("crop_scale", (0.08, 1.0)))
+                   kwargs.get("crop_scale", (0.08, 1.0)), kwargs.get("pad_to"))
     path = Path(cache_dir) / "patch_pools" / f"{dataset_name}_{key}.pt" if cache_dir else None
     if path is not None and path.is_file():
         try:

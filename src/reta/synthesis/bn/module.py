@@ -7,7 +7,7 @@ VILA-Lab/SRe2L `SRe2L/recover/recover.py`].
 ``classes_per_batch`` classes (default: all classes, i.e. one image per class per batch, FADRM), one batch of
 images is synthesised from scratch through the whole :class:`~reta.synthesis.bn.schedule.StageSchedule`. The Lightning
 fit loop runs one optimiser step per batch; batch ``g`` is global step ``g`` = job ``g // T``, job step ``g % T``.
-With ``shard=(rank, world)`` the stream covers only ``own_jobs = jobs[rank::world]`` (:mod:`reta.synthesis.bn.sharding`
+With ``shard=(rank, world)`` the stream covers only ``own_jobs = jobs[rank::world]`` (:mod:`reta.synthesis.distributed`
 merges the shards); every job reseeds the generator from ``(seed, job.index)``, so its images do not depend on
 which jobs ran before it.
 
@@ -62,11 +62,11 @@ from torch import nn
 from reta.errors import DivergenceError, NonFiniteLossError, RetaError
 from reta.models import features
 from reta.synthesis.bn.anchors import StageEnd
-from reta.synthesis.bn.init import resample
 from reta.synthesis.bn.matching import TeacherSlot
 from reta.synthesis.bn.schedule import StageSchedule
 from reta.synthesis.bn.step import AugmentSpec, Job, SynthesisStep, make_jobs, synthesis_augment
 from reta.synthesis.pixels import SyntheticImages
+from reta.synthesis.runtime import resample
 from reta.synthesis.stream import StepStream
 
 log = logging.getLogger(__name__)
@@ -120,7 +120,7 @@ class SynthesisModule(L.LightningModule):
         if world < 1 or not 0 <= rank < world:
             raise RetaError(f"bad shard {shard}: need 0 <= rank < world")
         self.shard = (rank, world)
-        # the jobs this process runs (reta.synthesis.bn.sharding); all when (0, 1)
+        # the jobs this process runs (reta.synthesis.distributed); all when (0, 1)
         self.own_jobs = self.jobs[rank::world]
         self.patch_bank, self.patch_pool, self.train_set = patch_bank, patch_pool, train_set
         self.fingerprint, self.log_every = fingerprint, int(log_every)
@@ -275,7 +275,7 @@ class SynthesisModule(L.LightningModule):
     # ------------------------------------------------------------------------------------------- job flow
     def _begin_job(self, job: Job) -> None:
         # a job's random stream depends on (seed, job) only, not on the jobs run before it in this process, so a
-        # sharded run (reta.synthesis.bn.sharding) reproduces the single-process images; resume restores self.gen
+        # sharded run (reta.synthesis.distributed) reproduces the single-process images; resume restores self.gen
         self.gen.manual_seed(self.seed * 1_000_003 + job.index)
         size0 = self.schedule.sizes[0]
         x0 = self.init(list(job.classes), job.slot, size0, self.channels, self.mean, self.std, self.gen)

@@ -19,7 +19,7 @@ import torch
 
 from reta.errors import RetaError
 from reta.synthesis.bn.anchors import AnchorProvider, StageEnd, StaticPatchAnchors
-from reta.synthesis.bn.init import resample
+from reta.synthesis.runtime import resample
 
 
 def check_alpha(alpha: Any) -> float:
@@ -62,6 +62,10 @@ class ResidualConnection(L.Callback):
             merged = residual_merge(event.images, anchors, self.alpha, event.next_size)
         pl_module.replace_images(merged)
         self.merges += 1
+
+    def sharding_conflict(self, module) -> str | None:
+        """The anchor provider's own conflict (:meth:`AnchorProvider.sharding_conflict`)."""
+        return self.provider.sharding_conflict(module)
 
     def state_dict(self) -> dict[str, Any]:
         return {"merges": self.merges, "provider": self.provider.state_dict()}

@@ -8,7 +8,7 @@ A ``per_ipc`` block (published settings differ per IPC) is merged by the rule ev
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from reta.data.dsa import DSAParams
@@ -16,7 +16,8 @@ from reta.data.expansion import EXPANSIONS
 from reta.errors import RetaError
 from reta.synthesis.dm.losses import CC_FORMS
 from reta.synthesis.dm.pretrained_pool import PoolSpec
-from reta.utils.config import dataclass_from, per_ipc_override, plain
+from reta.utils.config import per_ipc_override, plain
+from reta.utils.schema import parse
 
 VARIANTS = ("dm", "idm")
 INITS = ("real", "noise")
@@ -26,66 +27,63 @@ INITS = ("real", "noise")
 class QueueSpec:
     """IDM's model queue (``uitrbn/IDM`` flag names in brackets)."""
 
-    initial: int = 3  # nets at start
-    capacity: int = 100  # [net_num]
-    push_every: int = 30  # [net_generate_interval]
-    nets_per_iteration: int = 1  # embedders used per iteration [train_net_num]
-    train_nets: int = 2  # queue nets trained after the image update [fetch_net_num]
-    train_steps: int = 10  # [model_train_steps]
-    batch: int = 256  # [trained_bs]
-    lr: float = 0.01  # [lr_net]
-    momentum: float = 0.9  # [net_decay]: momentum 0.9, wd 5e-4
-    weight_decay: float = 5e-4
-    acc_window: int = 100  # running-accuracy meters reset every this many iterations [eval_interval]
+    initial: int  # nets at start
+    capacity: int  # [net_num]
+    push_every: int  # [net_generate_interval]
+    nets_per_iteration: int  # embedders used per iteration [train_net_num]
+    train_nets: int  # queue nets trained after the image update [fetch_net_num]
+    train_steps: int  # [model_train_steps]
+    batch: int  # [trained_bs]
+    lr: float  # [lr_net]
+    momentum: float  # [net_decay]: momentum 0.9, wd 5e-4
+    weight_decay: float
+    acc_window: int  # running-accuracy meters reset every this many iterations [eval_interval]
 
 
 @dataclass(frozen=True)
 class IIDSpec:
     """IID add-on: ``λ_CM · L_CM + κ · L_CC`` (0 disables a term)."""
 
-    lambda_cm: float = 0.0
-    kappa: float = 0.0
-    cc_form: str = "linear"  # linear (released code) | exp (paper form, reconstructed)
-    cc_alpha: float = 0.02
-    cc_beta: float = 1.0
-    pool: PoolSpec = field(default_factory=PoolSpec)
+    lambda_cm: float
+    kappa: float
+    cc_form: str  # linear (released code) | exp (paper form, reconstructed)
+    cc_alpha: float
+    cc_beta: float
+    pool: PoolSpec
 
 
 @dataclass(frozen=True)
 class DistributionSpec:
-    """``cfg.method`` of the ``distribution`` kind, validated (a misspelt key fails)."""
+    """``cfg.method`` of the ``distribution`` kind, validated (a misspelt key fails); every value comes from
+    conf/method/dm.yaml (and the files over it), the one source of defaults (:mod:`reta.utils.schema`)."""
 
     name: str
-    synthesize: dict = field(default_factory=dict)  # the plug-in target (reta.synthesis.dm.family.synthesize)
-    scale: str = "cpu"  # label only
-    eval_protocol: str = "hard"  # the protocol these sets are meant for; reta-evaluate warns on a mismatch
-    variant: str = "dm"
-    iterations: int = 20000
-    lr: float = 1.0
-    momentum: float = 0.5
-    batch_real: int = 256
-    init: str = "real"
-    expansion: str = "none"
-    embedder: dict = field(
-        default_factory=lambda: {
-            "name": "convnet", "kwargs": {"depth": 3, "width": 128, "norm": "instance", "pool": "avg"}
-        }
-    )
-    dsa: dict = field(default_factory=dict)  # DSAParams fields; {} = the DSA defaults of docs/methods.md §6.1
-    ce_weight: float = 0.0  # IDM class-aware CE (idm only)
-    queue: QueueSpec = field(default_factory=QueueSpec)
-    iid: IIDSpec = field(default_factory=IIDSpec)
-    log_every: int = 100
-    checkpoint_every: int = 500  # 0 = never
+    synthesize: dict  # the plug-in target (reta.synthesis.dm.family.synthesize)
+    scale: str  # label only
+    requires_teacher: bool  # capabilities: read by the pipeline and the evaluate stage
+    eval_protocol: str | None  # the protocol these sets are meant for; reta-evaluate warns on a mismatch
+    variant: str
+    iterations: int
+    lr: float
+    momentum: float
+    batch_real: int
+    init: str
+    expansion: str
+    embedder: dict
+    dsa: dict  # DSAParams fields; {} = the DSA defaults of docs/methods.md §6.1
+    ce_weight: float  # IDM class-aware CE (idm only)
+    queue: QueueSpec
+    iid: IIDSpec
+    log_every: int
+    checkpoint_every: int  # 0 = never
+    smoke: dict  # the debug=smoke shrink (reta.utils.debug)
 
     @classmethod
     def from_cfg(cls, method_cfg: Any, ipc: int) -> DistributionSpec:
         d = resolve_by_ipc(method_cfg, ipc)
-        q = dataclass_from(QueueSpec, d.pop("queue", None), "method.queue")
-        iid_d = dict(d.pop("iid", None) or {})
-        pool = PoolSpec.from_cfg(iid_d.pop("pool", None))
-        iid = dataclass_from(IIDSpec, {**iid_d, "pool": pool}, "method.iid")
-        spec = dataclass_from(cls, {**d, "queue": q, "iid": iid}, "method")
+        if isinstance(d.get("iid"), dict) and isinstance(d["iid"].get("pool"), dict):
+            d["iid"] = {**d["iid"], "pool": PoolSpec.expand_names(d["iid"]["pool"])}
+        spec = parse(cls, d, "method")
         spec.validate()
         return spec
 
@@ -96,6 +94,7 @@ class DistributionSpec:
             raise RetaError(f"method.init {self.init!r}; valid: {', '.join(INITS)}")
         if self.expansion not in EXPANSIONS:
             raise RetaError(f"method.expansion {self.expansion!r}; valid: {', '.join(EXPANSIONS)}")
+        self.iid.pool.validate()
         if self.iid.cc_form not in CC_FORMS:
             raise RetaError(f"method.iid.cc_form {self.iid.cc_form!r}; valid: {', '.join(CC_FORMS)}")
         for name in ("iterations", "batch_real"):

@@ -48,7 +48,7 @@ from reta.synthesis.dm.losses import INERT_MESSAGE, iid_inert
 from reta.synthesis.dm.matcher import DistributionMatcher
 from reta.synthesis.dm.pretrained_pool import get_pool
 from reta.synthesis.matcher_module import MatcherModule
-from reta.synthesis.matcher_run import fit_matcher, run_device
+from reta.synthesis.matcher_run import fit_matcher, matcher_device
 from reta.synthesis.matcher_state import fingerprint
 from reta.synthesis.registry import DistillContext, SynthesisResult
 from reta.training.common import seed_everything
@@ -62,7 +62,7 @@ def synthesize(cfg, ctx: DistillContext) -> SynthesisResult:
     spec = DistributionSpec.from_cfg(cfg.method, ipc)
     ds = plain(cfg.dataset)
     seed = int(cfg.seed)
-    device = run_device(cfg)
+    device = matcher_device(cfg)
     inert = iid_inert(ipc * factor(spec.expansion))
     wants_iid = spec.iid.lambda_cm > 0 or spec.iid.kappa > 0
     if wants_iid and inert:

@@ -21,15 +21,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from omegaconf import DictConfig, OmegaConf, open_dict
+from omegaconf import DictConfig, open_dict
 from torch import nn
 
 from reta.errors import RetaError
-from reta.utils.config import check_keys, plain
+from reta.utils.config import plain
+from reta.utils.groups import group_option as compose_option
 
 log = logging.getLogger(__name__)
 
-CONF_DIR = Path(__file__).resolve().parents[2] / "conf"
 
 
 @dataclass(frozen=True)
@@ -40,21 +40,25 @@ class PoolSpec:
     L_CC with a warning when there are none.
     """
 
-    size: int = 10
-    model: Any = "resnet18_cifar_in"  # a conf/model option name, or a {name, kwargs} map
-    recipe: Any = "iid_pool"  # a conf/recipe option name, or a map of every Recipe field
-    seed: int = 0
-    train_missing: bool = True
+    size: int
+    model: Any  # a conf/model option name, or a {name, kwargs} map
+    recipe: Any  # a conf/recipe option name, or a map of every Recipe field
+    seed: int
+    train_missing: bool
 
-    @classmethod
-    def from_cfg(cls, cfg: Mapping | None) -> PoolSpec:
-        d = check_keys(cls, cfg, "method.iid.pool")
-        for key in ("model", "recipe"):  # names → plain maps, so meta.json and the cache key see the values
-            d[key] = group_option(key, d.get(key, getattr(cls, key)))
-        spec = cls(**d)
-        if int(spec.size) < 1:
-            raise RetaError(f"method.iid.pool.size must be >= 1, got {spec.size}")
-        return spec
+    @staticmethod
+    def expand_names(values: Mapping) -> dict:
+        """``values`` with ``model``/``recipe`` option names replaced by their plain maps (so meta.json and the cache
+        key see the values; an unknown name fails here, before any work)."""
+        values = dict(values)
+        for key in ("model", "recipe"):
+            if key in values:
+                values[key] = group_option(key, values[key])
+        return values
+
+    def validate(self) -> None:
+        if int(self.size) < 1:
+            raise RetaError(f"method.iid.pool.size must be >= 1, got {self.size}")
 
     @property
     def model_cfg(self) -> dict:
@@ -66,14 +70,11 @@ class PoolSpec:
 
 
 def group_option(group: str, value: Any) -> dict:
-    """``value`` as a plain dict: a map is returned as is, a name loads ``conf/<group>/<name>.yaml``."""
+    """``value`` as a plain dict: a map is returned as is, a name is composed through Hydra
+    (:func:`reta.utils.groups.group_option`)."""
     if isinstance(value, Mapping):
         return dict(plain(value))
-    path = CONF_DIR / group / f"{value}.yaml"
-    if not isinstance(value, str) or not path.is_file():
-        options = sorted(p.stem for p in (CONF_DIR / group).glob("*.yaml"))
-        raise RetaError(f"method.iid.pool.{group}: unknown {group} {value!r}; valid: {', '.join(options)}")
-    return dict(plain(OmegaConf.load(path)))
+    return compose_option(group, value, f"method.iid.pool.{group}")
 
 
 def member_config(cfg: DictConfig, spec: PoolSpec, i: int) -> DictConfig:

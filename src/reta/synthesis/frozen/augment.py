@@ -16,11 +16,13 @@ from reta.data.augment import random_resized_crop_flip
 
 @dataclass(frozen=True)
 class AugSpec:
-    rrc_scale_min: float = 0.08
-    flip: bool = True
-    noise_std: float = 0.2
-    noise_mean: float = 0.5
-    noise_p: float = 0.5
+    """``method.aug`` of the frozen family (values in conf/method/{lgm,sfm}.yaml)."""
+
+    rrc_scale_min: float
+    flip: bool
+    noise_std: float
+    noise_mean: float
+    noise_p: float
 
 
 def aug_standard(x: torch.Tensor, spec: AugSpec, gen: torch.Generator) -> torch.Tensor:

@@ -8,10 +8,9 @@ run's IPC is merged onto the method config — the rule every family shares, :fu
 
 from __future__ import annotations
 
-import hashlib
-import json
+import math
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 
 import torch
 from torch.utils.data import DataLoader
@@ -25,10 +24,12 @@ from reta.synthesis.frozen.module import FrozenSynthesisModule, load_checkpoint
 from reta.synthesis.frozen.pyramid import PixelImages, PyramidImages
 from reta.synthesis.frozen.statistics import real_statistics
 from reta.synthesis.registry import DistillContext, SynthesisResult
+from reta.synthesis.runtime import resume_from
 from reta.synthesis.stream import StepStream
 from reta.training.backbone import get_backbone
 from reta.training.common import build_logger, build_trainer, seed_everything
-from reta.utils.config import check_keys, dataclass_from, per_ipc_override, plain
+from reta.utils.config import config_digest, per_ipc_override, plain
+from reta.utils.schema import parse
 
 LOSSES = ("lgm", "sfm")
 PARAMS = ("pyramid", "pixel")
@@ -37,47 +38,50 @@ INITS = ("noise", "real")
 
 @dataclass(frozen=True)
 class FrozenSpec:
-    """``method=lgm`` / ``method=sfm`` (validated at start; unknown keys list the valid ones)."""
+    """``method=lgm`` / ``method=sfm`` (validated at start; unknown keys list the valid ones). Every value comes from
+    conf/method/{lgm,sfm}.yaml, the one source of defaults (:mod:`reta.utils.schema`)."""
 
     name: str
-    synthesize: dict = field(default_factory=dict)  # the plug-in target (reta.synthesis.frozen.family.synthesize)
-    scale: str = "cpu"
-    eval_protocol: str = "linear_probe"
-    loss: str = "sfm"  # sfm | lgm
-    variant: str = "per_class"  # SFM only: global | per_class
-    param: str = "pyramid"  # pyramid | pixel
-    init: str = "noise"  # pixel only: noise | real (the pyramid starts from randn)
-    iterations: int = 1000
-    lr: float = 2e-3
-    extent_every: int = 100  # pyramid: steps between level additions
-    augs_per_batch: int = 10  # LGM only
-    head_std: float = 0.01  # LGM only
-    aug: dict = field(default_factory=dict)  # AugSpec fields
-    log_every: int = 50
-    checkpoint_every: int = 100
-    per_ipc: dict = field(default_factory=dict)
+    synthesize: dict  # the plug-in target (reta.synthesis.frozen.family.synthesize)
+    scale: str
+    requires_teacher: bool  # capabilities: read by the pipeline and the evaluate stage
+    eval_protocol: str | None
+    loss: str  # sfm | lgm
+    variant: str  # SFM only: global | per_class
+    param: str  # pyramid | pixel
+    init: str  # pixel only: noise | real (the pyramid starts from randn)
+    iterations: int
+    lr: float
+    extent_every: int  # pyramid: steps between level additions
+    augs_per_batch: int  # LGM only
+    head_std: float  # LGM only
+    aug: AugSpec
+    log_every: int
+    checkpoint_every: int
+    per_ipc: dict
+    smoke: dict  # the debug=smoke shrink (reta.utils.debug)
 
     def __post_init__(self) -> None:
         for key, value, valid in (("loss", self.loss, LOSSES), ("variant", self.variant, SFM_VARIANTS),
                                   ("param", self.param, PARAMS), ("init", self.init, INITS)):
             if value not in valid:
                 raise RetaError(f"method {self.name}: {key}={value!r} unknown; valid: {', '.join(valid)}")
-        if self.iterations <= 0 or self.lr <= 0 or self.augs_per_batch <= 0:
-            raise RetaError(f"method {self.name}: iterations, lr and augs_per_batch must be > 0")
-        check_keys(AugSpec, self.aug, f"method {self.name}.aug")
+        if not (self.iterations > 0 and math.isfinite(self.lr) and self.lr > 0 and self.augs_per_batch > 0):
+            raise RetaError(f"method {self.name}: iterations, lr and augs_per_batch must be finite and > 0 (got "
+                            f"{self.iterations}, {self.lr}, {self.augs_per_batch})")
 
 
 def spec_for(method_cfg, ipc: int) -> FrozenSpec:
     """``cfg.method`` with its per-IPC block merged, keys and types checked (one line on a bad key or value)."""
     values, _ = per_ipc_override(dict(plain(method_cfg) or {}), ipc)
-    return dataclass_from(FrozenSpec, values, "method")
+    return parse(FrozenSpec, {**values, "per_ipc": {}}, "method")  # the run's block is merged in already
 
 
 def fingerprint(cfg, spec: FrozenSpec, backbone_key: str) -> str:
     ds = plain(cfg.dataset)
     keep = {"method": asdict(spec), "ipc": int(cfg.ipc), "seed": int(cfg.seed), "backbone": backbone_key,
             "dataset": {k: ds.get(k) for k in ("name", "image_size", "channels", "mean", "std", "num_classes")}}
-    return hashlib.sha256(json.dumps(keep, sort_keys=True, default=str).encode()).hexdigest()[:16]
+    return config_digest(keep)
 
 
 def build_images(spec: FrozenSpec, ds: dict, ipc: int, train, seed: int) -> torch.nn.Module:
@@ -86,8 +90,7 @@ def build_images(spec: FrozenSpec, ds: dict, ipc: int, train, seed: int) -> torc
     if spec.param == "pyramid":
         return PyramidImages(C * ipc, c, s, g)
     if spec.init == "real":
-        pixels = train.gather(sample_per_class(train.targets, C, ipc, int(seed)))
-        pixels = pixels.float() / 255.0 if pixels.dtype == torch.uint8 else pixels
+        pixels = train.gather(sample_per_class(train.targets, C, ipc, int(seed)))  # float32 in [0, 1]
     else:
         pixels = (torch.randn(C * ipc, c, s, s, generator=g) * 0.2 + 0.5).clamp(0, 1)
     return PixelImages(pixels, C, ipc, ds["mean"], ds["std"])
@@ -117,9 +120,7 @@ def synthesize(cfg, ctx: DistillContext) -> SynthesisResult:
     module.fingerprint = fingerprint(cfg, spec, backbone.key)
     ckpt = ctx.ckpt_dir / "last.ckpt"
     resumed_from = None
-    if bool(cfg.get("resume", False)):
-        if not ckpt.is_file():
-            raise RetaError(f"resume=true but {ckpt} does not exist (same paths.output_dir as the interrupted run?)")
+    if resume_from(ckpt, bool(cfg.get("resume", False))) is not None:
         load_checkpoint(ckpt, module)
         resumed_from = module.step_index
     ckpt.parent.mkdir(parents=True, exist_ok=True)
@@ -150,3 +151,4 @@ def check_config(cfg) -> None:
 
 
 synthesize.check_config = check_config
+synthesize.resume_config = ("backbone",)  # config sections a resume must share (reta.distill.resume_key)

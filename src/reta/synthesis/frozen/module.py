@@ -29,7 +29,7 @@ import torch
 from torch import nn
 
 from reta.errors import CheckpointError, NonFiniteLossError
-from reta.synthesis.frozen.augment import AugSpec, aug_standard
+from reta.synthesis.frozen.augment import aug_standard
 from reta.synthesis.frozen.losses import class_means, flows_from_means, lgm_loss, sfm_loss
 
 log = logging.getLogger(__name__)
@@ -45,7 +45,7 @@ class FrozenSynthesisModule(L.LightningModule):
         self.spec, self.images, self.backbone = spec, images, backbone
         self.register_buffer("labels", labels.long())
         self.C = int(num_classes)
-        self.aug = AugSpec(**dict(spec.aug))
+        self.aug = spec.aug
         self.gen = torch.Generator().manual_seed(int(seed) * 1000003 + 17)
         if target_flows is not None:
             self.register_buffer("target_flows", target_flows.to(torch.float32))

@@ -16,6 +16,7 @@ import torch
 
 from reta.data.base import ImageDataset
 from reta.training.backbone import FrozenBackbone
+from reta.utils.cache_files import read_tensors
 from reta.utils.io import atomic_torch_save
 
 log = logging.getLogger(__name__)
@@ -35,7 +36,10 @@ def real_statistics(
     """Per-class float64 feature sums and counts of ``train`` under ``backbone`` — loaded from the cache when there."""
     path = backbone.entry / f"sfm_stats_{len(train)}.pt" if backbone.entry is not None else None
     if path is not None and path.is_file():
-        st = torch.load(path, map_location="cpu", weights_only=True)
+        st = read_tensors(path, lambda o: isinstance(o, dict) and isinstance(o.get("sums"), torch.Tensor)
+                          and isinstance(o.get("counts"), torch.Tensor)
+                          and tuple(o["sums"].shape) == (num_classes, backbone.dim)
+                          and tuple(o["counts"].shape) == (num_classes,))
         log.info("SFM real statistics from cache: %s", path)
         return RealStatistics(st["sums"], st["counts"], True)
     sums = torch.zeros(num_classes, backbone.dim, dtype=torch.float64)

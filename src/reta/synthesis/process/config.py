@@ -1,25 +1,24 @@
 """Validated configuration of the process-matching family: :class:`GradientSpec` (DC, DSA) and
-:class:`TrajectorySpec` (MTT). ``cfg.method`` → a frozen dataclass; unknown keys, wrong types and out-of-range values
-fail with one line naming the key or the valid choices, before any work. A ``per_ipc`` block (the published loops and
-learning rates differ per IPC) is merged by the rule every family shares (:func:`reta.utils.config.per_ipc_override`).
+:class:`TrajectorySpec` (MTT). ``cfg.method`` → a frozen dataclass through the one schema parser
+(:func:`reta.utils.schema.parse`): every value comes from ``conf/method/dc.yaml`` / ``mtt.yaml`` (the one source of
+defaults); unknown keys, wrong types, missing keys and out-of-range values fail with one line naming the key or the
+valid choices, before any work. A ``per_ipc`` block (the published loops and learning rates differ per IPC) is merged
+by the rule every family shares (:func:`reta.utils.config.per_ipc_override`).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from reta.data.dsa import DSAParams
 from reta.errors import RetaError
 from reta.synthesis.process.distance import DISTANCES
-from reta.utils.config import dataclass_from, per_ipc_override, plain
+from reta.training.experts import ExpertRecipe
+from reta.utils.config import per_ipc_override, plain
+from reta.utils.schema import parse
 
 INITS = ("real", "noise")
-
-
-def _dc_convnet() -> dict:
-    return {"name": "convnet",
-            "kwargs": {"depth": 3, "width": 128, "norm": "instance", "pool": "avg", "first_padding": "dc"}}
 
 
 def _check_common(spec: Any) -> None:
@@ -43,7 +42,7 @@ def _check_common(spec: Any) -> None:
 
 def _resolve(cls: type, method_cfg: Any, ipc: int) -> Any:
     d = per_ipc_override(dict(plain(method_cfg) or {}), ipc)[0]
-    spec = dataclass_from(cls, d, "method")
+    spec = parse(cls, d, "method")
     spec.validate()
     return spec
 
@@ -54,25 +53,27 @@ class GradientSpec:
     brackets]."""
 
     name: str
-    synthesize: dict = field(default_factory=dict)  # the plug-in target (reta.synthesis.process.family.synthesize)
-    scale: str = "paper"  # label only
-    eval_protocol: str = "dc"  # the protocol these sets are meant for; reta-evaluate warns on a mismatch
-    iterations: int = 1000  # [Iteration]
-    outer_loop: int = 1  # image steps per iteration, each on a progressively trained network [get_loops]
-    inner_loop: int = 1  # epochs of network training on the synthetic set between image steps [get_loops]
-    lr_img: float = 0.1  # [lr_img], SGD on the images (normalised space)
-    momentum: float = 0.5  # image optimiser momentum (created once, never reset)
-    lr_net: float = 0.01  # [lr_net], inner-loop SGD without momentum
-    batch_real: int = 256  # real images per class per matching [batch_real]
-    batch_train: int = 256  # inner-loop batch on the synthetic set [batch_train]
-    init: str = "noise"  # noise | real [init]
-    net: dict = field(default_factory=_dc_convnet)  # the network re-initialised every iteration [model]
-    siamese: bool = False  # DSA: one shared augmentation per class for real and synthetic (DSA's matching)
-    inner_dsa: bool = False  # DSA: per-image augmentation in the inner loop
-    dsa: dict = field(default_factory=dict)  # DSAParams fields; {} = color_crop_cutout_flip_scale_rotate, one op
-    distance: str = "ours"  # ours | mse | cos [dis_metric]
-    log_every: int = 50
-    checkpoint_every: int = 50  # 0 = never
+    synthesize: dict  # the plug-in target (reta.synthesis.process.family.synthesize)
+    scale: str  # label only
+    requires_teacher: bool  # capabilities: read by the pipeline and the evaluate stage
+    eval_protocol: str | None  # the protocol these sets are meant for; reta-evaluate warns on a mismatch
+    iterations: int  # [Iteration]
+    outer_loop: int  # image steps per iteration, each on a progressively trained network [get_loops]
+    inner_loop: int  # epochs of network training on the synthetic set between image steps [get_loops]
+    lr_img: float  # [lr_img], SGD on the images (normalised space)
+    momentum: float  # image optimiser momentum (created once, never reset)
+    lr_net: float  # [lr_net], inner-loop SGD without momentum
+    batch_real: int  # real images per class per matching [batch_real]
+    batch_train: int  # inner-loop batch on the synthetic set [batch_train]
+    init: str  # noise | real [init]
+    net: dict  # the network re-initialised every iteration [model]
+    siamese: bool  # DSA: one shared augmentation per class for real and synthetic (DSA's matching)
+    inner_dsa: bool  # DSA: per-image augmentation in the inner loop
+    dsa: dict  # DSAParams fields; {} = color_crop_cutout_flip_scale_rotate, one op
+    distance: str  # ours | mse | cos [dis_metric]
+    log_every: int
+    checkpoint_every: int  # 0 = never
+    smoke: dict  # the debug=smoke shrink (reta.utils.debug)
 
     @classmethod
     def from_cfg(cls, method_cfg: Any, ipc: int) -> GradientSpec:
@@ -92,27 +93,29 @@ class GradientSpec:
 @dataclass(frozen=True)
 class TrajectorySpec:
     """MTT (``method=mtt``) [code: GeorgeCazenavette/mtt-distillation ``distill.py``, flag names in brackets]; the
-    expert buffer is ``experts`` (:class:`reta.synthesis.process.experts.ExpertRecipe` fields)."""
+    expert buffer is ``experts`` (:class:`reta.training.experts.ExpertRecipe`)."""
 
     name: str
-    synthesize: dict = field(default_factory=dict)
-    scale: str = "paper"
-    eval_protocol: str = "dc"
-    iterations: int = 5000  # [Iteration]
-    syn_steps: int = 50  # differentiable student steps per iteration [syn_steps]
-    expert_epochs: int = 2  # target = the expert this many epochs after the start [expert_epochs]
-    max_start_epoch: int = 2  # start epoch drawn from [0, max_start_epoch) [max_start_epoch]
-    batch_syn: int = 0  # synthetic minibatch per student step; 0 = the whole set [batch_syn]
-    lr_img: float = 100.0  # [lr_img]
-    lr_lr: float = 1e-7  # SGD on the learnable synthetic lr [lr_lr]
-    lr_teacher: float = 0.01  # initial synthetic lr α₀ [lr_teacher]
-    momentum: float = 0.5  # image and lr optimisers
-    init: str = "real"  # real | noise [pix_init]
-    dsa: dict = field(default_factory=dict)  # per-image DSA in the unroll (DSAParams fields); strategy none = off
-    experts: dict = field(default_factory=dict)  # the expert buffer's recipe (ExpertRecipe fields)
-    net: dict = field(default_factory=_dc_convnet)  # the student = the experts' architecture
-    log_every: int = 50
-    checkpoint_every: int = 50
+    synthesize: dict
+    scale: str
+    requires_teacher: bool
+    eval_protocol: str | None
+    iterations: int  # [Iteration]
+    syn_steps: int  # differentiable student steps per iteration [syn_steps]
+    expert_epochs: int  # target = the expert this many epochs after the start [expert_epochs]
+    max_start_epoch: int  # start epoch drawn from [0, max_start_epoch) [max_start_epoch]
+    batch_syn: int  # synthetic minibatch per student step; 0 = the whole set [batch_syn]
+    lr_img: float  # [lr_img]
+    lr_lr: float  # SGD on the learnable synthetic lr [lr_lr]
+    lr_teacher: float  # initial synthetic lr α₀ [lr_teacher]
+    momentum: float  # image and lr optimisers
+    init: str  # real | noise [pix_init]
+    dsa: dict  # per-image DSA in the unroll (DSAParams fields); strategy none = off
+    experts: ExpertRecipe  # the expert buffer's recipe (reta.training.experts)
+    net: dict  # the student = the experts' architecture
+    log_every: int
+    checkpoint_every: int
+    smoke: dict  # the debug=smoke shrink (reta.utils.debug)
 
     @classmethod
     def from_cfg(cls, method_cfg: Any, ipc: int) -> TrajectorySpec:
@@ -127,9 +130,10 @@ class TrajectorySpec:
             raise RetaError(f"method.batch_syn must be >= 0 (0 = the whole set), got {self.batch_syn}")
         if self.lr_teacher <= 0 or self.lr_lr < 0:
             raise RetaError("method: lr_teacher must be > 0 and lr_lr >= 0")
-        epochs = self.experts.get("epochs")
+        self.experts.validate()
+        epochs = self.experts.epochs
         need = self.max_start_epoch - 1 + self.expert_epochs
-        if isinstance(epochs, int) and epochs < need:
+        if epochs < need:
             raise RetaError(f"method.experts.epochs={epochs} is too short: the start epoch goes up to max_start_epoch "
                             f"- 1 = {self.max_start_epoch - 1} and the target {self.expert_epochs} epochs later "
                             f"(>= {need} needed)")

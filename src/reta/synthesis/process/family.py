@@ -15,7 +15,7 @@ from __future__ import annotations
 from dataclasses import asdict
 
 from reta.synthesis.matcher_module import MatcherModule
-from reta.synthesis.matcher_run import fit_matcher, run_device
+from reta.synthesis.matcher_run import fit_matcher, matcher_device
 from reta.synthesis.matcher_state import fingerprint
 from reta.synthesis.process.config import GradientSpec
 from reta.synthesis.process.gradient import GradientMatcher
@@ -27,7 +27,7 @@ from reta.utils.config import plain
 def synthesize(cfg, ctx: DistillContext) -> SynthesisResult:
     ipc = int(cfg.ipc)
     spec = GradientSpec.from_cfg(cfg.method, ipc)
-    device = run_device(cfg)
+    device = matcher_device(cfg)
     seed_everything(int(cfg.seed))  # network initialisations come from torch's global stream
     matcher = GradientMatcher(spec, plain(cfg.dataset), ipc, ctx.train, int(cfg.seed), device)
     matcher.fingerprint = fingerprint(cfg, spec)

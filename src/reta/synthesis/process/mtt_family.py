@@ -11,34 +11,22 @@ from __future__ import annotations
 from dataclasses import asdict
 
 from reta.synthesis.matcher_module import MatcherModule
-from reta.synthesis.matcher_run import fit_matcher, run_device
+from reta.synthesis.matcher_run import fit_matcher, matcher_device
 from reta.synthesis.matcher_state import fingerprint
 from reta.synthesis.process.config import TrajectorySpec
 from reta.synthesis.process.trajectory import TrajectoryMatcher
 from reta.synthesis.registry import DistillContext, SynthesisResult
-from reta.training.common import build_logger, build_trainer, seed_everything
-from reta.training.experts import ExpertBuffer, ExpertRecipe, get_experts
+from reta.training.common import seed_everything
+from reta.training.experts import expert_buffer
 from reta.utils.config import plain
-
-
-def expert_buffer(cfg, spec: TrajectorySpec, train, test, out_dir) -> ExpertBuffer:
-    """The expert buffer of ``spec`` (cache hit, or trained now with the run's trainer, logger and progress bar)."""
-
-    def trainer_factory(epochs: int, run_name: str, callbacks: list):
-        logger = build_logger(plain(cfg.logger), str(out_dir), run_name)
-        return build_trainer(plain(cfg.trainer), epochs, logger, bool(cfg.get("progress_bar", False)), str(out_dir),
-                             callbacks=callbacks)
-
-    return get_experts(cfg.paths.cache_dir, spec.net, plain(cfg.dataset), ExpertRecipe.from_cfg(spec.experts),
-                       train, test, trainer_factory, int(cfg.get("holdout_per_class", 0) or 0))
 
 
 def synthesize(cfg, ctx: DistillContext) -> SynthesisResult:
     ipc = int(cfg.ipc)
     spec = TrajectorySpec.from_cfg(cfg.method, ipc)
-    device = run_device(cfg)
+    device = matcher_device(cfg)
     with ctx.teacher_timing():  # experts trained on first use are teacher time, not synthesis
-        experts = expert_buffer(cfg, spec, ctx.train, ctx.test, ctx.out_dir)
+        experts = expert_buffer(cfg, ctx.train, ctx.test, ctx.out_dir)
     seed_everything(int(cfg.seed))
     matcher = TrajectoryMatcher(spec, plain(cfg.dataset), ipc, ctx.train, int(cfg.seed), device, experts)
     matcher.fingerprint = fingerprint(cfg, spec) + experts.entry.name
@@ -63,8 +51,7 @@ def synthesize(cfg, ctx: DistillContext) -> SynthesisResult:
 
 def check_config(cfg) -> None:
     """Validate ``cfg.method`` (keys, types, ranges, per-IPC block, expert recipe) before any work."""
-    spec = TrajectorySpec.from_cfg(cfg.method, int(cfg.ipc))
-    ExpertRecipe.from_cfg(spec.experts)
+    TrajectorySpec.from_cfg(cfg.method, int(cfg.ipc))
 
 
 synthesize.check_config = check_config

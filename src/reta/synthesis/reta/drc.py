@@ -61,7 +61,6 @@ import torch.nn.functional as F
 from reta.data.augment import normalize
 from reta.errors import RetaError
 from reta.synthesis.bn.anchors import AnchorProvider, StageEnd, StaticPatchAnchors
-from reta.synthesis.bn.init import resample
 from reta.synthesis.reta.pool import FeaturePool, shared_feature_pool
 from reta.synthesis.reta.retrieval import (
     GRADIENTS,
@@ -71,6 +70,7 @@ from reta.synthesis.reta.retrieval import (
     normalize_complexity,
     retrieve,
 )
+from reta.synthesis.runtime import resample
 
 log = logging.getLogger(__name__)
 
@@ -157,6 +157,13 @@ class RetrievalAnchors(AnchorProvider):
         self._pool: FeaturePool | None = None
 
     # ------------------------------------------------------------------------------------------- binding
+    def sharding_conflict(self, module) -> str | None:
+        """``reuse`` ≠ ``allow`` excludes the anchors earlier slots took, which other ranks synthesise."""
+        if self.enabled and self.reuse != "allow":
+            return (f"DRC with residual.anchors.reuse={self.reuse} excludes anchors taken by earlier slots, "
+                    "which other ranks synthesise; use reuse=allow or run unsharded")
+        return None
+
     def setup(self, module) -> None:
         super().setup(module)
         if not self.enabled:

@@ -29,8 +29,8 @@ import torch.nn.functional as F
 
 from reta.data.augment import normalize
 from reta.errors import RetaError
-from reta.synthesis.bn.init import resample
 from reta.synthesis.reta.retrieval import image_complexity
+from reta.synthesis.runtime import resample
 from reta.utils.io import atomic_torch_save
 
 log = logging.getLogger(__name__)

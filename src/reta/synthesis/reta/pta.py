@@ -54,8 +54,8 @@ import torch.nn.functional as F
 
 from reta.data.augment import normalize
 from reta.errors import RetaError
-from reta.synthesis.bn.init import resample
 from reta.synthesis.reta.pool import shared_feature_pool
+from reta.synthesis.runtime import resample
 from reta.topology.loss import TopologyConfig, TopologyLoss
 
 log = logging.getLogger(__name__)
@@ -68,6 +68,9 @@ IPC1_WARNING = "PTA: IPC 1 gives one-point synthetic clouds without edges (no to
 class TopologyAlignment(L.Callback):
     """PTA callback (see module docstring). All topology keys are those of :class:`reta.topology.TopologyLoss`."""
 
+    #: the dataclass whose fields are the ``**topology`` keyword arguments (and hold their defaults)
+    topology_schema = TopologyConfig
+
     def __init__(
         self,
         enabled: bool = True,
@@ -78,8 +81,8 @@ class TopologyAlignment(L.Callback):
         feature_teacher: int = 0,
         seed: int | None = None,
         name: str = "topo",
-        features: str = "separate",
-        targets: str = "refresh",
+        features: str = "step",
+        targets: str = "once",
         **topology,
     ) -> None:
         """The callback's own keys above; ``topology`` = the fields of :class:`reta.topology.loss.TopologyConfig`
@@ -136,6 +139,13 @@ class TopologyAlignment(L.Callback):
         return "TopologyAlignment"
 
     # ------------------------------------------------------------------------------------------- binding
+    def sharding_conflict(self, module) -> str | None:
+        """PTA's cloud of a class holds the finished images of its earlier IPC slots, which other ranks synthesise."""
+        if self.enabled and self.lam_topo > 0 and int(module.ipc) >= 2:
+            return ("PTA (method.callbacks.pta) reads the finished images of earlier IPC slots, which other ranks "
+                    "synthesise; set method.callbacks.pta.enabled=false or run unsharded")
+        return None
+
     def setup(self, trainer: L.Trainer, pl_module, stage: str) -> None:
         self.module = pl_module
         self._embedded = None  # a cache embedding belongs to one module's images: never reused across fits

@@ -1,0 +1,49 @@
+"""The ``metrics.json`` record shared by every evaluator: per-set summaries over seeds (last-epoch accuracy is the
+headline, mean ± population std; docs/architecture.md "Evaluation") and the one-screen text form."""
+
+from __future__ import annotations
+
+import statistics
+
+from omegaconf import DictConfig
+
+from reta.evaluation.sets import EvalInputs
+
+
+def summarize(runs: list[dict]) -> dict:
+    last = [r["acc_last"] for r in runs]
+    return {
+        "acc_last": last,
+        "acc_best": [r["acc_best"] for r in runs],
+        "acc_mean": statistics.fmean(last),
+        "acc_std": statistics.pstdev(last) if len(last) > 1 else 0.0,
+        "seconds": [round(r["seconds"], 2) for r in runs],
+    }
+
+
+def metrics_record(cfg: DictConfig, inputs: EvalInputs, sets: dict[str, list[dict]], **fields) -> dict:
+    """The common keys of ``metrics.json`` (dataset, ipc, seeds, the set, its method, label, ``sets`` summarised);
+    ``fields`` are the evaluator's own (protocol, student, teacher, …), placed before ``sets``."""
+    d = inputs.distilled
+    return {
+        "dataset": cfg.dataset.name,
+        "ipc": inputs.ipc,
+        **fields,
+        "seeds": inputs.seeds,
+        "distilled": inputs.source if d is not None else None,
+        "method": d.meta.get("method") if d is not None else "random",
+        "label": cfg.get("label"),
+        **({} if "expansion" in fields else {"expansion": "none"}),
+        "sets": {name: summarize(runs) for name, runs in sets.items()},
+    }
+
+
+def format_metrics(m: dict) -> str:
+    lines = [f"{m['dataset']} IPC {m['ipc']}, protocol {m['protocol']}, student {m['student']}, seeds {m['seeds']}, "
+             f"accuracy on {m.get('eval_split', 'test')}"]
+    for name, s in m["sets"].items():
+        lines.append(
+            f"  {name:<10} {100 * s['acc_mean']:6.2f} ± {100 * s['acc_std']:.2f} %   "
+            f"(last epoch; best {', '.join(f'{100 * a:.2f}' for a in s['acc_best'])})"
+        )
+    return "\n".join(lines)

@@ -1,0 +1,124 @@
+"""The student protocols (``protocol=kd``, ``protocol=hard``): a fresh student trained on the distilled set and on a
+random real subset of the same IPC, under the identical protocol, once per seed (docs/methods.md §5.3). The protocol
+declares where the labels come from (``labels: teacher`` = the teacher's soft labels, KD; ``labels: hard``)."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Mapping
+from pathlib import Path
+
+import torch
+from omegaconf import DictConfig
+from torch import nn
+
+from reta.data.base import ImageDataset
+from reta.data.expansion import training_view
+from reta.data.holdout import split_holdout
+from reta.data.registry import load_split, sample_per_class
+from reta.errors import RetaError
+from reta.evaluation import protocol_values
+from reta.evaluation.metrics import metrics_record
+from reta.evaluation.sets import EvalInputs
+from reta.training.common import build_logger, build_trainer, configure_data, seed_everything, set_threads
+from reta.training.soft_labels import ensure_relabelled, stored_loader
+from reta.training.student import Protocol, StudentModule, student_loader
+from reta.training.teacher import new_model
+from reta.training.teacher_cache import get_teacher
+from reta.utils.config import output_dir, plain
+
+log = logging.getLogger(__name__)
+
+
+def train_student(
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    protocol: Protocol,
+    student_cfg: Mapping,
+    dataset_cfg: Mapping,
+    test: ImageDataset,
+    seed: int,
+    teacher: nn.Module | None,
+    trainer_cfg: Mapping,
+    logger_cfg: Mapping | None,
+    out_dir: str,
+    run_name: str,
+    progress_bar: bool,
+    channels_last: bool = False,
+) -> dict:
+    """Train one fresh student on ``images`` (pixel space [0, 1]) and return its accuracies and wall time."""
+    if protocol.soft_labels == "stored":  # FKD-style: write (or reuse) this run's views + logits, then replay them
+        store = ensure_relabelled(Path(out_dir) / "soft_labels" / run_name, images, labels, protocol, teacher,
+                                  dataset_cfg["mean"], dataset_cfg["std"], seed)
+        loader = stored_loader(store, images, labels, protocol, teacher, seed)
+    else:
+        loader = student_loader(images, labels, protocol.batch_size, seed)
+    seed_everything(seed)
+    model = new_model(student_cfg, dataset_cfg)
+    if channels_last:
+        model.to(memory_format=torch.channels_last)
+    module = StudentModule(
+        model, protocol, dataset_cfg["mean"], dataset_cfg["std"], len(loader), seed, test_set=test, teacher=teacher,
+        channels_last=channels_last,
+    )
+    trainer = build_trainer(
+        trainer_cfg, protocol.epochs, build_logger(logger_cfg, out_dir, run_name), progress_bar, out_dir
+    )
+    start = time.perf_counter()
+    trainer.fit(module, loader)
+    seconds = time.perf_counter() - start
+    accs = [a for _, a in module.history]
+    return {"acc_last": accs[-1], "acc_best": max(accs), "seconds": seconds, "history": module.history}
+
+
+def evaluate(cfg: DictConfig, inputs: EvalInputs) -> dict:
+    """The evaluator of ``protocol=kd`` and ``protocol=hard`` (:mod:`reta.evaluation`): students on the random real
+    subset (unless ``baseline=false``) and on the distilled set, one per seed."""
+    protocol = Protocol.from_cfg(protocol_values(cfg.protocol))
+    if not cfg.get("baseline", True) and inputs.distilled is None:
+        raise RetaError("nothing to evaluate: baseline=false and no distilled=DIR given")
+    set_threads(cfg.get("num_threads"))
+    configure_data(cfg)
+    ds_cfg, student_cfg = plain(cfg.dataset), plain(cfg.student)
+    full_train = load_split(cfg.dataset, "train", cfg.paths.data_dir)
+    test = load_split(cfg.dataset, "test", cfg.paths.data_dir)
+    teacher, teacher_meta = None, {"name": None, "test_acc": None}
+    if protocol.labels == "teacher":
+        teacher, teacher_meta = get_teacher(cfg, full_train, test)
+    # held-out split: random subsets come from the rest, students are measured on the held-out images, not test
+    train, held_out = split_holdout(full_train, inputs.holdout)
+    if held_out is not None:
+        test = held_out
+    common = dict(
+        protocol=protocol, student_cfg=student_cfg, dataset_cfg=ds_cfg, test=test, teacher=teacher,
+        trainer_cfg=plain(cfg.trainer), logger_cfg=plain(cfg.logger), out_dir=str(output_dir(cfg)),
+        progress_bar=bool(cfg.progress_bar), channels_last=bool(cfg.get("channels_last", False)),
+    )
+    sets: dict[str, list[dict]] = {}
+    if cfg.get("baseline", True):
+        for seed in inputs.seeds:
+            idx = sample_per_class(train.targets, ds_cfg["num_classes"], inputs.ipc, seed)
+            images, labels = train.gather(idx), train.targets[idx]
+            sets.setdefault("random", []).append(
+                train_student(images, labels, seed=seed, run_name=f"random_seed{seed}", **common)
+            )
+            log.info("random seed %d: acc %.4f", seed, sets["random"][-1]["acc_last"])
+    distilled = inputs.distilled
+    if distilled is not None:
+        # stored images → training images (IDM mosaics expand ×4; the random baseline keeps the stored IPC)
+        d_images, d_labels = training_view(distilled.images, distilled.labels, distilled.meta)
+        for seed in inputs.seeds:
+            r = train_student(d_images, d_labels, seed=seed, run_name=f"distilled_seed{seed}", **common)
+            sets.setdefault("distilled", []).append(r)
+            log.info("distilled seed %d: acc %.4f", seed, r["acc_last"])
+    return metrics_record(
+        cfg, inputs, sets,
+        protocol=protocol.name,
+        protocol_config=protocol.__dict__,
+        student=student_cfg["name"],
+        student_config=student_cfg,
+        teacher={"name": teacher_meta.get("name"), "test_acc": teacher_meta.get("test_acc")},
+        expansion=distilled.meta.get("expansion", "none") if distilled is not None else "none",
+        eval_split=f"holdout{inputs.holdout}" if inputs.holdout else "test",
+    )

@@ -1,0 +1,488 @@
+"""Reliability, second probe: preemption, untrusted sets, damaged caches, full disks, no network, sweeps. One
+reproduction per defect on the tiny IDX fixture; the table in docs/reliability.md names these tests."""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import sys
+
+import lightning as L
+import pytest
+import torch
+
+from reta import distill
+from reta.cli import distill as cli_distill
+from reta.data.distilled import load_distilled
+from reta.synthesis.frozen import module as frozen_module
+
+from fixtures import write_idx_dataset
+from helpers import compose_cfg, tiny_overrides, with_out
+
+TINY_BN = ["ipc=2", "method.stages.sizes=[28,28]", "method.stages.budgets=[3,3]", "method.init.mipc=6",
+           "method.init.num_crop=2", "method.log_every=1"]
+TINY_BACKBONE = ["backbone=random", "backbone.model.kwargs.depth=2", "backbone.model.kwargs.width=8",
+                 "backbone.probe.epochs=2", "backbone.probe.batch_size=32", "backbone.probe.holdout=0.25"]
+TINY_SFM = ["method=sfm", "ipc=1", "method.iterations=4", "method.extent_every=2", "method.log_every=1"]
+
+
+@pytest.fixture()
+def tiny(tmp_path):
+    root = write_idx_dataset(tmp_path / "fmnist", n_train=80, n_test=20, classes=10, gz=False)
+    return tmp_path, [*tiny_overrides(tmp_path, root), *TINY_BACKBONE]
+
+
+def cli(module, args: list[str], monkeypatch, capsys) -> tuple[int, list[str], str]:
+    """Run a console script's ``main`` in-process (Hydra app, callbacks included); (exit code, error lines, stderr)."""
+    monkeypatch.setattr(sys, "argv", ["reta", *args])
+    code, handlers = 0, logging.root.handlers[:]
+    try:
+        module.main()
+    except SystemExit as exit_:
+        code = exit_.code
+    finally:  # Hydra pointed the root logger at this test's captured stderr and its job log
+        logging.root.handlers[:] = handlers
+    err = capsys.readouterr().err
+    return code, [ln for ln in err.splitlines() if ln.startswith("error:")], err
+
+
+class SigtermAt(L.Callback):
+    """Sends SIGTERM to this process during synthesis step ``at_step`` (what SLURM does on preemption)."""
+
+    def __init__(self, at_step: int) -> None:
+        self.at_step = at_step
+
+    def on_synthesis_step(self, trainer, module, step) -> None:
+        if step.global_step == self.at_step:
+            os.kill(os.getpid(), signal.SIGTERM)
+
+
+# ------------------------------------------------------------------------------------------------ defect 2
+def test_sigterm_during_fadrm_writes_a_resume_checkpoint_and_exits_143(tiny, monkeypatch, capsys):
+    tmp_path, ov = tiny
+    base = [*ov, "method=fadrm", *TINY_BN, "method.checkpoint_every=0"]  # no periodic checkpoint: the signal writes it
+    ref = load_distilled(distill.run(compose_cfg("distill", with_out(base, tmp_path / "ref")))["distilled"])
+    run = with_out(base, tmp_path / "run")
+    term = "+method.callbacks.term={_target_:test_reliability_two.SigtermAt,at_step:4}"
+    code, errors, _ = cli(cli_distill, [*run, term], monkeypatch, capsys)
+    assert code == 143 and len(errors) == 1 and "SIGTERM" in errors[0] and "resume=true" in errors[0]
+    assert not (tmp_path / "run" / "distilled").exists()
+    ckpt = tmp_path / "run" / "checkpoints" / "last.ckpt"
+    assert str(ckpt) in errors[0]
+    assert torch.load(ckpt, weights_only=True)["module"]["next_step"] == 5  # the step the signal arrived in finished
+    resumed = distill.run(compose_cfg("distill", [*run, term, "resume=true"]))  # step 4 is behind it
+    assert torch.equal(load_distilled(resumed["distilled"]).images, ref.images)
+
+
+def test_sigterm_during_sfm_writes_a_resume_checkpoint_and_exits_143(tiny, monkeypatch, capsys):
+    tmp_path, ov = tiny
+    base = [*ov, *TINY_SFM, "method.checkpoint_every=0"]
+    ref = load_distilled(distill.run(compose_cfg("distill", with_out(base, tmp_path / "ref")))["distilled"])
+    real_step = frozen_module.FrozenSynthesisModule.training_step
+
+    def term_at_1(self, batch, batch_idx):
+        if self.step_index == 1:
+            os.kill(os.getpid(), signal.SIGTERM)
+        return real_step(self, batch, batch_idx)
+
+    run = with_out(base, tmp_path / "run")
+    monkeypatch.setattr(frozen_module.FrozenSynthesisModule, "training_step", term_at_1)
+    code, errors, _ = cli(cli_distill, run, monkeypatch, capsys)
+    monkeypatch.setattr(frozen_module.FrozenSynthesisModule, "training_step", real_step)
+    assert code == 143 and len(errors) == 1 and "resume=true" in errors[0]
+    assert (tmp_path / "run" / "checkpoints" / "last.ckpt").is_file() and not (tmp_path / "run" / "distilled").exists()
+    resumed = load_distilled(distill.run(compose_cfg("distill", [*run, "resume=true"]))["distilled"])
+    assert resumed.meta["resumed_from_step"] == 2
+    assert torch.equal(resumed.images, ref.images)
+
+
+@pytest.mark.slow
+def test_sigterm_from_outside_ends_a_cli_run_with_143_and_one_line(tiny):
+    import subprocess
+    import time
+    from pathlib import Path
+
+    tmp_path, ov = tiny
+    exe = Path(sys.executable).parent / "reta-distill"
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "HYDRA_FULL_ERROR": "0"}
+    args = [*ov, "method=sfm", "ipc=1", "method.iterations=100000", "method.extent_every=0", "method.log_every=1000",
+            "method.checkpoint_every=1"]
+    proc = subprocess.Popen([str(exe), *args], cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, env=env)
+    ckpt = tmp_path / "out" / "checkpoints" / "last.ckpt"
+    deadline = time.monotonic() + 240
+    while not ckpt.is_file() and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert ckpt.is_file(), "synthesis never started"
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=120)
+    errors = [ln for ln in err.splitlines() if ln.startswith("error:")]
+    assert proc.returncode == 143 and len(errors) == 1 and "resume=true" in errors[0] and str(ckpt) in errors[0]
+    assert not (tmp_path / "out" / "distilled").exists()
+    assert torch.load(ckpt, weights_only=True)["step"] >= 1
+
+
+# ------------------------------------------------------------------------------------------------ defect 5
+def test_a_pretrained_file_with_nan_weights_is_refused_and_never_cached(tiny):
+    from reta import squeeze
+    from reta.errors import CheckpointError
+    from reta.models.build import build_model
+
+    tmp_path, ov = tiny
+    net = build_model({"name": "convnet_tiny"}, 10, 1, 28)
+    state = net.state_dict()
+    good, bad = tmp_path / "good.pt", tmp_path / "nan.pt"
+    torch.save(state, good)
+    first = next(k for k, v in state.items() if v.is_floating_point())
+    torch.save({**state, first: torch.full_like(state[first], float("nan"))}, bad)
+    with pytest.raises(CheckpointError, match=f"pretrained_file {bad} holds NaN/inf weights .*{first}") as err:
+        squeeze.run(compose_cfg("squeeze", [*ov, f"teacher.pretrained_file={bad}"]))
+    assert "\n" not in str(err.value)
+    teachers = tmp_path / "cache" / "teachers"
+    assert not teachers.exists() or list(teachers.iterdir()) == []
+    meta = squeeze.run(compose_cfg("squeeze", [*ov, f"teacher.pretrained_file={good}"]))  # a reta ConvNet file loads
+    assert meta["source"] == "pretrained"
+    (entry,) = teachers.iterdir()
+    cached = torch.load(entry / "model.pt", weights_only=True)
+    assert all(torch.equal(cached[k], v) for k, v in state.items())
+
+
+# ------------------------------------------------------------------------------------------------ defect 6
+PROBE = ["protocol=linear_probe", "protocol.epochs=2", "protocol.projector_steps=2", "seeds=[0]"]
+
+
+def test_an_untrusted_set_names_its_backbone_but_never_chooses_what_is_built(tiny, monkeypatch):
+    import json
+
+    from reta import evaluate
+    from reta.errors import RetaError
+    from reta.training import backbone as backbone_module
+
+    tmp_path, ov = tiny
+    made = distill.run(compose_cfg("distill", [*ov, *TINY_SFM]))["distilled"]
+    meta_path = tmp_path / "out" / "distilled" / "meta.json"
+    meta = json.loads(meta_path.read_text())
+    honest_key = meta["backbone"]["key"]
+    meta["backbone"]["config"]["ssl"] = {"steps": 1_000_000_000}  # what the set asks to be built
+    meta["backbone"]["config"]["source"] = "timm"
+    meta["backbone"]["config"]["checkpoint"] = "/etc/shadow"
+    meta["backbone"]["config"]["model"] = {"name": "resnet18.tv_in1k"}
+    meta["backbone"]["config"]["pretrained"] = True
+    meta_path.write_text(json.dumps(meta))
+    built = []
+    real_get = backbone_module.get_backbone
+
+    def recording_get(cfg, train=None, test=None, spec=None):
+        built.append(spec)
+        return real_get(cfg, train, test, spec)
+
+    monkeypatch.setattr(backbone_module, "get_backbone", recording_get)
+    source = ["+backbone@source_backbone=random", "source_backbone.model.kwargs.depth=2",
+              "source_backbone.model.kwargs.width=8"]  # the settings the set was made with, from the user
+    ev = [*ov, *PROBE, f"distilled={made}", "protocol.inherit=true", "backbone.seed=1", *source]  # cross-backbone
+    m = evaluate.run(compose_cfg("evaluate", with_out(ev, tmp_path / "ev")))
+    assert {s.source for s in built if s is not None} == {"random"} and all(
+        s.checkpoint is None and not s.pretrained for s in built if s is not None)
+    assert m["inherited_from"]["backbone_key"] == honest_key and "distilled_inherited" in m["sets"]
+    meta["backbone"]["key"] = "0123456789ab"  # a set whose recorded key no configured backbone gives
+    meta_path.write_text(json.dumps(meta))
+
+    def no_work(*a, **k):
+        raise AssertionError("data loaded before the set was refused")
+
+    monkeypatch.setattr(evaluate, "load_split", no_work)
+    with pytest.raises(RetaError, match=r"made for backbone random 0123456789ab, but source_backbone gives random .*"
+                                        r"\+backbone@source_backbone=random") as err:
+        evaluate.run(compose_cfg("evaluate", with_out(ev, tmp_path / "ev2")))
+    assert "\n" not in str(err.value)
+
+
+# ------------------------------------------------------------------------------------------------ defect 7
+@pytest.mark.parametrize("damage", ["meta_missing", "meta_corrupt", "stats_truncated", "golden_truncated",
+                                    "golden_json_corrupt"])
+def test_a_damaged_backbone_cache_is_one_line_naming_the_entry_and_the_way_out(tiny, damage):
+    from reta.data.registry import load_split
+    from reta.errors import RetaError
+    from reta.synthesis.frozen.statistics import real_statistics
+    from reta.training.backbone import get_backbone
+    from reta.training.probe import GoldenSpec, golden_head
+
+    tmp_path, ov = tiny
+    simclr = ["backbone=simclr", "backbone.ssl.steps=2", "backbone.ssl.batch_size=16"] if "meta" in damage else []
+    cfg = compose_cfg("evaluate", [*ov, *simclr])
+    train, test = load_split(cfg.dataset, "train", None), load_split(cfg.dataset, "test", None)
+    spec = GoldenSpec(epochs=1, batch_size=32)
+    bb = get_backbone(cfg, train, test)
+    real_statistics(bb, train, 10)
+    golden_head(bb, train, test, 10, spec, {"accelerator": "cpu"})
+    entry = bb.entry
+    target = {"meta_missing": "meta.json", "meta_corrupt": "meta.json", "stats_truncated": "sfm_stats_80.pt",
+              "golden_truncated": "golden_*.pt", "golden_json_corrupt": "golden_*.json"}[damage]
+    (path,) = entry.glob(target)
+    if damage == "meta_missing":
+        path.unlink()
+    elif damage.endswith("corrupt"):
+        path.write_text("{not json")
+    else:
+        path.write_bytes(path.read_bytes()[:100])
+    with pytest.raises(RetaError, match=f"cache entry {entry} is damaged: {path.name} .*delete {entry}") as err:
+        bb = get_backbone(cfg, train, test)
+        real_statistics(bb, train, 10)
+        golden_head(bb, train, test, 10, spec, {"accelerator": "cpu"})
+    assert "\n" not in str(err.value)
+
+
+# ------------------------------------------------------------------------------------------------ defect 8
+def test_a_full_disk_at_write_time_is_one_line_and_keeps_the_old_set(tiny, monkeypatch):
+    import errno
+
+    from reta.errors import RetaError
+
+    tmp_path, ov = tiny
+    base = [*ov, "method=random", "ipc=1"]
+    first = load_distilled(distill.run(compose_cfg("distill", base))["distilled"])
+    real_save = torch.save
+
+    def full(obj, f, *a, **k):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(torch, "save", full)
+    with pytest.raises(RetaError, match=r"cannot write .*distilled: No space left on device; nothing half-written "
+                                        r"was left \(distilled keeps its previous version\)") as err:
+        distill.run(compose_cfg("distill", [*base, "seed=1", "overwrite=true"]))
+    monkeypatch.setattr(torch, "save", real_save)
+    assert "\n" not in str(err.value)
+    assert torch.equal(load_distilled(tmp_path / "out" / "distilled").images, first.images)
+    assert sorted(p.name for p in (tmp_path / "out").iterdir() if p.name.startswith(".")) == []  # no temp dirs
+
+
+def test_a_read_only_cache_is_refused_before_the_teacher_is_trained(tiny, monkeypatch):
+    import errno
+    import tempfile
+
+    from reta import squeeze
+    from reta.errors import RetaError
+    from reta.training import teacher_cache
+
+    tmp_path, ov = tiny
+    real = tempfile.mkdtemp
+
+    (tmp_path / "cache").mkdir()
+
+    def read_only_cache(*a, dir=None, **k):  # as a read-only mount answers root too
+        if str(dir) == str(tmp_path / "cache"):
+            raise OSError(errno.EROFS, os.strerror(errno.EROFS))
+        return real(*a, dir=dir, **k)
+
+    def no_work(*a, **k):
+        raise AssertionError("the teacher was trained before the cache was checked")
+
+    monkeypatch.setattr(tempfile, "mkdtemp", read_only_cache)
+    monkeypatch.setattr(teacher_cache, "get_teacher", no_work)
+    with pytest.raises(RetaError, match=r"cannot write to .*paths.cache_dir .*Read-only file system.*"
+                                        r"choose another paths.cache_dir"):
+        squeeze.run(compose_cfg("squeeze", ov))
+
+
+# ------------------------------------------------------------------------------------------------ defect 9
+def test_wandb_logs_offline_when_its_server_does_not_answer(tmp_path, monkeypatch, caplog):
+    pytest.importorskip("wandb")
+    import socket
+
+    from reta.training.common import build_logger
+
+    asked = []
+
+    def unreachable(address, timeout=None, *a, **k):  # no real network call in the suite
+        asked.append((address, timeout))
+        raise OSError(101, "Network is unreachable")
+
+    monkeypatch.setattr(socket, "create_connection", unreachable)
+    monkeypatch.setenv("WANDB_API_KEY", "x" * 40)
+    monkeypatch.delenv("WANDB_BASE_URL", raising=False)
+    cfg = dict(compose_cfg("squeeze", ["logger=wandb"]).logger)
+    with caplog.at_level(logging.WARNING):
+        logger = build_logger(cfg, str(tmp_path), "squeeze")
+    assert asked == [(("api.wandb.ai", 443), 3.0)]
+    assert logger._offline and "W&B server unreachable (api.wandb.ai:443 Network is unreachable)" in caplog.text
+    asked.clear()
+    logger = build_logger({**cfg, "offline_when_unreachable": 0}, str(tmp_path), "squeeze")
+    assert asked == [] and not logger._offline  # 0: never asked, online as configured
+
+
+def test_a_hub_backbone_without_network_is_one_line(tiny, monkeypatch):
+    import timm
+    from huggingface_hub.errors import LocalEntryNotFoundError
+
+    from reta.errors import RetaError
+    from reta.training.backbone import get_backbone
+
+    tmp_path, ov = tiny
+
+    def offline(*a, pretrained=False, **k):
+        if pretrained:
+            raise LocalEntryNotFoundError("Cannot find the requested files in the disk cache and outgoing traffic "
+                                          "has been disabled.")
+        raise AssertionError("built without its weights")
+
+    monkeypatch.setattr(timm, "create_model", offline)
+    cfg = compose_cfg("evaluate", [o for o in ov if not o.startswith("backbone")] + ["backbone=dinov2_vitb"])
+    with pytest.raises(RetaError, match=r"backbone dinov2_vitb: cannot fetch the pretrained weights of "
+                                        r"vit_base_patch14_dinov2.lvd142m \(LocalEntryNotFoundError\).*"
+                                        r"backbone.checkpoint=FILE") as err:
+        get_backbone(cfg)
+    assert "\n" not in str(err.value)
+
+
+# ------------------------------------------------------------------------------------------------ defect 12
+def test_debug_fast_runs_the_frozen_family_through_the_linear_probe(tiny, monkeypatch, capsys):
+    import json
+
+    from reta.cli import pipeline as cli_pipeline
+
+    tmp_path, ov = tiny
+    code, errors, err = cli(cli_pipeline, [*ov, *TINY_SFM, "debug=fast", "protocol.projector_steps=2"], monkeypatch,
+                            capsys)
+    assert code in (0, None) and errors == [], err[-2000:]
+    m = json.loads((tmp_path / "out" / "metrics.json").read_text())
+    assert m["protocol"] == "linear_probe" and m["seeds"] == [0] and m["protocol_config"]["epochs"] == 2
+
+
+# ------------------------------------------------------------------------------------------------ defect 13
+def test_a_failing_sweep_job_does_not_stop_the_others_and_is_reported_at_the_end(tiny, monkeypatch, capsys):
+    from hydra.core.hydra_config import HydraConfig
+
+    tmp_path, ov = tiny
+    sweep = tmp_path / "sweep"
+    args = ["-m", f"hydra.sweep.dir={sweep}", *[o for o in ov if not o.startswith("paths.output_dir=")],
+            "method=random", "ipc=1,0,2"]
+    try:
+        code, errors, err = cli(cli_distill, args, monkeypatch, capsys)
+    finally:
+        HydraConfig.instance().cfg = None  # the in-process app must not leak its config into later tests
+    assert code == 2, err[-2000:]
+    assert load_distilled(sweep / "0" / "distilled").ipc == 1
+    assert load_distilled(sweep / "2" / "distilled").ipc == 2  # the job after the failed one ran
+    assert not (sweep / "1" / "distilled").exists()
+    assert errors[0].startswith("error: sweep job 1: ipc must be a positive integer")
+    assert errors[-1].startswith("error: 1 of 3 sweep jobs failed: job 1 (ipc=0); their errors are above")
+    assert len(errors) == 2
+
+
+# ------------------------------------------------------------------------------------------------ defect 14
+def test_a_resume_with_another_backbone_is_refused_first_naming_what_changed(tiny, monkeypatch):
+    from reta.errors import RetaError
+
+    tmp_path, ov = tiny
+    real_step = frozen_module.FrozenSynthesisModule.training_step
+
+    def crash_at_2(self, batch, batch_idx):
+        if self.step_index == 2:
+            raise RuntimeError("killed")
+        return real_step(self, batch, batch_idx)
+
+    base = [*ov, *TINY_SFM, "method.checkpoint_every=1"]
+    monkeypatch.setattr(frozen_module.FrozenSynthesisModule, "training_step", crash_at_2)
+    with pytest.raises(RuntimeError, match="killed"):
+        distill.run(compose_cfg("distill", base))
+    monkeypatch.setattr(frozen_module.FrozenSynthesisModule, "training_step", real_step)
+
+    def no_work(*a, **k):
+        raise AssertionError("data, teacher or statistics work before the resume was refused")
+
+    monkeypatch.setattr(distill, "load_split", no_work)
+    with pytest.raises(RetaError, match=r"different configuration \(backbone changed\): backbone.seed: 0 → 1;"):
+        distill.run(compose_cfg("distill", [*base, "resume=true", "backbone.seed=1"]))
+    with pytest.raises(RetaError, match=r"\(backbone changed\): .*backbone.name: \"random\" → \"teacher\""):
+        distill.run(compose_cfg("distill", [*[o for o in base if not o.startswith("backbone")], "resume=true",
+                                            "backbone=teacher"]))
+    monkeypatch.undo()
+    resumed = load_distilled(distill.run(compose_cfg("distill", [*base, "resume=true"]))["distilled"])
+    assert resumed.meta["resumed_from_step"] == 2
+
+
+# ------------------------------------------------------------------------------------------------ defect 15
+def test_a_misspelt_nested_key_is_one_line_naming_the_valid_keys_and_exit_2(tiny, monkeypatch, capsys):
+    tmp_path, ov = tiny
+    code, errors, err = cli(cli_distill, [*ov, "method=sfm", "method.iteratons=3"], monkeypatch, capsys)
+    assert code == 2 and len(errors) == 1, err[-2000:]
+    assert errors[0].startswith("error: unknown key 'method.iteratons'; valid: ") and "iterations" in errors[0]
+    assert "+method.iteratons=3" in errors[0] and "Traceback" not in err
+    assert not (tmp_path / "out").exists()
+
+
+def test_an_image_error_in_a_dataloader_worker_is_the_worker_line_not_its_traceback(tmp_path):
+    from reta.data import loading
+    from reta.data.registry import load_split
+    from reta.errors import RetaError
+    from reta.training.teacher import train_loader
+
+    from fixtures import write_imagefolder
+
+    write_imagefolder(tmp_path, classes=("a", "b"), n_train=2, n_val=1)
+    bad = sorted((tmp_path / "train" / "a").iterdir())[0]
+    bad.write_bytes(b"not an image")
+    cfg = {"name": "toy", "format": "imagefolder", "num_classes": 2, "image_size": 8, "channels": 3,
+           "mean": [0.5] * 3, "std": [0.25] * 3, "class_names": None, "root": str(tmp_path)}
+    ds = load_split(cfg, "train", None)
+    try:
+        loading.configure({"num_workers": 1, "persistent_workers": False}, None)
+        with pytest.raises(RetaError) as err:
+            list(train_loader(ds, 4, seed=0))
+    finally:
+        loading.configure({"num_workers": 0}, None)
+    msg = str(err.value)
+    assert msg.startswith(f"cannot read image {bad}: ") and msg.endswith("(in DataLoader worker process 0)")
+    assert "Traceback" not in msg and len(msg) < 400
+
+
+@pytest.mark.parametrize("damage", ["pickled_code", "truncated"])
+def test_a_bad_weight_file_is_named_plainly(tmp_path, damage):
+    from reta.errors import CheckpointError
+    from reta.models.build import build_model
+
+    path = tmp_path / "w.pt"
+    good = build_model({"name": "convnet_tiny"}, 10, 1, 28).state_dict()
+    torch.save(good, path)
+    if damage == "pickled_code":
+        class Payload:
+            def __reduce__(self):
+                return (os.system, ("echo pwned > " + str(tmp_path / "ran"),))
+
+        torch.save({"w": Payload()}, path)
+        want = r"holds pickled Python objects \(posix.system\), which reta refuses to load"
+    else:
+        path.write_bytes(path.read_bytes()[:-100])
+        want = "could not be read: the file is truncated or corrupt"
+    for name in ("convnet_tiny", "resnet18"):  # a reta model and a timm one
+        with pytest.raises(CheckpointError, match=want) as err:
+            build_model({"name": name}, 10, 1 if name == "convnet_tiny" else 3, 28, pretrained_file=str(path))
+        assert "weights_only=False" not in str(err.value) and "Errno" not in str(err.value)
+    assert not (tmp_path / "ran").exists()
+
+
+def test_a_requeued_slurm_job_resumes_its_run_without_resume_true(tiny, monkeypatch):
+    from reta.errors import RetaError
+
+    tmp_path, ov = tiny
+    base = [*ov, *TINY_SFM, "method.checkpoint_every=1"]
+    ref = load_distilled(distill.run(compose_cfg("distill", with_out(base, tmp_path / "ref")))["distilled"])
+    real_step = frozen_module.FrozenSynthesisModule.training_step
+
+    def crash_at_2(self, batch, batch_idx):
+        if self.step_index == 2:
+            raise RuntimeError("preempted")
+        return real_step(self, batch, batch_idx)
+
+    monkeypatch.setattr(frozen_module.FrozenSynthesisModule, "training_step", crash_at_2)
+    with pytest.raises(RuntimeError, match="preempted"):
+        distill.run(compose_cfg("distill", base))
+    monkeypatch.setattr(frozen_module.FrozenSynthesisModule, "training_step", real_step)
+    with pytest.raises(RetaError, match="interrupted run"):  # a plain rerun still needs resume=true
+        distill.run(compose_cfg("distill", base))
+    monkeypatch.setenv("SLURM_RESTART_COUNT", "1")  # what SLURM sets in a requeued job
+    with pytest.raises(RetaError, match=r"\(seed changed\)"):  # the run record is still checked
+        distill.run(compose_cfg("distill", [*base, "seed=1"]))
+    resumed = load_distilled(distill.run(compose_cfg("distill", base))["distilled"])
+    assert resumed.meta["resumed_from_step"] == 2 and torch.equal(resumed.images, ref.images)
