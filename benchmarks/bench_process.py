@@ -247,14 +247,12 @@ def cpu_peak_mb(fn) -> float:
 
 def build_experts_timed(a) -> dict:
     from reta.data.registry import load_split
-    from reta.synthesis.process.config import TrajectorySpec
-    from reta.synthesis.process.mtt_family import expert_buffer
+    from reta.training.experts import expert_buffer
 
     cfg = _compose("mtt", 1, a)
-    spec = TrajectorySpec.from_cfg(cfg.method, 1)
     train = load_split(cfg.dataset, "train", cfg.paths.data_dir)
     t = time.perf_counter()
-    buf = expert_buffer(cfg, spec, train, None, Path(a.tmp) / "out")
+    buf = expert_buffer(cfg, train, None, Path(a.tmp) / "out")
     r = buf.meta["recipe"]
     return {"seconds": time.perf_counter() - t, "experts": r["num_experts"], "epochs": r["epochs"],
             "images": buf.meta["train_images"]}
