@@ -17,6 +17,8 @@ from reta.errors import RetaError
 from reta.synthesis.bn.family import BNMethodConfig
 from reta.synthesis.dm.config import DistributionSpec
 from reta.synthesis.frozen.family import FrozenSpec
+from reta.synthesis.process.config import GradientSpec, TrajectorySpec
+from reta.training.experts import ExpertRecipe
 from reta.training.probe import ProbeSpec
 from reta.training.student import Protocol
 from reta.training.teacher import Recipe
@@ -40,7 +42,8 @@ def _all_fields(cls: type, prefix: str = "") -> list[tuple[str, dataclasses.Fiel
     return out
 
 
-@pytest.mark.parametrize("schema", [BNMethodConfig, DistributionSpec, FrozenSpec, Recipe, Protocol])
+@pytest.mark.parametrize("schema", [BNMethodConfig, DistributionSpec, FrozenSpec, GradientSpec, TrajectorySpec,
+                                    ExpertRecipe, Recipe, Protocol])
 def test_method_recipe_and_student_protocol_schemas_have_no_defaults(schema):
     with_default = [name for name, f in _all_fields(schema)
                     if f.default is not dataclasses.MISSING or f.default_factory is not dataclasses.MISSING]
