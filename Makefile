@@ -15,7 +15,7 @@ REPORT := $(BIN)/reta-report
 TABLES ?= outputs/tables
 
 .PHONY: help install fashion-mnist demo test test-slow lint clean table1 table2 table3 table4 fig4 fig5 fig6 smoke-paper \
-  bench-loading
+  bench-loading published
 
 help:  ## list the targets
 	@grep -E '^[a-zA-Z0-9_-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
@@ -87,6 +87,10 @@ fig4: install  ## Figure 4: λ (DRC) and λ_topo (PTA) sweeps with error bars (S
 FIG5_ARGS ?=
 fig5: install  ## Figure 5: synthesis time and peak memory per image of SRe2L, RDED, EDC, CV-DD, FADRM, FADRM+, RETA
 	nice -n 10 $(BIN)/python benchmarks/bench_fig5.py --out experiments/fig5 $(FIG5_ARGS)
+
+published: install  ## DC/DSA/DM/MTT vs their published Fashion-MNIST numbers (protocol=dc) → outputs/tables/published
+	$(REPORT) inputs=[experiments/published/runs] out=$(TABLES)/published/results \
+	  published=experiments/published/published.csv
 
 # the paper grid at toy budgets on generated data (ImageNet + CIFAR layouts, local weight files): docs/paper_scale.md
 SMOKE_DIR ?= $(shell mktemp -d -t reta-smoke-XXXXXX)/smoke

@@ -40,8 +40,8 @@ def one(method: str, dataset: str, ipc: int, iters: int, warmup: int, threads: i
     from reta.data.registry import load_split
     from reta.models import build_model
     from reta.synthesis.dm.config import DistributionSpec
-    from reta.synthesis.dm.family import _device
     from reta.synthesis.dm.matcher import DistributionMatcher
+    from reta.synthesis.matcher_run import matcher_device as _device
     from reta.utils.config import plain
 
     torch.set_num_threads(threads)

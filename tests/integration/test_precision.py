@@ -9,6 +9,8 @@ import pytest
 import torch
 
 import reta.synthesis.dm.matcher as dm_matcher
+import reta.synthesis.process.gradient as dc_gradient
+import reta.synthesis.process.trajectory as mtt_trajectory
 import reta.training.teacher as teacher_mod
 from reta import distill, evaluate, squeeze
 from reta.data.distilled import load_distilled
@@ -44,6 +46,8 @@ def seen(monkeypatch):
 
     monkeypatch.setattr(teacher_mod, "build_model", wrap(teacher_mod.build_model))
     monkeypatch.setattr(dm_matcher, "build_model", wrap(dm_matcher.build_model))
+    monkeypatch.setattr(dc_gradient, "build_model", wrap(dc_gradient.build_model))
+    monkeypatch.setattr(mtt_trajectory, "build_model", wrap(mtt_trajectory.build_model))
     return dtypes
 
 
@@ -88,6 +92,23 @@ def test_dm_step(tiny, seen, precision, dtype):
     _, ov = tiny
     distill.run(compose_cfg("distill", [*ov, "method=dm", "ipc=1", "method.iterations=2", "method.batch_real=4",
                                         "method.embedder.kwargs.width=8", f"trainer.precision={precision}"]))
+    assert seen and set(seen) == {dtype}
+
+
+@pytest.mark.parametrize("precision,dtype", PRECISIONS)
+def test_process_steps(tiny, seen, precision, dtype):
+    """DC's matching (double backward) and MTT's functional unroll run under the trainer's precision."""
+    tmp_path, ov = tiny
+    small = ["ipc=1", "method.iterations=1", "method.net.kwargs.depth=2", "method.net.kwargs.width=8",
+             f"trainer.precision={precision}"]
+    distill.run(compose_cfg("distill", [*ov, "method=dc", "method.batch_real=4", *small,
+                                        f"paths.output_dir={tmp_path / 'dc'}"]))
+    assert seen and set(seen) == {dtype}
+    seen.clear()
+    distill.run(compose_cfg("distill", [*ov, "method=mtt", "method.per_ipc.1.syn_steps=2",
+                                        "method.experts.num_experts=1", "method.experts.epochs=3",
+                                        "method.experts.batch_size=32", *small,
+                                        f"paths.output_dir={tmp_path / 'mtt'}"]))
     assert seen and set(seen) == {dtype}
 
 

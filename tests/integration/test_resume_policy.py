@@ -1,6 +1,6 @@
-"""The one resume policy of every synthesis family (docs/architecture.md "Contracts", :mod:`reta.synthesis.runtime`):
-``resume=true`` without a checkpoint warns and starts from scratch, giving exactly the images of a run without
-``resume``; without ``resume`` a stale checkpoint is removed."""
+"""The one resume policy of every synthesis family — BN, DM, frozen-backbone, process matching (docs/architecture.md
+"Contracts", :mod:`reta.synthesis.runtime`): ``resume=true`` without a checkpoint warns and starts from scratch,
+giving exactly the images of a run without ``resume``; without ``resume`` a stale checkpoint is removed."""
 
 from __future__ import annotations
 
@@ -23,6 +23,8 @@ FAMILIES = {
            "method.embedder.kwargs.width=8"],
     "frozen": ["method=sfm", "ipc=1", "method.iterations=3", "method.extent_every=2", "backbone=random",
                "backbone.model.kwargs.depth=2", "backbone.model.kwargs.width=8"],
+    "process": ["method=dc", "ipc=1", "method.iterations=2", "method.batch_real=4", "method.batch_train=8",
+                "method.net.kwargs.depth=2", "method.net.kwargs.width=8"],
 }
 
 

@@ -37,7 +37,7 @@ def test_squeeze_trains_caches_and_reuses(tiny):
     assert len(list((tmp_path / "cache" / "teachers").iterdir())) == 2
 
 
-@pytest.mark.parametrize("protocol", ["kd", "hard"])
+@pytest.mark.parametrize("protocol", ["kd", "hard", "dc"])
 def test_evaluate_random_and_distilled(tiny, protocol):
     tmp_path, ov = tiny
     ev = [*ov, f"protocol={protocol}", "model@student=convnet_tiny", "protocol.epochs=2", "protocol.eval_every=1",

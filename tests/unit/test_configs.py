@@ -46,6 +46,21 @@ def test_protocol_selects_its_student():
     assert custom.student.name == "resnet18_cifar"
 
 
+def test_dc_protocol_is_the_published_evaluation():
+    """protocol=dc: the DC/DSA/DM evaluation (ConvNet-3 w128 padded to 32 px, SGD 0.01 m 0.9 wd 5e-4, batch 256,
+    1000 epochs with DSA, one test at the end); dc_noaug: 300 epochs without DSA; hard unchanged."""
+    dc = compose_cfg("evaluate", [*BASE, "protocol=dc"])
+    p = dc.protocol
+    assert (p.name, p.optimizer, p.lr, p.momentum, p.weight_decay, p.batch_size) == ("dc", "sgd", 0.01, 0.9, 5e-4, 256)
+    assert (p.epochs, p.dsa, p.schedule, p.eval_every) == (1000, True, "step_half", 1000)
+    assert dc.student.kwargs.width == 128 and dc.student.kwargs.first_padding == "dc"
+    assert dc.student.kwargs.norm == "instance" and dc.student.kwargs.pool == "avg"
+    noaug = compose_cfg("evaluate", [*BASE, "protocol=dc_noaug"]).protocol
+    assert (noaug.name, noaug.epochs, noaug.dsa, noaug.eval_every) == ("dc", 300, False, 300)
+    hard = compose_cfg("evaluate", [*BASE, "protocol=hard"])
+    assert hard.protocol.epochs == 300 and hard.student.kwargs.width == 64
+
+
 def test_datasets_are_consistent():
     for name in options("dataset"):
         d = compose_cfg("squeeze", [*BASE, f"dataset={name}"]).dataset

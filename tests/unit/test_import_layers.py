@@ -15,9 +15,9 @@ import ast
 from pathlib import Path
 
 SRC = Path(__file__).resolve().parents[2] / "src" / "reta"
-STAGES = {"reta.squeeze", "reta.distill", "reta.evaluate", "reta.pipeline", "reta.report"}
+STAGES = {"reta.squeeze", "reta.experts", "reta.distill", "reta.evaluate", "reta.pipeline", "reta.report"}
 BASE = ("reta.data", "reta.models", "reta.topology", "reta.utils", "reta.errors")
-WINGS = ("bn", "dm", "reta", "frozen")
+WINGS = ("bn", "dm", "reta", "frozen", "process")
 
 
 def module_name(path: Path) -> str:

@@ -58,6 +58,23 @@ def test_convnet_feature_size_and_norms():
     assert not any(isinstance(x, (torch.nn.BatchNorm2d, torch.nn.GroupNorm)) for x in m.modules())
 
 
+def test_dc_convnet_pads_28px_to_128x4x4_features():
+    """The DC protocol's ConvNet (conf/model/convnet_d3_dc.yaml): padding 3 on the first conv of a 1-channel net."""
+    cfg = OmegaConf.to_container(OmegaConf.load(Path(CONF_DIR) / "model" / "convnet_d3_dc.yaml"))
+    m = build_model(cfg, 10, 1, 28)
+    x = torch.randn(2, 1, 28, 28)
+    assert m.features[0].padding == (3, 3)
+    assert tuple(m.forward_features(x).shape) == (2, 128, 4, 4)
+    assert tuple(features(m, x).shape) == (2, 128 * 4 * 4) and m.num_features == 128 * 4 * 4
+    assert isinstance(m.features[1], torch.nn.GroupNorm) and m.features[1].num_groups == 128
+    assert isinstance(m.features[3], torch.nn.AvgPool2d)
+    plain = build_model({"name": "convnet", "kwargs": {"depth": 3, "width": 128}}, 10, 1, 28)
+    assert plain.features[0].padding == (1, 1) and plain.num_features == 128 * 3 * 3  # default unchanged
+    assert build_model(cfg, 10, 3, 32).features[0].padding == (1, 1)  # the rule pads 3 only on one channel
+    with pytest.raises(RetaError, match="first_padding"):
+        build_model({"name": "convnet", "kwargs": {"first_padding": "big"}}, 10, 1, 28)
+
+
 def test_cifar_resnet_has_cifar_stem():
     m = timm.create_model("resnet18_cifar", num_classes=10)
     assert m.conv1.kernel_size == (3, 3) and m.conv1.stride == (1, 1)

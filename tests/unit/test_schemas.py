@@ -19,6 +19,8 @@ from reta.evaluation.robustness import RobustnessSpec, check_spec
 from reta.synthesis.bn.family import BNMethodConfig
 from reta.synthesis.dm.config import DistributionSpec
 from reta.synthesis.frozen.family import FrozenSpec
+from reta.synthesis.process.config import GradientSpec, TrajectorySpec
+from reta.training.experts import ExpertRecipe
 from reta.training.probe import ProbeSpec
 from reta.training.student import Protocol
 from reta.training.teacher import Recipe
@@ -42,8 +44,8 @@ def _all_fields(cls: type, prefix: str = "") -> list[tuple[str, dataclasses.Fiel
     return out
 
 
-@pytest.mark.parametrize("schema", [BNMethodConfig, DistributionSpec, FrozenSpec, Recipe, Protocol, ContinualSpec,
-                                    RobustnessSpec])
+@pytest.mark.parametrize("schema", [BNMethodConfig, DistributionSpec, FrozenSpec, GradientSpec, TrajectorySpec,
+                                    ExpertRecipe, Recipe, Protocol, ContinualSpec, RobustnessSpec])
 def test_method_recipe_and_student_protocol_schemas_have_no_defaults(schema):
     with_default = [name for name, f in _all_fields(schema)
                     if f.default is not dataclasses.MISSING or f.default_factory is not dataclasses.MISSING]

@@ -93,10 +93,10 @@ def _check_group_options(argv: list[str]) -> None:
 
 
 def _preflight_checks(config_name: str | None) -> list[Callable]:
-    from reta import distill, evaluate, pipeline, squeeze
+    from reta import distill, evaluate, experts, pipeline, squeeze
 
     return {"squeeze": [squeeze.preflight], "distill": [distill.preflight], "evaluate": [evaluate.preflight],
-            "pipeline": [pipeline.preflight]}.get(config_name or "", [])
+            "pipeline": [pipeline.preflight], "experts": [experts.preflight]}.get(config_name or "", [])
 
 
 class Preflight(Callback):

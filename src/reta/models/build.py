@@ -80,6 +80,8 @@ def build_model(
         return model
     except TypeError as err:
         raise RetaError(f"model {name!r}: bad kwargs {sorted(kwargs)}: {err}") from err
+    except ValueError as err:  # a constructor rejecting a value (e.g. ConvNet norm, first_padding)
+        raise RetaError(f"model {name!r}: {err}") from err
     except RuntimeError as err:  # load_state_dict(strict=True) of a file that does not fit
         raise RetaError(f"model {name!r}: pretrained weights do not fit ({str(err).splitlines()[0][:300]})") from err
     except OSError as err:  # no network / no hub cache

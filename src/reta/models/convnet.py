@@ -2,6 +2,9 @@
 
 Architecture [code: VICO-UoE/DatasetCondensation `networks.py` `ConvNet`, restated in docs/methods.md §5.2/§6.1]:
 ``depth`` blocks of conv3x3(width, padding 1) → norm → ReLU → 2×2 average pool, then flatten → linear.
+``first_padding`` pads the first convolution differently: ``"dc"`` is the reference's rule (padding 3 on
+single-channel inputs, so a 28-px image is seen as 32 px: 28 → 32 → 16 → 8 → 4 and ``128·4·4`` features; padding 1
+otherwise), an integer pads by that many pixels.
 ``norm='instance'`` is ``GroupNorm(width, width)`` (the DM/DC "instancenorm"), ``'batch'`` is BatchNorm2d
 (required for BN-statistics matching teachers, docs/methods.md §2), ``'none'`` drops the layer.
 
@@ -29,6 +32,16 @@ def _norm(kind: str, channels: int) -> nn.Module:
     raise ValueError(f"unknown norm {kind!r}; valid: {', '.join(NORMS)}")
 
 
+def _first_padding(spec: int | str, in_chans: int) -> int:
+    """Padding of the first convolution: an integer >= 0, or ``"dc"`` = 3 for one input channel, else 1
+    [code: VICO-UoE/DatasetCondensation ``networks.py`` ``ConvNet._make_layers``]."""
+    if spec == "dc":
+        return 3 if in_chans == 1 else 1
+    if isinstance(spec, bool) or not isinstance(spec, int) or spec < 0:
+        raise ValueError(f"ConvNet first_padding must be an integer >= 0 or 'dc', got {spec!r}")
+    return spec
+
+
 class ConvNet(nn.Module):
     """ConvNet-D{depth}, width ``width``; see module docstring."""
 
@@ -42,19 +55,21 @@ class ConvNet(nn.Module):
         pool: str = "avg",
         img_size: int = 32,
         drop_rate: float = 0.0,
+        first_padding: int | str = 1,
     ) -> None:
         super().__init__()
         if depth < 1:
             raise ValueError(f"ConvNet depth must be >= 1, got {depth}")
         if pool not in POOLS:
             raise ValueError(f"unknown pool {pool!r}; valid: {', '.join(POOLS)}")
-        if img_size < 2**depth:
+        if img_size + 2 * (_first_padding(first_padding, in_chans) - 1) < 2**depth:
             raise ValueError(f"img_size {img_size} too small for depth {depth}")
+        pad0 = _first_padding(first_padding, in_chans)
         layers: list[nn.Module] = []
-        channels, size = in_chans, img_size
-        for _ in range(depth):
+        channels, size = in_chans, img_size + 2 * (pad0 - 1)
+        for d in range(depth):
             layers += [
-                nn.Conv2d(channels, width, kernel_size=3, padding=1),
+                nn.Conv2d(channels, width, kernel_size=3, padding=pad0 if d == 0 else 1),
                 _norm(norm, width),
                 nn.ReLU(inplace=True),
                 nn.AvgPool2d(2) if pool == "avg" else nn.MaxPool2d(2),

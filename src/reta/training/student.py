@@ -11,6 +11,9 @@ Protocols (docs/methods.md §5):
   docs/methods.md §12.2) and ``ema_decay`` (EDC's EMA student is the one tested, §13.2).
 - ``hard`` — DC/DM protocol: CE on hard labels, SGD, lr ×0.1 at half, DSA on every batch
   [code: VICO-UoE/DatasetCondensation `utils.py` `evaluate_synset`].
+- ``dc`` — the same loop at the published DC/DSA/DM evaluation settings (``conf/protocol/dc.yaml``: ConvNet-3 width
+  128 with the first convolution padded by 3 on 28-px inputs, 1000 epochs with DSA, tested once after the last
+  epoch; ``protocol=dc_noaug`` is DC's own 300-epoch evaluation without augmentation).
 Test accuracy is measured every ``eval_every`` epochs and at the last epoch; the last value is the headline and
 the maximum is reported only as a secondary figure — nothing is selected on the test set.
 """

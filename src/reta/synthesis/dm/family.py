@@ -31,43 +31,30 @@ Resume: ``<output_dir>/checkpoints/last.ckpt`` (pixels, optimiser, iteration, RN
 every ``checkpoint_every`` iterations (0 = never) by a Lightning callback; ``resume=true`` with the same
 ``paths.output_dir`` continues from it and produces the same images as an uninterrupted run.
 
-Pieces: the validated config :mod:`reta.synthesis.dm.config`, one iteration :mod:`reta.synthesis.dm.matcher`, the
-Lightning loop (precision, devices, loggers, progress bar, checkpoints) :mod:`reta.synthesis.dm.module`, IDM's model
-queue :mod:`reta.synthesis.dm.model_queue`, the IID pool :mod:`reta.synthesis.dm.pretrained_pool`.
+Pieces (the resume-and-fit runner :mod:`reta.synthesis.matcher_run` is shared with the process-matching family):
+the validated config :mod:`reta.synthesis.dm.config`, one iteration :mod:`reta.synthesis.dm.matcher`, the
+Lightning loop (precision, devices, loggers, progress bar, checkpoints) :mod:`reta.synthesis.matcher_module`, IDM's
+model queue :mod:`reta.synthesis.dm.model_queue`, the IID pool :mod:`reta.synthesis.dm.pretrained_pool`.
 """
 
 from __future__ import annotations
 
 import logging
-import math
-import time
 import warnings
 
-import torch
-
 from reta.data.expansion import factor
-from reta.errors import NonFiniteLossError, RetaError, load_failure
-from reta.synthesis.checkpoint import PeriodicCheckpoint
 from reta.synthesis.dm.config import DistributionSpec
 from reta.synthesis.dm.losses import INERT_MESSAGE, iid_inert
-from reta.synthesis.dm.matcher import DistributionMatcher, fingerprint
-from reta.synthesis.dm.module import DistributionModule
+from reta.synthesis.dm.matcher import DistributionMatcher
 from reta.synthesis.dm.pretrained_pool import get_pool
+from reta.synthesis.matcher_module import MatcherModule
+from reta.synthesis.matcher_run import fit_matcher, matcher_device
+from reta.synthesis.matcher_state import fingerprint
 from reta.synthesis.registry import DistillContext, SynthesisResult
-from reta.synthesis.runtime import resume_from
-from reta.training.common import build_logger, build_trainer, seed_everything
+from reta.training.common import seed_everything
 from reta.utils.config import plain
-from reta.utils.device import run_device
 
 log = logging.getLogger(__name__)
-
-CHECKPOINT_NAME = "last.ckpt"
-#: Lightning warnings that are expected here (the step stream has no __len__ for the progress bar's total otherwise).
-QUIET_WARNINGS = (".*IterableDataset.*__len__.*",)
-
-
-def _device(cfg) -> torch.device:
-    return torch.device(run_device(plain(cfg.get("trainer", {}) or {})))
 
 
 def synthesize(cfg, ctx: DistillContext) -> SynthesisResult:
@@ -75,7 +62,7 @@ def synthesize(cfg, ctx: DistillContext) -> SynthesisResult:
     spec = DistributionSpec.from_cfg(cfg.method, ipc)
     ds = plain(cfg.dataset)
     seed = int(cfg.seed)
-    device = _device(cfg)
+    device = matcher_device(cfg)
     inert = iid_inert(ipc * factor(spec.expansion))
     wants_iid = spec.iid.lambda_cm > 0 or spec.iid.kappa > 0
     if wants_iid and inert:
@@ -89,45 +76,15 @@ def synthesize(cfg, ctx: DistillContext) -> SynthesisResult:
     seed_everything(seed)  # after the pool (its training reseeds): embedder inits come from this stream
     matcher = DistributionMatcher(spec, ds, ipc, ctx.train, seed, device, pool)
     matcher.fingerprint = fingerprint(cfg, spec)
-    ckpt = ctx.ckpt_dir / CHECKPOINT_NAME
-    resumed_from = None
-    if resume_from(ckpt, bool(cfg.get("resume", False))) is not None:
-        try:
-            state = torch.load(ckpt, map_location=device, weights_only=True)
-        except Exception as err:  # noqa: BLE001 - torch raises several types for corrupt or non-tensor files
-            raise RetaError(
-                f"resume: cannot read {ckpt} ({load_failure(err)}); use overwrite=true to start again"
-            ) from err
-        matcher.load_state_dict(state)
-        resumed_from = matcher.iteration
-        log.info("resumed %s from %s at iteration %d", spec.name, ckpt, matcher.iteration)
-    ctx.ckpt_dir.mkdir(parents=True, exist_ok=True)
-    module = DistributionModule(matcher)
-    logger = build_logger(plain(cfg.logger), str(ctx.out_dir), "distill")
-    trainer = build_trainer(plain(cfg.trainer), 1, logger, bool(cfg.get("progress_bar", False)), str(ctx.out_dir),
-                            callbacks=[PeriodicCheckpoint(ckpt, spec.checkpoint_every, spec.iterations, final=False)],
-                            log_every_n_steps=1)
-    start_it, t0 = matcher.iteration, time.perf_counter()
-    if matcher.iteration < spec.iterations:
-        with warnings.catch_warnings():
-            for msg in QUIET_WARNINGS:
-                warnings.filterwarnings("ignore", message=msg)
-            try:
-                trainer.fit(module)
-            except NonFiniteLossError as err:  # the checkpoint of the last good iteration stays: say where it is
-                kept = ckpt if ckpt.is_file() else None
-                raise NonFiniteLossError(f"{err}; last good checkpoint: {kept or 'none'}") from None
-    done = matcher.iteration - start_it
-    sec_per_it = (time.perf_counter() - t0) / done if done else float("nan")
-    if ckpt.is_file():
-        ckpt.unlink()  # finished: the distilled set is the artifact
+    module = MatcherModule(matcher)
+    fit = fit_matcher(cfg, ctx, matcher, module, device, spec.iterations, spec.checkpoint_every, spec.name)
     meta = {
         "expansion": spec.expansion,
         "variant": spec.variant,
         "iterations": spec.iterations,
-        "seconds_per_iteration": round(sec_per_it, 4) if math.isfinite(sec_per_it) else None,
+        "seconds_per_iteration": fit.seconds_per_iteration,
         "device": str(device),
-        "precision": str(trainer.precision),
+        "precision": str(fit.trainer.precision),
         "feature_dtype": str(module.step_dtype).replace("torch.", "") if module.step_dtype is not None else None,
         "iid": {
             "lambda_cm": spec.iid.lambda_cm,
@@ -138,7 +95,7 @@ def synthesize(cfg, ctx: DistillContext) -> SynthesisResult:
             "pool": pool_meta,
         },
         "loss_history": matcher.history,
-        "resumed_from_iteration": resumed_from,
+        "resumed_from_iteration": fit.resumed_from,
     }
     if spec.init == "real":
         meta["init_indices"] = matcher.init_indices

@@ -1,23 +1,21 @@
 """One DM/IDM(+IID) synthesis run as a plain state + step object: :class:`DistributionMatcher`.
 
-The algorithms are described in :mod:`reta.synthesis.dm.family`; the Lightning loop that drives the matcher (precision,
-devices, loggers, progress bar, resume checkpoints) is :mod:`reta.synthesis.dm.module`. The matcher does the maths of
-one iteration; how a loss is backpropagated and how the optimiser steps are injected (``backward``, ``optimizer_step``),
-so that under Lightning they go through the precision plugin (``manual_backward``, ``LightningOptimizer.step``).
+The algorithms are described in :mod:`reta.synthesis.dm.family`; the Lightning loop that drives the matcher
+(precision, devices, loggers, progress bar, resume checkpoints) is :mod:`reta.synthesis.matcher_module`. The matcher
+does the maths of one iteration; how a loss is backpropagated and how the optimiser steps are injected (``backward``,
+``optimizer_step``), so that under Lightning they go through the precision plugin (``manual_backward``,
+``LightningOptimizer.step``).
 """
 
 from __future__ import annotations
 
-import random
 from collections.abc import Callable, Mapping
-from dataclasses import asdict
 
 import torch
 from torch import nn
 
 from reta.data.dsa import DSA, DSAParams
-from reta.data.expansion import expand_quadrants, factor, make_mosaics
-from reta.data.registry import sample_per_class
+from reta.data.expansion import expand_quadrants, factor
 from reta.errors import NonFiniteLossError, RetaError
 from reta.models import build_model, features
 from reta.synthesis.dm.config import DistributionSpec
@@ -28,32 +26,10 @@ from reta.synthesis.dm.losses import (
     iid_inert,
     mean_embedding_loss,
 )
-from reta.synthesis.dm.model_queue import ModelQueue, RealSampler
+from reta.synthesis.dm.model_queue import ModelQueue
+from reta.synthesis.matcher_state import init_pixels, rng_state, set_rng_state
 from reta.synthesis.pixels import SyntheticImages
-from reta.utils.config import config_digest, plain
-
-
-def _rng_state(gen: torch.Generator) -> dict:
-    st = {"gen": gen.get_state(), "torch": torch.get_rng_state(), "python": random.getstate()}
-    if torch.cuda.is_available():
-        st["cuda"] = torch.cuda.get_rng_state_all()
-    return st
-
-
-def _set_rng_state(gen: torch.Generator, st: dict) -> None:
-    gen.set_state(st["gen"])
-    torch.set_rng_state(st["torch"])
-    random.setstate(st["python"])
-    if "cuda" in st and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(st["cuda"])
-
-
-def fingerprint(cfg, spec: DistributionSpec) -> str:
-    """Hash of everything a resumed run must share with the run that wrote the checkpoint."""
-    ds = plain(cfg.dataset)
-    keep = {"method": asdict(spec), "ipc": int(cfg.ipc), "seed": int(cfg.seed),
-            "dataset": {k: ds.get(k) for k in ("name", "image_size", "channels", "mean", "std", "num_classes")}}
-    return config_digest(keep)
+from reta.synthesis.real_sampler import RealSampler
 
 
 def _check_finite(value: torch.Tensor, term: str, it: int) -> None:
@@ -102,22 +78,9 @@ class DistributionMatcher:
         return build_model(self.spec.embedder, self.C, ds["channels"], ds["image_size"]).to(self.device)
 
     def _init_pixels(self, train, seed: int) -> torch.Tensor:
-        n = self.ipc * self.f
-        c, s = int(self.ds["channels"]), int(self.ds["image_size"])
-        if self.spec.init == "noise":
-            g = torch.Generator().manual_seed(int(seed))
-            z = torch.randn(self.C * self.ipc, c, s, s, generator=g)
-            std = torch.tensor(self.ds["std"]).view(1, -1, 1, 1)
-            mean = torch.tensor(self.ds["mean"]).view(1, -1, 1, 1)
-            return z * std + mean  # randn in normalised space, as the reference
-        smallest = min(len(g) for g in self.sampler.groups)
-        if n > smallest:
-            raise RetaError(f"init=real needs {n} real images per class (ipc {self.ipc} x expansion {self.f}); "
-                            f"the smallest class has {smallest}")
-        idx = sample_per_class(train.targets, self.C, n, int(seed))
-        self.init_indices = idx.tolist()
-        pixels = train.gather(idx)
-        return make_mosaics(pixels) if self.f == 4 else pixels
+        pixels, self.init_indices = init_pixels(self.spec.init, self.ds, self.ipc, self.f, train, self.sampler.groups,
+                                                seed)
+        return pixels
 
     # ---- one class
     def _syn(self, c: int) -> torch.Tensor:
@@ -197,7 +160,7 @@ class DistributionMatcher:
             "iteration": self.iteration,
             "images": self.images.state_dict(),
             "opt": self.opt.state_dict(),
-            "rng": _rng_state(self.gen),
+            "rng": rng_state(self.gen),
             "queue": self.queue.state() if self.queue is not None else None,
             "history": self.history,
         }
@@ -212,4 +175,4 @@ class DistributionMatcher:
         if self.queue is not None and st.get("queue") is not None:
             self.queue.load(st["queue"])
         self.history = list(st.get("history", []))
-        _set_rng_state(self.gen, st["rng"])
+        set_rng_state(self.gen, st["rng"])

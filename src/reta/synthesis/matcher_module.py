@@ -1,5 +1,5 @@
-"""The DM family under Lightning: :class:`DistributionModule` drives a
-:class:`~reta.synthesis.dm.matcher.DistributionMatcher`
+"""A matcher under Lightning: :class:`MatcherModule` drives a matcher (DM/IDM's
+:class:`~reta.synthesis.dm.matcher.DistributionMatcher`, the process family's DC/DSA and MTT matchers)
 one iteration per training step, with manual optimisation;
 :class:`reta.synthesis.checkpoint.PeriodicCheckpoint` writes its resume state.
 
@@ -24,17 +24,17 @@ import logging
 import lightning as L
 import torch
 
-from reta.synthesis.dm.matcher import DistributionMatcher
 from reta.synthesis.stream import StepStream
 
 log = logging.getLogger(__name__)
 
 
-class DistributionModule(L.LightningModule):
-    """One DM/IDM(+IID) run: ``training_step`` = one matcher iteration; losses averaged over ``log_every``
-    iterations go to ``matcher.history`` (``meta.json``), to the logger (``dm/<term>``) and to the log."""
+class MatcherModule(L.LightningModule):
+    """One matcher run (DM/IDM(+IID), and the process-matching family's DC/DSA/MTT): ``training_step`` = one matcher
+    iteration; losses averaged over ``log_every`` iterations go to ``matcher.history`` (``meta.json``), to the logger
+    (``<matcher.log_prefix>/<term>``, default ``dm``) and to the log."""
 
-    def __init__(self, matcher: DistributionMatcher) -> None:
+    def __init__(self, matcher) -> None:
         super().__init__()
         self.automatic_optimization = False
         self.matcher = matcher
@@ -70,7 +70,7 @@ class DistributionModule(L.LightningModule):
     def training_step(self, batch, batch_idx):
         it = int(batch)
         if it != self.matcher.iteration:
-            raise RuntimeError(f"DM iteration {it} arrived, expected {self.matcher.iteration}")
+            raise RuntimeError(f"iteration {it} arrived, expected {self.matcher.iteration}")
         terms = self.matcher.step()
         for k, v in terms.items():
             self._window[k] = self._window.get(k, 0.0) + v
@@ -81,6 +81,7 @@ class DistributionModule(L.LightningModule):
             self.matcher.history.append(row)
             log.info(f"{spec.name} it {done}/{spec.iterations} "
                      + " ".join(f"{k} {v:.4g}" for k, v in row.items() if k != "iteration"))
-            self.log_dict({f"dm/{k}": float(v) for k, v in row.items() if k != "iteration"},
+            prefix = getattr(self.matcher, "log_prefix", "dm")
+            self.log_dict({f"{prefix}/{k}": float(v) for k, v in row.items() if k != "iteration"},
                           on_step=True, on_epoch=False, prog_bar=True, batch_size=1)
             self._window, self._n_window = {}, 0
