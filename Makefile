@@ -85,8 +85,9 @@ fig4: install  ## Figure 4: λ (DRC) and λ_topo (PTA) sweeps with error bars (S
 	  plot.x=callbacks.pta.lam_topo "plot.title='RETA: PTA weight λ_topo ($(SCALE) scale, 3 seeds)'"
 
 FIG5_ARGS ?=
-fig5: install  ## Figure 5: synthesis time and peak memory per image of SRe2L, RDED, EDC, CV-DD, FADRM, FADRM+, RETA
-	nice -n 10 $(BIN)/python benchmarks/bench_fig5.py --out experiments/fig5 $(FIG5_ARGS)
+FIG5_IPC ?= 10
+fig5: install  ## Figure 5: synthesis time and peak memory per image of SRe2L, RDED, EDC, CV-DD, FADRM, FADRM+, RETA → experiments/fig5/ipc$(FIG5_IPC)/
+	nice -n 10 $(BIN)/python benchmarks/bench_fig5.py --ipc $(FIG5_IPC) --out experiments/fig5/ipc$(FIG5_IPC) $(FIG5_ARGS)
 
 published: install  ## DC/DSA/DM/MTT vs their published Fashion-MNIST numbers (protocol=dc) → outputs/tables/published
 	$(REPORT) inputs=[experiments/published/runs] out=$(TABLES)/published/results \
