@@ -159,3 +159,44 @@ def test_a_requeued_slurm_job_resumes_its_run_without_resume_true(tiny, monkeypa
         distill.run(compose_cfg("distill", [*base, "seed=1"]))
     resumed = load_distilled(distill.run(compose_cfg("distill", base))["distilled"])
     assert resumed.meta["resumed_from_step"] == 2 and torch.equal(resumed.images, ref.images)
+
+
+TINY_DM = ["method=dm", "ipc=1", "method.iterations=4", "method.batch_real=4", "method.embedder.kwargs.depth=2",
+           "method.embedder.kwargs.width=8", "method.log_every=1"]
+
+
+@pytest.mark.parametrize("family", ["bn", "dm", "frozen"])
+def test_a_resumed_run_reports_the_synthesis_seconds_of_every_part(tiny, monkeypatch, capsys, family):
+    import time
+
+    from reta.synthesis import matcher_module
+    from reta.synthesis.bn import module as bn_module
+
+    tmp_path, ov = tiny
+    method, cls = {"bn": ([*TINY_BN, "method=fadrm"], bn_module.SynthesisModule),
+                   "dm": (TINY_DM, matcher_module.MatcherModule),
+                   "frozen": (TINY_SFM, frozen_module.FrozenSynthesisModule)}[family]
+    run = with_out([*ov, *method, "method.checkpoint_every=0"], tmp_path / "run")
+    real_step, calls = cls.training_step, []
+
+    def term_at_2(self, batch, batch_idx):
+        calls.append(batch_idx)
+        if len(calls) == 2:
+            time.sleep(0.3)  # pre-kill synthesis time that the resumed run must still count
+            os.kill(os.getpid(), signal.SIGTERM)
+        return real_step(self, batch, batch_idx)
+
+    monkeypatch.setattr(cls, "training_step", term_at_2)
+    code, errors, err = cli(cli_distill, run, monkeypatch, capsys)
+    monkeypatch.setattr(cls, "training_step", real_step)
+    assert code == 143 and len(errors) == 1, err[-2000:]
+    ckpt = tmp_path / "run" / "checkpoints" / "last.ckpt"
+    state = torch.load(ckpt, weights_only=True)
+    before = state["synthesis_seconds"]
+    assert before >= 0.3  # the checkpoint written on the signal carries the seconds spent so far
+    state["synthesis_seconds"] = before + 1000.0  # a long pre-kill part, to see it added to the resumed run's time
+    torch.save(state, ckpt)
+    t0 = time.perf_counter()
+    resumed = load_distilled(distill.run(compose_cfg("distill", [*run, "resume=true"]))["distilled"])
+    after = time.perf_counter() - t0
+    assert before + 1000.0 <= resumed.meta["synthesis_seconds"] <= before + 1000.0 + after + 0.01

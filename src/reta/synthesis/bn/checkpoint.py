@@ -2,7 +2,8 @@
 
 A checkpoint holds :meth:`SynthesisModule.synthesis_state` (the working batch, optimiser moments, stage/step
 position via the global step, generator and torch RNG states, a config fingerprint) plus the ``state_dict()`` of
-every callback that has one (residual/anchor state, RETA caches). The finished images change only at job ends, so
+every callback that has one (residual/anchor state, RETA caches) and the synthesis seconds so far
+(:class:`reta.synthesis.runtime.SynthesisClock`). The finished images change only at job ends, so
 they go to a separate ``store.pt`` written at every job end (before ``last.ckpt``): frequent checkpoints stay small
 even when the distilled set is large. A ``store.pt`` one job ahead of ``last.ckpt`` (killed in between) is harmless:
 the resumed job rewrites its own slots. Loading it before
@@ -20,6 +21,7 @@ import lightning as L
 import torch
 
 from reta.errors import CheckpointError, load_failure
+from reta.synthesis.runtime import SynthesisClock
 from reta.utils.io import atomic_torch_save
 from reta.utils.signals import is_sigterm, note_saved
 
@@ -28,13 +30,15 @@ log = logging.getLogger(__name__)
 
 class SynthesisCheckpoint(L.Callback):
     """Save the synthesis state to ``path`` every ``every_n_steps`` global steps and at every job end;
-    ``every_n_steps=0`` = never (no resume point; the DM family reads ``checkpoint_every: 0`` the same way)."""
+    ``every_n_steps=0`` = never (no resume point; the DM family reads ``checkpoint_every: 0`` the same way);
+    ``clock`` stamps each checkpoint with the synthesis seconds so far."""
 
-    def __init__(self, path: str | Path, every_n_steps: int = 100) -> None:
+    def __init__(self, path: str | Path, every_n_steps: int, clock: SynthesisClock) -> None:
         if int(every_n_steps) < 0:
             raise ValueError(f"every_n_steps must be >= 0 (0 = never), got {every_n_steps}")
         self.path = Path(path)
         self.every = int(every_n_steps)
+        self.clock = clock
 
     def setup(self, trainer: L.Trainer, pl_module, stage: str) -> None:
         pl_module.ckpt_path = str(self.path) if self.path.is_file() else None
@@ -49,7 +53,7 @@ class SynthesisCheckpoint(L.Callback):
         if job_end:
             atomic_torch_save(pl_module.images.data.detach().cpu(), store_path(self.path))
         if job_end or n % self.every == 0:
-            save_synthesis_checkpoint(self.path, trainer, pl_module)
+            save_synthesis_checkpoint(self.path, trainer, pl_module, self.clock)
             pl_module.ckpt_path = str(self.path)
 
     def on_exception(self, trainer: L.Trainer, pl_module, exception: BaseException) -> None:
@@ -58,7 +62,7 @@ class SynthesisCheckpoint(L.Callback):
             return
         pl_module.check_divergence()
         atomic_torch_save(pl_module.images.data.detach().cpu(), store_path(self.path))
-        save_synthesis_checkpoint(self.path, trainer, pl_module)
+        save_synthesis_checkpoint(self.path, trainer, pl_module, self.clock)
         note_saved(self.path)
 
 
@@ -70,14 +74,15 @@ def _stateful(trainer: L.Trainer) -> dict:
     return {cb.state_key: cb for cb in trainer.callbacks if type(cb).state_dict is not L.Callback.state_dict}
 
 
-def save_synthesis_checkpoint(path: Path, trainer: L.Trainer, module) -> None:
+def save_synthesis_checkpoint(path: Path, trainer: L.Trainer, module, clock: SynthesisClock) -> None:
     module_state = {k: v for k, v in module.synthesis_state().items() if k != "store"}
     state = {"module": module_state, "callbacks": {k: cb.state_dict() for k, cb in _stateful(trainer).items()}}
-    atomic_torch_save(state, path)
+    atomic_torch_save(clock.stamp(state), path)
 
 
-def load_synthesis_checkpoint(path: str | Path, module, callbacks: list) -> None:
-    """Restore ``module`` and the stateful ``callbacks`` from ``path`` (before ``trainer.fit``)."""
+def load_synthesis_checkpoint(path: str | Path, module, callbacks: list, clock: SynthesisClock) -> None:
+    """Restore ``module``, the stateful ``callbacks`` and ``clock``'s seconds so far from ``path`` (before
+    ``trainer.fit``)."""
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
         store = store_path(path)
@@ -86,6 +91,7 @@ def load_synthesis_checkpoint(path: str | Path, module, callbacks: list) -> None
         raise CheckpointError(f"resume: cannot read {path} or its store.pt ({load_failure(err)}); use overwrite=true "
                               "to start again") from err
     module.load_synthesis_state(state["module"])
+    clock.restore(state, path)
     saved = state.get("callbacks", {})
     for cb in callbacks:
         if cb.state_key in saved:
