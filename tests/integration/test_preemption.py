@@ -4,6 +4,7 @@ docs/reliability.md names these tests."""
 
 from __future__ import annotations
 
+import logging
 import os
 import signal
 import sys
@@ -200,3 +201,54 @@ def test_a_resumed_run_reports_the_synthesis_seconds_of_every_part(tiny, monkeyp
     resumed = load_distilled(distill.run(compose_cfg("distill", [*run, "resume=true"]))["distilled"])
     after = time.perf_counter() - t0
     assert before + 1000.0 <= resumed.meta["synthesis_seconds"] <= before + 1000.0 + after + 0.01
+
+
+@pytest.mark.parametrize("family", ["bn", "dm", "frozen"])
+def test_sigusr1_writes_a_resume_checkpoint_and_the_run_goes_on(tiny, monkeypatch, caplog, family):
+    from reta.synthesis import matcher_module
+    from reta.synthesis.bn import module as bn_module
+
+    tmp_path, ov = tiny
+    method, cls, position = {"bn": ([*TINY_BN, "method=fadrm"], bn_module.SynthesisModule, ("module", "next_step")),
+                             "dm": (TINY_DM, matcher_module.MatcherModule, ("iteration",)),
+                             "frozen": (TINY_SFM, frozen_module.FrozenSynthesisModule, ("step",))}[family]
+    base = [*ov, *method, "method.checkpoint_every=0"]  # no periodic checkpoint: only the signal writes one
+    ref = load_distilled(distill.run(compose_cfg("distill", with_out(base, tmp_path / "ref")))["distilled"])
+    real_step, calls, received = cls.training_step, [], []
+
+    def usr1_at_2(crash_at):
+        def step(self, batch, batch_idx):
+            calls.append(batch_idx)
+            if len(calls) == 2:
+                os.kill(os.getpid(), signal.SIGUSR1)
+            if len(calls) == crash_at:
+                raise RuntimeError("killed")
+            return real_step(self, batch, batch_idx)
+        return step
+
+    def earlier_handler(signum, frame):  # stands for Lightning's SLURM requeue handler: it still runs
+        received.append(signum)
+
+    original = signal.signal(signal.SIGUSR1, earlier_handler)
+    try:
+        monkeypatch.setattr(cls, "training_step", usr1_at_2(crash_at=0))
+        with caplog.at_level(logging.WARNING):
+            went_on = load_distilled(distill.run(compose_cfg("distill", with_out(base, tmp_path / "on")))["distilled"])
+        assert received == [signal.SIGUSR1] and signal.getsignal(signal.SIGUSR1) is earlier_handler
+        assert f"SIGUSR1: resume checkpoint written to {tmp_path / 'on' / 'checkpoints' / 'last.ckpt'}" in caplog.text
+        assert torch.equal(went_on.images, ref.images)  # the run went on to the uninterrupted images
+
+        calls.clear()
+        monkeypatch.setattr(cls, "training_step", usr1_at_2(crash_at=4))
+        run = with_out(base, tmp_path / "run")
+        with pytest.raises(RuntimeError, match="killed"):  # e.g. SIGKILL before the step SIGTERM waits for ends
+            distill.run(compose_cfg("distill", run))
+    finally:
+        signal.signal(signal.SIGUSR1, original)
+    monkeypatch.setattr(cls, "training_step", real_step)
+    state = torch.load(tmp_path / "run" / "checkpoints" / "last.ckpt", weights_only=True)
+    for key in position:
+        state = state[key]
+    assert state == 2  # written at the boundary of the step the signal arrived in
+    resumed = load_distilled(distill.run(compose_cfg("distill", [*run, "resume=true"]))["distilled"])
+    assert torch.equal(resumed.images, ref.images)

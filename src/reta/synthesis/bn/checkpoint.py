@@ -21,29 +21,36 @@ import lightning as L
 import torch
 
 from reta.errors import CheckpointError, load_failure
+from reta.synthesis.checkpoint import ResumeCheckpoint
 from reta.synthesis.runtime import SynthesisClock
 from reta.utils.io import atomic_torch_save
-from reta.utils.signals import is_sigterm, note_saved
 
 log = logging.getLogger(__name__)
 
 
-class SynthesisCheckpoint(L.Callback):
+class SynthesisCheckpoint(ResumeCheckpoint):
     """Save the synthesis state to ``path`` every ``every_n_steps`` global steps and at every job end;
     ``every_n_steps=0`` = never (no resume point; the DM family reads ``checkpoint_every: 0`` the same way);
-    ``clock`` stamps each checkpoint with the synthesis seconds so far."""
+    ``clock`` stamps each checkpoint with the synthesis seconds so far. SIGTERM and SIGUSR1 write it too
+    (:class:`reta.synthesis.checkpoint.ResumeCheckpoint`)."""
 
     def __init__(self, path: str | Path, every_n_steps: int, clock: SynthesisClock) -> None:
         if int(every_n_steps) < 0:
             raise ValueError(f"every_n_steps must be >= 0 (0 = never), got {every_n_steps}")
-        self.path = Path(path)
+        super().__init__(path, clock)
         self.every = int(every_n_steps)
-        self.clock = clock
 
     def setup(self, trainer: L.Trainer, pl_module, stage: str) -> None:
         pl_module.ckpt_path = str(self.path) if self.path.is_file() else None
 
-    def on_train_batch_end(self, trainer: L.Trainer, pl_module, outputs, batch, batch_idx: int) -> None:
+    def save(self, trainer: L.Trainer, pl_module) -> None:
+        """The state after the last finished step, with the finished images (a diverged state is never written)."""
+        pl_module.check_divergence()
+        atomic_torch_save(pl_module.images.data.detach().cpu(), store_path(self.path))
+        save_synthesis_checkpoint(self.path, trainer, pl_module, self.clock)
+        pl_module.ckpt_path = str(self.path)
+
+    def periodic(self, trainer: L.Trainer, pl_module) -> None:
         if self.every == 0:
             return
         n = pl_module.next_step
@@ -55,15 +62,6 @@ class SynthesisCheckpoint(L.Callback):
         if job_end or n % self.every == 0:
             save_synthesis_checkpoint(self.path, trainer, pl_module, self.clock)
             pl_module.ckpt_path = str(self.path)
-
-    def on_exception(self, trainer: L.Trainer, pl_module, exception: BaseException) -> None:
-        """On SIGTERM (:mod:`reta.utils.signals`) the state after the last finished step, whatever ``every`` is."""
-        if not is_sigterm(exception):
-            return
-        pl_module.check_divergence()
-        atomic_torch_save(pl_module.images.data.detach().cpu(), store_path(self.path))
-        save_synthesis_checkpoint(self.path, trainer, pl_module, self.clock)
-        note_saved(self.path)
 
 
 def store_path(ckpt: Path) -> Path:
