@@ -91,3 +91,19 @@ def cli(module, args: list[str], monkeypatch, capsys) -> tuple[int, list[str], s
         logging.root.handlers[:] = handlers
     err = capsys.readouterr().err
     return code, [ln for ln in err.splitlines() if ln.startswith("error:")], err
+
+
+#: Tiny budgets for the BN-matching family (two 3-step stages), the random backbone and the frozen family (SFM).
+TINY_BN = ["ipc=2", "method.stages.sizes=[28,28]", "method.stages.budgets=[3,3]", "method.init.mipc=6",
+           "method.init.num_crop=2", "method.log_every=1"]
+TINY_BACKBONE = ["backbone=random", "backbone.model.kwargs.depth=2", "backbone.model.kwargs.width=8",
+                 "backbone.probe.epochs=2", "backbone.probe.batch_size=32", "backbone.probe.holdout=0.25"]
+TINY_SFM = ["method=sfm", "ipc=1", "method.iterations=4", "method.extent_every=2", "method.log_every=1"]
+
+
+def tiny_fmnist(tmp_path: Path) -> list[str]:
+    """:func:`tiny_overrides` on an 80-image, 10-class IDX fixture under ``tmp_path``, with the tiny random backbone."""
+    from fixtures import write_idx_dataset
+
+    root = write_idx_dataset(tmp_path / "fmnist", n_train=80, n_test=20, classes=10, gz=False)
+    return [*tiny_overrides(tmp_path, root), *TINY_BACKBONE]

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import logging
 import shutil
-import time
 from pathlib import Path
 
 from omegaconf import DictConfig, open_dict
@@ -17,6 +16,7 @@ from reta.data.registry import load_split
 from reta.errors import RetaError
 from reta.synthesis.distributed import ShardInfo, init_distributed
 from reta.synthesis.registry import DistillContext, is_shardable, synthesis_function
+from reta.synthesis.runtime import SynthesisClock
 from reta.tracking import log_distilled_artifact
 from reta.training.common import configure_data, set_threads
 from reta.training.teacher_cache import TeacherLoader
@@ -173,16 +173,17 @@ def _run(cfg: DictConfig, shard: ShardInfo) -> dict:
     out = Path(shard.broadcast(str(output_dir(cfg))))  # sharded: every rank uses rank 0's run dir
     ckpt_dir = out / "checkpoints" / shard.checkpoint_subdir() if shard.sharded else out / "checkpoints"
     load = TeacherLoader(cfg, full_train, test)  # teachers: the whole training split (one cache entry)
-    ctx = DistillContext(train, test, out, ckpt_dir, load, shard=shard, teacher_timing=load.timing)
+    ctx = DistillContext(train, test, out, ckpt_dir, load, shard=shard, teacher_timing=load.timing,
+                         clock=SynthesisClock(lambda: load.seconds))
     if shard.is_main:
         if cfg.get("overwrite", False) and (out / "checkpoints").is_dir():
             shutil.rmtree(out / "checkpoints")  # the old run's state must not leak into this one
         record = out / "checkpoints" / RUN_RECORD
         if not (cfg.get("resume", False) and record.is_file()):
             atomic_write_json(record, {"key": resume_key(cfg)})
-    start = time.perf_counter()
+    ctx.clock.start()
     result = fn(cfg, ctx)
-    seconds = time.perf_counter() - start - load.seconds
+    seconds = ctx.clock.elapsed()  # with the seconds before any resume, without teacher_seconds
     ds = plain(cfg.dataset)
     meta = {
         "dataset": ds["name"],
@@ -195,7 +196,7 @@ def _run(cfg: DictConfig, shard: ShardInfo) -> dict:
         "seed": int(cfg.seed),
         "config_hash": config_hash(cfg),
         "package_version": reta.__version__,
-        "synthesis_seconds": round(seconds, 2),  # without teacher_seconds (teachers squeezed on first use)
+        "synthesis_seconds": round(seconds, 2),  # all resumes together, without teacher_seconds
         "teacher_seconds": round(load.seconds, 2),
         "shards": shard.world,
         "holdout_per_class": holdout,

@@ -1,112 +1,25 @@
-"""Reliability, second probe: preemption, untrusted sets, damaged caches, full disks, no network, sweeps. One
-reproduction per defect on the tiny IDX fixture; the table in docs/reliability.md names these tests."""
+"""Reliability, second probe: untrusted sets, damaged caches, full disks, no network, sweeps and plain messages. One
+reproduction per defect on the tiny IDX fixture; the table in docs/reliability.md names these tests (preemption:
+test_preemption.py)."""
 
 from __future__ import annotations
 
 import logging
 import os
-import signal
-import sys
 
-import lightning as L
 import pytest
 import torch
 
 from reta import distill
 from reta.cli import distill as cli_distill
 from reta.data.distilled import load_distilled
-from reta.synthesis.frozen import module as frozen_module
 
-from fixtures import write_idx_dataset
-from helpers import cli, compose_cfg, tiny_overrides, with_out
-
-TINY_BN = ["ipc=2", "method.stages.sizes=[28,28]", "method.stages.budgets=[3,3]", "method.init.mipc=6",
-           "method.init.num_crop=2", "method.log_every=1"]
-TINY_BACKBONE = ["backbone=random", "backbone.model.kwargs.depth=2", "backbone.model.kwargs.width=8",
-                 "backbone.probe.epochs=2", "backbone.probe.batch_size=32", "backbone.probe.holdout=0.25"]
-TINY_SFM = ["method=sfm", "ipc=1", "method.iterations=4", "method.extent_every=2", "method.log_every=1"]
+from helpers import TINY_SFM, cli, compose_cfg, tiny_fmnist, with_out
 
 
 @pytest.fixture()
 def tiny(tmp_path):
-    root = write_idx_dataset(tmp_path / "fmnist", n_train=80, n_test=20, classes=10, gz=False)
-    return tmp_path, [*tiny_overrides(tmp_path, root), *TINY_BACKBONE]
-
-
-class SigtermAt(L.Callback):
-    """Sends SIGTERM to this process during synthesis step ``at_step`` (what SLURM does on preemption)."""
-
-    def __init__(self, at_step: int) -> None:
-        self.at_step = at_step
-
-    def on_synthesis_step(self, trainer, module, step) -> None:
-        if step.global_step == self.at_step:
-            os.kill(os.getpid(), signal.SIGTERM)
-
-
-# ------------------------------------------------------------------------------------------------ defect 2
-def test_sigterm_during_fadrm_writes_a_resume_checkpoint_and_exits_143(tiny, monkeypatch, capsys):
-    tmp_path, ov = tiny
-    base = [*ov, "method=fadrm", *TINY_BN, "method.checkpoint_every=0"]  # no periodic checkpoint: the signal writes it
-    ref = load_distilled(distill.run(compose_cfg("distill", with_out(base, tmp_path / "ref")))["distilled"])
-    run = with_out(base, tmp_path / "run")
-    term = "+method.callbacks.term={_target_:test_reliability_two.SigtermAt,at_step:4}"
-    code, errors, _ = cli(cli_distill, [*run, term], monkeypatch, capsys)
-    assert code == 143 and len(errors) == 1 and "SIGTERM" in errors[0] and "resume=true" in errors[0]
-    assert not (tmp_path / "run" / "distilled").exists()
-    ckpt = tmp_path / "run" / "checkpoints" / "last.ckpt"
-    assert str(ckpt) in errors[0]
-    assert torch.load(ckpt, weights_only=True)["module"]["next_step"] == 5  # the step the signal arrived in finished
-    resumed = distill.run(compose_cfg("distill", [*run, term, "resume=true"]))  # step 4 is behind it
-    assert torch.equal(load_distilled(resumed["distilled"]).images, ref.images)
-
-
-def test_sigterm_during_sfm_writes_a_resume_checkpoint_and_exits_143(tiny, monkeypatch, capsys):
-    tmp_path, ov = tiny
-    base = [*ov, *TINY_SFM, "method.checkpoint_every=0"]
-    ref = load_distilled(distill.run(compose_cfg("distill", with_out(base, tmp_path / "ref")))["distilled"])
-    real_step = frozen_module.FrozenSynthesisModule.training_step
-
-    def term_at_1(self, batch, batch_idx):
-        if self.step_index == 1:
-            os.kill(os.getpid(), signal.SIGTERM)
-        return real_step(self, batch, batch_idx)
-
-    run = with_out(base, tmp_path / "run")
-    monkeypatch.setattr(frozen_module.FrozenSynthesisModule, "training_step", term_at_1)
-    code, errors, _ = cli(cli_distill, run, monkeypatch, capsys)
-    monkeypatch.setattr(frozen_module.FrozenSynthesisModule, "training_step", real_step)
-    assert code == 143 and len(errors) == 1 and "resume=true" in errors[0]
-    assert (tmp_path / "run" / "checkpoints" / "last.ckpt").is_file() and not (tmp_path / "run" / "distilled").exists()
-    resumed = load_distilled(distill.run(compose_cfg("distill", [*run, "resume=true"]))["distilled"])
-    assert resumed.meta["resumed_from_step"] == 2
-    assert torch.equal(resumed.images, ref.images)
-
-
-@pytest.mark.slow
-def test_sigterm_from_outside_ends_a_cli_run_with_143_and_one_line(tiny):
-    import subprocess
-    import time
-    from pathlib import Path
-
-    tmp_path, ov = tiny
-    exe = Path(sys.executable).parent / "reta-distill"
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "HYDRA_FULL_ERROR": "0"}
-    args = [*ov, "method=sfm", "ipc=1", "method.iterations=100000", "method.extent_every=0", "method.log_every=1000",
-            "method.checkpoint_every=1"]
-    proc = subprocess.Popen([str(exe), *args], cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True, env=env)
-    ckpt = tmp_path / "out" / "checkpoints" / "last.ckpt"
-    deadline = time.monotonic() + 240
-    while not ckpt.is_file() and proc.poll() is None and time.monotonic() < deadline:
-        time.sleep(0.2)
-    assert ckpt.is_file(), "synthesis never started"
-    proc.send_signal(signal.SIGTERM)
-    _, err = proc.communicate(timeout=120)
-    errors = [ln for ln in err.splitlines() if ln.startswith("error:")]
-    assert proc.returncode == 143 and len(errors) == 1 and "resume=true" in errors[0] and str(ckpt) in errors[0]
-    assert not (tmp_path / "out" / "distilled").exists()
-    assert torch.load(ckpt, weights_only=True)["step"] >= 1
+    return tmp_path, tiny_fmnist(tmp_path)
 
 
 # ------------------------------------------------------------------------------------------------ defect 5
@@ -356,38 +269,6 @@ def test_a_failing_sweep_job_does_not_stop_the_others_and_is_reported_at_the_end
     assert len(errors) == 2
 
 
-# ------------------------------------------------------------------------------------------------ defect 14
-def test_a_resume_with_another_backbone_is_refused_first_naming_what_changed(tiny, monkeypatch):
-    from reta.errors import RetaError
-
-    tmp_path, ov = tiny
-    real_step = frozen_module.FrozenSynthesisModule.training_step
-
-    def crash_at_2(self, batch, batch_idx):
-        if self.step_index == 2:
-            raise RuntimeError("killed")
-        return real_step(self, batch, batch_idx)
-
-    base = [*ov, *TINY_SFM, "method.checkpoint_every=1"]
-    monkeypatch.setattr(frozen_module.FrozenSynthesisModule, "training_step", crash_at_2)
-    with pytest.raises(RuntimeError, match="killed"):
-        distill.run(compose_cfg("distill", base))
-    monkeypatch.setattr(frozen_module.FrozenSynthesisModule, "training_step", real_step)
-
-    def no_work(*a, **k):
-        raise AssertionError("data, teacher or statistics work before the resume was refused")
-
-    monkeypatch.setattr(distill, "load_split", no_work)
-    with pytest.raises(RetaError, match=r"different configuration \(backbone changed\): backbone.seed: 0 → 1;"):
-        distill.run(compose_cfg("distill", [*base, "resume=true", "backbone.seed=1"]))
-    with pytest.raises(RetaError, match=r"\(backbone changed\): .*backbone.name: \"random\" → \"teacher\""):
-        distill.run(compose_cfg("distill", [*[o for o in base if not o.startswith("backbone")], "resume=true",
-                                            "backbone=teacher"]))
-    monkeypatch.undo()
-    resumed = load_distilled(distill.run(compose_cfg("distill", [*base, "resume=true"]))["distilled"])
-    assert resumed.meta["resumed_from_step"] == 2
-
-
 # ------------------------------------------------------------------------------------------------ defect 15
 def test_a_misspelt_nested_key_is_one_line_naming_the_valid_keys_and_exit_2(tiny, monkeypatch, capsys):
     tmp_path, ov = tiny
@@ -446,29 +327,3 @@ def test_a_bad_weight_file_is_named_plainly(tmp_path, damage):
             build_model({"name": name}, 10, 1 if name == "convnet_tiny" else 3, 28, pretrained_file=str(path))
         assert "weights_only=False" not in str(err.value) and "Errno" not in str(err.value)
     assert not (tmp_path / "ran").exists()
-
-
-def test_a_requeued_slurm_job_resumes_its_run_without_resume_true(tiny, monkeypatch):
-    from reta.errors import RetaError
-
-    tmp_path, ov = tiny
-    base = [*ov, *TINY_SFM, "method.checkpoint_every=1"]
-    ref = load_distilled(distill.run(compose_cfg("distill", with_out(base, tmp_path / "ref")))["distilled"])
-    real_step = frozen_module.FrozenSynthesisModule.training_step
-
-    def crash_at_2(self, batch, batch_idx):
-        if self.step_index == 2:
-            raise RuntimeError("preempted")
-        return real_step(self, batch, batch_idx)
-
-    monkeypatch.setattr(frozen_module.FrozenSynthesisModule, "training_step", crash_at_2)
-    with pytest.raises(RuntimeError, match="preempted"):
-        distill.run(compose_cfg("distill", base))
-    monkeypatch.setattr(frozen_module.FrozenSynthesisModule, "training_step", real_step)
-    with pytest.raises(RetaError, match="interrupted run"):  # a plain rerun still needs resume=true
-        distill.run(compose_cfg("distill", base))
-    monkeypatch.setenv("SLURM_RESTART_COUNT", "1")  # what SLURM sets in a requeued job
-    with pytest.raises(RetaError, match=r"\(seed changed\)"):  # the run record is still checked
-        distill.run(compose_cfg("distill", [*base, "seed=1"]))
-    resumed = load_distilled(distill.run(compose_cfg("distill", base))["distilled"])
-    assert resumed.meta["resumed_from_step"] == 2 and torch.equal(resumed.images, ref.images)

@@ -59,6 +59,7 @@ def load_resume(cfg, ctx: DistillContext, matcher, device: torch.device, name: s
     except Exception as err:  # noqa: BLE001 - torch raises several types for corrupt or non-tensor files
         raise RetaError(f"resume: cannot read {ckpt} ({load_failure(err)}); use overwrite=true to start again") from err
     matcher.load_state_dict(state)
+    ctx.clock.restore(state, ckpt)
     log.info("resumed %s from %s at iteration %d", name, ckpt, matcher.iteration)
     return matcher.iteration
 
@@ -71,7 +72,8 @@ def fit_matcher(cfg, ctx: DistillContext, matcher, module: L.LightningModule, de
     ctx.ckpt_dir.mkdir(parents=True, exist_ok=True)
     logger = build_logger(plain(cfg.logger), str(ctx.out_dir), "distill")
     trainer = build_trainer(plain(cfg.trainer), 1, logger, bool(cfg.get("progress_bar", False)), str(ctx.out_dir),
-                            callbacks=[PeriodicCheckpoint(ckpt, checkpoint_every, iterations, final=False)],
+                            callbacks=[PeriodicCheckpoint(ckpt, checkpoint_every, iterations, final=False,
+                                                          clock=ctx.clock)],
                             log_every_n_steps=1)
     start_it, t0 = matcher.iteration, time.perf_counter()
     if matcher.iteration < iterations:

@@ -16,6 +16,7 @@ from typing import Any
 
 import torch
 
+from reta.synthesis.runtime import SynthesisClock
 from reta.utils.plugins import plugin_function
 
 
@@ -24,7 +25,8 @@ class DistillContext:
     """What every synthesis function gets besides ``cfg``: the data splits, the output/checkpoint dirs and a
     teacher loader (``load_teacher(model_cfg) -> (module, meta)``, cached squeeze). Pretrained networks fetched
     another way (the IID pool) are fetched inside ``with ctx.teacher_timing():`` so their loading or squeezing is
-    recorded as ``teacher_seconds``, not as synthesis time."""
+    recorded as ``teacher_seconds``, not as synthesis time. ``clock`` times the synthesis across resumes: resume
+    checkpoints carry its seconds (:class:`reta.synthesis.runtime.SynthesisClock`)."""
 
     train: Any
     test: Any
@@ -33,6 +35,7 @@ class DistillContext:
     load_teacher: Callable[[Any], tuple[torch.nn.Module, dict]]
     shard: Any = None  # reta.synthesis.distributed.ShardInfo of a sharded run (None = one process)
     teacher_timing: Callable[[], contextlib.AbstractContextManager] = contextlib.nullcontext
+    clock: SynthesisClock = field(default_factory=SynthesisClock)
 
 
 @dataclass

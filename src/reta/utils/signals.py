@@ -10,17 +10,28 @@ console scripts turn the exception — a bare ``SystemExit`` — into one line n
 requeue signal and requeues the job. A requeued SLURM job (``SLURM_RESTART_COUNT`` > 0, also what submitit's requeue on
 preemption or time-out gives) that finds its run's checkpoints resumes them without ``resume=true``
 (:func:`requeued`).
+
+SIGUSR1 — what SLURM sends ahead of the time limit with ``sbatch --signal=USR1@90`` and Lightning's SLURM requeue
+signal — asks for the same resume checkpoint but does not stop the run (:class:`CheckpointSignal`): the checkpoint is
+written at the next step boundary and synthesis goes on, as Lightning's SLURM environment expects (it requeues the job
+on that signal and lets it run until SIGTERM). A SIGTERM that follows ends the run with its own checkpoint and 143; a
+step too long to finish between SIGTERM and SLURM's SIGKILL still leaves the SIGUSR1 checkpoint to resume from.
+A handler already installed for SIGUSR1 (Lightning's requeue handler under SLURM auto-requeue) still runs.
 """
 
 from __future__ import annotations
 
 import os
+import signal
+import threading
 from pathlib import Path
 
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 #: Exit status of a run ended by SIGTERM (128 + signal number 15).
 EXIT_SIGTERM = 143
+#: The signal that asks for a resume checkpoint and lets the run go on.
+CHECKPOINT_SIGNAL = signal.SIGUSR1
 
 _saved: list[Path] = []
 
@@ -52,3 +63,38 @@ def requeued() -> int:
         return max(0, int(os.environ.get("SLURM_RESTART_COUNT") or 0))
     except ValueError:
         return 0
+
+
+class CheckpointSignal:
+    """Watches :data:`CHECKPOINT_SIGNAL` during one ``trainer.fit``: :meth:`install` at the start of training (after
+    Lightning registered its own handlers, which keep running), :meth:`take` at each step boundary, :meth:`restore`
+    when training ends or fails. Outside the main thread (where Python cannot set handlers) it does nothing."""
+
+    def __init__(self) -> None:
+        self._requested = False
+        self._previous = None
+        self._installed = False
+
+    def install(self) -> None:
+        if self._installed or threading.current_thread() is not threading.main_thread():
+            return
+        self._previous = signal.getsignal(CHECKPOINT_SIGNAL)
+        previous = self._previous
+
+        def handler(signum, frame) -> None:
+            self._requested = True
+            if callable(previous):
+                previous(signum, frame)
+
+        signal.signal(CHECKPOINT_SIGNAL, handler)
+        self._installed = True
+
+    def take(self) -> bool:
+        """Whether the signal arrived since the last call."""
+        requested, self._requested = self._requested, False
+        return requested
+
+    def restore(self) -> None:
+        if self._installed:
+            signal.signal(CHECKPOINT_SIGNAL, self._previous if self._previous is not None else signal.SIG_DFL)
+            self._installed = False

@@ -2,7 +2,8 @@
 
 A checkpoint holds :meth:`SynthesisModule.synthesis_state` (the working batch, optimiser moments, stage/step
 position via the global step, generator and torch RNG states, a config fingerprint) plus the ``state_dict()`` of
-every callback that has one (residual/anchor state, RETA caches). The finished images change only at job ends, so
+every callback that has one (residual/anchor state, RETA caches) and the synthesis seconds so far
+(:class:`reta.synthesis.runtime.SynthesisClock`). The finished images change only at job ends, so
 they go to a separate ``store.pt`` written at every job end (before ``last.ckpt``): frequent checkpoints stay small
 even when the distilled set is large. A ``store.pt`` one job ahead of ``last.ckpt`` (killed in between) is harmless:
 the resumed job rewrites its own slots. Loading it before
@@ -20,26 +21,36 @@ import lightning as L
 import torch
 
 from reta.errors import CheckpointError, load_failure
+from reta.synthesis.checkpoint import ResumeCheckpoint
+from reta.synthesis.runtime import SynthesisClock
 from reta.utils.io import atomic_torch_save
-from reta.utils.signals import is_sigterm, note_saved
 
 log = logging.getLogger(__name__)
 
 
-class SynthesisCheckpoint(L.Callback):
+class SynthesisCheckpoint(ResumeCheckpoint):
     """Save the synthesis state to ``path`` every ``every_n_steps`` global steps and at every job end;
-    ``every_n_steps=0`` = never (no resume point; the DM family reads ``checkpoint_every: 0`` the same way)."""
+    ``every_n_steps=0`` = never (no resume point; the DM family reads ``checkpoint_every: 0`` the same way);
+    ``clock`` stamps each checkpoint with the synthesis seconds so far. SIGTERM and SIGUSR1 write it too
+    (:class:`reta.synthesis.checkpoint.ResumeCheckpoint`)."""
 
-    def __init__(self, path: str | Path, every_n_steps: int = 100) -> None:
+    def __init__(self, path: str | Path, every_n_steps: int, clock: SynthesisClock) -> None:
         if int(every_n_steps) < 0:
             raise ValueError(f"every_n_steps must be >= 0 (0 = never), got {every_n_steps}")
-        self.path = Path(path)
+        super().__init__(path, clock)
         self.every = int(every_n_steps)
 
     def setup(self, trainer: L.Trainer, pl_module, stage: str) -> None:
         pl_module.ckpt_path = str(self.path) if self.path.is_file() else None
 
-    def on_train_batch_end(self, trainer: L.Trainer, pl_module, outputs, batch, batch_idx: int) -> None:
+    def save(self, trainer: L.Trainer, pl_module) -> None:
+        """The state after the last finished step, with the finished images (a diverged state is never written)."""
+        pl_module.check_divergence()
+        atomic_torch_save(pl_module.images.data.detach().cpu(), store_path(self.path))
+        save_synthesis_checkpoint(self.path, trainer, pl_module, self.clock)
+        pl_module.ckpt_path = str(self.path)
+
+    def periodic(self, trainer: L.Trainer, pl_module) -> None:
         if self.every == 0:
             return
         n = pl_module.next_step
@@ -49,17 +60,8 @@ class SynthesisCheckpoint(L.Callback):
         if job_end:
             atomic_torch_save(pl_module.images.data.detach().cpu(), store_path(self.path))
         if job_end or n % self.every == 0:
-            save_synthesis_checkpoint(self.path, trainer, pl_module)
+            save_synthesis_checkpoint(self.path, trainer, pl_module, self.clock)
             pl_module.ckpt_path = str(self.path)
-
-    def on_exception(self, trainer: L.Trainer, pl_module, exception: BaseException) -> None:
-        """On SIGTERM (:mod:`reta.utils.signals`) the state after the last finished step, whatever ``every`` is."""
-        if not is_sigterm(exception):
-            return
-        pl_module.check_divergence()
-        atomic_torch_save(pl_module.images.data.detach().cpu(), store_path(self.path))
-        save_synthesis_checkpoint(self.path, trainer, pl_module)
-        note_saved(self.path)
 
 
 def store_path(ckpt: Path) -> Path:
@@ -70,14 +72,15 @@ def _stateful(trainer: L.Trainer) -> dict:
     return {cb.state_key: cb for cb in trainer.callbacks if type(cb).state_dict is not L.Callback.state_dict}
 
 
-def save_synthesis_checkpoint(path: Path, trainer: L.Trainer, module) -> None:
+def save_synthesis_checkpoint(path: Path, trainer: L.Trainer, module, clock: SynthesisClock) -> None:
     module_state = {k: v for k, v in module.synthesis_state().items() if k != "store"}
     state = {"module": module_state, "callbacks": {k: cb.state_dict() for k, cb in _stateful(trainer).items()}}
-    atomic_torch_save(state, path)
+    atomic_torch_save(clock.stamp(state), path)
 
 
-def load_synthesis_checkpoint(path: str | Path, module, callbacks: list) -> None:
-    """Restore ``module`` and the stateful ``callbacks`` from ``path`` (before ``trainer.fit``)."""
+def load_synthesis_checkpoint(path: str | Path, module, callbacks: list, clock: SynthesisClock) -> None:
+    """Restore ``module``, the stateful ``callbacks`` and ``clock``'s seconds so far from ``path`` (before
+    ``trainer.fit``)."""
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
         store = store_path(path)
@@ -86,6 +89,7 @@ def load_synthesis_checkpoint(path: str | Path, module, callbacks: list) -> None
         raise CheckpointError(f"resume: cannot read {path} or its store.pt ({load_failure(err)}); use overwrite=true "
                               "to start again") from err
     module.load_synthesis_state(state["module"])
+    clock.restore(state, path)
     saved = state.get("callbacks", {})
     for cb in callbacks:
         if cb.state_key in saved:

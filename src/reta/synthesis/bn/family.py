@@ -311,7 +311,8 @@ def build_synthesis(cfg, ctx: DistillContext) -> tuple[SynthesisModule, list, BN
             callbacks.append(instantiate(spec))
         except Exception as err:  # noqa: BLE001 - hydra wraps constructor errors in its own types
             raise RetaError(f"method.callbacks.{name}: cannot instantiate ({str(err).splitlines()[0]})") from err
-    callbacks.append(SynthesisCheckpoint(Path(ctx.ckpt_dir) / "last.ckpt", int(m.checkpoint_every)))  # 0 = never
+    every = int(m.checkpoint_every)  # 0 = never
+    callbacks.append(SynthesisCheckpoint(Path(ctx.ckpt_dir) / "last.ckpt", every, ctx.clock))
     return module, callbacks, m
 
 
@@ -322,7 +323,7 @@ def synthesize(cfg, ctx: DistillContext) -> SynthesisResult:
     check_shardable(module, callbacks, shard)
     ckpt = Path(ctx.ckpt_dir) / "last.ckpt"
     if resume_from(ckpt, bool(cfg.get("resume", False))) is not None:
-        load_synthesis_checkpoint(ckpt, module, callbacks)
+        load_synthesis_checkpoint(ckpt, module, callbacks, ctx.clock)
     else:
         seed_everything(int(cfg.seed))
     logger = build_logger(plain(cfg.logger), str(ctx.out_dir), "distill") if shard.is_main else False

@@ -121,11 +121,11 @@ def synthesize(cfg, ctx: DistillContext) -> SynthesisResult:
     ckpt = ctx.ckpt_dir / "last.ckpt"
     resumed_from = None
     if resume_from(ckpt, bool(cfg.get("resume", False))) is not None:
-        load_checkpoint(ckpt, module)
+        load_checkpoint(ckpt, module, ctx.clock)
         resumed_from = module.step_index
     ckpt.parent.mkdir(parents=True, exist_ok=True)
     steps = DataLoader(StepStream(module.step_index, spec.iterations), batch_size=None)  # one batch = one step
-    callbacks = [PeriodicCheckpoint(ckpt, spec.checkpoint_every, spec.iterations, final=True)]
+    callbacks = [PeriodicCheckpoint(ckpt, spec.checkpoint_every, spec.iterations, final=True, clock=ctx.clock)]
     out = str(ctx.out_dir)
     trainer = build_trainer(plain(cfg.trainer), 1, build_logger(plain(cfg.logger), out, "distill"),
                             bool(cfg.get("progress_bar", False)), out, callbacks=callbacks)

@@ -31,6 +31,7 @@ from torch import nn
 from reta.errors import CheckpointError, NonFiniteLossError
 from reta.synthesis.frozen.augment import aug_standard
 from reta.synthesis.frozen.losses import class_means, flows_from_means, lgm_loss, sfm_loss
+from reta.synthesis.runtime import SynthesisClock
 
 log = logging.getLogger(__name__)
 
@@ -116,8 +117,9 @@ class FrozenSynthesisModule(L.LightningModule):
                 "window": self._window, "fingerprint": self.fingerprint}
 
 
-def load_checkpoint(path: str | Path, module: FrozenSynthesisModule) -> None:
-    """Restore ``module`` from ``path`` before ``trainer.fit`` (the Adam state is loaded when training starts)."""
+def load_checkpoint(path: str | Path, module: FrozenSynthesisModule, clock: SynthesisClock) -> None:
+    """Restore ``module`` and ``clock``'s seconds so far from ``path`` before ``trainer.fit`` (the Adam state is loaded
+    when training starts)."""
     try:
         st = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # noqa: BLE001 - any unpickling failure means a corrupt file
@@ -130,4 +132,5 @@ def load_checkpoint(path: str | Path, module: FrozenSynthesisModule) -> None:
     module.step_index = int(st["step"])
     module.gen.set_state(st["gen"])
     module.history, module._window = list(st["history"]), list(st["window"])
+    clock.restore(st, path)
     log.info("resumed frozen-backbone synthesis from %s at step %d", path, module.step_index)
