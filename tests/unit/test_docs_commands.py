@@ -17,9 +17,9 @@ from reta.cli.common import check_group_choices
 
 from helpers import CONF_DIR, REPO
 
-PRIMARY = {"reta-squeeze": "squeeze", "reta-distill": "distill", "reta-evaluate": "evaluate", "reta-run": "pipeline",
-           "reta-report": "report"}
-SCRIPT = r"(?:\S*/)?(reta-(?:squeeze|distill|evaluate|run|report))(?:\s+(.*))?"
+PRIMARY = {"reta-squeeze": "squeeze", "reta-experts": "experts", "reta-distill": "distill", "reta-evaluate": "evaluate",
+           "reta-run": "pipeline", "reta-report": "report"}
+SCRIPT = r"(?:\S*/)?(reta-(?:squeeze|experts|distill|evaluate|run|report))(?:\s+(.*))?"
 # a code line that runs a command (after environment assignments and `nice`), or an inline span that is one
 LINE = re.compile(r"^\s*(?:[A-Z_]+=\S*\s+)*(?:nice(?:\s+-n\s*\d+)?\s+)?" + SCRIPT + "$")
 SPAN = re.compile("^" + SCRIPT + "$")
@@ -105,7 +105,8 @@ def test_a_misspelt_command_fails_here():
         compose("distill", overrides("method=fadrm ipcc=10"))
 
 
-@pytest.mark.parametrize("target", [["table1"], ["table1", "SCALE=paper"], ["table3"], ["fig4"]])
+@pytest.mark.parametrize("target", [["table1"], ["table1", "SCALE=paper"], ["table3"], ["table4"], ["fig4"], ["fig6"],
+                                    ["published"]])
 def test_table_targets_never_write_over_a_committed_file(target):
     """`make <target>` (dry run) writes its reports to fresh paths: no `out=` of reta-report names a tracked file."""
     dry = subprocess.run(["make", "-n", "-s", *target, "BIN=.venv/bin"], cwd=REPO, capture_output=True, text=True,

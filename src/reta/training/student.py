@@ -141,7 +141,7 @@ class StudentModule(L.LightningModule):
 
             self.dsa = DSA(DSAParams())
         self.history: list[tuple[int, float]] = []
-        # EDC's EMA student (docs/methods.md §13.2 h): parameters and BN buffers averaged every step, tested instead
+        # EDC's EMA student (docs/methods.md §13.2): parameters and BN buffers averaged every step, tested instead
         self.ema = None
         if float(protocol.ema_decay) > 0:
             from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn

@@ -1,6 +1,6 @@
 """CV-DD's prior-performance-weighted committee on the BN wing's multi-teacher rotation (a ``method.losses`` term).
 
-Source: docs/methods.md §13.7 [code: Jiacheng8/CV-DD `recover/recover.py`, `recover/utils_recover.py`; arXiv
+Source: docs/methods.md §14 [code: Jiacheng8/CV-DD `recover/recover.py`, `recover/utils_recover.py`; arXiv
 2501.07575 §3]. Each teacher ``i`` of the committee gets the weight
 
     w = softmax(a / τ),   a_i = the prior accuracy of teacher i in percent, τ = ``temperature`` (5 in CV-DD),
@@ -11,7 +11,7 @@ BN family's rotation (teacher ``t mod M`` at step ``t``, FADRM+) and scales the 
 one rotation sums to ``Σ_i w_i (CE_i + r_bn,i·BN_i)``.
 
 Priors: ``priors`` (a list, one accuracy in percent per teacher, in ``method.teachers`` order) or ``teacher_acc``:
-each teacher's recorded accuracy from its squeeze meta (``test_acc``) — the cheap option of docs/methods.md §13.7, a
+each teacher's recorded accuracy from its squeeze meta (``test_acc``) — the cheap option of docs/methods.md §14, a
 deviation from CV-DD's priors (the student accuracy of each teacher's own distilled set).
 """
 

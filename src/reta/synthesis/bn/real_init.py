@@ -1,6 +1,6 @@
 """Real-image initialisation (EDC): slot ``k`` of class ``c`` starts from a random training image of ``c``.
 
-Source: docs/methods.md §13.2 (a) [code: shaoshitong/EDC `recover/recover.py` ``--initial-img-dir``; arXiv 2404.13733].
+Source: docs/methods.md §13.1 [code: shaoshitong/EDC `recover/recover.py` ``--initial-img-dir``; arXiv 2404.13733].
 The images are drawn per class without replacement by :func:`reta.data.registry.sample_per_class` (seeded; the
 reference draws with replacement), normalised and resampled to the first stage's resolution.
 """
