@@ -59,8 +59,9 @@ else
 	$(REPORT) inputs=[multirun/table1_paper] out=$(TABLES)/table1/results_paper published=experiments/table1/published.csv
 endif
 
-table2: install  ## Table 2, cross-architecture: RDED, EDC, CV-DD, FADRM+, RETA at IPC 10 × eval_pool=cross_arch (SCALE=cpu)
+table2: install  ## Table 2, cross-architecture: RDED, EDC, CV-DD, FADRM+, RETA at IPC 10 × eval_pool=cross_arch (SCALE=cpu) → outputs/tables/table2/
 	$(BIN)/reta-run -m +experiment=table2_$(SCALE) $(ARGS)
+	$(REPORT) inputs=[multirun/table2_$(SCALE)] out=$(TABLES)/table2/results_$(SCALE)
 
 table3: install  ## Table 3, the DRC/PTA ablation (SCALE=cpu) → outputs/tables/table3/
 	$(BIN)/reta-run -m +experiment=table3_$(SCALE) $(ARGS)
