@@ -105,8 +105,8 @@ def test_a_misspelt_command_fails_here():
         compose("distill", overrides("method=fadrm ipcc=10"))
 
 
-@pytest.mark.parametrize("target", [["table1"], ["table1", "SCALE=paper"], ["table2"], ["table3"], ["table4"], ["fig4"], ["fig6"],
-                                    ["published"]])
+@pytest.mark.parametrize("target", [["table1"], ["table1", "SCALE=paper"], ["table2"], ["table3"], ["table4"], ["fig4"],
+                                    ["fig6"], ["published"]])
 def test_table_targets_never_write_over_a_committed_file(target):
     """`make <target>` (dry run) writes its reports to fresh paths: no `out=` of reta-report names a tracked file."""
     dry = subprocess.run(["make", "-n", "-s", *target, "BIN=.venv/bin"], cwd=REPO, capture_output=True, text=True,
