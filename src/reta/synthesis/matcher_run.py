@@ -23,7 +23,7 @@ import torch
 
 from reta.errors import NonFiniteLossError, RetaError, load_failure
 from reta.synthesis.checkpoint import PeriodicCheckpoint
-from reta.synthesis.registry import DistillContext
+from reta.synthesis.registry import DistillContext, SynthesisResult
 from reta.synthesis.runtime import resume_from
 from reta.training.common import build_logger, build_trainer
 from reta.utils.config import plain
@@ -90,3 +90,21 @@ def fit_matcher(cfg, ctx: DistillContext, matcher, module: L.LightningModule, de
     if ckpt.is_file():
         ckpt.unlink()  # finished: the distilled set is the artifact
     return FitResult(trainer, resumed_from, round(sec_per_it, 4) if math.isfinite(sec_per_it) else None)
+
+
+def matcher_result(matcher, fit: FitResult, device: torch.device, fields: dict) -> SynthesisResult:
+    """The distilled set of a finished matcher and its ``meta.json`` block: the family's own ``fields``, then what
+    every matcher records (iterations, speed, device, precision, loss history, resume point and, for ``init=real``,
+    the indices of the real images it started from)."""
+    meta = {
+        "iterations": matcher.spec.iterations,
+        **fields,
+        "seconds_per_iteration": fit.seconds_per_iteration,
+        "device": str(device),
+        "precision": str(fit.trainer.precision),
+        "loss_history": matcher.history,
+        "resumed_from_iteration": fit.resumed_from,
+    }
+    if matcher.init_indices is not None:
+        meta["init_indices"] = matcher.init_indices
+    return SynthesisResult(matcher.images.pixels().cpu(), matcher.images.labels, meta)

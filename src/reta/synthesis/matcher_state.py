@@ -1,4 +1,5 @@
-"""Pieces of a matcher's state shared by the DM and process-matching families: the RNG states a resume restores, the
+"""Pieces of a matcher's state shared by the DM and process-matching families: the base class of the matchers
+(:class:`MatcherState`: common attributes, injected hooks, checkpoint state), the RNG states a resume restores, the
 fingerprint a resumed run must share with the run that wrote the checkpoint, and the initial pixels."""
 
 from __future__ import annotations
@@ -57,3 +58,56 @@ def init_pixels(init: str, ds: Mapping, ipc: int, f: int, train, groups, seed: i
     idx = sample_per_class(train.targets, C, n, int(seed))
     pixels = train.gather(idx)
     return (make_mosaics(pixels) if f == 4 else pixels), idx.tolist()
+
+
+class MatcherState:
+    """What every matcher (DM/IDM, DC/DSA, MTT) shares: run attributes, the iteration counter, the loss history, the
+    resume fingerprint, the injected hooks and the checkpoint state.
+
+    A subclass calls :meth:`_start` first, then sets ``images`` (:class:`reta.synthesis.pixels.SyntheticImages`) and
+    ``opt``. ``backward``, ``optimizer_step`` and ``on_features`` are defaults that
+    :class:`reta.synthesis.matcher_module.MatcherModule` replaces per instance (``manual_backward``,
+    ``LightningOptimizer.step``, the feature-dtype probe). A subclass with more checkpoint state extends
+    :meth:`state_dict` and restores it in :meth:`load_extra`.
+    """
+
+    #: what a checkpoint with another fingerprint may come from (the resume error names it)
+    fingerprint_covers = "method, ipc, seed or dataset"
+
+    def _start(self, spec, ds: Mapping, ipc: int, seed: int, device: torch.device, stream: int) -> None:
+        """Common attributes; the run's generator is seeded with ``seed · 1000003 + stream`` (one stream per kind)."""
+        self.spec, self.ds, self.ipc, self.device = spec, ds, int(ipc), device
+        self.C = int(ds["num_classes"])
+        self.gen = torch.Generator().manual_seed(int(seed) * 1000003 + stream)
+        self.iteration = 0
+        self.history: list[dict] = []
+        self.fingerprint = ""
+
+    # ---- injected hooks (defaults)
+    def backward(self, loss: torch.Tensor, **kw) -> None:
+        loss.backward(**kw)
+
+    def optimizer_step(self) -> None:
+        self.opt.step()
+
+    def on_features(self, feats: torch.Tensor) -> None:
+        pass
+
+    # ---- checkpoint
+    def state_dict(self) -> dict:
+        return {"fingerprint": self.fingerprint, "iteration": self.iteration, "images": self.images.state_dict(),
+                "opt": self.opt.state_dict(), "rng": rng_state(self.gen), "history": self.history}
+
+    def load_state_dict(self, st: dict) -> None:
+        if st.get("fingerprint") != self.fingerprint:
+            raise RetaError(f"resume: the checkpoint was written by a different configuration "
+                            f"({self.fingerprint_covers} changed); use another paths.output_dir or resume=false")
+        self.iteration = int(st["iteration"])
+        self.images.load_state_dict(st["images"])
+        self.opt.load_state_dict(st["opt"])
+        self.load_extra(st)
+        self.history = list(st.get("history", []))
+        set_rng_state(self.gen, st["rng"])  # last: restoring the extra state may draw from torch's global stream
+
+    def load_extra(self, st: dict) -> None:
+        """Restore what a subclass adds to :meth:`state_dict` (called before the RNG states are restored)."""

@@ -48,7 +48,7 @@ from reta.synthesis.dm.losses import INERT_MESSAGE, iid_inert
 from reta.synthesis.dm.matcher import DistributionMatcher
 from reta.synthesis.dm.pretrained_pool import get_pool
 from reta.synthesis.matcher_module import MatcherModule
-from reta.synthesis.matcher_run import fit_matcher, matcher_device
+from reta.synthesis.matcher_run import fit_matcher, matcher_device, matcher_result
 from reta.synthesis.matcher_state import fingerprint
 from reta.synthesis.registry import DistillContext, SynthesisResult
 from reta.training.common import seed_everything
@@ -78,13 +78,9 @@ def synthesize(cfg, ctx: DistillContext) -> SynthesisResult:
     matcher.fingerprint = fingerprint(cfg, spec)
     module = MatcherModule(matcher)
     fit = fit_matcher(cfg, ctx, matcher, module, device, spec.iterations, spec.checkpoint_every, spec.name)
-    meta = {
+    fields = {
         "expansion": spec.expansion,
         "variant": spec.variant,
-        "iterations": spec.iterations,
-        "seconds_per_iteration": fit.seconds_per_iteration,
-        "device": str(device),
-        "precision": str(fit.trainer.precision),
         "feature_dtype": str(module.step_dtype).replace("torch.", "") if module.step_dtype is not None else None,
         "iid": {
             "lambda_cm": spec.iid.lambda_cm,
@@ -94,12 +90,8 @@ def synthesize(cfg, ctx: DistillContext) -> SynthesisResult:
             "cc_active": matcher.use_cc,
             "pool": pool_meta,
         },
-        "loss_history": matcher.history,
-        "resumed_from_iteration": fit.resumed_from,
     }
-    if spec.init == "real":
-        meta["init_indices"] = matcher.init_indices
-    return SynthesisResult(matcher.images.pixels().cpu(), matcher.images.labels, meta)
+    return matcher_result(matcher, fit, device, fields)
 
 
 def check_config(cfg) -> None:

@@ -9,14 +9,14 @@ does the maths of one iteration; how a loss is backpropagated and how the optimi
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 
 import torch
 from torch import nn
 
 from reta.data.dsa import DSA, DSAParams
 from reta.data.expansion import expand_quadrants, factor
-from reta.errors import NonFiniteLossError, RetaError
+from reta.errors import NonFiniteLossError
 from reta.models import build_model, features
 from reta.synthesis.dm.config import DistributionSpec
 from reta.synthesis.dm.losses import (
@@ -27,7 +27,7 @@ from reta.synthesis.dm.losses import (
     mean_embedding_loss,
 )
 from reta.synthesis.dm.model_queue import ModelQueue
-from reta.synthesis.matcher_state import init_pixels, rng_state, set_rng_state
+from reta.synthesis.matcher_state import MatcherState, init_pixels
 from reta.synthesis.pixels import SyntheticImages
 from reta.synthesis.real_sampler import RealSampler
 
@@ -40,15 +40,13 @@ def _check_finite(value: torch.Tensor, term: str, it: int) -> None:
 # --------------------------------------------------------------------------------------------------- the loop
 
 
-class DistributionMatcher:
+class DistributionMatcher(MatcherState):
     """State and step of one DM/IDM(+IID) synthesis run; :func:`distribution` drives it."""
 
     def __init__(self, spec: DistributionSpec, ds: Mapping, ipc: int, train, seed: int, device: torch.device,
                  pool: list[nn.Module] | None = None) -> None:
-        self.spec, self.ds, self.ipc, self.device = spec, ds, int(ipc), device
-        self.C = int(ds["num_classes"])
+        self._start(spec, ds, ipc, seed, device, stream=11)
         self.f = factor(spec.expansion)
-        self.gen = torch.Generator().manual_seed(int(seed) * 1000003 + 11)
         self.sampler = RealSampler(train, self.C, ds["mean"], ds["std"], self.gen, device)
         self.dsa = DSA(DSAParams(**dict(spec.dsa)))
         self.images = SyntheticImages(
@@ -64,13 +62,6 @@ class DistributionMatcher:
         self.queue = (
             ModelQueue(spec.queue, self._new_embedder, self.sampler, self.gen) if spec.variant == "idm" else None
         )
-        self.iteration = 0
-        self.history: list[dict] = []
-        self.fingerprint = ""
-        #: how a loss is backpropagated and the optimiser stepped (Lightning: manual_backward / LightningOptimizer.step)
-        self.backward: Callable[[torch.Tensor], None] = lambda loss: loss.backward()
-        self.optimizer_step: Callable[[], None] = self.opt.step
-        self.on_features: Callable[[torch.Tensor], None] = lambda feats: None
 
     # ---- construction
     def _new_embedder(self) -> nn.Module:
@@ -153,26 +144,10 @@ class DistributionMatcher:
         self.iteration += 1
         return totals
 
-    # ---- checkpoint
+    # ---- checkpoint (the common part: MatcherState)
     def state_dict(self) -> dict:
-        return {
-            "fingerprint": self.fingerprint,
-            "iteration": self.iteration,
-            "images": self.images.state_dict(),
-            "opt": self.opt.state_dict(),
-            "rng": rng_state(self.gen),
-            "queue": self.queue.state() if self.queue is not None else None,
-            "history": self.history,
-        }
+        return {**super().state_dict(), "queue": self.queue.state() if self.queue is not None else None}
 
-    def load_state_dict(self, st: dict) -> None:
-        if st.get("fingerprint") != self.fingerprint:
-            raise RetaError("resume: the checkpoint was written by a different configuration (method, ipc, seed or "
-                            "dataset changed); use another paths.output_dir or resume=false")
-        self.iteration = int(st["iteration"])
-        self.images.load_state_dict(st["images"])
-        self.opt.load_state_dict(st["opt"])
+    def load_extra(self, st: dict) -> None:
         if self.queue is not None and st.get("queue") is not None:
             self.queue.load(st["queue"])
-        self.history = list(st.get("history", []))
-        set_rng_state(self.gen, st["rng"])

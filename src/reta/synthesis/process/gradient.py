@@ -27,35 +27,27 @@ import torch.nn.functional as F
 from torch import nn
 
 from reta.data.dsa import DSA, DSAParams, DSASample
-from reta.errors import NonFiniteLossError, RetaError
+from reta.errors import NonFiniteLossError
 from reta.models import build_model
-from reta.synthesis.matcher_state import init_pixels, rng_state, set_rng_state
+from reta.synthesis.matcher_state import MatcherState, init_pixels
 from reta.synthesis.pixels import SyntheticImages
 from reta.synthesis.process.config import GradientSpec
 from reta.synthesis.process.distance import match_distance
 from reta.synthesis.real_sampler import RealSampler
 
 
-class GradientMatcher:
+class GradientMatcher(MatcherState):
     """State and step of one DC/DSA run (see the module docstring)."""
 
     log_prefix = "dc"
 
     def __init__(self, spec: GradientSpec, ds: Mapping, ipc: int, train, seed: int, device: torch.device) -> None:
-        self.spec, self.ds, self.ipc, self.device = spec, ds, int(ipc), device
-        self.C = int(ds["num_classes"])
-        self.gen = torch.Generator().manual_seed(int(seed) * 1000003 + 17)
+        self._start(spec, ds, ipc, seed, device, stream=17)
         self.sampler = RealSampler(train, self.C, ds["mean"], ds["std"], self.gen, device)
         self.dsa = DSA(DSAParams(**dict(spec.dsa)))
         pixels, self.init_indices = init_pixels(spec.init, ds, self.ipc, 1, train, self.sampler.groups, seed)
         self.images = SyntheticImages(pixels, self.C, self.ipc, ds["mean"], ds["std"]).to(device)
         self.opt = torch.optim.SGD([self.images.data], lr=spec.lr_img, momentum=spec.momentum)
-        self.iteration = 0
-        self.history: list[dict] = []
-        self.fingerprint = ""
-        self.backward: Callable[..., None] = lambda loss, **kw: loss.backward(**kw)
-        self.optimizer_step: Callable[[], None] = self.opt.step
-        self.on_features: Callable[[torch.Tensor], None] = lambda feats: None
         #: called with (class, real, synthetic, sample) for every matched class (tests, diagnostics)
         self.on_pair: Callable[[int, torch.Tensor, torch.Tensor, DSASample | None], None] = lambda *a: None
 
@@ -123,18 +115,3 @@ class GradientMatcher:
             self.train_net(net, net_opt)
         self.iteration += 1
         return {"match": total / spec.outer_loop}
-
-    # ---- checkpoint
-    def state_dict(self) -> dict:
-        return {"fingerprint": self.fingerprint, "iteration": self.iteration, "images": self.images.state_dict(),
-                "opt": self.opt.state_dict(), "rng": rng_state(self.gen), "history": self.history}
-
-    def load_state_dict(self, st: dict) -> None:
-        if st.get("fingerprint") != self.fingerprint:
-            raise RetaError("resume: the checkpoint was written by a different configuration (method, ipc, seed or "
-                            "dataset changed); use another paths.output_dir or resume=false")
-        self.iteration = int(st["iteration"])
-        self.images.load_state_dict(st["images"])
-        self.opt.load_state_dict(st["opt"])
-        self.history = list(st.get("history", []))
-        set_rng_state(self.gen, st["rng"])

@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import asdict
 
 from reta.synthesis.matcher_module import MatcherModule
-from reta.synthesis.matcher_run import fit_matcher, matcher_device
+from reta.synthesis.matcher_run import fit_matcher, matcher_device, matcher_result
 from reta.synthesis.matcher_state import fingerprint
 from reta.synthesis.process.config import TrajectorySpec
 from reta.synthesis.process.trajectory import TrajectoryMatcher
@@ -32,21 +32,13 @@ def synthesize(cfg, ctx: DistillContext) -> SynthesisResult:
     matcher.fingerprint = fingerprint(cfg, spec) + experts.entry.name
     module = MatcherModule(matcher)
     fit = fit_matcher(cfg, ctx, matcher, module, device, spec.iterations, spec.checkpoint_every, spec.name)
-    meta = {
-        "iterations": spec.iterations,
+    fields = {
         "syn_lr": float(matcher.syn_lr.detach()),
         "experts": {"key": experts.entry.name, "recipe": experts.meta["recipe"],
                     "test_acc": experts.meta["test_acc"], "build_seconds": experts.meta["build_seconds"]},
-        "seconds_per_iteration": fit.seconds_per_iteration,
-        "device": str(device),
-        "precision": str(fit.trainer.precision),
-        "loss_history": matcher.history,
-        "resumed_from_iteration": fit.resumed_from,
         "resolved_method": asdict(spec),
     }
-    if matcher.init_indices is not None:
-        meta["init_indices"] = matcher.init_indices
-    return SynthesisResult(matcher.images.pixels().cpu(), matcher.images.labels, meta)
+    return matcher_result(matcher, fit, device, fields)
 
 
 def check_config(cfg) -> None:

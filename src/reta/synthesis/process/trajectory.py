@@ -17,7 +17,7 @@ The learnt α is recorded in ``meta.json`` (``syn_lr``; the reference also evalu
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 
 import torch
 import torch.nn.functional as F
@@ -27,7 +27,7 @@ from torch.func import functional_call
 from reta.data.dsa import DSA, DSAParams
 from reta.errors import NonFiniteLossError, RetaError
 from reta.models import build_model
-from reta.synthesis.matcher_state import init_pixels, rng_state, set_rng_state
+from reta.synthesis.matcher_state import MatcherState, init_pixels
 from reta.synthesis.pixels import SyntheticImages
 from reta.synthesis.process.config import TrajectorySpec
 from reta.synthesis.real_sampler import RealSampler
@@ -52,16 +52,15 @@ class FlatNet:
         return functional_call(self.net, {**self.unflatten(theta), **self.buffers}, (x,))
 
 
-class TrajectoryMatcher:
+class TrajectoryMatcher(MatcherState):
     """State and step of one MTT run (see the module docstring)."""
 
     log_prefix = "mtt"
+    fingerprint_covers = "method, ipc, seed, dataset or expert buffer"
 
     def __init__(self, spec: TrajectorySpec, ds: Mapping, ipc: int, train, seed: int, device: torch.device,
                  experts: ExpertBuffer) -> None:
-        self.spec, self.ds, self.ipc, self.device = spec, ds, int(ipc), device
-        self.C = int(ds["num_classes"])
-        self.gen = torch.Generator().manual_seed(int(seed) * 1000003 + 23)
+        self._start(spec, ds, ipc, seed, device, stream=23)
         self.experts = experts
         need = spec.max_start_epoch - 1 + spec.expert_epochs
         have = int(experts.meta["snapshots"]) - 1
@@ -82,12 +81,6 @@ class TrajectoryMatcher:
                                     {"params": [self.syn_lr], "lr": spec.lr_lr}], momentum=spec.momentum)
         self.dsa = DSA(DSAParams(**dict(spec.dsa)))
         self._order: list[torch.Tensor] = []
-        self.iteration = 0
-        self.history: list[dict] = []
-        self.fingerprint = ""
-        self.backward: Callable[..., None] = lambda loss, **kw: loss.backward(**kw)
-        self.optimizer_step: Callable[[], None] = self.opt.step
-        self.on_features: Callable[[torch.Tensor], None] = lambda feats: None
 
     # ---- the unroll
     def next_batch(self) -> torch.Tensor:
@@ -132,21 +125,12 @@ class TrajectoryMatcher:
         self.iteration += 1
         return {"match": loss.item(), "syn_lr": float(self.syn_lr.detach())}
 
-    # ---- checkpoint
+    # ---- checkpoint (the common part: MatcherState)
     def state_dict(self) -> dict:
-        return {"fingerprint": self.fingerprint, "iteration": self.iteration, "images": self.images.state_dict(),
-                "syn_lr": self.syn_lr.detach().clone(), "opt": self.opt.state_dict(), "rng": rng_state(self.gen),
-                "order": [o.clone() for o in self._order], "history": self.history}
+        return {**super().state_dict(), "syn_lr": self.syn_lr.detach().clone(),
+                "order": [o.clone() for o in self._order]}
 
-    def load_state_dict(self, st: dict) -> None:
-        if st.get("fingerprint") != self.fingerprint:
-            raise RetaError("resume: the checkpoint was written by a different configuration (method, ipc, seed, "
-                            "dataset or expert buffer changed); use another paths.output_dir or resume=false")
-        self.iteration = int(st["iteration"])
-        self.images.load_state_dict(st["images"])
+    def load_extra(self, st: dict) -> None:
         with torch.no_grad():
             self.syn_lr.copy_(st["syn_lr"])
-        self.opt.load_state_dict(st["opt"])
         self._order = list(st.get("order", []))
-        self.history = list(st.get("history", []))
-        set_rng_state(self.gen, st["rng"])
