@@ -166,3 +166,20 @@ def test_group_options_are_composed_through_hydra_inside_and_outside_an_app():
     assert inside == outside == {"name": "convnet", "kwargs": {"depth": 3, "width": 32, "norm": "batch", "pool": "avg"}}
     with pytest.raises(RetaError, match=r"^method\.teachers: unknown model config 'convnet_d9'; valid: .*convnet_tiny"):
         group_option("model", "convnet_d9", "method.teachers")
+
+
+@pytest.mark.parametrize(("conf", "block", "spec_path"), [
+    ("backbone/simclr.yaml", "ssl", "reta.training.ssl.SSLSpec"),
+    ("backbone/simclr.yaml", "probe", "reta.training.probe.GoldenSpec"),
+    ("protocol/linear_probe.yaml", None, "reta.training.probe.ProbeSpec"),
+])
+def test_backbone_and_probe_spec_defaults_agree_with_their_default_yaml(conf, block, spec_path):
+    """The backbone and probe specs keep Python defaults (their maps are part of cached backbone keys); each default
+    equals the value of the config that is the default of its group (the SimCLR backbone, the linear probe)."""
+    cfg = OmegaConf.to_container(OmegaConf.load(Path(CONF_DIR) / conf))
+    values = cfg[block] if block else cfg
+    defaults = {f.name: f.default for f in dataclasses.fields(get_class(spec_path))
+                if f.default is not dataclasses.MISSING}
+    disagree = [f"{k}: YAML {v!r}, default {defaults[k]!r}" for k, v in values.items()
+                if k in defaults and defaults[k] != v]
+    assert disagree == []
