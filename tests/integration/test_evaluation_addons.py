@@ -55,6 +55,14 @@ def test_full_data_student_is_trained_once_and_cached(tiny):
     assert len(list((tmp_path / "cache" / "full_data").glob("*.json"))) == 2  # another recipe, another entry
 
 
+def test_full_data_alone_is_an_evaluation(tiny):
+    tmp_path, ev = tiny
+    m = evaluate.run(compose_cfg("evaluate", [*ev, "baseline=false", "full_data.enabled=true", "full_data.epochs=1"]))
+    assert set(m["sets"]) == {"full"}
+    with pytest.raises(RetaError, match="nothing to evaluate"):
+        evaluate.run(compose_cfg("evaluate", [*ev, "baseline=false", "overwrite=true"]))
+
+
 def test_robustness_adds_per_corruption_accuracy_and_mca_for_every_set(tiny):
     tmp_path, ev = tiny
     rob = ["robustness.enabled=true", "robustness.corruptions=[gaussian_noise,contrast]", "robustness.severities=[1,5]"]

@@ -85,8 +85,8 @@ def evaluate(cfg: DictConfig, inputs: EvalInputs) -> dict:
     """The evaluator of ``protocol=kd`` and ``protocol=hard`` (:mod:`reta.evaluation`): students on the random real
     subset (unless ``baseline=false``) and on the distilled set, one per seed."""
     protocol = Protocol.from_cfg(protocol_values(cfg.protocol))
-    if not cfg.get("baseline", True) and inputs.distilled is None:
-        raise RetaError("nothing to evaluate: baseline=false and no distilled=DIR given")
+    if not cfg.get("baseline", True) and inputs.distilled is None and not cfg.full_data.enabled:
+        raise RetaError("nothing to evaluate: baseline=false, full_data.enabled=false and no distilled=DIR given")
     set_threads(cfg.get("num_threads"))
     configure_data(cfg)
     ds_cfg, student_cfg = plain(cfg.dataset), plain(cfg.student)
