@@ -7,6 +7,8 @@
 #   SPLIT=test VARIANTS="fadrm_plus reta" bash experiments/drc_ipc1/run.sh OUT
 # Single-teacher analogue (FADRM ± DRC; at IPC 1 PTA is off, so RETA = FADRM+ + DRC there):
 #   SEEDS="0 1" SPLIT=holdout VARIANTS="fadrm fadrm_drc fadrm_drc_m0.1 fadrm_drc_c0.5" bash experiments/drc_ipc1/run.sh OUT
+# RDED's crop area at IPC 1 (experiments/table1/README.md):
+#   SPLIT=holdout VARIANTS="rded rded_s0.5 rded_s1" bash experiments/drc_ipc1/run.sh outputs/rded_ipc1
 # PROTOCOL=hard evaluates the same sets (SETS=dir of an earlier run) with hard labels.
 # IPC=50 runs the same study at another IPC (experiments/drc_ipc50):
 #   IPC=50 SEEDS=0 SPLIT=holdout PROTOCOL=hard RANDOM_BASELINE=0 VARIANTS="fadrm_plus reta reta_pc reta_nodrc" \
@@ -38,6 +40,9 @@ declare -A V=(
   [reta_nodrc]="method=reta method.residual.anchors.enabled=false"
   [reta_drc]="method=reta method.residual.anchors.enabled=true"  # DRC on (off in the Fashion-MNIST reta config)
   [reta_nopta]="method=reta method.callbacks.pta.enabled=false"
+  [rded]="method=rded"                                  # RDED's candidate crops: area 8-100 % (its default)
+  [rded_s0.5]="method=rded method.crop_scale=[0.5,1.0]"  # larger crops only
+  [rded_s1]="method=rded method.crop_scale=[1.0,1.0]"    # whole images: the most confident of mipc per class
 )
 mkdir -p "$O/$SPLIT"
 out=$O/$SPLIT/random_$PROTOCOL
