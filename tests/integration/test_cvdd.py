@@ -51,7 +51,7 @@ def test_rotation_scales_the_active_teachers_ce_and_bn_by_m_times_its_weight():
     want = 2 * float(term.weights[1]) * (nn.functional.cross_entropy(logits, y) + 0.01 * slots[1].hooks.matching_loss())
     torch.testing.assert_close(got, want)
     with pytest.raises(RetaError, match="3 priors for 2 teachers"):
-        CommitteeLoss(priors=[1.0, 2.0, 3.0]).bind(Module())
+        CommitteeLoss(priors=[1.0, 2.0, 3.0], voters=1, selection="rotate").bind(Module())
 
 
 @pytest.fixture()

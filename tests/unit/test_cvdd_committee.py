@@ -60,7 +60,7 @@ def test_random_pairs_are_seeded_per_slot_and_reproducible():
 
 
 def test_selection_by_ipc_and_named_pairs_bind_to_the_slots():
-    term = CommitteeLoss(priors=ACC, selection={"1": ["t4", "t3"], "10": "enumerate", "default": "random"})
+    term = CommitteeLoss(priors=ACC, voters=2, selection={"1": ["t4", "t3"], "10": "enumerate", "default": "random"})
     term.bind(Committee(slots(5), ipc=1))
     assert term.schedule == [(3, 4)] and term.select_voters(0, 7, 5) == (3, 4)
     assert term.slot_weights[0].tolist() == pytest.approx(prior_weights([67.6, 67.4], 5.0).tolist())
@@ -84,18 +84,18 @@ def test_selection_by_ipc_and_named_pairs_bind_to_the_slots():
 ])
 def test_bad_committee_options_are_refused(kwargs, match):
     with pytest.raises((ValueError, RetaError), match=match):
-        CommitteeLoss(**kwargs)
+        CommitteeLoss(**{"voters": 2, "selection": "random", **kwargs})
 
 
 def test_bad_bindings_are_refused():
     with pytest.raises(RetaError, match="voters=3 but only 2 teachers"):
         CommitteeLoss(priors=[1.0, 2.0], voters=3, selection="enumerate").bind(Committee(slots(2)))
     with pytest.raises(RetaError, match=r"names \['t9'\], not teachers of this run; valid: \['t0', 't1'\]"):
-        CommitteeLoss(priors=[1.0, 2.0], selection=["t0", "t9"]).bind(Committee(slots(2)))
+        CommitteeLoss(priors=[1.0, 2.0], voters=2, selection=["t0", "t9"]).bind(Committee(slots(2)))
     with pytest.raises(RetaError, match="no entry for ipc 2"):
-        CommitteeLoss(priors=[1.0, 2.0], selection={"1": "fixed_top"}).bind(Committee(slots(2), ipc=2))
+        CommitteeLoss(priors=[1.0, 2.0], voters=2, selection={"1": "fixed_top"}).bind(Committee(slots(2), ipc=2))
     with pytest.raises(RetaError, match="3 priors for 2 teachers"):
-        CommitteeLoss(priors=[1.0, 2.0, 3.0]).bind(Committee(slots(2)))
+        CommitteeLoss(priors=[1.0, 2.0, 3.0], voters=2, selection="random").bind(Committee(slots(2)))
 
 
 def _bn_term_by_hand(conv: nn.Conv2d, bn: nn.BatchNorm2d, x: torch.Tensor) -> torch.Tensor:
@@ -169,4 +169,4 @@ def test_the_module_forwards_the_slots_voters_on_the_same_augmented_batch():
     assert all(torch.isfinite(torch.tensor(loss)) for *_, loss in spy.seen)
     with pytest.raises(RetaError, match="at most one term may select the voters"):
         SynthesisModule(teachers, StageSchedule([16], [3], 0.1), 4, 1, 16, 1, [0.3], [0.35], NoiseInit(),
-                        AugmentSpec(), [term, CommitteeLoss(priors=[1.0, 2.0, 3.0])])
+                        AugmentSpec(), [term, CommitteeLoss(priors=[1.0, 2.0, 3.0], voters=1, selection="rotate")])

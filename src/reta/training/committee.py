@@ -91,3 +91,30 @@ class CommitteeLabeller(nn.Module):
     def describe(self) -> dict:
         return {"teachers": self.names, "priors": self.accuracies, "temperature": self.temperature,
                 "weights": [float(w) for w in self.weights], "split": self.split}
+
+
+def committee_specs(cfg, spec) -> list[tuple[str, dict | None]]:
+    """``(label, model config)`` of every teacher of ``protocol.committee`` — the same resolution as
+    ``method.teachers`` (:func:`reta.training.teacher_cache.teacher_specs`); an unknown name lists the valid ones."""
+    from reta.training.teacher_cache import teacher_specs
+
+    return teacher_specs(cfg, spec.teachers, "protocol.committee.teachers")
+
+
+def committee_teacher(cfg, spec, train, test) -> tuple[CommitteeLabeller, dict]:
+    """The labelling committee of ``protocol.committee`` and its record. Each teacher comes from the teacher cache
+    exactly as a ``method.teachers`` entry of a synthesis run does (:class:`reta.training.teacher_cache.TeacherLoader`
+    on the whole training split: squeezed on first use, then reused), so BSSL labels with the teachers the committee
+    synthesised with."""
+    from reta.training.teacher_cache import TeacherLoader
+
+    load = TeacherLoader(cfg, train, test)
+    specs = committee_specs(cfg, spec)
+    loaded = [load(model_cfg) for _, model_cfg in specs]
+    names = [label for label, _ in specs]
+    metas = [meta for _, meta in loaded]
+    acc = committee_accuracies(spec.priors, names, metas, "protocol.committee")
+    labeller = CommitteeLabeller([m for m, _ in loaded], prior_weights(acc, spec.temperature), spec.split, names, acc,
+                                 float(spec.temperature))
+    record = {"name": f"committee({','.join(names)})", "test_acc": None, "committee": labeller.describe()}
+    return labeller, record

@@ -91,8 +91,8 @@ class CommitteeLoss:
 
     name = "committee"
 
-    def __init__(self, priors: str | Sequence[float] = "teacher_acc", temperature: float = 5.0,
-                 ce_weight: float = 1.0, voters: int = 2, selection: str | Mapping = "random") -> None:
+    def __init__(self, *, voters: int, selection: str | list | Mapping, priors: str | Sequence[float] = "teacher_acc",
+                 temperature: float = 5.0, ce_weight: float = 1.0) -> None:
         priors, selection = plain(priors), plain(selection)
         check_priors(priors, "method.losses committee")
         if isinstance(voters, bool) or not isinstance(voters, int) or voters < 1:
