@@ -9,6 +9,7 @@ import warnings
 import lightning as L
 import pytest
 import torch
+from omegaconf import OmegaConf
 from torch import nn
 
 from reta.errors import RetaError
@@ -20,6 +21,9 @@ from reta.synthesis.bn.module import SynthesisModule
 from reta.synthesis.bn.schedule import StageSchedule
 from reta.synthesis.bn.step import AugmentSpec, SynthesisStep, Voter
 from reta.training.committee import prior_weights
+from reta.training.teacher_cache import teacher_specs
+
+from helpers import compose_cfg
 
 ACC = [63.0, 65.3, 68.5, 67.6, 67.4]  # CV-DD's CIFAR-10 priors: R18, R50, SV2, MBV2, D121
 
@@ -170,3 +174,13 @@ def test_the_module_forwards_the_slots_voters_on_the_same_augmented_batch():
     with pytest.raises(RetaError, match="at most one term may select the voters"):
         SynthesisModule(teachers, StageSchedule([16], [3], 0.1), 4, 1, 16, 1, [0.3], [0.35], NoiseInit(),
                         AugmentSpec(), [term, CommitteeLoss(priors=[1.0, 2.0, 3.0], voters=1, selection="rotate")])
+
+
+@pytest.mark.parametrize("dataset", ["cifar100", "imagenette", "imagenet1k", "imagewoof", "tiny_imagenet"])
+def test_the_paper_rows_vote_in_pairs_with_teachers_they_have(dataset):
+    cfg = compose_cfg("distill", ["paths.output_dir=/tmp/reta-cvdd-test", "ipc=1", "method=cvdd", f"dataset={dataset}"])
+    labels = [label for label, _ in teacher_specs(cfg, cfg.method.teachers)]
+    term = OmegaConf.to_container(cfg.method.losses[0])
+    assert term["voters"] == 2 and term["selection"]["10"] == "enumerate" and term["selection"]["default"] == "random"
+    pair = term["selection"]["1"]
+    assert pair == "fixed_top" or (len(pair) == 2 and set(pair) <= set(labels)), (pair, labels)
