@@ -15,6 +15,7 @@ import torch
 
 from reta import evaluate
 from reta.errors import RetaError
+from reta.evaluation.full_data import full_data_key
 from reta.models import build_model
 from reta.training.committee import CommitteeLabeller, prior_weights
 from reta.training.soft_labels import batch_loader, label_teacher, relabel, stored_loader
@@ -156,3 +157,10 @@ def test_kd_bssl_bad_values_are_one_line_and_exit_2(tmp_path):
         lines = error_lines(proc)
         assert len(lines) == 1 and says in lines[0], proc.stderr[-2000:]
         assert not out.exists() or not any(out.iterdir())
+
+
+def test_the_full_data_key_names_a_committee_only_when_one_labels():
+    with_committee = Protocol.from_cfg(KD)
+    without = dataclasses.replace(with_committee, committee=None, teacher_mode="eval")
+    assert "committee" not in full_data_key({}, {}, without, 0, "test")["protocol"]
+    assert full_data_key({}, {}, with_committee, 0, "test")["protocol"]["committee"]["split"] == 3
