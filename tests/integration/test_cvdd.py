@@ -16,7 +16,7 @@ from reta.synthesis.bn.matching import TeacherSlot
 from reta.synthesis.bn.step import SynthesisStep
 
 from fixtures import write_idx_dataset
-from helpers import compose_cfg, tiny_overrides
+from helpers import compose_cfg, error_lines, run_cli, tiny_overrides
 
 
 def test_weights_are_the_softmax_of_the_accuracies_over_the_temperature():
@@ -30,17 +30,17 @@ def test_weights_are_the_softmax_of_the_accuracies_over_the_temperature():
         prior_weights(acc, 0.0)
 
 
-def test_committee_term_scales_the_active_teachers_ce_and_bn_by_m_times_its_weight():
+def test_rotation_scales_the_active_teachers_ce_and_bn_by_m_times_its_weight():
     torch.manual_seed(0)
     nets = [nn.Sequential(nn.Conv2d(1, 2, 3), nn.BatchNorm2d(2), nn.Flatten(), nn.LazyLinear(3)) for _ in range(2)]
     x = torch.randn(3, 1, 5, 5)
     for n in nets:
         n(x)
     slots = [TeacherSlot(f"t{i}", n, r_bn=0.01, meta={"test_acc": a}) for i, (n, a) in enumerate(zip(nets, [0.6, 0.7]))]
-    term = CommitteeLoss(priors="teacher_acc", temperature=5.0)
+    term = CommitteeLoss(priors="teacher_acc", temperature=5.0, voters=1, selection="rotate")
 
     class Module:
-        teachers = slots
+        teachers, ipc, seed = slots, 1, 0
 
     term.bind(Module())
     assert term.weights.tolist() == pytest.approx(prior_weights([60.0, 70.0], 5.0).tolist())
@@ -51,7 +51,7 @@ def test_committee_term_scales_the_active_teachers_ce_and_bn_by_m_times_its_weig
     want = 2 * float(term.weights[1]) * (nn.functional.cross_entropy(logits, y) + 0.01 * slots[1].hooks.matching_loss())
     torch.testing.assert_close(got, want)
     with pytest.raises(RetaError, match="3 priors for 2 teachers"):
-        CommitteeLoss(priors=[1.0, 2.0, 3.0]).bind(Module())
+        CommitteeLoss(priors=[1.0, 2.0, 3.0], voters=1, selection="rotate").bind(Module())
 
 
 @pytest.fixture()
@@ -70,4 +70,21 @@ def test_reta_distill_cvdd_records_the_committee_weights(tiny):
     committee = ds.meta["synthesis"]["loss_terms"]["committee"]
     assert committee["priors"] == [50.0, 60.0]
     assert committee["weights"] == pytest.approx(prior_weights([50.0, 60.0], 5.0).tolist())
+    # IPC 1: both teachers vote in every step (the two highest priors), weighted over the pair
+    assert committee["voters"] == 2 and committee["selection"] == "fixed_top" and committee["slots"] == [[0, 1]]
+    assert committee["slot_weights"][0] == pytest.approx(prior_weights([50.0, 60.0], 5.0).tolist())
     assert ds.meta["synthesis"]["round_robin"] == ["convnet_tiny", "c1"] and ds.images.shape == (10, 1, 28, 28)
+
+
+@pytest.mark.parametrize("bad, says", [
+    ("method.losses.0.selection=best", "selection must be one of"),
+    ("method.losses.0.voters=0", "voters must be an integer >= 1"),
+    ("method.losses.0.selection=rotate", "needs voters: 1"),
+])
+def test_bad_committee_values_are_one_line_and_exit_2(tmp_path, bad, says):
+    out = tmp_path / "out"
+    proc = run_cli("reta-distill", ["method=cvdd", bad, f"paths.output_dir={out}", "logger=none"], tmp_path)
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    lines = error_lines(proc)
+    assert len(lines) == 1 and says in lines[0], proc.stderr[-2000:]
+    assert not (out / "distilled").exists() and not (out / "checkpoints").exists()

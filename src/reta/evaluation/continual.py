@@ -40,10 +40,15 @@ from reta.errors import RetaError
 from reta.evaluation import protocol_values
 from reta.evaluation.metrics import metrics_record
 from reta.evaluation.sets import EvalInputs
-from reta.evaluation.students import student_kwargs, train_student
+from reta.evaluation.students import (
+    check_protocol,
+    labelling_teacher,
+    student_kwargs,
+    teacher_record,
+    train_student,
+)
 from reta.training.common import configure_data, set_threads
 from reta.training.student import Protocol
-from reta.training.teacher_cache import get_teacher
 from reta.utils.config import plain
 from reta.utils.schema import parse
 
@@ -109,7 +114,8 @@ def student_protocol(cfg: DictConfig) -> tuple[ContinualSpec, Protocol]:
 def check_settings(cfg: DictConfig) -> None:
     """The evaluator's own no-data checks (run in the stage's preflight): the block, the per-step protocol and every
     seed's step split."""
-    spec, _ = student_protocol(cfg)
+    spec, protocol = student_protocol(cfg)
+    check_protocol(cfg, protocol)
     check_spec(spec, int(cfg.dataset.num_classes), [int(s) for s in cfg.seeds])
 
 
@@ -205,9 +211,8 @@ def evaluate(cfg: DictConfig, inputs: EvalInputs) -> dict:
     set_threads(cfg.get("num_threads"))
     configure_data(cfg)
     full_train, full_test = (load_split(cfg.dataset, s, cfg.paths.data_dir) for s in ("train", "test"))
-    teacher, teacher_meta = None, {"name": None, "test_acc": None}
-    if protocol.labels == "teacher":  # masked to the seen classes at every step
-        teacher, teacher_meta = get_teacher(cfg, full_train, full_test)
+    # masked to the seen classes at every step
+    teacher, teacher_meta = labelling_teacher(cfg, protocol, full_train, full_test)
     train, held_out = split_holdout(full_train, inputs.holdout)
     test = held_out if held_out is not None else full_test
     common = student_kwargs(cfg, protocol, test, None)
@@ -233,7 +238,7 @@ def evaluate(cfg: DictConfig, inputs: EvalInputs) -> dict:
         protocol_config={**asdict(protocol), "continual": asdict(spec)},
         student=common["student_cfg"]["name"],
         student_config=common["student_cfg"],
-        teacher={"name": teacher_meta.get("name"), "test_acc": teacher_meta.get("test_acc")},
+        teacher=teacher_record(teacher_meta),
         expansion=distilled.meta.get("expansion", "none") if distilled is not None else "none",
         eval_split=f"holdout{inputs.holdout}" if inputs.holdout else "test",
     )

@@ -26,8 +26,17 @@ log = logging.getLogger(__name__)
 def full_data_key(dataset_cfg: Mapping, student_cfg: Mapping, protocol: Protocol, seed: int, eval_split: str,
                   teacher: str | None = None) -> dict:
     """Everything the full-data accuracy depends on (the cache key's content); ``teacher``: the KD teacher's name."""
-    return {"dataset": dict(dataset_cfg), "student": dict(student_cfg), "protocol": dataclasses.asdict(protocol),
+    return {"dataset": dict(dataset_cfg), "student": dict(student_cfg), "protocol": protocol_key(protocol),
             "seed": int(seed), "eval_split": eval_split, "teacher": teacher}
+
+
+def protocol_key(protocol: Protocol) -> dict:
+    """The protocol's fields in the key; ``committee`` only when a committee labels (a key without it means the
+    run's teacher, so the keys of single-teacher runs do not depend on the option)."""
+    values = dataclasses.asdict(protocol)
+    if values.get("committee") is None:
+        values.pop("committee", None)
+    return values
 
 
 def _entry(cache_dir: str | Path, key: dict) -> Path:
@@ -43,7 +52,7 @@ def full_data_run(train: ImageDataset, protocol: Protocol, epochs: int | None, s
         if int(epochs) <= 0:
             raise RetaError(f"full_data.epochs must be a positive integer or null, got {epochs}")
         protocol = dataclasses.replace(protocol, epochs=int(epochs))
-    key = {**key, "protocol": dataclasses.asdict(protocol)}  # with the epochs actually trained
+    key = {**key, "protocol": protocol_key(protocol)}  # with the epochs actually trained
     entry = _entry(cache_dir, key)
     if entry.is_file():
         stored = read_json(entry)

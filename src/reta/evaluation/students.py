@@ -4,6 +4,7 @@ declares where the labels come from (``labels: teacher`` = the teacher's soft la
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 from collections.abc import Callable, Mapping
@@ -23,6 +24,7 @@ from reta.evaluation.addons import attach_summaries, build_addons, score_student
 from reta.evaluation.full_data import full_data_key, full_data_run
 from reta.evaluation.metrics import metrics_record
 from reta.evaluation.sets import EvalInputs
+from reta.training.committee import committee_specs, committee_teacher
 from reta.training.common import build_logger, build_trainer, configure_data, seed_everything, set_threads
 from reta.training.soft_labels import ensure_relabelled, stored_loader
 from reta.training.student import Protocol, StudentModule, student_loader
@@ -92,9 +94,7 @@ def evaluate(cfg: DictConfig, inputs: EvalInputs) -> dict:
     ds_cfg, student_cfg = plain(cfg.dataset), plain(cfg.student)
     full_train = load_split(cfg.dataset, "train", cfg.paths.data_dir)
     test = load_split(cfg.dataset, "test", cfg.paths.data_dir)
-    teacher, teacher_meta = None, {"name": None, "test_acc": None}
-    if protocol.labels == "teacher":
-        teacher, teacher_meta = get_teacher(cfg, full_train, test)
+    teacher, teacher_meta = labelling_teacher(cfg, protocol, full_train, test)
     # held-out split: random subsets come from the rest, students are measured on the held-out images, not test
     train, held_out = split_holdout(full_train, inputs.holdout)
     if held_out is not None:
@@ -129,17 +129,44 @@ def evaluate(cfg: DictConfig, inputs: EvalInputs) -> dict:
     return attach_summaries(metrics_record(
         cfg, inputs, sets,
         protocol=protocol.name,
-        protocol_config=protocol.__dict__,
+        protocol_config=dataclasses.asdict(protocol),
         student=student_cfg["name"],
         student_config=student_cfg,
-        teacher={"name": teacher_meta.get("name"), "test_acc": teacher_meta.get("test_acc")},
+        teacher=teacher_record(teacher_meta),
         expansion=distilled.meta.get("expansion", "none") if distilled is not None else "none",
         eval_split=eval_split,
     ), sets, addons)
 
 
+def labelling_teacher(cfg: DictConfig, protocol: Protocol, train, test) -> tuple[nn.Module | None, dict]:
+    """The module that labels the KD views and its record: none (hard labels), the run's teacher, or the committee of
+    ``protocol.committee`` (:func:`reta.training.committee.committee_teacher`)."""
+    if protocol.labels != "teacher":
+        return None, {"name": None, "test_acc": None}
+    if protocol.committee is not None:
+        return committee_teacher(cfg, protocol.committee, train, test)
+    return get_teacher(cfg, train, test)
+
+
+def teacher_record(meta: dict) -> dict:
+    """The ``teacher`` entry of ``metrics.json`` (with the committee's teachers, priors and weights when one labels)."""
+    record = {"name": meta.get("name"), "test_acc": meta.get("test_acc")}
+    if meta.get("committee") is not None:
+        record["committee"] = meta["committee"]
+    return record
+
+
+def check_protocol(cfg: DictConfig, protocol: Protocol) -> None:
+    """No-data checks of the student protocol shared by the evaluators that train students: a labelling committee's
+    teachers must be models of the ``model`` group or ``{name, kwargs}`` maps."""
+    if protocol.committee is not None:
+        committee_specs(cfg, protocol.committee)
+
+
 def check_settings(cfg: DictConfig) -> None:
-    """The evaluator's own no-data checks (run in the stage's preflight): ``full_data.epochs``."""
+    """The evaluator's own no-data checks (run in the stage's preflight): the protocol's values (a labelling
+    committee's teachers included) and ``full_data.epochs``."""
+    check_protocol(cfg, Protocol.from_cfg(protocol_values(cfg.protocol)))
     epochs = cfg.full_data.epochs
     if epochs is not None and (isinstance(epochs, bool) or not isinstance(epochs, int) or epochs <= 0):
         raise RetaError(f"full_data.epochs must be a positive integer or null, got {epochs}")

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import copy
 import hashlib
+import itertools
 import json
 import math
 from dataclasses import dataclass
@@ -146,12 +147,15 @@ def digest(*tensors: torch.Tensor) -> str:
 
 def store_meta(p, images, labels, teacher: nn.Module, seed: int, logits_dtype: str) -> dict:
     """Everything the stored labels depend on; the trainer's own values must match exactly."""
-    return {
+    meta = {
         "format": STORE_FORMAT, "batch_size": int(p.batch_size), "seed": int(seed), "epochs": int(p.epochs),
         "view": {"rrc_scale_min": p.rrc_scale_min, "crop_pad": p.crop_pad, "flip": p.flip, "cutmix": p.cutmix},
         "num_images": int(len(labels)), "images": digest(images, labels),
         "teacher": digest(*teacher.state_dict().values()), "teacher_mode": p.teacher_mode, "logits_dtype": logits_dtype,
     }
+    if hasattr(teacher, "describe"):  # a labelling committee (reta.training.committee): members, weights, chunk size
+        meta["labeller"] = teacher.describe()
+    return meta
 
 
 @torch.no_grad()
@@ -170,7 +174,9 @@ def relabel(
         for e in range(p.epochs):
             rec = {k: [] for k in FIELDS}
             offsets = [0]
-            for idx, _ in loader:
+            # exactly len(loader) batches, as the trainer takes them: running the iterator to its end would let the
+            # shuffling sampler draw one more permutation from the shared generator when the batch size divides N
+            for idx, _ in itertools.islice(loader, len(loader)):
                 v = sample_view(p, len(idx), h, w, gen)
                 x = normalize(apply_view(images[idx].to(device), v), mean, std)
                 rec["ids"].append(idx.numpy())

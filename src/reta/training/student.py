@@ -22,6 +22,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 import lightning as L
 import torch
@@ -32,6 +33,7 @@ from torch.utils.data import DataLoader
 from reta.data.augment import normalize
 from reta.data.base import ImageDataset
 from reta.errors import RetaError
+from reta.training.committee import check_priors
 from reta.training.common import lr_lambda, make_optimizer, test_accuracy
 from reta.training.soft_labels import (
     StoredBatch,
@@ -45,6 +47,17 @@ from reta.utils.schema import parse
 
 LABELS = ("teacher", "hard")
 SOFT_LABELS = ("online", "stored")
+
+
+@dataclass(frozen=True)
+class CommitteeSpec:
+    """``protocol.committee``: a committee of teachers labels the views instead of the run's teacher (CV-DD's
+    batch-specific soft labels with ``teacher_mode: train``; :mod:`reta.training.committee`)."""
+
+    teachers: list  # model config names or {name, kwargs[, label]} maps, as method.teachers
+    priors: Any  # teacher_acc | [acc %, …] in teachers order
+    temperature: float  # τ of softmax(prior / τ) (10 in CV-DD's relabelling)
+    split: int | None  # images per teacher forward (BN statistics of each chunk in train mode); null = whole batch
 
 
 @dataclass(frozen=True)
@@ -73,6 +86,7 @@ class Protocol:
     soft_labels: str
     shuffle_patches: int
     ema_decay: float
+    committee: CommitteeSpec | None  # null: the run's teacher labels; else the committee (CV-DD BSSL)
 
     @classmethod
     def from_cfg(cls, cfg: Mapping) -> Protocol:
@@ -93,7 +107,25 @@ class Protocol:
             raise RetaError("protocol shuffle_patches > 1 needs soft_labels=online (stored views do not record it)")
         if not 0 <= float(p.ema_decay) < 1:
             raise RetaError(f"protocol ema_decay must be in [0, 1) (0 = off), got {p.ema_decay!r}")
+        if p.committee is not None:
+            check_committee_spec(p.committee, p.labels)
         return p
+
+
+def check_committee_spec(c: CommitteeSpec, labels: str) -> None:
+    """``protocol.committee`` values (no data needed; the teacher names are checked against the ``model`` group by
+    :func:`reta.training.committee.committee_specs`)."""
+    if labels != "teacher":
+        raise RetaError(f"protocol.committee labels soft-label students; it needs labels=teacher, got {labels!r}")
+    if not isinstance(c.teachers, list) or not c.teachers:
+        raise RetaError(f"protocol.committee.teachers must be a non-empty list of models, got {c.teachers!r}")
+    check_priors(c.priors, "protocol.committee")
+    if not isinstance(c.priors, str) and len(c.priors) != len(c.teachers):
+        raise RetaError(f"protocol.committee: {len(c.priors)} priors for {len(c.teachers)} teachers")
+    if not float(c.temperature) > 0:
+        raise RetaError(f"protocol.committee.temperature must be > 0, got {c.temperature}")
+    if c.split is not None and c.split < 1:
+        raise RetaError(f"protocol.committee.split must be a positive number of images or null, got {c.split}")
 
 
 def kd_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperature: float) -> torch.Tensor:

@@ -40,6 +40,7 @@ from reta.training.teacher import (
     write_cache_entry,
 )
 from reta.utils.config import config_digest, output_dir, plain
+from reta.utils.groups import group_option
 from reta.utils.schema import parse
 
 log = logging.getLogger(__name__)
@@ -295,3 +296,35 @@ def entry_teacher_cfg(base: DictConfig, entry) -> DictConfig:
         for key in ("pretrained_file", "checkpoint"):
             sub.teacher[key] = entry.get(key, base.teacher.get(key) if same else None)
     return sub
+
+
+def _model_label(model_cfg: dict, run_model: bool = False) -> str:
+    """A teacher's label: for the run's own ``model``, the group choice when Hydra runs the job (``convnet_d3_w32``);
+    otherwise ``name(k=v,…)``."""
+    if run_model:
+        from hydra.core.hydra_config import HydraConfig
+
+        if HydraConfig.initialized() and HydraConfig.get().runtime.choices.get("model"):
+            return str(HydraConfig.get().runtime.choices.get("model"))
+    kwargs = model_cfg.get("kwargs") or {}
+    return (
+        f"{model_cfg['name']}({','.join(f'{k}={v}' for k, v in sorted(kwargs.items()))})" if kwargs
+        else str(model_cfg["name"])
+    )
+
+
+def teacher_specs(cfg, teachers: list | None, where: str = "method.teachers") -> list[tuple[str, dict | None]]:
+    """``(label, model config)`` per teacher; ``None`` = the run's ``model`` (the squeeze teacher). ``where`` names
+    the list in errors (``protocol.committee.teachers`` for a labelling committee)."""
+    if not teachers:
+        return [(_model_label(plain(cfg.model), run_model=True), None)]
+    specs = []
+    for entry in plain(teachers):
+        if isinstance(entry, str):  # an option of the `model` group, composed through Hydra
+            specs.append((entry, group_option("model", entry, where)))
+        elif isinstance(entry, dict) and "name" in entry:
+            model_cfg = {k: v for k, v in entry.items() if k != "label"}
+            specs.append((str(entry.get("label") or _model_label(model_cfg)), model_cfg))
+        else:
+            raise RetaError(f"{where} entries are model config names or {{name, kwargs}} maps, got {entry!r}")
+    return specs

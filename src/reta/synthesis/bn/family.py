@@ -36,9 +36,9 @@ from reta.synthesis.distributed import ShardInfo, check_shardable
 from reta.synthesis.registry import DistillContext, SynthesisResult
 from reta.synthesis.runtime import resume_from
 from reta.training.common import build_logger, build_trainer, seed_everything
+from reta.training.teacher_cache import teacher_specs
 from reta.utils.config import config_digest, per_ipc_override, plain
 from reta.utils.device import run_device
-from reta.utils.groups import group_option
 from reta.utils.schema import parse
 
 log = logging.getLogger(__name__)
@@ -143,37 +143,6 @@ def check_lr(lr: Any, std: list[float]) -> float:
         raise RetaError(f"method.lr must be a number in (0, {span:.3g}] (one Adam step moves a pixel by about lr in "
                         f"normalised units; the data range spans {span:.3g}), got {lr!r}")
     return float(lr)
-
-
-def _model_label(model_cfg: dict, run_model: bool = False) -> str:
-    """A teacher's label: for the run's own ``model``, the group choice when Hydra runs the job (``convnet_d3_w32``);
-    otherwise ``name(k=v,…)``."""
-    if run_model:
-        from hydra.core.hydra_config import HydraConfig
-
-        if HydraConfig.initialized() and HydraConfig.get().runtime.choices.get("model"):
-            return str(HydraConfig.get().runtime.choices.get("model"))
-    kwargs = model_cfg.get("kwargs") or {}
-    return (
-        f"{model_cfg['name']}({','.join(f'{k}={v}' for k, v in sorted(kwargs.items()))})" if kwargs
-        else str(model_cfg["name"])
-    )
-
-
-def teacher_specs(cfg, teachers: list | None) -> list[tuple[str, dict | None]]:
-    """``(label, model config)`` per teacher; ``None`` = the run's ``model`` (the squeeze teacher)."""
-    if not teachers:
-        return [(_model_label(plain(cfg.model), run_model=True), None)]
-    specs = []
-    for entry in teachers:
-        if isinstance(entry, str):  # an option of the `model` group, composed through Hydra
-            specs.append((entry, group_option("model", entry, "method.teachers")))
-        elif isinstance(entry, dict) and "name" in entry:
-            model_cfg = {k: v for k, v in entry.items() if k != "label"}
-            specs.append((str(entry.get("label") or _model_label(model_cfg)), model_cfg))
-        else:
-            raise RetaError(f"method.teachers entries are model config names or {{name, kwargs}} maps, got {entry!r}")
-    return specs
 
 
 def r_bn_for(r_bn: Any, label: str) -> float:

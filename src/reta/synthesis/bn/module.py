@@ -17,7 +17,10 @@ image at the native resolution. Teachers are frozen eval-mode submodules (``trai
 
 **Step** (job step ``t``): at a stage start a fresh ``Adam(betas=(0.5, 0.9))``; lr from the global cosine;
 batch-shared RandomResizedCrop + flip and a roll jitter in ``[0, J]`` (§3.5); forward through teacher
-``t mod M`` (round robin, §3.7) with *its* BN hooks capturing; loss = Σ of the loss terms; backward; step; clamp
+``t mod M`` (round robin, §3.7) with *its* BN hooks capturing — or, when a loss term selects the voters
+(``select_voters(slot, t, M)``: CV-DD's committee, :mod:`reta.synthesis.bn.committee`), through each selected teacher
+on the same augmented batch, each with its own hooks (:class:`~reta.synthesis.bn.step.SynthesisStep` ``voters``);
+loss = Σ of the loss terms; backward; step; clamp
 to the normalised image of [0, 1] (§3.2). A non-finite term stops the run naming it (the last checkpoint stays).
 So does divergence with finite losses: when a step leaves at least ``saturation_limit`` of the working batch's
 pixels clamped at 0 or 1 (and more than at the job start), the step size has thrown the images out of the data range.
@@ -64,7 +67,7 @@ from reta.models import features
 from reta.synthesis.bn.anchors import StageEnd
 from reta.synthesis.bn.matching import TeacherSlot
 from reta.synthesis.bn.schedule import StageSchedule
-from reta.synthesis.bn.step import AugmentSpec, Job, SynthesisStep, make_jobs, synthesis_augment
+from reta.synthesis.bn.step import AugmentSpec, Job, SynthesisStep, Voter, make_jobs, synthesis_augment
 from reta.synthesis.pixels import SyntheticImages
 from reta.synthesis.runtime import resample
 from reta.synthesis.stream import StepStream
@@ -108,6 +111,10 @@ class SynthesisModule(L.LightningModule):
         self.teacher_models = nn.ModuleList([t.model for t in self.teachers])
         self.schedule, self.init, self.augment_spec = schedule, init, augment
         self.losses = list(losses)
+        selectors = [term for term in self.losses if hasattr(term, "select_voters")]
+        if len(selectors) > 1:
+            raise RetaError(f"method.losses: at most one term may select the voters, got {[t.name for t in selectors]}")
+        self.voter_selector = selectors[0] if selectors else None
         self.betas, self.eps = (float(betas[0]), float(betas[1])), float(eps)
         self.mean, self.std = [float(v) for v in mean], [float(v) for v in std]
         self.num_classes, self.ipc, self.image_size, self.channels = num_classes, ipc, image_size, channels
@@ -183,6 +190,13 @@ class SynthesisModule(L.LightningModule):
             raise RuntimeError("teacher_features called while BN hooks are capturing")
         return features(slot.model, x)
 
+    def voter_indices(self, slot: int, t: int) -> list[int]:
+        """The teachers forwarded at job step ``t`` of IPC ``slot``: the selecting loss term's choice, else the
+        rotation's teacher ``t mod M``."""
+        if self.voter_selector is not None:
+            return list(self.voter_selector.select_voters(slot, t, len(self.teachers)))
+        return [t % len(self.teachers)]
+
     def job_classes(self, job: Job) -> torch.Tensor:
         """The job's class ids on the device (made once per job, not per step)."""
         if self._classes is None or self._classes[0] != job.index or self._classes[1].device != self.device:
@@ -227,10 +241,11 @@ class SynthesisModule(L.LightningModule):
         if self._sat0 is None:  # first step of the job in this process (also right after a resume)
             self._sat0 = self._saturated_fraction()
         losses = {k: v.detach().float().sum() for k, v in step.losses.items()}
+        voters = "+".join(v.teacher.name for v in step.voters)
         for k, v in losses.items():  # each term's first value in this job (a callback's term may start later)
             if k not in self._loss0:
                 self._loss0[k] = v
-        rec = {"g": step.global_step, "job": job, "stage": step.stage, "lr": step.lr, "teacher": step.teacher.name,
+        rec = {"g": step.global_step, "job": job, "stage": step.stage, "lr": step.lr, "teacher": voters,
                "losses": losses, "sat": None, "sat0": self._sat0, "loss0": dict(self._loss0)}
         self._pending.append(rec)
         return rec
@@ -310,14 +325,16 @@ class SynthesisModule(L.LightningModule):
             self._begin_stage(pos.size, pos.lr)
         for group in self.opt.param_groups:
             group["lr"] = pos.lr
-        m = len(self.teachers)
-        teacher = self.teachers[t % m]
         classes = self.job_classes(job)
         augmented = synthesis_augment(self.x, pos.size, self.augment_spec, self.gen)
-        with teacher.hooks.capture():
-            logits = teacher.model(augmented)
+        voters = []
+        for i in self.voter_indices(job.slot, t):
+            teacher = self.teachers[i]
+            with teacher.hooks.capture():
+                voters.append(Voter(i, teacher, teacher.model(augmented)))
+        first = voters[0]
         step = SynthesisStep(g, job.index, job.slot, t, pos.stage, pos.size, pos.lr, self.x, augmented, classes,
-                             teacher, t % m, logits)
+                             first.teacher, first.index, first.logits, voters=voters)
         for term in self.losses:
             step.add_loss(term.name, term(step))
         self._notify("on_synthesis_step", step)

@@ -59,9 +59,23 @@ def synthesis_augment(x: torch.Tensor, size: int, spec: AugmentSpec, gen: torch.
     return x
 
 
+@dataclass(frozen=True)
+class Voter:
+    """One teacher forwarded in a step: its index in the module's teachers, the slot, and its logits of the step's
+    augmented batch (its BN hooks hold the statistics of that forward)."""
+
+    index: int
+    teacher: TeacherSlot
+    logits: torch.Tensor
+
+
 @dataclass
 class SynthesisStep:
-    """Everything a loss term or an ``on_synthesis_step`` callback sees of one optimiser step."""
+    """Everything a loss term or an ``on_synthesis_step`` callback sees of one optimiser step.
+
+    ``voters`` lists every teacher forwarded on the step's augmented batch (one for the rotation, two for CV-DD's
+    committee, :mod:`reta.synthesis.bn.committee`); ``teacher``, ``teacher_index`` and ``logits`` are the first
+    voter's, which is what the single-teacher terms (CE, BN matching, EDC's) use."""
 
     global_step: int
     job: int
@@ -77,6 +91,11 @@ class SynthesisStep:
     teacher_index: int
     logits: torch.Tensor
     losses: dict[str, torch.Tensor] = field(default_factory=dict)
+    voters: list[Voter] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        if not self.voters:
+            self.voters = [Voter(self.teacher_index, self.teacher, self.logits)]
 
     @property
     def targets(self) -> torch.Tensor:
