@@ -47,8 +47,19 @@ def _compose(method: str, ipc: int, a) -> object:
     mine = [o.split(":", 1)[1] if ":" in o.split("=", 1)[0] else o for o in a.override
             if ":" not in o.split("=", 1)[0] or o.split(":", 1)[0] == method]
     with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
-        return compose("distill", [f"method={method}", f"dataset={a.dataset}", f"ipc={ipc}", *extra,
-                                   f"paths.output_dir={a.tmp}/out", f"paths.cache_dir={a.tmp}/cache", *mine])
+        cfg = compose("distill", [f"method={method}", f"dataset={a.dataset}", f"ipc={ipc}", *extra,
+                                  f"paths.output_dir={a.tmp}/out", f"paths.cache_dir={a.tmp}/cache", *mine])
+    # as on reta-distill's command line, a given method key beats the per-IPC block (compose has no HydraConfig)
+    given = [o.split("=", 1)[0].lstrip("+").removeprefix("method.") for o in mine + extra
+             if o.lstrip("+").startswith("method.")]
+    from omegaconf import open_dict
+
+    with open_dict(cfg):
+        for block in (cfg.method.get("per_ipc") or {}).values():
+            for key in given:
+                if block is not None and key.split(".")[0] in block:
+                    del block[key.split(".")[0]]
+    return cfg
 
 
 # ---------------------------------------------------------------------------------------------- the bare loops
