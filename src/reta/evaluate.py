@@ -6,6 +6,8 @@ docs/methods.md §5.3). The stage writes what the evaluator returns as ``metrics
 
 from __future__ import annotations
 
+import json
+import logging
 from pathlib import Path
 
 from omegaconf import DictConfig
@@ -21,6 +23,8 @@ from reta.evaluation.sets import load_inputs
 from reta.utils.config import output_dir, plain, planned_output_dir, require_positive_int
 from reta.utils.io import atomic_write_json, atomic_write_text
 from reta.utils.outputs import check_writable_cache, check_writable_dir
+
+log = logging.getLogger(__name__)
 
 
 def preflight(cfg: DictConfig, out: Path) -> None:
@@ -78,9 +82,25 @@ def save_random_subset(cfg: DictConfig, ipc: int, seed: int, holdout: int, path:
     save_distilled(path, train.gather(idx), train.targets[idx], meta, class_names=train.class_names)
 
 
+def _finished_student(path: Path, cfg: DictConfig, student: dict, label: str) -> dict:
+    """The stored ``metrics.json`` of a pool student, when it is this command's (same student, protocol, seeds and
+    set); a different run in its place is refused rather than mixed into the table."""
+    m = json.loads(path.read_text())
+    want = {"student": student["name"], "protocol": cfg.protocol.name, "seeds": [int(s) for s in cfg.seeds],
+            "distilled": str(cfg.distilled) if cfg.get("distilled") else None}
+    have = {k: m.get(k) for k in want}
+    if have != want:
+        raise RetaError(f"resume=true: {path} belongs to another evaluation ({have}), not this one ({want}); "
+                        "pass overwrite=true or another paths.output_dir")
+    log.info("pool student %s: finished, kept (%s)", label, path)
+    return m
+
+
 def run_pool(cfg: DictConfig) -> dict:
     """Evaluate with every student of ``eval_pool.students`` (cross-architecture, docs/methods.md / paper Table 2):
-    one :func:`run` per student under ``<output_dir>/cross_arch/<label>/``, plus ``cross_arch.md`` / ``.json``."""
+    one :func:`run` per student under ``<output_dir>/cross_arch/<label>/``, plus ``cross_arch.md`` / ``.json``.
+    With ``resume=true`` the students whose ``metrics.json`` is already there are kept, so a pool too long for one
+    session runs in pieces."""
     import copy
 
     from omegaconf import open_dict
@@ -88,15 +108,19 @@ def run_pool(cfg: DictConfig) -> dict:
     from reta.reporting.tables import collect, to_markdown
 
     students = plain(cfg.eval_pool.students)
+    out = output_dir(cfg)
     results = {}
     for label, student in students.items():
+        done = out / "cross_arch" / label / "metrics.json"
+        if cfg.get("resume", False) and done.is_file():  # a pool run in pieces: keep the finished students
+            results[label] = _finished_student(done, cfg, student, label)
+            continue
         sub = copy.deepcopy(cfg)
         with open_dict(sub):
             sub.student = student  # assignment replaces the node (a merge would mix kwargs of two architectures)
             sub.eval_pool.students = None
             sub.output_subdir = f"cross_arch/{label}"
         results[label] = run(sub)
-    out = output_dir(cfg)
     md = to_markdown(collect(sorted(out.glob("cross_arch/*/metrics.json"))))
     atomic_write_text(out / "cross_arch.md", md)
     atomic_write_json(out / "cross_arch.json", results)
