@@ -11,7 +11,11 @@
 # Variables: IPCS (default "1 10 50"), SEEDS (distillation = student seeds of the methods, default "0 1 2"; the
 # random rows always use seeds 0 1 2), METHODS (default "sre2l rded edc cvdd fadrm fadrm_plus reta"; "" = random rows only),
 # PROTOCOLS (default "kd"), RANDOM_BASELINE (0 = no random rows), BIN (the reta-* commands, default .venv/bin),
-# EXTRA (overrides added to every command, e.g. EXTRA=paths.cache_dir=/path/to/cache).
+# EXTRA (overrides added to every command, e.g. EXTRA=paths.cache_dir=/path/to/cache), EVAL_EXTRA (overrides added
+# to the reta-evaluate commands only).
+#   Table 2 (every set × the cross-architecture pool; resume=true keeps finished students, so it runs in pieces):
+#                       IPCS=10 METHODS="rded edc cvdd fadrm_plus reta" EVAL_EXTRA="eval_pool=cross_arch resume=true" \
+#                         nice bash experiments/run_grid.sh outputs/table2_grid
 # Layout under OUT: <method>_ipc<N>_s<S>/distilled (the set), …/eval (its kd student), <method>_ipc<N>_s<S>_<P> (its
 # student under protocol P ≠ kd); random_ipc<N> (kd) and random_ipc<N>_<P>.
 set -u
@@ -19,14 +23,16 @@ cd "$(dirname "$0")/.."
 O=${1:-outputs/bn_family_fmnist}
 B=${BIN:-.venv/bin}
 C="num_threads=1 progress_bar=false logger=none ${EXTRA:-}"
+E="${EVAL_EXTRA:-}"
+finished() { [ -f "$1/metrics.json" ] || [ -f "$1/cross_arch.json" ]; }  # one student, or a whole pool
 PROTOCOLS=${PROTOCOLS:-kd}
 sfx() { [ "$1" = kd ] || echo "_$1"; }
 mkdir -p "$O"
 for ipc in ${IPCS:-1 10 50}; do
   for p in $PROTOCOLS; do
     out=$O/random_ipc$ipc$(sfx "$p")
-    [ "${RANDOM_BASELINE:-1}" = 0 ] || [ -f "$out/metrics.json" ] || \
-      $B/reta-evaluate ipc=$ipc seeds=[0,1,2] protocol=$p $C paths.output_dir=$out > "$out.log" 2>&1 || \
+    [ "${RANDOM_BASELINE:-1}" = 0 ] || finished "$out" || \
+      $B/reta-evaluate ipc=$ipc seeds=[0,1,2] protocol=$p $C $E paths.output_dir=$out > "$out.log" 2>&1 || \
       echo "FAILED evaluate random ipc=$ipc protocol=$p"
   done
   for method in ${METHODS-sre2l rded edc cvdd fadrm fadrm_plus reta}; do
@@ -36,8 +42,8 @@ for ipc in ${IPCS:-1 10 50}; do
         paths.output_dir=$out > "$out.distill.log" 2>&1 || echo "FAILED distill $method ipc=$ipc seed=$s"
       for p in $PROTOCOLS; do
         if [ "$p" = kd ]; then ev=$out/eval log=$out.eval.log; else ev=$out$(sfx "$p") log=$out$(sfx "$p").log; fi
-        [ -f "$ev/metrics.json" ] || $B/reta-evaluate distilled=$out/distilled ipc=$ipc seeds=[$s] baseline=false \
-          protocol=$p $C paths.output_dir=$ev > "$log" 2>&1 || echo "FAILED evaluate $method ipc=$ipc seed=$s protocol=$p"
+        finished "$ev" || $B/reta-evaluate distilled=$out/distilled ipc=$ipc seeds=[$s] baseline=false \
+          protocol=$p $C $E paths.output_dir=$ev > "$log" 2>&1 || echo "FAILED evaluate $method ipc=$ipc seed=$s protocol=$p"
       done
     done
   done
