@@ -59,6 +59,7 @@ class SetScores:
     split: str
     seeds: list[int]
     ior: list[float]
+    acc: list[float] = field(default_factory=list)  # the set's own accuracy under ``protocol``, per seed
     hlr: list[float] = field(default_factory=list)
     lrs: list[float] = field(default_factory=list)
     ars: list[float] = field(default_factory=list)
@@ -103,7 +104,7 @@ def compute(cells: list[Cell], hard_protocol: str, lrs_lambda: float, ars_lambda
         full_cell = full.get((c.dataset, hard_protocol, hard.student, c.split)) if hard is not None else None
         seeds = sorted(set(acc) & set(racc) & (set(_accs(hard)) if hard is not None else set(acc)))
         s = SetScores(c.dataset, c.ipc, c.protocol, c.student, c.method, c.split, seeds,
-                      [acc[k] - racc[k] for k in seeds])
+                      [acc[k] - racc[k] for k in seeds], [acc[k] for k in seeds])
         if hard is None:
             s.missing.append(f"no {hard_protocol}-protocol run of the set")
         elif full_cell is None:
@@ -133,7 +134,8 @@ def _fmt(vals: list[float], scale: float = 1.0, digits: int = 3) -> str:
 
 
 def to_markdown(scores: list[SetScores]) -> str:
-    """One table per (dataset, split): rows = (method, protocol), columns IPC, IOR/HLR in points, LRS/ARS in [0, 1]."""
+    """One table per (dataset, split): rows = (method, IPC, protocol), columns the set's accuracy and IOR/HLR in
+    points, LRS/ARS in [0, 1]."""
     if not scores:
         return ""
     out: list[str] = []
@@ -144,13 +146,14 @@ def to_markdown(scores: list[SetScores]) -> str:
         out.append(f"### {dataset} — DD-Ranking scores (DD-Ranking formulas, reta protocol){_split_note(split)}\n")
         rows, notes = [], {}
         for s in sorted(group, key=lambda s: (s.method, s.ipc, s.protocol, s.student)):
-            rows.append([s.method, str(s.ipc), s.protocol, s.student, _fmt(s.ior, 100, 2), _fmt(s.hlr, 100, 2),
-                         _fmt(s.lrs), _fmt(s.ars), str(len(s.seeds))])
+            rows.append([s.method, str(s.ipc), s.protocol, s.student, _fmt(s.acc, 100, 2), _fmt(s.ior, 100, 2),
+                         _fmt(s.hlr, 100, 2), _fmt(s.lrs), _fmt(s.ars), str(len(s.seeds))])
             for m in s.missing:
                 notes.setdefault(m, []).append(f"{s.method} IPC {s.ipc} {s.protocol}")
-        out.append(md_table(["method", "IPC", "protocol", "student", "IOR (points)", "HLR (points)", "LRS", "ARS", "n"],
-                            rows))
-        out.append("\nIOR = accuracy − the random subset's under the same protocol; HLR = full-data hard-label "
+        out.append(md_table(["method", "IPC", "protocol", "student", "accuracy (%)", "IOR (points)", "HLR (points)",
+                             "LRS", "ARS", "n"], rows))
+        out.append("\naccuracy: the set's student under the row's protocol (the same seeds as the scores); IOR = "
+                   "accuracy − the random subset's under the same protocol; HLR = full-data hard-label "
                    "accuracy − the set's hard-label accuracy; LRS, ARS ∈ [0, 1] from fractions (docs/evaluation.md).")
         for reason, where in sorted(notes.items()):
             out.append(f"Missing runs (– above): {reason} — {', '.join(where)}.")
