@@ -47,4 +47,4 @@ def test_report_cli_appends_the_tables(tmp_path):
     tables(cfg)
     md = (tmp_path / "res.md").read_text()
     assert "corruption robustness" in md and "DD-Ranking scores" in md
-    assert "| reta | 10 | kd | convnet | 10.00 ± 0.00 | – | – | – | 1 |" in md
+    assert "| reta | 10 | kd | convnet | 90.00 ± 0.00 | 10.00 ± 0.00 | – | – | – | 1 |" in md
