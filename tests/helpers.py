@@ -6,6 +6,7 @@ import logging
 import os
 import subprocess
 import sys
+import warnings
 from pathlib import Path
 
 import lightning as L
@@ -107,3 +108,14 @@ def tiny_fmnist(tmp_path: Path) -> list[str]:
 
     root = write_idx_dataset(tmp_path / "fmnist", n_train=80, n_test=20, classes=10, gz=False)
     return [*tiny_overrides(tmp_path, root), *TINY_BACKBONE]
+
+
+def fit_student_state(module, loader, epochs: int) -> dict:
+    """Fit a student module on CPU for ``epochs`` (no logger, progress bar, summary or checkpoints; Lightning's
+    warnings silenced) and return its network's state dict."""
+    trainer = L.Trainer(accelerator="cpu", max_epochs=epochs, logger=False, enable_progress_bar=False,
+                        enable_model_summary=False, enable_checkpointing=False, deterministic=True)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        trainer.fit(module, loader)
+    return module.model.state_dict()

@@ -7,7 +7,6 @@ from __future__ import annotations
 import copy
 import dataclasses
 import json
-import warnings
 
 import lightning as L
 import pytest
@@ -22,7 +21,7 @@ from reta.training.soft_labels import batch_loader, label_teacher, relabel, stor
 from reta.training.student import Protocol, StudentModule
 
 from fixtures import write_idx_dataset
-from helpers import compose_cfg, error_lines, run_cli, tiny_overrides
+from helpers import compose_cfg, error_lines, fit_student_state, run_cli, tiny_overrides
 
 MEAN, STD = [0.3], [0.3]
 ACC = [81.0, 88.0, 85.0]
@@ -85,12 +84,7 @@ def train(protocol, loader, teacher):
     torch.manual_seed(3)
     module = StudentModule(build_model({"name": "convnet_tiny", "kwargs": {}}, 4, 1, 16), protocol, MEAN, STD,
                            len(loader), seed=5, teacher=teacher)
-    trainer = L.Trainer(accelerator="cpu", max_epochs=protocol.epochs, logger=False, enable_progress_bar=False,
-                        enable_model_summary=False, enable_checkpointing=False, deterministic=True)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        trainer.fit(module, loader)
-    return module.model.state_dict()
+    return fit_student_state(module, loader, protocol.epochs)
 
 
 def test_stored_and_online_bssl_give_the_same_student_and_leave_the_teachers_alone(tmp_path):

@@ -4,7 +4,6 @@ students."""
 from __future__ import annotations
 
 import dataclasses
-import warnings
 
 import lightning as L
 import numpy as np
@@ -23,6 +22,8 @@ from reta.training.soft_labels import (
     view_generator,
 )
 from reta.training.student import Protocol, StudentModule
+
+from helpers import fit_student_state
 
 MEAN, STD = [0.3], [0.3]
 KD = dict(name="kd", labels="teacher", optimizer="adamw", lr=1e-2, momentum=0.9, weight_decay=0.01,
@@ -45,12 +46,7 @@ def data():
 def train(protocol, loader, teacher):
     L.seed_everything(7, verbose=False)
     module = StudentModule(tiny_net(3), protocol, MEAN, STD, len(loader), seed=5, teacher=teacher)
-    trainer = L.Trainer(accelerator="cpu", max_epochs=protocol.epochs, logger=False, enable_progress_bar=False,
-                        enable_model_summary=False, enable_checkpointing=False, deterministic=True)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        trainer.fit(module, loader)
-    return module.model.state_dict()
+    return fit_student_state(module, loader, protocol.epochs)
 
 
 @pytest.mark.parametrize("teacher_mode", ["eval", "train"])
