@@ -54,11 +54,16 @@ def test_sigterm_during_fadrm_writes_a_resume_checkpoint_and_exits_143(tiny, mon
     assert torch.equal(load_distilled(resumed["distilled"]).images, ref.images)
 
 
-def test_sigterm_during_sfm_writes_a_resume_checkpoint_and_exits_143(tiny, monkeypatch, capsys):
+def _sfm_reference(tiny, checkpoint_every: int):
+    """(tmp_path, the tiny SFM overrides, the uninterrupted run's set, the real training_step) for a preemption test."""
     tmp_path, ov = tiny
-    base = [*ov, *TINY_SFM, "method.checkpoint_every=0"]
+    base = [*ov, *TINY_SFM, f"method.checkpoint_every={checkpoint_every}"]
     ref = load_distilled(distill.run(compose_cfg("distill", with_out(base, tmp_path / "ref")))["distilled"])
-    real_step = frozen_module.FrozenSynthesisModule.training_step
+    return tmp_path, base, ref, frozen_module.FrozenSynthesisModule.training_step
+
+
+def test_sigterm_during_sfm_writes_a_resume_checkpoint_and_exits_143(tiny, monkeypatch, capsys):
+    tmp_path, base, ref, real_step = _sfm_reference(tiny, checkpoint_every=0)
 
     def term_at_1(self, batch, batch_idx):
         if self.step_index == 1:
@@ -139,10 +144,7 @@ def test_a_resume_with_another_backbone_is_refused_first_naming_what_changed(tin
 def test_a_requeued_slurm_job_resumes_its_run_without_resume_true(tiny, monkeypatch):
     from reta.errors import RetaError
 
-    tmp_path, ov = tiny
-    base = [*ov, *TINY_SFM, "method.checkpoint_every=1"]
-    ref = load_distilled(distill.run(compose_cfg("distill", with_out(base, tmp_path / "ref")))["distilled"])
-    real_step = frozen_module.FrozenSynthesisModule.training_step
+    tmp_path, base, ref, real_step = _sfm_reference(tiny, checkpoint_every=1)
 
     def crash_at_2(self, batch, batch_idx):
         if self.step_index == 2:
