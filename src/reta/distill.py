@@ -146,11 +146,17 @@ def run(cfg: DictConfig) -> dict:
     """Synthesise and write the set. With ``distributed.enabled=true`` and several ranks in the environment
     (torchrun / srun, :mod:`reta.synthesis.distributed`) the jobs are sharded; only rank 0 writes ``distilled/``, the
     other ranks return a summary with ``distilled: None``."""
+    return sharded_run(cfg, preflight, _run)
+
+
+def sharded_run(cfg: DictConfig, check, body) -> dict:
+    """Resume a requeued SLURM job, run ``check(cfg, out)`` on every rank before any rank writes
+    (:func:`init_distributed` waits for all), then ``body(cfg, shard)`` inside the process group."""
     apply_requeue(cfg, planned_output_dir(cfg))
-    preflight(cfg, planned_output_dir(cfg))  # every rank, before any rank writes (init_distributed waits for all)
+    check(cfg, planned_output_dir(cfg))
     shard = init_distributed(cfg)
     try:
-        return _run(cfg, shard)
+        return body(cfg, shard)
     finally:
         shard.destroy()
 

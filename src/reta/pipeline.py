@@ -13,10 +13,10 @@ from pathlib import Path
 from omegaconf import DictConfig, OmegaConf
 
 from reta import distill, evaluate, squeeze
-from reta.synthesis.distributed import ShardInfo, init_distributed
+from reta.synthesis.distributed import ShardInfo
 from reta.training.common import configure_data, set_threads
 from reta.training.teacher_cache import teacher_cfg
-from reta.utils.config import output_dir, planned_output_dir
+from reta.utils.config import output_dir
 from reta.utils.io import atomic_write_json
 from reta.utils.markdown import md_table
 
@@ -59,13 +59,7 @@ def run(cfg: DictConfig) -> dict:
     """Run the three stages; returns ``{"teacher", "distill", "metrics", "rows", "results"}``. With
     ``distributed.enabled=true`` under torchrun/srun the distill step is sharded (:mod:`reta.synthesis.distributed`):
     rank 0 trains/caches the teacher first and alone evaluates; the other ranks return ``{"distill": …}``."""
-    distill.apply_requeue(cfg, planned_output_dir(cfg))  # a requeued SLURM job resumes its run
-    preflight(cfg, planned_output_dir(cfg))  # before the teacher is trained and before any rank writes
-    shard = init_distributed(cfg)
-    try:
-        return _run(cfg, shard)
-    finally:
-        shard.destroy()
+    return distill.sharded_run(cfg, preflight, _run)  # checks before the teacher is trained and before any rank writes
 
 
 def _run(cfg: DictConfig, shard: ShardInfo) -> dict:
