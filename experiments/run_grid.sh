@@ -14,7 +14,8 @@
 # EXTRA (overrides added to every command, e.g. EXTRA=paths.cache_dir=/path/to/cache), EVAL_EXTRA (overrides added
 # to the reta-evaluate commands only).
 #   Table 2 (every set × the cross-architecture pool; resume=true keeps finished students, so it runs in pieces):
-#                       IPCS=10 METHODS="rded edc cvdd fadrm_plus reta" EVAL_EXTRA="eval_pool=cross_arch resume=true" \
+#                       IPCS=10 METHODS="rded edc cvdd fadrm_plus reta" \
+#                         EVAL_EXTRA="eval_pool=cross_arch resume=true protocol.eval_every=200" \
 #                         nice bash experiments/run_grid.sh outputs/table2_grid
 # Layout under OUT: <method>_ipc<N>_s<S>/distilled (the set), …/eval (its kd student), <method>_ipc<N>_s<S>_<P> (its
 # student under protocol P ≠ kd); random_ipc<N> (kd) and random_ipc<N>_<P>.
