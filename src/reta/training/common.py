@@ -101,6 +101,7 @@ def lr_lambda(schedule: str, total_steps: int, cosine_eta: float = 1.0):
 
 
 @torch.no_grad()
+@torch.no_grad()
 def test_accuracy(
     model: nn.Module, dataset: ImageDataset, mean, std, batch_size: int = 500, device: torch.device | str = "cpu"
 ) -> float:
