@@ -16,7 +16,7 @@ from helpers import CONF_DIR
 
 REGISTERED = ["convnet", "convnet_d3", "convnet_d3_bn", "convnet_d4", "convnet_d5", "convnet_tiny",
               "resnet10_cifar", "resnet18_cifar", "resnet50_cifar", "resnet101_cifar",
-              "shufflenet_v2_x0_5_cifar", "shufflenet_v2_x1_0", "densenet121_cifar"]
+              "shufflenet_v2_x0_5_cifar", "shufflenet_v2_x1_0", "densenet121_cifar", "mobilenetv2_100_cifar"]
 
 
 @pytest.mark.parametrize("name", REGISTERED)
@@ -47,6 +47,16 @@ def test_model_configs_build(cfg_name):
     with torch.no_grad():
         f = features(model, torch.randn(2, 1, size, size))
     assert f.shape == (2, num_features(model))
+
+
+def test_cifar_mobilenetv2_downsamples_by_8_where_timms_downsamples_by_32():
+    x = torch.randn(2, 1, 28, 28)
+    cifar = timm.create_model("mobilenetv2_100_cifar", num_classes=10, in_chans=1).eval()
+    imagenet = timm.create_model("mobilenetv2_100", num_classes=10, in_chans=1).eval()
+    with torch.no_grad():
+        assert cifar.forward_features(x).shape[-2:] == (4, 4)
+        assert imagenet.forward_features(x).shape[-2:] == (1, 1)
+    assert [i["reduction"] for i in cifar.feature_info] == [1, 1, 2, 4, 8]
 
 
 def test_convnet_feature_size_and_norms():
