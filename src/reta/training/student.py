@@ -8,7 +8,10 @@ Protocols (docs/methods.md §5):
   per-epoch views + logits written beforehand by :func:`reta.training.soft_labels.relabel` and replayed through a
   batch-level dataset); both consume the same view stream, so a seeded run gives the same student either way.
   Options for the decoupled baselines: ``shuffle_patches`` (RDED's per-sample patch shuffle before the crop,
-  docs/methods.md §12.2) and ``ema_decay`` (EDC's EMA student is the one tested, §13.2).
+  docs/methods.md §12.2) and ``ema_decay`` (EDC's EMA student is the one tested, §13.2). ``micro_batches`` k is the
+  papers' gradient accumulation (FADRM/CV-DD ``--gradient-accumulation-steps 2``): each mixed, labelled batch goes
+  through the student in k slices of batch_size / k, each slice's loss divided by k, one optimiser step per batch
+  [code: Jiacheng8/FADRM `validate/train_fkd.py` `train`].
 - ``hard`` — DC/DM protocol: CE on hard labels, SGD, lr ×0.1 at half, DSA on every batch
   [code: VICO-UoE/DatasetCondensation `utils.py` `evaluate_synset`].
 - ``dc`` — the same loop at the published DC/DSA/DM evaluation settings (``conf/protocol/dc.yaml``: ConvNet-3 width
@@ -86,6 +89,7 @@ class Protocol:
     soft_labels: str
     shuffle_patches: int
     ema_decay: float
+    micro_batches: int  # k > 1: the student sees each batch in k micro-batches (BN per micro-batch), one step a batch
     committee: CommitteeSpec | None  # null: the run's teacher labels; else the committee (CV-DD BSSL)
 
     @classmethod
@@ -105,6 +109,10 @@ class Protocol:
             raise RetaError(f"protocol shuffle_patches must be an integer >= 1 (1 = off), got {p.shuffle_patches!r}")
         if p.shuffle_patches > 1 and p.soft_labels == "stored":
             raise RetaError("protocol shuffle_patches > 1 needs soft_labels=online (stored views do not record it)")
+        k = p.micro_batches
+        if k < 1 or p.batch_size % k:
+            raise RetaError(f"protocol.micro_batches must be an integer >= 1 that divides batch_size={p.batch_size}, "
+                            f"got {k!r}")
         if not 0 <= float(p.ema_decay) < 1:
             raise RetaError(f"protocol ema_decay must be in [0, 1) (0 = off), got {p.ema_decay!r}")
         if p.committee is not None:
@@ -206,15 +214,28 @@ class StudentModule(L.LightningModule):
                 self.labeller.train(self.p.teacher_mode == "train")  # fit() puts every submodule in train mode
                 with torch.no_grad():
                     t_logits = self.labeller(x)
-        logits = self.model(x)
-        if self.p.labels == "teacher":
-            loss = kd_loss(logits, t_logits.to(logits), self.p.temperature)
-        else:
-            loss = F.cross_entropy(logits, y)
+        loss = self._loss(x, y, t_logits)
         if not torch.isfinite(loss):
             raise RetaError(f"student loss ({self.p.name}) became {loss.item()} at step {self.global_step}")
         self.log("train/loss", loss, prog_bar=True, on_step=False, on_epoch=True)
         return loss
+
+    def _loss(self, x: torch.Tensor, y: torch.Tensor, t_logits: torch.Tensor | None) -> torch.Tensor:
+        """The batch loss; with ``micro_batches`` k > 1 the sum over slices of batch_size / k images of each slice's
+        loss / k (the student's BN normalises each slice with its own statistics; a short last batch has fewer
+        slices, each still divided by k, as the reference's accumulation does)."""
+        k = self.p.micro_batches
+        size = x.shape[0] if k == 1 else self.p.batch_size // k
+        total = None
+        for i in range(0, x.shape[0], size):
+            logits = self.model(x[i:i + size])
+            if self.p.labels == "teacher":
+                part = kd_loss(logits, t_logits[i:i + size].to(logits), self.p.temperature)
+            else:
+                part = F.cross_entropy(logits, y[i:i + size])
+            part = part if k == 1 else part / k
+            total = part if total is None else total + part
+        return total
 
     def on_train_epoch_end(self) -> None:
         e = self.current_epoch + 1
