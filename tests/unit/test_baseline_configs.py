@@ -43,3 +43,17 @@ def test_debug_smoke_shrinks_their_paper_rows(tmp_path, method):
         assert list(cfg.method.stages.budgets) == [2] * len(paper.method.stages.budgets)
         assert paper.method.stages.budgets[0] >= 50 and cfg.method.init.mipc == 4
     check_method(cfg)
+
+
+def test_table2_trains_the_random_pool_once_not_once_per_method_job(tmp_path):
+    import re
+    import shlex
+
+    job = compose_cfg("pipeline", ["+experiment=table2_cpu", f"paths.output_dir={tmp_path}"])
+    assert job.baseline is False  # the method jobs train the distilled sets' pools only
+    recipe = (REPO / "Makefile").read_text().split("\ntable2:", 1)[1].split("\n\n", 1)[0].replace("\\\n", " ")
+    line = re.search(r"reta-evaluate (.*)", recipe).group(1).replace("$(SCALE)", "cpu")
+    overrides = [o for o in shlex.split(line) if not o.startswith("paths.output_dir=")]
+    rnd = compose_cfg("evaluate", [*overrides, f"paths.output_dir={tmp_path}"])
+    assert rnd.baseline is True and list(rnd.seeds) == [0, 1, 2] and rnd.ipc == 10 and rnd.get("distilled") is None
+    assert set(rnd.eval_pool.students) == set(job.eval_pool.students)
