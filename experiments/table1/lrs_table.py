@@ -4,9 +4,11 @@
 """
 import statistics as st
 import sys
+
 from reta.reporting import ddranking
 from reta.reporting.tables import collect, find_metrics
 from reta.utils.markdown import md_table
+
 cells = collect(find_metrics([sys.argv[1]]))
 sc = {(s.method, s.ipc, s.protocol): s for s in ddranking.compute(cells, "hard", 0.5, 0.5, {})}
 names = {"random": "random", "sre2l": "SRe2L", "rded": "RDED", "edc": "EDC", "cvdd": "CV-DD", "fadrm": "FADRM",
