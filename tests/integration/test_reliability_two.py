@@ -279,6 +279,16 @@ def test_a_misspelt_nested_key_is_one_line_naming_the_valid_keys_and_exit_2(tiny
     assert not (tmp_path / "out").exists()
 
 
+def test_a_map_value_with_an_unknown_key_names_that_key_and_how_to_replace_the_map(tiny, monkeypatch, capsys):
+    tmp_path, ov = tiny
+    code, errors, err = cli(cli_distill, [*ov, "method=sfm", "method.iterations=3", "model.kwargs={patch_size:4}"],
+                            monkeypatch, capsys)
+    assert code == 2 and len(errors) == 1, err[-2000:]
+    assert errors[0].startswith("error: unknown key 'model.kwargs.patch_size'; valid: ")
+    assert "~model.kwargs +model.kwargs={patch_size:4}" in errors[0] and "Traceback" not in err
+    assert not (tmp_path / "out").exists()
+
+
 def test_an_image_error_in_a_dataloader_worker_is_the_worker_line_not_its_traceback(tmp_path):
     from reta.data import loading
     from reta.data.registry import load_split

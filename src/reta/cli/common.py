@@ -62,16 +62,22 @@ def check_override_keys(config_name: str, argv: list[str]) -> None:
         if not found or not isinstance(err.__cause__, (ConfigAttributeError, ConfigKeyError)):
             return  # another composition problem: Hydra reports it
         key = found.group(1)
+        # a map value merged into an existing map: the unknown key is inside the value (student.kwargs.patch_size)
+        unknown = str(getattr(err.__cause__, "full_key", None) or key)
     except Exception:  # noqa: BLE001 - anything else is Hydra's to report, as before
         return
     bad = next(o for o in overrides if o.split("=", 1)[0] == key)
-    parent, _, leaf = key.rpartition(".")
+    parent, _, leaf = unknown.rpartition(".")
     try:
         node = OmegaConf.select(composed([o for o in overrides if o != bad]), parent) if parent else None
-        valid = f"; valid: {', '.join(sorted(node))}" if node is not None and OmegaConf.is_dict(node) else ""
+        valid = f"; valid: {', '.join(sorted(node)) or 'none'}" if node is not None and OmegaConf.is_dict(node) else ""
     except Exception:  # noqa: BLE001
         valid = ""
-    print(f"error: unknown key {key!r}{valid} (a new key is added with +{bad})", file=sys.stderr)
+    if unknown != key and unknown.startswith(key + "."):
+        hint = f"{bad} merges into the existing {key}; to replace it: ~{key} +{bad}"
+    else:
+        hint = f"a new key is added with +{bad}"
+    print(f"error: unknown key {unknown!r}{valid} ({hint})", file=sys.stderr)
     sys.exit(2)
 
 
