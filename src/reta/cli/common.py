@@ -67,7 +67,7 @@ def check_override_keys(config_name: str, argv: list[str]) -> None:
     except Exception:  # noqa: BLE001 - anything else is Hydra's to report, as before
         return
     bad = next(o for o in overrides if o.split("=", 1)[0] == key)
-    parent, _, leaf = unknown.rpartition(".")
+    parent = unknown.rpartition(".")[0]
     try:
         node = OmegaConf.select(composed([o for o in overrides if o != bad]), parent) if parent else None
         valid = f"; valid: {', '.join(sorted(node)) or 'none'}" if node is not None and OmegaConf.is_dict(node) else ""

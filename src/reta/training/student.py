@@ -226,16 +226,14 @@ class StudentModule(L.LightningModule):
         slices, each still divided by k, as the reference's accumulation does)."""
         k = self.p.micro_batches
         size = x.shape[0] if k == 1 else self.p.batch_size // k
-        total = None
+        parts = []
         for i in range(0, x.shape[0], size):
             logits = self.model(x[i:i + size])
             if self.p.labels == "teacher":
-                part = kd_loss(logits, t_logits[i:i + size].to(logits), self.p.temperature)
+                parts.append(kd_loss(logits, t_logits[i:i + size].to(logits), self.p.temperature) / k)
             else:
-                part = F.cross_entropy(logits, y[i:i + size])
-            part = part if k == 1 else part / k
-            total = part if total is None else total + part
-        return total
+                parts.append(F.cross_entropy(logits, y[i:i + size]) / k)
+        return torch.stack(parts).sum()
 
     def on_train_epoch_end(self) -> None:
         e = self.current_epoch + 1
