@@ -16,7 +16,7 @@ from reta.data.distilled import save_distilled
 from reta.data.holdout import split_holdout
 from reta.data.registry import load_split, sample_per_class
 from reta.errors import RetaError
-from reta.evaluation import evaluator_function, evaluator_preflight
+from reta.evaluation import evaluator_function, evaluator_preflight, protocol_values
 from reta.evaluation.addons import check_addons
 from reta.evaluation.metrics import format_metrics
 from reta.evaluation.sets import load_inputs
@@ -43,6 +43,7 @@ def preflight(cfg: DictConfig, out: Path) -> None:
         raise RetaError("protocol.requires_teacher: missing; a protocol config declares whether it needs the run's "
                         "teacher (true | false)")
     check_addons(cfg)
+    check_pool(cfg)
     own_check = evaluator_preflight(evaluator)
     if own_check is not None:
         own_check(cfg)
@@ -82,13 +83,52 @@ def save_random_subset(cfg: DictConfig, ipc: int, seed: int, holdout: int, path:
     save_distilled(path, train.gather(idx), train.targets[idx], meta, class_names=train.class_names)
 
 
-def _finished_student(path: Path, cfg: DictConfig, student: dict, label: str) -> dict:
-    """The stored ``metrics.json`` of a pool student, when it is this command's (same student, protocol, seeds and
-    set); a different run in its place is refused rather than mixed into the table."""
+def check_pool(cfg: DictConfig) -> None:
+    """Every ``eval_pool.students`` entry names a ``name``, and its optional ``protocol`` map sets only keys the run's
+    protocol has (a per-student setting such as RDED's ViT learning rate; docs/methods.md §5.4)."""
+    students = plain((cfg.get("eval_pool") or {}).get("students")) or {}
+    valid = sorted(protocol_values(cfg.protocol))
+    for label, entry in students.items():
+        if not isinstance(entry, dict) or not entry.get("name"):
+            raise RetaError(f"eval_pool.students.{label}: needs a name, e.g. {{name: resnet18_cifar, kwargs: null}}")
+        unknown = sorted(set(entry.get("protocol") or {}) - set(valid))
+        if unknown:
+            raise RetaError(f"eval_pool.students.{label}.protocol: unknown key(s) {unknown} for protocol "
+                            f"{cfg.protocol.name}; valid: {', '.join(valid)}")
+
+
+def pool_student_cfg(cfg: DictConfig, label: str, entry: dict) -> DictConfig:
+    """The run config of one pool student: ``student`` replaced by the entry (a merge would mix the kwargs of two
+    architectures), the entry's ``protocol`` settings merged into the run's protocol, output under
+    ``cross_arch/<label>``."""
+    import copy
+
+    from omegaconf import OmegaConf, open_dict
+
+    entry = dict(entry)
+    own_protocol = entry.pop("protocol", None) or {}
+    sub = copy.deepcopy(cfg)
+    with open_dict(sub):
+        sub.student = entry
+        sub.protocol = OmegaConf.merge(sub.protocol, own_protocol)
+        sub.eval_pool.students = None
+        sub.output_subdir = f"cross_arch/{label}"
+    return sub
+
+
+def _finished_student(path: Path, cfg: DictConfig, label: str) -> dict:
+    """The stored ``metrics.json`` of a pool student, when it is this command's (same student, protocol settings,
+    seeds and set; ``cfg`` is the student's own config); a different run in its place is refused rather than mixed
+    into the table."""
     m = json.loads(path.read_text())
-    want = {"student": student["name"], "protocol": cfg.protocol.name, "seeds": [int(s) for s in cfg.seeds],
+    want = {"student": cfg.student.name, "protocol": cfg.protocol.name, "seeds": [int(s) for s in cfg.seeds],
             "distilled": str(cfg.distilled) if cfg.get("distilled") else None}
     have = {k: m.get(k) for k in want}
+    stored, now = m.get("protocol_config") or {}, protocol_values(cfg.protocol)
+    for k in sorted(set(stored) & set(now)):  # the scalar settings (lr, epochs, …) both records have
+        scalar = all(v is None or isinstance(v, (bool, int, float, str)) for v in (stored[k], now[k]))
+        if scalar and stored[k] != now[k]:
+            have[f"protocol.{k}"], want[f"protocol.{k}"] = stored[k], now[k]
     if have != want:
         raise RetaError(f"resume=true: {path} belongs to another evaluation ({have}), not this one ({want}); "
                         "pass overwrite=true or another paths.output_dir")
@@ -101,25 +141,17 @@ def run_pool(cfg: DictConfig) -> dict:
     one :func:`run` per student under ``<output_dir>/cross_arch/<label>/``, plus ``cross_arch.md`` / ``.json``.
     With ``resume=true`` the students whose ``metrics.json`` is already there are kept, so a pool too long for one
     session runs in pieces."""
-    import copy
-
-    from omegaconf import open_dict
-
     from reta.reporting.tables import collect, to_markdown
 
     students = plain(cfg.eval_pool.students)
     out = output_dir(cfg)
     results = {}
-    for label, student in students.items():
+    for label, entry in students.items():
+        sub = pool_student_cfg(cfg, label, entry)
         done = out / "cross_arch" / label / "metrics.json"
         if cfg.get("resume", False) and done.is_file():  # a pool run in pieces: keep the finished students
-            results[label] = _finished_student(done, cfg, student, label)
+            results[label] = _finished_student(done, sub, label)
             continue
-        sub = copy.deepcopy(cfg)
-        with open_dict(sub):
-            sub.student = student  # assignment replaces the node (a merge would mix kwargs of two architectures)
-            sub.eval_pool.students = None
-            sub.output_subdir = f"cross_arch/{label}"
         results[label] = run(sub)
     md = to_markdown(collect(sorted(out.glob("cross_arch/*/metrics.json"))))
     atomic_write_text(out / "cross_arch.md", md)

@@ -52,3 +52,36 @@ def test_pool_resume_keeps_finished_students_and_refuses_another_run(tmp_path):
     assert a.stat().st_mtime_ns == mtime_a, "a finished pool student was retrained"
     with pytest.raises(RetaError, match="belongs to another evaluation"):
         evaluate.run(cfg("resume=true", "seeds=[1]"))
+
+
+def test_pool_student_protocol_settings_apply_to_that_student_only(tmp_path):
+    root = write_idx_dataset(tmp_path / "fmnist", n_train=60, n_test=20, classes=10, gz=True)
+    ov = [*tiny_overrides(tmp_path, root), "protocol=hard", "protocol.epochs=1", "protocol.eval_every=1", "ipc=1",
+          "seeds=[0]"]
+    pool = {"a": {"name": "convnet_tiny", "kwargs": {}},
+            "b": {"name": "convnet_tiny", "kwargs": {}, "protocol": {"lr": 0.0001, "batch_size": 4}}}
+
+    def cfg(*extra, students=pool):
+        c = compose_cfg("evaluate", [*ov, "eval_pool=cross_arch", *extra])
+        c.eval_pool.students = students
+        return c
+
+    evaluate.run(cfg())
+    a, b = (json.loads((tmp_path / "out" / "cross_arch" / k / "metrics.json").read_text()) for k in ("a", "b"))
+    run_lr = cfg().protocol.lr
+    assert a["protocol_config"]["lr"] == run_lr != 0.0001
+    assert b["protocol_config"]["lr"] == 0.0001 and b["protocol_config"]["batch_size"] == 4
+    assert "protocol" not in b["student_config"]
+    # the same pool with another lr for b: its stored student is refused on resume, not kept as if it were this run's
+    changed = {**pool, "b": {**pool["b"], "protocol": {"lr": 0.01, "batch_size": 4}}}
+    with pytest.raises(RetaError, match=r"protocol\.lr"):
+        evaluate.run(cfg("resume=true", students=changed))
+
+
+def test_pool_student_protocol_with_an_unknown_key_is_refused_before_any_work(tmp_path):
+    root = write_idx_dataset(tmp_path / "fmnist", n_train=60, n_test=20, classes=10, gz=True)
+    c = compose_cfg("evaluate", [*tiny_overrides(tmp_path, root), "protocol=hard", "eval_pool=cross_arch"])
+    c.eval_pool.students = {"a": {"name": "convnet_tiny", "kwargs": {}, "protocol": {"learning_rate": 0.1}}}
+    with pytest.raises(RetaError, match=r"eval_pool\.students\.a\.protocol: unknown key\(s\) \['learning_rate'\].*valid: .*lr"):
+        evaluate.run(c)
+    assert not (tmp_path / "out").exists()

@@ -76,7 +76,8 @@ def test_evaluate_is_deterministic(tiny):
     a = evaluate.run(compose_cfg("evaluate", ev))
     with pytest.raises(RetaError, match=r"already holds a finished evaluation \(metrics.json\); pass overwrite=true"):
         evaluate.run(compose_cfg("evaluate", ev))  # never replaced silently
-    b = evaluate.run(compose_cfg("evaluate", [*ev, "overwrite=true"]))
+    b = evaluate.run(compose_cfg("evaluate", [*ev, "overwrite=true", "baseline_cache=false"]))  # trained again
+    assert a["sets"]["random"]["cached"] == [False] and "cached" not in b["sets"]["random"]
     assert a["sets"]["random"]["acc_last"] == b["sets"]["random"]["acc_last"]
 
 

@@ -6,8 +6,6 @@ of DD-Ranking's hard-label recovery (HLR = Acc(full, hard) − Acc(set, hard); D
 from __future__ import annotations
 
 import dataclasses
-import json
-import logging
 from collections.abc import Callable, Mapping
 from pathlib import Path
 
@@ -15,12 +13,8 @@ import torch
 
 from reta.data.base import ImageDataset
 from reta.errors import RetaError
+from reta.evaluation.student_cache import cached_run
 from reta.training.student import Protocol
-from reta.utils.cache_files import read_json
-from reta.utils.config import config_digest
-from reta.utils.io import atomic_write_json
-
-log = logging.getLogger(__name__)
 
 
 def full_data_key(dataset_cfg: Mapping, student_cfg: Mapping, protocol: Protocol, seed: int, eval_split: str,
@@ -39,29 +33,22 @@ def protocol_key(protocol: Protocol) -> dict:
     return values
 
 
-def _entry(cache_dir: str | Path, key: dict) -> Path:
-    return Path(cache_dir) / "full_data" / f"{key['dataset'].get('name', 'data')}_{config_digest(key)}.json"
-
-
 def full_data_run(train: ImageDataset, protocol: Protocol, epochs: int | None, seed: int, cache_dir: str | Path,
                   key: dict, train_fn: Callable[..., dict]) -> dict:
     """``train_fn(images, labels, protocol=…, seed=…, run_name=…)`` on every image of ``train`` (``epochs``
-    overrides the protocol's, null keeps it), or the cached result of the same key. Returns the run's dict
-    (``acc_last``, ``acc_best``, ``seconds``, ``cached``)."""
+    overrides the protocol's, null keeps it), or the cached result of the same key
+    (:func:`reta.evaluation.student_cache.cached_run`). Returns the run's dict (``acc_last``, ``acc_best``,
+    ``seconds``, ``cached``)."""
     if epochs is not None:
         if int(epochs) <= 0:
             raise RetaError(f"full_data.epochs must be a positive integer or null, got {epochs}")
         protocol = dataclasses.replace(protocol, epochs=int(epochs))
     key = {**key, "protocol": protocol_key(protocol)}  # with the epochs actually trained
-    entry = _entry(cache_dir, key)
-    if entry.is_file():
-        stored = read_json(entry)
-        if json.loads(json.dumps(key, sort_keys=True, default=str)) == stored.get("key"):
-            log.info("full-data student from the cache: %s", entry)
-            return {**stored["result"], "cached": True}
-        log.warning("full-data cache entry %s belongs to another recipe; recomputing", entry)
-    idx = torch.arange(len(train))
-    r = train_fn(train.gather(idx), train.targets.clone(), protocol=protocol, seed=seed, run_name=f"full_seed{seed}")
-    result = {"acc_last": r["acc_last"], "acc_best": r["acc_best"], "seconds": r["seconds"]}
-    atomic_write_json(entry, {"key": json.loads(json.dumps(key, sort_keys=True, default=str)), "result": result})
-    return {**result, "cached": False}
+
+    def fit() -> dict:
+        idx = torch.arange(len(train))
+        r = train_fn(train.gather(idx), train.targets.clone(), protocol=protocol, seed=seed,
+                     run_name=f"full_seed{seed}")
+        return {"acc_last": r["acc_last"], "acc_best": r["acc_best"], "seconds": r["seconds"]}
+
+    return cached_run(cache_dir, "full_data", key, fit)

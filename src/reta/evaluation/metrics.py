@@ -18,6 +18,7 @@ def summarize(runs: list[dict]) -> dict:
         "acc_mean": statistics.fmean(last),
         "acc_std": statistics.pstdev(last) if len(last) > 1 else 0.0,
         "seconds": [round(r["seconds"], 2) for r in runs],
+        **({"cached": [bool(r["cached"]) for r in runs]} if all("cached" in r for r in runs) else {}),
     }
 
 

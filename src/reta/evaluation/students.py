@@ -20,10 +20,11 @@ from reta.data.holdout import split_holdout
 from reta.data.registry import load_split, sample_per_class
 from reta.errors import RetaError
 from reta.evaluation import protocol_values
-from reta.evaluation.addons import attach_summaries, build_addons, score_student
+from reta.evaluation.addons import attach_summaries, build_addons, enabled_addons, score_student
 from reta.evaluation.full_data import full_data_key, full_data_run
 from reta.evaluation.metrics import metrics_record
 from reta.evaluation.sets import EvalInputs
+from reta.evaluation.student_cache import cached_run
 from reta.training.committee import committee_specs, committee_teacher
 from reta.training.common import build_logger, build_trainer, configure_data, seed_everything, set_threads
 from reta.training.soft_labels import ensure_relabelled, stored_loader
@@ -107,12 +108,15 @@ def evaluate(cfg: DictConfig, inputs: EvalInputs) -> dict:
     sets: dict[str, list[dict]] = {}
     if cfg.get("baseline", True):
         for seed in inputs.seeds:
-            idx = sample_per_class(train.targets, ds_cfg["num_classes"], inputs.ipc, seed)
-            images, labels = train.gather(idx), train.targets[idx]
-            sets.setdefault("random", []).append(
-                train_student(images, labels, seed=seed, run_name=f"random_seed{seed}", **common)
-            )
-            log.info("random seed %d: acc %.4f", seed, sets["random"][-1]["acc_last"])
+            def fit(seed: int = seed) -> dict:
+                idx = sample_per_class(train.targets, ds_cfg["num_classes"], inputs.ipc, seed)
+                return train_student(train.gather(idx), train.targets[idx], seed=seed, run_name=f"random_seed{seed}",
+                                     **common)
+
+            key = random_student_key(cfg, protocol, inputs.ipc, seed, eval_split, teacher_meta)
+            r = cached_run(cfg.paths.cache_dir, "random_students", key, fit) if cfg.baseline_cache else fit()
+            sets.setdefault("random", []).append(r)
+            log.info("random seed %d: acc %.4f", seed, r["acc_last"])
     if cfg.full_data.enabled:  # sets.full: the same student on the whole training split, cached per recipe
         key = full_data_key(ds_cfg, student_cfg, protocol, inputs.seeds[0], eval_split, teacher_meta.get("name"))
         sets["full"] = [full_data_run(train, protocol, cfg.full_data.epochs, inputs.seeds[0], cfg.paths.cache_dir,
@@ -146,6 +150,17 @@ def labelling_teacher(cfg: DictConfig, protocol: Protocol, train, test) -> tuple
     if protocol.committee is not None:
         return committee_teacher(cfg, protocol.committee, train, test)
     return get_teacher(cfg, train, test)
+
+
+def random_student_key(cfg: DictConfig, protocol: Protocol, ipc: int, seed: int, eval_split: str,
+                       teacher_meta: dict) -> dict:
+    """Everything the random subset's student of ``seed`` depends on (:mod:`reta.evaluation.student_cache`): the
+    full-data key's dataset, student, protocol, seed and split, plus the IPC, the labelling teacher's identity (its
+    cache entry or checkpoint digest), the trainer (device, precision), the memory format and the enabled add-ons."""
+    teacher = {k: teacher_meta.get(k) for k in ("name", "key", "source", "checkpoint_sha256", "test_acc", "committee")}
+    return {**full_data_key(plain(cfg.dataset), plain(cfg.student), protocol, seed, eval_split, None),
+            "ipc": int(ipc), "teacher": teacher, "trainer": plain(cfg.trainer),
+            "channels_last": bool(cfg.get("channels_last", False)), "addons": enabled_addons(cfg)}
 
 
 def teacher_record(meta: dict) -> dict:
