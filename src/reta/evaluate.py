@@ -84,8 +84,9 @@ def save_random_subset(cfg: DictConfig, ipc: int, seed: int, holdout: int, path:
 
 
 def check_pool(cfg: DictConfig) -> None:
-    """Every ``eval_pool.students`` entry names a ``name``, and its optional ``protocol`` map sets only keys the run's
-    protocol has (a per-student setting such as RDED's ViT learning rate; docs/methods.md §5.4)."""
+    """Every ``eval_pool.students`` entry names a ``name``; its optional ``lr_scale`` (a positive number, for a protocol
+    with an ``lr``) and ``protocol`` map (only keys the run's protocol has) set that student's own training
+    (per-architecture learning rates as in RDED's evaluation; docs/methods.md §5.3)."""
     students = plain((cfg.get("eval_pool") or {}).get("students")) or {}
     valid = sorted(protocol_values(cfg.protocol))
     for label, entry in students.items():
@@ -95,21 +96,30 @@ def check_pool(cfg: DictConfig) -> None:
         if unknown:
             raise RetaError(f"eval_pool.students.{label}.protocol: unknown key(s) {unknown} for protocol "
                             f"{cfg.protocol.name}; valid: {', '.join(valid)}")
+        scale = entry.get("lr_scale")
+        if scale is not None and (isinstance(scale, bool) or not isinstance(scale, (int, float)) or scale <= 0
+                                  or "lr" not in valid):
+            why = "" if "lr" in valid else f" (protocol {cfg.protocol.name} has no lr)"
+            raise RetaError(f"eval_pool.students.{label}.lr_scale: a positive number that multiplies the protocol's "
+                            f"lr, got {scale!r}{why}")
 
 
 def pool_student_cfg(cfg: DictConfig, label: str, entry: dict) -> DictConfig:
     """The run config of one pool student: ``student`` replaced by the entry (a merge would mix the kwargs of two
-    architectures), the entry's ``protocol`` settings merged into the run's protocol, output under
-    ``cross_arch/<label>``."""
+    architectures), the protocol's ``lr`` multiplied by the entry's ``lr_scale`` and its ``protocol`` settings merged
+    over the run's, output under ``cross_arch/<label>``."""
     import copy
 
     from omegaconf import OmegaConf, open_dict
 
     entry = dict(entry)
     own_protocol = entry.pop("protocol", None) or {}
+    scale = entry.pop("lr_scale", None)
     sub = copy.deepcopy(cfg)
     with open_dict(sub):
         sub.student = entry
+        if scale is not None:
+            sub.protocol.lr = float(f"{float(sub.protocol.lr) * float(scale):.12g}")  # 1e-3 × 0.1 → 1e-4 exactly
         sub.protocol = OmegaConf.merge(sub.protocol, own_protocol)
         sub.eval_pool.students = None
         sub.output_subdir = f"cross_arch/{label}"

@@ -84,4 +84,22 @@ def test_pool_student_protocol_with_an_unknown_key_is_refused_before_any_work(tm
     c.eval_pool.students = {"a": {"name": "convnet_tiny", "kwargs": {}, "protocol": {"learning_rate": 0.1}}}
     with pytest.raises(RetaError, match=r"eval_pool\.students\.a\.protocol: unknown key\(s\) \['learning_rate'\].*valid: .*lr"):
         evaluate.run(c)
+    c.eval_pool.students = {"a": {"name": "convnet_tiny", "kwargs": {}, "lr_scale": -1}}
+    with pytest.raises(RetaError, match=r"eval_pool\.students\.a\.lr_scale: a positive number .* got -1"):
+        evaluate.run(c)
     assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("protocol", ["kd", "hard"])
+def test_the_pools_scale_the_protocols_lr_as_rded_does_per_architecture(tmp_path, protocol):
+    """RDED's evaluation (LINs-lab/RDED argument.py): MobileNetV2 2.5 ×, ViT / Swin 0.1 × the ConvNet/ResNet lr."""
+    for pool, scaled in (("cross_arch", {"mobilenetv2": 2.5, "vit_tiny": 0.1}),
+                         ("cross_arch_224", {"mobilenetv2": 2.5, "swin_tiny": 0.1})):
+        cfg = compose_cfg("evaluate", [f"protocol={protocol}", f"eval_pool={pool}", f"paths.output_dir={tmp_path}"])
+        base = cfg.protocol.lr
+        for label, entry in cfg.eval_pool.students.items():
+            sub = evaluate.pool_student_cfg(cfg, label, dict(entry))
+            assert sub.protocol.lr == pytest.approx(base * scaled.get(label, 1.0), rel=1e-12)
+            assert "lr_scale" not in sub.student and "protocol" not in sub.student
+    kd = compose_cfg("evaluate", ["protocol=kd", "eval_pool=cross_arch", f"paths.output_dir={tmp_path}"])
+    assert evaluate.pool_student_cfg(kd, "vit_tiny", dict(kd.eval_pool.students.vit_tiny)).protocol.lr == 0.0001
