@@ -66,3 +66,17 @@ def test_a_changed_recipe_trains_a_new_random_student(tiny, change):
     m = evaluate.run(compose_cfg("evaluate", [*ov, *([change] if isinstance(change, str) else change),
                                               f"paths.output_dir={tmp_path / 'e2'}"]))
     assert m["sets"]["random"]["cached"] == [False] and len(entries(tmp_path)) == 2
+
+
+def test_the_continual_random_buffer_is_trained_once_per_recipe(tiny):
+    tmp_path, ov = tiny
+    ov = [o for o in ov if not o.startswith("protocol")] + ["protocol=continual", "protocol.epochs=1",
+                                                             "protocol.continual.steps=2", "seeds=[0]"]
+    a = evaluate.run(compose_cfg("evaluate", [*ov, f"paths.output_dir={tmp_path / 'c1'}"]))
+    assert len(entries(tmp_path)) == 1
+    stamp = entries(tmp_path)[0].stat().st_mtime_ns
+    b = evaluate.run(compose_cfg("evaluate", [*ov, f"paths.output_dir={tmp_path / 'c2'}"]))
+    assert b["sets"]["random"]["steps"] == a["sets"]["random"]["steps"]
+    assert entries(tmp_path)[0].stat().st_mtime_ns == stamp
+    evaluate.run(compose_cfg("evaluate", [*ov, "protocol.continual.steps=5", f"paths.output_dir={tmp_path / 'c3'}"]))
+    assert len(entries(tmp_path)) == 2  # another step split, another buffer run

@@ -40,9 +40,11 @@ from reta.errors import RetaError
 from reta.evaluation import protocol_values
 from reta.evaluation.metrics import metrics_record
 from reta.evaluation.sets import EvalInputs
+from reta.evaluation.student_cache import cached_run
 from reta.evaluation.students import (
     check_protocol,
     labelling_teacher,
+    random_student_key,
     student_kwargs,
     teacher_record,
     train_student,
@@ -215,6 +217,7 @@ def evaluate(cfg: DictConfig, inputs: EvalInputs) -> dict:
     teacher, teacher_meta = labelling_teacher(cfg, protocol, full_train, full_test)
     train, held_out = split_holdout(full_train, inputs.holdout)
     test = held_out if held_out is not None else full_test
+    eval_split = f"holdout{inputs.holdout}" if inputs.holdout else "test"
     common = student_kwargs(cfg, protocol, test, None)
 
     def train_fn(images, labels, **kw):
@@ -223,10 +226,17 @@ def evaluate(cfg: DictConfig, inputs: EvalInputs) -> dict:
     per_set: dict[str, list[list[dict]]] = {}
     for seed in inputs.seeds:
         if cfg.get("baseline", True):
-            idx = sample_per_class(train.targets, C, budget, seed)
-            per_set.setdefault("random", []).append(run_steps(train.gather(idx), train.targets[idx], splits[seed],
-                                                              budget, test, train_fn, seed, spec.mode,
-                                                              f"random_seed{seed}", teacher=teacher, num_classes=C))
+            def fit(seed: int = seed) -> dict:
+                idx = sample_per_class(train.targets, C, budget, seed)
+                return {"steps": run_steps(train.gather(idx), train.targets[idx], splits[seed], budget, test, train_fn,
+                                           seed, spec.mode, f"random_seed{seed}", teacher=teacher, num_classes=C)}
+
+            # the random buffer's steps are the same runs in every job of a grid: trained once (baseline_cache)
+            key = {**random_student_key(cfg, protocol, budget, seed, eval_split, teacher_meta),
+                   "continual": asdict(spec), "splits": splits[seed]}
+            steps = (cached_run(cfg.paths.cache_dir, "random_students", key, fit) if cfg.baseline_cache
+                     else fit())["steps"]
+            per_set.setdefault("random", []).append(steps)
         if distilled is not None:
             per_set.setdefault("distilled", []).append(run_steps(
                 distilled.images.float(), distilled.labels, splits[seed], budget, test, train_fn, seed, spec.mode,
@@ -240,7 +250,7 @@ def evaluate(cfg: DictConfig, inputs: EvalInputs) -> dict:
         student_config=common["student_cfg"],
         teacher=teacher_record(teacher_meta),
         expansion=distilled.meta.get("expansion", "none") if distilled is not None else "none",
-        eval_split=f"holdout{inputs.holdout}" if inputs.holdout else "test",
+        eval_split=eval_split,
     )
     for name, per_seed in per_set.items():
         metrics["sets"][name]["steps"] = summarize_steps(per_seed)
