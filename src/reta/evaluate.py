@@ -20,6 +20,7 @@ from reta.evaluation import evaluator_function, evaluator_preflight, protocol_va
 from reta.evaluation.addons import check_addons
 from reta.evaluation.metrics import format_metrics
 from reta.evaluation.sets import load_inputs
+from reta.evaluation.student_cache import canonical, check_cache_mode
 from reta.utils.config import output_dir, plain, planned_output_dir, require_positive_int
 from reta.utils.io import atomic_write_json, atomic_write_text
 from reta.utils.outputs import check_writable_cache, check_writable_dir
@@ -43,6 +44,7 @@ def preflight(cfg: DictConfig, out: Path) -> None:
         raise RetaError("protocol.requires_teacher: missing; a protocol config declares whether it needs the run's "
                         "teacher (true | false)")
     check_addons(cfg)
+    check_cache_mode(cfg.get("baseline_cache", True), "baseline_cache")
     check_pool(cfg)
     own_check = evaluator_preflight(evaluator)
     if own_check is not None:
@@ -83,25 +85,42 @@ def save_random_subset(cfg: DictConfig, ipc: int, seed: int, holdout: int, path:
     save_distilled(path, train.gather(idx), train.targets[idx], meta, class_names=train.class_names)
 
 
+#: what a pool entry may hold: the student model (``name``, ``kwargs``) and its own training settings
+POOL_ENTRY_KEYS = ("name", "kwargs", "lr_scale", "protocol")
+
+
 def check_pool(cfg: DictConfig) -> None:
-    """Every ``eval_pool.students`` entry names a ``name``; its optional ``lr_scale`` (a positive number, for a protocol
-    with an ``lr``) and ``protocol`` map (only keys the run's protocol has) set that student's own training
-    (per-architecture learning rates as in RDED's evaluation; docs/methods.md §5.3)."""
+    """Every ``eval_pool.students`` entry holds only :data:`POOL_ENTRY_KEYS`, names a ``name``; its optional
+    ``lr_scale`` (a positive number, for a protocol with an ``lr``) and ``protocol`` map (only keys the run's protocol
+    has, not ``lr`` beside ``lr_scale``) set that student's own training (per-architecture learning rates as in RDED's
+    evaluation; docs/methods.md §5.3); each student's resulting protocol passes the evaluator's own checks."""
     students = plain((cfg.get("eval_pool") or {}).get("students")) or {}
     valid = sorted(protocol_values(cfg.protocol))
     for label, entry in students.items():
+        where = f"eval_pool.students.{label}"
         if not isinstance(entry, dict) or not entry.get("name"):
-            raise RetaError(f"eval_pool.students.{label}: needs a name, e.g. {{name: resnet18_cifar, kwargs: null}}")
-        unknown = sorted(set(entry.get("protocol") or {}) - set(valid))
+            raise RetaError(f"{where}: needs a name, e.g. {{name: resnet18_cifar, kwargs: null}}")
+        extra = sorted(set(entry) - set(POOL_ENTRY_KEYS))
+        if extra:
+            raise RetaError(f"{where}: unknown key(s) {extra}; valid: {', '.join(POOL_ENTRY_KEYS)}")
+        own = entry.get("protocol")
+        if own is not None and not isinstance(own, dict):
+            raise RetaError(f"{where}.protocol: a map of protocol settings, e.g. {{lr: 0.0001}}, got {own!r}")
+        unknown = sorted(set(own or {}) - set(valid))
         if unknown:
-            raise RetaError(f"eval_pool.students.{label}.protocol: unknown key(s) {unknown} for protocol "
-                            f"{cfg.protocol.name}; valid: {', '.join(valid)}")
+            raise RetaError(f"{where}.protocol: unknown key(s) {unknown} for protocol {cfg.protocol.name}; "
+                            f"valid: {', '.join(valid)}")
         scale = entry.get("lr_scale")
-        if scale is not None and (isinstance(scale, bool) or not isinstance(scale, (int, float)) or scale <= 0
-                                  or "lr" not in valid):
-            why = "" if "lr" in valid else f" (protocol {cfg.protocol.name} has no lr)"
-            raise RetaError(f"eval_pool.students.{label}.lr_scale: a positive number that multiplies the protocol's "
-                            f"lr, got {scale!r}{why}")
+        if scale is not None:
+            if isinstance(scale, bool) or not isinstance(scale, (int, float)) or scale <= 0 or "lr" not in valid:
+                why = "" if "lr" in valid else f" (protocol {cfg.protocol.name} has no lr)"
+                raise RetaError(f"{where}.lr_scale: a positive number that multiplies the protocol's lr, got "
+                                f"{scale!r}{why}")
+            if "lr" in (own or {}):
+                raise RetaError(f"{where}: lr_scale and protocol.lr both set the learning rate; keep one")
+        own_check = evaluator_preflight(evaluator_function(cfg.protocol))
+        if own_check is not None:
+            own_check(pool_student_cfg(cfg, label, entry))
 
 
 def pool_student_cfg(cfg: DictConfig, label: str, entry: dict) -> DictConfig:
@@ -134,14 +153,15 @@ def _finished_student(path: Path, cfg: DictConfig, label: str) -> dict:
     want = {"student": cfg.student.name, "protocol": cfg.protocol.name, "seeds": [int(s) for s in cfg.seeds],
             "distilled": str(cfg.distilled) if cfg.get("distilled") else None}
     have = {k: m.get(k) for k in want}
-    stored, now = m.get("protocol_config") or {}, protocol_values(cfg.protocol)
-    for k in sorted(set(stored) & set(now)):  # the scalar settings (lr, epochs, …) both records have
-        scalar = all(v is None or isinstance(v, (bool, int, float, str)) for v in (stored[k], now[k]))
-        if scalar and stored[k] != now[k]:
+    if "student_config" in m and canonical(m["student_config"]) != canonical(plain(cfg.student)):
+        have["student_config"], want["student_config"] = m["student_config"], plain(cfg.student)
+    stored, now = canonical(m.get("protocol_config") or {}), canonical(protocol_values(cfg.protocol))
+    for k in sorted(set(stored) & set(now)):  # the settings both records have (lr, epochs, committee, …)
+        if stored[k] != now[k]:
             have[f"protocol.{k}"], want[f"protocol.{k}"] = stored[k], now[k]
     if have != want:
         raise RetaError(f"resume=true: {path} belongs to another evaluation ({have}), not this one ({want}); "
-                        "pass overwrite=true or another paths.output_dir")
+                        f"remove {path.parent} to train that student again, or choose another paths.output_dir")
     log.info("pool student %s: finished, kept (%s)", label, path)
     return m
 

@@ -72,21 +72,42 @@ def test_pool_student_protocol_settings_apply_to_that_student_only(tmp_path):
     assert a["protocol_config"]["lr"] == run_lr != 0.0001
     assert b["protocol_config"]["lr"] == 0.0001 and b["protocol_config"]["batch_size"] == 4
     assert "protocol" not in b["student_config"]
+    # the same pool again: both finished students are kept (no false refusal of a student with its own settings)
+    stamps = [(tmp_path / "out" / "cross_arch" / k / "metrics.json").stat().st_mtime_ns for k in ("a", "b")]
+    evaluate.run(cfg("resume=true"))
+    assert [(tmp_path / "out" / "cross_arch" / k / "metrics.json").stat().st_mtime_ns for k in ("a", "b")] == stamps
     # the same pool with another lr for b: its stored student is refused on resume, not kept as if it were this run's
     changed = {**pool, "b": {**pool["b"], "protocol": {"lr": 0.01, "batch_size": 4}}}
-    with pytest.raises(RetaError, match=r"protocol\.lr"):
+    with pytest.raises(RetaError, match=r"protocol\.lr.*remove .*cross_arch.b to train that student again"):
         evaluate.run(cfg("resume=true", students=changed))
+    scaled = {**pool, "b": {"name": "convnet_tiny", "kwargs": {}, "lr_scale": 0.1,
+                            "protocol": {"batch_size": 4}}}  # 0.1 × the run's lr is not the stored 1e-4
+    with pytest.raises(RetaError, match=r"protocol\.lr"):
+        evaluate.run(cfg("resume=true", students=scaled))
+    other_arch = {**pool, "a": {"name": "convnet_tiny", "kwargs": {"width": 4}}}
+    with pytest.raises(RetaError, match=r"student_config"):
+        evaluate.run(cfg("resume=true", students=other_arch))
 
 
 def test_pool_student_protocol_with_an_unknown_key_is_refused_before_any_work(tmp_path):
     root = write_idx_dataset(tmp_path / "fmnist", n_train=60, n_test=20, classes=10, gz=True)
     c = compose_cfg("evaluate", [*tiny_overrides(tmp_path, root), "protocol=hard", "eval_pool=cross_arch"])
     c.eval_pool.students = {"a": {"name": "convnet_tiny", "kwargs": {}, "protocol": {"learning_rate": 0.1}}}
-    with pytest.raises(RetaError, match=r"eval_pool\.students\.a\.protocol: unknown key\(s\) \['learning_rate'\].*valid: .*lr"):
+    message = r"eval_pool\.students\.a\.protocol: unknown key\(s\) \['learning_rate'\].*valid: .*lr"
+    with pytest.raises(RetaError, match=message):
         evaluate.run(c)
-    c.eval_pool.students = {"a": {"name": "convnet_tiny", "kwargs": {}, "lr_scale": -1}}
-    with pytest.raises(RetaError, match=r"eval_pool\.students\.a\.lr_scale: a positive number .* got -1"):
-        evaluate.run(c)
+    bad = {
+        r"lr_scale: a positive number .* got -1": {"lr_scale": -1},
+        r"a: unknown key\(s\) \['lr_scal'\]; valid: name, kwargs, lr_scale, protocol": {"lr_scal": 0.1},
+        r"a\.protocol: a map of protocol settings": {"protocol": 3},
+        r"lr_scale and protocol\.lr both set the learning rate": {"lr_scale": 0.1, "protocol": {"lr": 0.1}},
+        r"optimizer": {"protocol": {"optimizer": "rmsprop"}},  # a value the protocol's own checks refuse
+    }
+    for message, extra in bad.items():
+        c.eval_pool.students = {"ok": {"name": "convnet_tiny", "kwargs": {}},
+                                "a": {"name": "convnet_tiny", "kwargs": {}, **extra}}
+        with pytest.raises(RetaError, match=message):
+            evaluate.run(c)
     assert not (tmp_path / "out").exists()
 
 

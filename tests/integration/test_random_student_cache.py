@@ -10,6 +10,7 @@ import torch
 
 from reta import evaluate
 from reta.data.distilled import save_distilled
+from reta.errors import RetaError
 
 from fixtures import write_idx_dataset
 from helpers import compose_cfg, tiny_overrides
@@ -76,7 +77,21 @@ def test_the_continual_random_buffer_is_trained_once_per_recipe(tiny):
     assert len(entries(tmp_path)) == 1
     stamp = entries(tmp_path)[0].stat().st_mtime_ns
     b = evaluate.run(compose_cfg("evaluate", [*ov, f"paths.output_dir={tmp_path / 'c2'}"]))
-    assert b["sets"]["random"]["steps"] == a["sets"]["random"]["steps"]
+    assert (a["sets"]["random"]["cached"], b["sets"]["random"]["cached"]) == ([False], [True])
+    strip = [{k: v for k, v in r.items() if k != "cached"} for r in b["sets"]["random"]["steps"]]
+    assert strip == [{k: v for k, v in r.items() if k != "cached"} for r in a["sets"]["random"]["steps"]]
     assert entries(tmp_path)[0].stat().st_mtime_ns == stamp
     evaluate.run(compose_cfg("evaluate", [*ov, "protocol.continual.steps=5", f"paths.output_dir={tmp_path / 'c3'}"]))
     assert len(entries(tmp_path)) == 2  # another step split, another buffer run
+
+
+def test_refresh_trains_again_and_replaces_the_entry_and_a_bad_mode_is_refused(tiny):
+    tmp_path, ov = tiny
+    ov = [*ov, "seeds=[0]"]
+    evaluate.run(compose_cfg("evaluate", [*ov, f"paths.output_dir={tmp_path / 'r1'}"]))
+    stamp = entries(tmp_path)[0].stat().st_mtime_ns
+    m = evaluate.run(compose_cfg("evaluate", [*ov, "baseline_cache=refresh", f"paths.output_dir={tmp_path / 'r2'}"]))
+    assert m["sets"]["random"]["cached"] == [False] and entries(tmp_path)[0].stat().st_mtime_ns != stamp
+    with pytest.raises(RetaError, match=r"baseline_cache must be true, false or refresh, got 'maybe'"):
+        evaluate.run(compose_cfg("evaluate", [*ov, "baseline_cache=maybe", f"paths.output_dir={tmp_path / 'r3'}"]))
+    assert not (tmp_path / "r3").exists()

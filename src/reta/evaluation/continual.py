@@ -234,9 +234,10 @@ def evaluate(cfg: DictConfig, inputs: EvalInputs) -> dict:
             # the random buffer's steps are the same runs in every job of a grid: trained once (baseline_cache)
             key = {**random_student_key(cfg, protocol, budget, seed, eval_split, teacher_meta),
                    "continual": asdict(spec), "splits": splits[seed]}
-            steps = (cached_run(cfg.paths.cache_dir, "random_students", key, fit) if cfg.baseline_cache
-                     else fit())["steps"]
-            per_set.setdefault("random", []).append(steps)
+            r = cached_run(cfg.paths.cache_dir, "random_students", key, fit, cfg.baseline_cache)
+            if "cached" in r:  # on the last step, the run metrics_record summarises
+                r["steps"][-1]["cached"] = r["cached"]
+            per_set.setdefault("random", []).append(r["steps"])
         if distilled is not None:
             per_set.setdefault("distilled", []).append(run_steps(
                 distilled.images.float(), distilled.labels, splits[seed], budget, test, train_fn, seed, spec.mode,

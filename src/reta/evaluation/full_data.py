@@ -18,8 +18,9 @@ from reta.training.student import Protocol
 
 
 def full_data_key(dataset_cfg: Mapping, student_cfg: Mapping, protocol: Protocol, seed: int, eval_split: str,
-                  teacher: str | None = None) -> dict:
-    """Everything the full-data accuracy depends on (the cache key's content); ``teacher``: the KD teacher's name."""
+                  teacher: Mapping | str | None = None) -> dict:
+    """Everything the full-data accuracy depends on (the cache key's content); ``teacher``: the labelling teacher's
+    identity (:func:`reta.evaluation.students.teacher_identity`), None for hard labels."""
     return {"dataset": dict(dataset_cfg), "student": dict(student_cfg), "protocol": protocol_key(protocol),
             "seed": int(seed), "eval_split": eval_split, "teacher": teacher}
 

@@ -114,11 +114,11 @@ def evaluate(cfg: DictConfig, inputs: EvalInputs) -> dict:
                                      **common)
 
             key = random_student_key(cfg, protocol, inputs.ipc, seed, eval_split, teacher_meta)
-            r = cached_run(cfg.paths.cache_dir, "random_students", key, fit) if cfg.baseline_cache else fit()
+            r = cached_run(cfg.paths.cache_dir, "random_students", key, fit, cfg.baseline_cache)
             sets.setdefault("random", []).append(r)
             log.info("random seed %d: acc %.4f", seed, r["acc_last"])
     if cfg.full_data.enabled:  # sets.full: the same student on the whole training split, cached per recipe
-        key = full_data_key(ds_cfg, student_cfg, protocol, inputs.seeds[0], eval_split, teacher_meta.get("name"))
+        key = full_data_key(ds_cfg, student_cfg, protocol, inputs.seeds[0], eval_split, teacher_identity(teacher_meta))
         sets["full"] = [full_data_run(train, protocol, cfg.full_data.epochs, inputs.seeds[0], cfg.paths.cache_dir,
                                       key, lambda im, lb, **kw: train_student(im, lb, **{**common, "after_fit": None,
                                                                                         **kw}))]
@@ -157,10 +157,18 @@ def random_student_key(cfg: DictConfig, protocol: Protocol, ipc: int, seed: int,
     """Everything the random subset's student of ``seed`` depends on (:mod:`reta.evaluation.student_cache`): the
     full-data key's dataset, student, protocol, seed and split, plus the IPC, the labelling teacher's identity (its
     cache entry or checkpoint digest), the trainer (device, precision), the memory format and the enabled add-ons."""
-    teacher = {k: teacher_meta.get(k) for k in ("name", "key", "source", "checkpoint_sha256", "test_acc", "committee")}
-    return {**full_data_key(plain(cfg.dataset), plain(cfg.student), protocol, seed, eval_split, None),
-            "ipc": int(ipc), "teacher": teacher, "trainer": plain(cfg.trainer),
-            "channels_last": bool(cfg.get("channels_last", False)), "addons": enabled_addons(cfg)}
+    return {**full_data_key(plain(cfg.dataset), plain(cfg.student), protocol, seed, eval_split,
+                            teacher_identity(teacher_meta)),
+            "ipc": int(ipc), "trainer": plain(cfg.trainer), "channels_last": bool(cfg.get("channels_last", False)),
+            "addons": enabled_addons(cfg)}
+
+
+def teacher_identity(meta: dict) -> dict | None:
+    """The labelling teacher in a student cache key: its name and cache entry (or checkpoint digest), or the
+    committee's teachers' entries and weights; None without a teacher (hard labels)."""
+    if meta.get("name") is None:
+        return None
+    return {k: meta.get(k) for k in ("name", "key", "checkpoint_sha256", "test_acc", "committee", "keys")}
 
 
 def teacher_record(meta: dict) -> dict:

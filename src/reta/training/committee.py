@@ -116,5 +116,6 @@ def committee_teacher(cfg, spec, train, test) -> tuple[CommitteeLabeller, dict]:
     acc = committee_accuracies(spec.priors, names, metas, "protocol.committee")
     labeller = CommitteeLabeller([m for m, _ in loaded], prior_weights(acc, spec.temperature), spec.split, names, acc,
                                  float(spec.temperature))
-    record = {"name": f"committee({','.join(names)})", "test_acc": None, "committee": labeller.describe()}
+    record = {"name": f"committee({','.join(names)})", "test_acc": None, "committee": labeller.describe(),
+              "keys": [m.get("key") or m.get("checkpoint_sha256") or m.get("source") for m in metas]}
     return labeller, record

@@ -37,7 +37,7 @@ from reta.data.augment import normalize
 from reta.data.base import ImageDataset
 from reta.errors import RetaError
 from reta.training.committee import check_priors
-from reta.training.common import lr_lambda, make_optimizer, test_accuracy
+from reta.training.common import OPTIMIZERS, lr_lambda, make_optimizer, test_accuracy
 from reta.training.soft_labels import (
     StoredBatch,
     apply_view,
@@ -99,6 +99,10 @@ class Protocol:
             raise RetaError(f"protocol.labels={p.labels!r} unknown; valid: {', '.join(LABELS)}")
         if p.epochs <= 0 or p.batch_size <= 0:
             raise RetaError(f"protocol {p.name}: epochs and batch_size must be > 0")
+        if p.optimizer not in OPTIMIZERS:
+            raise RetaError(f"protocol.optimizer={p.optimizer!r} unknown; valid: {', '.join(OPTIMIZERS)}")
+        if not p.lr > 0:
+            raise RetaError(f"protocol {p.name}: lr must be > 0, got {p.lr!r}")
         if p.teacher_mode not in ("eval", "train"):
             raise RetaError(f"protocol teacher_mode must be eval or train, got {p.teacher_mode!r}")
         if p.soft_labels not in SOFT_LABELS or (p.soft_labels == "stored" and (p.labels != "teacher" or p.dsa)):
