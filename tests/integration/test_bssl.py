@@ -28,7 +28,7 @@ ACC = [81.0, 88.0, 85.0]
 KD = dict(name="kd_bssl", labels="teacher", optimizer="adamw", lr=1e-2, momentum=0.9, weight_decay=0.01,
           decay_only_weights=True, batch_size=6, epochs=2, schedule="cosine", cosine_eta=2.0, temperature=4.0,
           rrc_scale_min=0.5, crop_pad=0, flip=True, cutmix=True, dsa=False, teacher_mode="train", eval_every=10,
-          soft_labels="online", shuffle_patches=1, ema_decay=0.0, micro_batches=1,
+          soft_labels="online", shuffle_patches=1, ema_decay=0.0, micro_batches=1, lr_source="protocol",
           committee={"teachers": ["a", "b", "c"], "priors": ACC, "temperature": 10.0, "split": 3})
 
 

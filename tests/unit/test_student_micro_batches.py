@@ -13,7 +13,8 @@ from reta.training.student import Protocol, StudentModule, kd_loss
 KD = dict(name="kd", labels="teacher", optimizer="adamw", lr=1e-2, momentum=0.9, weight_decay=0.01,
           decay_only_weights=True, batch_size=8, epochs=1, schedule="cosine", cosine_eta=2.0, temperature=4.0,
           rrc_scale_min=0.5, crop_pad=0, flip=True, cutmix=True, dsa=False, teacher_mode="eval", eval_every=10,
-          soft_labels="online", shuffle_patches=1, ema_decay=0.0, micro_batches=2, committee=None)
+          soft_labels="online", shuffle_patches=1, ema_decay=0.0, micro_batches=2, lr_source="protocol",
+          committee=None)
 
 
 def bn_net() -> nn.Module:

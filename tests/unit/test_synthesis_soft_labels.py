@@ -30,7 +30,7 @@ KD = dict(name="kd", labels="teacher", optimizer="adamw", lr=1e-2, momentum=0.9,
           decay_only_weights=True, batch_size=4,
           epochs=3, schedule="cosine", cosine_eta=2.0, temperature=4.0, rrc_scale_min=0.5, crop_pad=0, flip=True,
           cutmix=True, dsa=False, teacher_mode="eval", eval_every=10, soft_labels="online", shuffle_patches=1,
-          ema_decay=0.0, micro_batches=1, committee=None)
+          ema_decay=0.0, micro_batches=1, lr_source="protocol", committee=None)
 
 
 def tiny_net(seed: int):

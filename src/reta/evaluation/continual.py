@@ -45,6 +45,7 @@ from reta.evaluation.students import (
     check_protocol,
     labelling_teacher,
     random_student_key,
+    set_protocol,
     student_kwargs,
     teacher_record,
     train_student,
@@ -223,6 +224,9 @@ def evaluate(cfg: DictConfig, inputs: EvalInputs) -> dict:
     def train_fn(images, labels, **kw):
         return train_student(images, labels, **{**common, **kw})
 
+    def set_train_fn(images, labels, **kw):  # the distilled set's steps: its own lr under lr_source=set
+        return train_fn(images, labels, protocol=set_protocol(protocol, distilled.meta), **kw)
+
     per_set: dict[str, list[list[dict]]] = {}
     for seed in inputs.seeds:
         if cfg.get("baseline", True):
@@ -240,7 +244,7 @@ def evaluate(cfg: DictConfig, inputs: EvalInputs) -> dict:
             per_set.setdefault("random", []).append(r["steps"])
         if distilled is not None:
             per_set.setdefault("distilled", []).append(run_steps(
-                distilled.images.float(), distilled.labels, splits[seed], budget, test, train_fn, seed, spec.mode,
+                distilled.images.float(), distilled.labels, splits[seed], budget, test, set_train_fn, seed, spec.mode,
                 f"distilled_seed{seed}", expand=lambda x, y: training_view(x, y, distilled.meta), teacher=teacher,
                 num_classes=C))
     metrics = metrics_record(

@@ -5,6 +5,7 @@ declares where the labels come from (``labels: teacher`` = the teacher's soft la
 from __future__ import annotations
 
 import dataclasses
+import json
 import logging
 import time
 from collections.abc import Callable, Mapping
@@ -126,8 +127,9 @@ def evaluate(cfg: DictConfig, inputs: EvalInputs) -> dict:
     if distilled is not None:
         # stored images → training images (IDM mosaics expand ×4; the random baseline keeps the stored IPC)
         d_images, d_labels = training_view(distilled.images, distilled.labels, distilled.meta)
+        own = {**common, "protocol": set_protocol(protocol, distilled.meta)}
         for seed in inputs.seeds:
-            r = train_student(d_images, d_labels, seed=seed, run_name=f"distilled_seed{seed}", **common)
+            r = train_student(d_images, d_labels, seed=seed, run_name=f"distilled_seed{seed}", **own)
             sets.setdefault("distilled", []).append(r)
             log.info("distilled seed %d: acc %.4f", seed, r["acc_last"])
     return attach_summaries(metrics_record(
@@ -139,6 +141,8 @@ def evaluate(cfg: DictConfig, inputs: EvalInputs) -> dict:
         teacher=teacher_record(teacher_meta),
         expansion=distilled.meta.get("expansion", "none") if distilled is not None else "none",
         eval_split=eval_split,
+        **({"set_lr": set_protocol(protocol, distilled.meta).lr}
+           if distilled is not None and protocol.lr_source == "set" else {}),
     ), sets, addons)
 
 
@@ -181,9 +185,27 @@ def teacher_record(meta: dict) -> dict:
 
 def check_protocol(cfg: DictConfig, protocol: Protocol) -> None:
     """No-data checks of the student protocol shared by the evaluators that train students: a labelling committee's
-    teachers must be models of the ``model`` group or ``{name, kwargs}`` maps."""
+    teachers must be models of the ``model`` group or ``{name, kwargs}`` maps; with ``lr_source: set`` the
+    distilled set's ``meta.json`` must record its learning rate."""
     if protocol.committee is not None:
         committee_specs(cfg, protocol.committee)
+    if protocol.lr_source == "set" and cfg.get("distilled"):
+        meta = Path(str(cfg.distilled)) / "meta.json"
+        if meta.is_file():  # a missing set is the stage's own error
+            set_protocol(protocol, json.loads(meta.read_text()))
+
+
+def set_protocol(protocol: Protocol, meta: Mapping) -> Protocol:
+    """The protocol a distilled set's students train under: with ``lr_source: set`` the learning rate the set records
+    (MTT's learnt α, ``syn_lr``; GeorgeCazenavette/mtt-distillation ``distill.py`` evaluates every synthetic set with
+    the current ``syn_lr``), else ``protocol`` itself. The random subset always keeps the protocol's ``lr``."""
+    if protocol.lr_source != "set":
+        return protocol
+    lr = meta.get("syn_lr")
+    if isinstance(lr, bool) or not isinstance(lr, (int, float)) or not lr > 0:
+        raise RetaError(f"protocol.lr_source=set: the distilled set records no positive learning rate (meta.json "
+                        f"syn_lr = {lr!r}); evaluate it with protocol.lr_source=protocol")
+    return dataclasses.replace(protocol, lr=float(lr))
 
 
 def check_settings(cfg: DictConfig) -> None:

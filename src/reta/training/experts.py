@@ -104,7 +104,7 @@ def expert_protocol(recipe: ExpertRecipe) -> Protocol:
                     epochs=recipe.epochs, schedule="constant", cosine_eta=1.0, temperature=1.0, rrc_scale_min=0.0,
                     crop_pad=0, flip=False, cutmix=False, dsa=recipe.dsa, teacher_mode="eval",
                     eval_every=recipe.epochs + 1, soft_labels="online", shuffle_patches=1, ema_decay=0.0,
-                    micro_batches=1, committee=None)
+                    micro_batches=1, lr_source="protocol", committee=None)
 
 
 def train_expert(i: int, net_cfg: Mapping, ds: Mapping, recipe: ExpertRecipe, images: torch.Tensor,

@@ -49,6 +49,7 @@ from reta.training.soft_labels import (
 from reta.utils.schema import parse
 
 LABELS = ("teacher", "hard")
+LR_SOURCES = ("protocol", "set")
 SOFT_LABELS = ("online", "stored")
 
 
@@ -90,6 +91,7 @@ class Protocol:
     shuffle_patches: int
     ema_decay: float
     micro_batches: int  # k > 1: the student sees each batch in k micro-batches (BN per micro-batch), one step a batch
+    lr_source: str  # protocol: ``lr`` for every set | set: a distilled set's students use the lr it records (MTT's α)
     committee: CommitteeSpec | None  # null: the run's teacher labels; else the committee (CV-DD BSSL)
 
     @classmethod
@@ -103,6 +105,8 @@ class Protocol:
             raise RetaError(f"protocol.optimizer={p.optimizer!r} unknown; valid: {', '.join(OPTIMIZERS)}")
         if not p.lr > 0:
             raise RetaError(f"protocol {p.name}: lr must be > 0, got {p.lr!r}")
+        if p.lr_source not in LR_SOURCES:
+            raise RetaError(f"protocol.lr_source={p.lr_source!r} unknown; valid: {', '.join(LR_SOURCES)}")
         if p.teacher_mode not in ("eval", "train"):
             raise RetaError(f"protocol teacher_mode must be eval or train, got {p.teacher_mode!r}")
         if p.soft_labels not in SOFT_LABELS or (p.soft_labels == "stored" and (p.labels != "teacher" or p.dsa)):
