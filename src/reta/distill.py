@@ -38,6 +38,8 @@ def config_hash(cfg: DictConfig) -> str:
 
 #: the sections of :func:`resume_key` every run has (a family adds its ``resume_config`` sections)
 BASE = ("dataset", "model", "recipe", "teacher", "method", "ipc", "seed")
+#: method keys that change what a run logs, checkpoints or writes at the end, not its images: a resume may change them
+OUTPUT_ONLY = ("log_every", "checkpoint_every", "clamp_output")
 
 
 def resume_key(cfg: DictConfig) -> dict:
@@ -45,7 +47,7 @@ def resume_key(cfg: DictConfig) -> dict:
     loaded: dataset, teacher (model, recipe, ``teacher.seed`` / ``teacher.checkpoint``), method (without its logging
     and checkpoint cadence), ipc and seed, plus the sections the method's family declares in ``resume_config`` (the
     frozen family: ``backbone``). The method families check their own fingerprint again on load."""
-    method = {k: v for k, v in (plain(cfg.method) or {}).items() if k not in ("log_every", "checkpoint_every")}
+    method = {k: v for k, v in (plain(cfg.method) or {}).items() if k not in OUTPUT_ONLY}
     teacher = plain(cfg.get("teacher")) or {}
     fn = synthesis_function(cfg.method)
     extra = getattr(getattr(fn, "func", fn), "resume_config", ())  # e.g. the frozen family's backbone

@@ -70,9 +70,32 @@ def test_dc_resume_after_a_kill_gives_the_same_images(tiny, monkeypatch):
     monkeypatch.setattr(gradient.GradientMatcher, "step", real_step)
     with pytest.raises(RetaError, match="different configuration"):
         distill.run(compose_cfg("distill", [*ov, *args, out_b, "resume=true", "method.lr_img=0.3"]))
-    resumed = load_distilled(distill.run(compose_cfg("distill", [*ov, *args, out_b, "resume=true"]))["distilled"])
-    assert resumed.meta["resumed_from_iteration"] == 2
-    assert torch.equal(resumed.images, straight.images)
+    # the output clamp is not part of the optimisation: a resume may change it
+    resumed = load_distilled(distill.run(compose_cfg("distill", [*ov, *args, out_b, "resume=true",
+                                                                 "method.clamp_output=true"]))["distilled"])
+    assert resumed.meta["resumed_from_iteration"] == 2 and "clamped" not in resumed.meta
+    assert torch.equal(resumed.images, straight.images.clamp(0, 1))
+
+
+def test_dc_keeps_the_optimised_pixels_unclamped_and_students_train_on_them(tiny):
+    """DC starts from noise in normalised space (about a fifth of the pixels outside [0, 1]) and, as its reference,
+    is evaluated on the tensor it optimised, not a clamped copy."""
+    from reta import evaluate
+    from reta.data.distilled import save_distilled
+    from helpers import compose_cfg as cc
+
+    tmp_path, ov = tiny
+    ds = load_distilled(distill.run(compose_cfg("distill", [*ov, "method=dc", "ipc=1", *SMALL]))["distilled"])
+    assert ds.meta["clamped"] is False and 0.05 < ds.meta["out_of_range_fraction"] < 0.5
+    assert float(ds.images.min()) < 0 and float(ds.images.max()) > 1
+    m = evaluate.run(cc("evaluate", [*ov, "protocol=hard", "protocol.epochs=1", "protocol.eval_every=1",
+                                     "model@student=convnet_tiny", "ipc=1", "seeds=[0]", "baseline=false",
+                                     f"distilled={tmp_path / 'out' / 'distilled'}",
+                                     f"paths.output_dir={tmp_path / 'ev'}"]))
+    assert 0.0 <= m["sets"]["distilled"]["acc_last"][0] <= 1.0
+    meta = {k: v for k, v in ds.meta.items() if k != "clamped"}  # the same images claimed to be in [0, 1]
+    with pytest.raises(RetaError, match=r"outside \[0, 1\] \(clamp before saving, or record meta.json clamped: false"):
+        save_distilled(tmp_path / "bad", ds.images, ds.labels, meta)
 
 
 @pytest.mark.parametrize(("arg", "line"), [

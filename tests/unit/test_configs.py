@@ -56,9 +56,16 @@ def test_dc_protocol_is_the_published_evaluation():
     assert dc.student.kwargs.width == 128 and dc.student.kwargs.first_padding == "dc"
     assert dc.student.kwargs.norm == "instance" and dc.student.kwargs.pool == "avg"
     noaug = compose_cfg("evaluate", [*BASE, "protocol=dc_noaug"]).protocol
-    assert (noaug.name, noaug.epochs, noaug.dsa, noaug.eval_every) == ("dc", 300, False, 300)
+    assert (noaug.name, noaug.epochs, noaug.dsa, noaug.eval_every) == ("dc_noaug", 300, False, 300)
     hard = compose_cfg("evaluate", [*BASE, "protocol=hard"])
     assert hard.protocol.epochs == 300 and hard.student.kwargs.width == 64
+
+
+def test_every_protocol_is_named_after_its_file():
+    """metrics.json and reta-report key cells by protocol.name: a protocol that inherits another's name would merge
+    its runs into the other's cells."""
+    for name in options("protocol"):
+        assert compose_cfg("evaluate", [*BASE, f"protocol={name}"]).protocol.name == name, name
 
 
 def test_datasets_are_consistent():

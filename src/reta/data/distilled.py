@@ -2,7 +2,9 @@
 
 A distilled set is a directory::
 
-    images.pt        float32 [N, C, H, W], pixels in [0, 1] (not normalized), ordered by class
+    images.pt        float32 [N, C, H, W], pixels in [0, 1] (not normalized), ordered by class; with
+                     ``meta["clamped"] = false`` any finite pixel values (the optimised images as they are: the
+                     DC/DSA/MTT references evaluate their sets unclamped); the PNGs show them clamped
     labels.pt        int64 [N], hard labels, non-decreasing, exactly ``ipc`` per class
     soft_labels.pt   optional float32 [N, K]
     meta.json        format_version, dataset, num_classes, ipc, image_shape, mean, std, class_names,
@@ -136,9 +138,10 @@ def validate(images: Any, labels: Any, soft_labels: Any, meta: Mapping[str, Any]
         if not bool(torch.isfinite(images).all()):
             raise RetaError("images.pt: contains NaN or inf")
         lo, hi = float(images.min()), float(images.max())
-        if lo < 0.0 or hi > 1.0:
+        if meta.get("clamped", True) is not False and (lo < 0.0 or hi > 1.0):
             raise RetaError(
-                f"images.pt: pixel values span [{lo:.4g}, {hi:.4g}], outside [0, 1] (clamp before saving)"
+                f"images.pt: pixel values span [{lo:.4g}, {hi:.4g}], outside [0, 1] (clamp before saving, or record "
+                "meta.json clamped: false for a set whose images are meant unclamped)"
             )
 
     if not isinstance(labels, torch.Tensor):

@@ -107,4 +107,9 @@ def matcher_result(matcher, fit: FitResult, device: torch.device, fields: dict) 
     }
     if matcher.init_indices is not None:
         meta["init_indices"] = matcher.init_indices
-    return SynthesisResult(matcher.images.pixels().cpu(), matcher.images.labels, meta)
+    clamp = bool(matcher.spec.clamp_output)  # false: the optimised images as they are (the DC/DSA/MTT/DM references)
+    images = matcher.images.pixels(clamp=clamp).cpu()
+    if not clamp:
+        meta["clamped"] = False
+        meta["out_of_range_fraction"] = round(float(((images < 0) | (images > 1)).float().mean()), 6)
+    return SynthesisResult(images, matcher.images.labels, meta)

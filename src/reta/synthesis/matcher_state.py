@@ -34,7 +34,8 @@ def set_rng_state(gen: torch.Generator, st: dict) -> None:
 def fingerprint(cfg, spec) -> str:
     """Hash of everything a resumed run must share with the run that wrote the checkpoint."""
     ds = plain(cfg.dataset)
-    keep = {"method": asdict(spec), "ipc": int(cfg.ipc), "seed": int(cfg.seed),
+    method = {k: v for k, v in asdict(spec).items() if k != "clamp_output"}  # the output, not the optimisation
+    keep = {"method": method, "ipc": int(cfg.ipc), "seed": int(cfg.seed),
             "dataset": {k: ds.get(k) for k in ("name", "image_size", "channels", "mean", "std", "num_classes")}}
     return config_digest(keep)
 

@@ -39,11 +39,11 @@ class SyntheticImages(nn.Module):
         """Storage indices of slot ``slot`` for each class in ``classes``."""
         return torch.as_tensor(classes, dtype=torch.long) * self.ipc + int(slot)
 
-    def pixels(self) -> torch.Tensor:
-        """Detached pixel-space copy in [0, 1] (denormalise + clamp, docs/methods.md §3.8 "Output")."""
-        return denormalize(
-            self.data.detach(), self.mean.flatten().tolist(), self.std.flatten().tolist()
-        ).clamp_(0.0, 1.0)
+    def pixels(self, clamp: bool = True) -> torch.Tensor:
+        """Detached pixel-space copy: denormalised, clamped to [0, 1] unless ``clamp=False`` (docs/methods.md §3.8
+        "Output")."""
+        x = denormalize(self.data.detach(), self.mean.flatten().tolist(), self.std.flatten().tolist())
+        return x.clamp_(0.0, 1.0) if clamp else x
 
     @torch.no_grad()
     def clamp_(self, index: torch.Tensor | None = None) -> None:

@@ -74,6 +74,7 @@ class DistributionSpec:
     ce_weight: float  # IDM class-aware CE (idm only)
     queue: QueueSpec
     iid: IIDSpec
+    clamp_output: bool  # false: the set keeps the optimised pixels unclamped (meta clamped: false), as DM evaluates
     log_every: int
     checkpoint_every: int  # 0 = never
     smoke: dict  # the debug=smoke shrink (reta.utils.debug)

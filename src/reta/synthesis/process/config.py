@@ -71,6 +71,7 @@ class GradientSpec:
     inner_dsa: bool  # DSA: per-image augmentation in the inner loop
     dsa: dict  # DSAParams fields; {} = color_crop_cutout_flip_scale_rotate, one op
     distance: str  # ours | mse | cos [dis_metric]
+    clamp_output: bool  # false: the set keeps the optimised pixels unclamped (meta clamped: false), as DC evaluates
     log_every: int
     checkpoint_every: int  # 0 = never
     smoke: dict  # the debug=smoke shrink (reta.utils.debug)
@@ -113,6 +114,7 @@ class TrajectorySpec:
     dsa: dict  # per-image DSA in the unroll (DSAParams fields); strategy none = off
     experts: ExpertRecipe  # the expert buffer's recipe (reta.training.experts)
     net: dict  # the student = the experts' architecture
+    clamp_output: bool  # false: the set keeps the optimised pixels unclamped (meta clamped: false), as MTT evaluates
     log_every: int
     checkpoint_every: int
     smoke: dict  # the debug=smoke shrink (reta.utils.debug)
