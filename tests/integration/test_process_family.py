@@ -6,8 +6,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from reta import distill
-from reta.data.distilled import load_distilled
+from reta import distill, evaluate
+from reta.data.distilled import load_distilled, save_distilled
 from reta.errors import RetaError
 from reta.synthesis.process import gradient
 
@@ -80,18 +80,14 @@ def test_dc_resume_after_a_kill_gives_the_same_images(tiny, monkeypatch):
 def test_dc_keeps_the_optimised_pixels_unclamped_and_students_train_on_them(tiny):
     """DC starts from noise in normalised space (about a fifth of the pixels outside [0, 1]) and, as its reference,
     is evaluated on the tensor it optimised, not a clamped copy."""
-    from reta import evaluate
-    from reta.data.distilled import save_distilled
-    from helpers import compose_cfg as cc
-
     tmp_path, ov = tiny
     ds = load_distilled(distill.run(compose_cfg("distill", [*ov, "method=dc", "ipc=1", *SMALL]))["distilled"])
     assert ds.meta["clamped"] is False and 0.05 < ds.meta["out_of_range_fraction"] < 0.5
     assert float(ds.images.min()) < 0 and float(ds.images.max()) > 1
-    m = evaluate.run(cc("evaluate", [*ov, "protocol=hard", "protocol.epochs=1", "protocol.eval_every=1",
-                                     "model@student=convnet_tiny", "ipc=1", "seeds=[0]", "baseline=false",
-                                     f"distilled={tmp_path / 'out' / 'distilled'}",
-                                     f"paths.output_dir={tmp_path / 'ev'}"]))
+    m = evaluate.run(compose_cfg("evaluate", [*ov, "protocol=hard", "protocol.epochs=1", "protocol.eval_every=1",
+                                              "model@student=convnet_tiny", "ipc=1", "seeds=[0]", "baseline=false",
+                                              f"distilled={tmp_path / 'out' / 'distilled'}",
+                                              f"paths.output_dir={tmp_path / 'ev'}"]))
     assert 0.0 <= m["sets"]["distilled"]["acc_last"][0] <= 1.0
     meta = {k: v for k, v in ds.meta.items() if k != "clamped"}  # the same images claimed to be in [0, 1]
     with pytest.raises(RetaError, match=r"outside \[0, 1\] \(clamp before saving, or record meta.json clamped: false"):

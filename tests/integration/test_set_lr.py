@@ -53,7 +53,8 @@ def test_a_set_without_a_positive_lr_is_refused_before_any_work(tiny, meta):
                                               f"paths.output_dir={tmp_path / 'e'}"]))
     assert not (tmp_path / "e").exists()
     with pytest.raises(RetaError, match=r"protocol.lr_source='sometimes' unknown; valid: protocol, set"):
-        evaluate.run(compose_cfg("evaluate", [*ov, "protocol.lr_source=sometimes", f"paths.output_dir={tmp_path / 'f'}"]))
+        evaluate.run(compose_cfg("evaluate", [*ov, "protocol.lr_source=sometimes",
+                                              f"paths.output_dir={tmp_path / 'f'}"]))
 
 
 def test_mtt_is_evaluated_with_dc_mtt(tmp_path):
