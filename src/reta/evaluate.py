@@ -96,6 +96,7 @@ def check_pool(cfg: DictConfig) -> None:
     evaluation; docs/methods.md §5.3); each student's resulting protocol passes the evaluator's own checks."""
     students = plain((cfg.get("eval_pool") or {}).get("students")) or {}
     valid = sorted(protocol_values(cfg.protocol))
+    own_check = evaluator_preflight(evaluator_function(cfg.protocol)) if students else None
     for label, entry in students.items():
         where = f"eval_pool.students.{label}"
         if not isinstance(entry, dict) or not entry.get("name"):
@@ -118,7 +119,6 @@ def check_pool(cfg: DictConfig) -> None:
                                 f"{scale!r}{why}")
             if "lr" in (own or {}):
                 raise RetaError(f"{where}: lr_scale and protocol.lr both set the learning rate; keep one")
-        own_check = evaluator_preflight(evaluator_function(cfg.protocol))
         if own_check is not None:
             own_check(pool_student_cfg(cfg, label, entry))
 

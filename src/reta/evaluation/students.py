@@ -141,8 +141,7 @@ def evaluate(cfg: DictConfig, inputs: EvalInputs) -> dict:
         teacher=teacher_record(teacher_meta),
         expansion=distilled.meta.get("expansion", "none") if distilled is not None else "none",
         eval_split=eval_split,
-        **({"set_lr": set_protocol(protocol, distilled.meta).lr}
-           if distilled is not None and protocol.lr_source == "set" else {}),
+        **({"set_lr": own["protocol"].lr} if distilled is not None and protocol.lr_source == "set" else {}),
     ), sets, addons)
 
 
