@@ -4,9 +4,9 @@
 
 RUN_DIR is a per-seed grid run (``…/<name>/eval/metrics.json``, name = the folder) or an evaluation folder holding
 ``metrics.json`` directly (``…/random_ipc10``). The synthesis seconds of the distilled set (``distilled/meta.json``)
-are added to the copy as ``synthesis_seconds`` (and ``synthesis_iterations`` where the set records them; for an
-evaluation folder the set is found through ``metrics.json``'s ``distilled`` path) so the table's cost column survives
-without the images.
+are added to the copy as ``synthesis_seconds`` (and ``synthesis_iterations`` where the set records them and
+``metrics.json`` does not already; for an evaluation folder the set is found through ``metrics.json``'s ``distilled``
+path) so the table's cost column survives without the images.
 An absolute ``distilled`` path is written relative to the run root (``distilled``) or dropped when the set lives
 outside the run (:func:`relativize_paths.relativize_value`): committed files name no machine paths.
 ``reta-report inputs=[DEST]`` then rebuilds the table from the repository alone. ``--only-random`` keeps just the
@@ -38,7 +38,7 @@ def collect(dest: Path, runs: list[Path], only_random: bool = False) -> int:
         if meta.is_file():
             m = json.loads(meta.read_text())
             data["synthesis_seconds"] = m.get("synthesis_seconds")
-            if m.get("iterations") is not None:
+            if m.get("iterations") is not None and data.get("synthesis_iterations") is None:
                 data["synthesis_iterations"] = m["iterations"]
         if is_absolute_path(data.get("distilled")):
             data["distilled"] = relativize_value(data["distilled"], run.name)

@@ -1,9 +1,10 @@
 #!/bin/bash
 # The published-comparison cells (experiments/published/README.md) as resumable jobs. A cell is <method>_ipc<N> with
-# method dc | dsa | dm | mtt: distil with seed 0 at the published budget (resume=true: an interrupted run continues
-# from its last checkpoint, a finished set is kept), evaluate 3 student seeds under the method's published protocol
-# (dc → dc_noaug, dsa and dm → dc, mtt → dc_mtt; the random subset beside it under the same protocol), and copy the
-# metrics into $RUNS/<cell>/ (default experiments/published/runs). Run it again to continue; finished steps are skipped.
+# method dc | dsa | mtt | dm | idm | dm_iid | idm_iid (the DM family as +experiment=published_<method>): distil with
+# seed 0 at the published budget (resume=true: an interrupted run continues from its last checkpoint, a finished set is
+# kept), evaluate 3 student seeds under the method's published protocol (dc → dc_noaug, dsa and the DM family → dc,
+# mtt → dc_mtt; the random subset beside it under the same protocol), and copy the metrics into $RUNS/<cell>/
+# (default experiments/published/runs). Run it again to continue; finished steps are skipped.
 #   nice bash experiments/published/run.sh outputs/published                       # CELLS default: dsa_ipc1 dc_ipc1
 #   CELLS="dm_ipc1 mtt_ipc1" nice bash experiments/published/run.sh outputs/published
 #   CELLS=dsa_ipc10 DISTILL_EXTRA="method.iterations=100" … OUT   # a fraction of the budget: say so in the table
@@ -14,16 +15,25 @@ cd "$(dirname "$0")/../.."
 O=${1:-outputs/published}
 B=${BIN:-.venv/bin}
 C="num_threads=${THREADS:-1} progress_bar=false logger=none ${EXTRA:-}"
-mkdir -p "$O"
-for cell in ${CELLS:-dsa_ipc1 dc_ipc1}; do
-  m=${cell%_ipc*}; ipc=${cell##*_ipc}
-  case $m in
-    dc) what="method=dc" p=dc_noaug ;;
-    dsa) what="method=dsa" p=dc ;;
-    dm) what="+experiment=published_dm" p=dc ;;
-    mtt) what="method=mtt" p=dc_mtt ;;
-    *) echo "unknown cell $cell (method dc, dsa, dm or mtt)"; exit 2 ;;
+CELLS=${CELLS:-dsa_ipc1 dc_ipc1}
+what_of() {  # the distil overrides and the evaluation protocol of method $1
+  case $1 in
+    dc) echo "method=dc dc_noaug" ;;
+    dsa) echo "method=dsa dc" ;;
+    dm|idm|dm_iid|idm_iid) echo "+experiment=published_$1 dc" ;;
+    mtt) echo "method=mtt dc_mtt" ;;
   esac
+}
+for cell in $CELLS; do  # every cell checked before any work
+  ipc=${cell##*_ipc}
+  if [ -z "$(what_of "${cell%_ipc*}")" ] || ! [[ $cell == *_ipc* && $ipc =~ ^[1-9][0-9]*$ ]]; then
+    echo "unknown cell $cell (<method>_ipc<N>, method dc, dsa, mtt, dm, idm, dm_iid or idm_iid)"; exit 2
+  fi
+done
+mkdir -p "$O"
+for cell in $CELLS; do
+  m=${cell%_ipc*}; ipc=${cell##*_ipc}
+  read -r what p <<< "$(what_of "$m")"
   out=$O/$cell
   echo "$(date +%T) $cell: distil ($what ipc=$ipc), then evaluate (protocol=$p, seeds 0-2)"
   [ -f "$out/distilled/meta.json" ] || $B/reta-distill $what ipc=$ipc seed=0 resume=true $C ${DISTILL_EXTRA:-} \

@@ -11,7 +11,8 @@ from omegaconf import DictConfig, OmegaConf
 from reta.errors import RetaError
 from reta.reporting.extras import extra_sections
 from reta.reporting.plots import plot_sweep
-from reta.reporting.tables import collect, find_metrics, load_published, to_csv, to_markdown
+from reta.reporting.published import comparison_table, load_published
+from reta.reporting.tables import collect, find_metrics, to_csv, to_markdown
 from reta.reporting.topology_plots import write_topology_report
 from reta.synthesis.reta.diagnostics import class_clouds, load_run_config, locate
 from reta.utils.io import atomic_write_text
@@ -48,6 +49,8 @@ def tables(cfg: DictConfig) -> dict:
     if side and (len(side) < 2 or any(p not in known for p in side)):
         raise RetaError(f"side_by_side needs two or more of the inputs' protocols ({', '.join(known)}), got {side}")
     md, csv_text = to_markdown(cells, published, side), to_csv(cells)
+    if published:
+        md += "\n" + comparison_table(cells, published)
     out = Path(cfg.out)
     md += extra_sections(cells, paths, OmegaConf.to_container(cfg.ddranking, resolve=True), out)
     plot_x = cfg.get("plot", {}).get("x") if cfg.get("plot") else None

@@ -229,3 +229,30 @@ def test_per_ipc_blocks_of_one_ipc_under_int_and_string_keys_are_merged():
     merged, applied = per_ipc_override(values, 1)
     assert applied and merged == {"lr": 0.25, "init": {"band": "easy"}}
     assert per_ipc_override(values, 10) == ({"lr": 0.1, "init": {"band": "medium"}}, False)
+
+
+@pytest.mark.parametrize("experiment,terms", [
+    ("published_dm", {}), ("published_idm", {"ce_weight": 0.5}),
+    ("published_dm_iid", {"iid.lambda_cm": 0.01, "iid.kappa": 0.05, "iid.pool.size": 10}),
+    ("published_idm_iid", {"ce_weight": 0.5, "iid.lambda_cm": 0.03, "iid.kappa": 0.01}),
+])
+def test_published_dm_family_runs_its_paper_setting_on_fashion_mnist(experiment, terms):
+    """+experiment=published_<method>: the paper's CIFAR-10 setting of the method (20000 iterations, 256 real images
+    per class, the width-128 embedder) on Fashion-MNIST with protocol=dc's first-convolution padding, unclamped, and
+    the paper's per-IPC rows (IDM at IPC 1: 5000 real images, a queue push every 5 iterations)."""
+    from reta.utils.config import per_ipc_override
+
+    method = experiment.removeprefix("published_")
+    cfg = compose_cfg("distill", [*BASE, f"+experiment={experiment}", "ipc=1"])
+    m = cfg.method
+    assert (m.name, m.scale, m.iterations, m.eval_protocol, m.clamp_output) == (method, "paper", 20000, "dc", False)
+    assert m.embedder.kwargs.width == 128 and m.embedder.kwargs.first_padding == "dc"
+    for key, value in terms.items():
+        assert OmegaConf.select(m, key) == value, key
+    at_ipc1, applied = per_ipc_override(OmegaConf.to_container(m, resolve=True), 1)
+    if method.startswith("idm"):
+        assert applied and at_ipc1["batch_real"] == 5000 and at_ipc1["queue"]["push_every"] == 5
+    else:
+        assert at_ipc1["batch_real"] == 256
+    cpu = compose_cfg("distill", [*BASE, f"method={method}"]).method
+    assert cpu.scale == "cpu" and cpu.iterations < 20000  # the CPU default on Fashion-MNIST is untouched

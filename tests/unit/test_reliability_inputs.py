@@ -4,6 +4,8 @@ in docs/reliability.md names these tests."""
 from __future__ import annotations
 
 import os
+import subprocess
+from pathlib import Path
 
 import pytest
 
@@ -278,3 +280,15 @@ def test_a_teacher_of_another_model_is_not_replaced_silently(tmp_path):
         squeeze.preflight(compose_cfg("squeeze", ov), out)
     squeeze.preflight(compose_cfg("squeeze", [*ov, "overwrite=true"]), out)
     squeeze.preflight(compose_cfg("squeeze", [ov[0], ov[1], "model=convnet_tiny"]), out)  # the same model: fine
+
+
+@pytest.mark.parametrize("cells", ["dsa_ipc1 gm_ipc1", "dsa_ipc", "dm_ipcx", "dsa"])
+def test_the_published_cells_script_refuses_a_bad_cell_before_any_work(tmp_path, cells):
+    """experiments/published/run.sh: an unknown method or a cell without a positive IPC is one line and exit 2 before
+    the first cell runs and before the output folder exists."""
+    script = Path(__file__).resolve().parents[2] / "experiments" / "published" / "run.sh"
+    out = tmp_path / "published"
+    r = subprocess.run(["bash", str(script), str(out)], env={**os.environ, "CELLS": cells, "BIN": str(tmp_path)},
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 2 and r.stdout.count("\n") == 1 and r.stdout.startswith("unknown cell"), r.stdout + r.stderr
+    assert not out.exists()

@@ -10,7 +10,7 @@ from reta.errors import RetaError
 from reta.reporting.tables import collect, find_metrics, to_csv, to_markdown
 
 
-def _metrics(path, ipc, method, rand, dist=None, seeds=None, label=None, protocol="kd", split=None):
+def _metrics(path, ipc, method, rand, dist=None, seeds=None, label=None, protocol="kd", split=None, iterations=None):
     sets = {"random": {"acc_last": rand, "acc_best": [a + 0.01 for a in rand], "seconds": [1.0] * len(rand)}}
     if dist is not None:
         sets["distilled"] = {"acc_last": dist, "acc_best": dist}
@@ -19,6 +19,8 @@ def _metrics(path, ipc, method, rand, dist=None, seeds=None, label=None, protoco
          "label": label, "sets": sets, "seeds": seeds or list(range(len(rand)))}
     if split is not None:
         m["eval_split"] = split
+    if iterations is not None:
+        m["synthesis_iterations"] = iterations
     (path / "metrics.json").write_text(json.dumps(m))
 
 
@@ -60,7 +62,7 @@ def test_bad_inputs(tmp_path):
 
 def test_published_column_and_sweep_plot(tmp_path):
     from reta.reporting.plots import plot_sweep, sweep_points
-    from reta.reporting.tables import load_published
+    from reta.reporting.published import load_published
 
     paths = []
     for lam, accs in ((0.0, [0.80, 0.82]), (0.1, [0.85, 0.87]), (1.0, [0.70, 0.72])):
@@ -87,6 +89,41 @@ def test_published_column_and_sweep_plot(tmp_path):
     pub.write_text("# from the paper\ndataset,ipc,method,acc\nfashion_mnist,10,reta,88.5\n")
     md = to_markdown(collect(paths), load_published(pub))
     assert "[paper 88.5]" in md
+
+
+def test_published_vs_reta_gives_the_difference_the_budget_and_only_the_published_protocol(tmp_path):
+    from reta.reporting.published import comparison_table, load_published
+
+    _metrics(tmp_path / "dsa1", 1, "dsa", [0.60, 0.62, 0.64], [0.70, 0.71, 0.72], protocol="dc", iterations=1000)
+    _metrics(tmp_path / "dsa10", 10, "dsa", [0.80], [0.83], protocol="dc", iterations=100)
+    _metrics(tmp_path / "dsa1h", 1, "dsa", [0.50], [0.90], protocol="hard", iterations=1000)  # not the published one
+    _metrics(tmp_path / "dm1", 1, "dm", [0.60], [0.69], protocol="dc", iterations=20000)
+    pub = tmp_path / "published.csv"
+    pub.write_text("# sources\ndataset,ipc,method,acc,std,protocol,iterations\n"
+                   "fashion_mnist,1,dsa,70.6,0.6,dc,1000\nfashion_mnist,10,dsa,84.6,0.3,dc,1000\n"
+                   "fashion_mnist,1,dm,70.7,,,20000\n")
+    published = load_published(pub)
+    assert published[("fashion_mnist", 1, "dm")].std is None and published[("fashion_mnist", 1, "dm")].protocol is None
+    cells = collect(find_metrics([tmp_path]))
+    table = comparison_table(cells, published)
+    rows = [r for r in table.splitlines() if r.startswith("| fashion_mnist")]
+    assert rows == [
+        "| fashion_mnist | 1 | dm | dc | convnet | 69.00 ± 0.00 (n=1) | 70.7 | -1.70 | 20000 it (published 20000) "
+        "| 62.00 ± 1.63 |",  # the random subset of a (dataset, IPC, protocol, student) is one cell over its runs
+        "| fashion_mnist | 1 | dsa | dc | convnet | 71.00 ± 0.82 (n=3) | 70.6 ± 0.6 | +0.40 | 1000 it (published 1000) "
+        "| 62.00 ± 1.63 |",
+        "| fashion_mnist | 10 | dsa | dc | convnet | 83.00 ± 0.00 (n=1) | 84.6 ± 0.3 | -1.60 "
+        "| 100 it (**10 %** of 1000) | 80.00 ± 0.00 |",
+    ]
+    md = to_markdown(cells, published)
+    assert md.count("[paper 70.6]") == 1, "the hard-label table of the same set gets no published number"
+    assert comparison_table([c for c in cells if c.protocol == "hard"], published) == ""
+    (tmp_path / "bad.csv").write_text("dataset,ipc,method,acc,seeds\n")
+    with pytest.raises(RetaError, match=r"unknown columns \['seeds'\]"):
+        load_published(tmp_path / "bad.csv")
+    (tmp_path / "bad.csv").write_text("dataset,ipc,method,acc,iterations\nfashion_mnist,1,dc,70,many\n")
+    with pytest.raises(RetaError, match="bad row"):
+        load_published(tmp_path / "bad.csv")
 
 
 def test_side_by_side_puts_kd_and_hard_label_accuracy_of_the_same_sets_in_one_table(tmp_path):

@@ -22,9 +22,17 @@ def summarize(runs: list[dict]) -> dict:
     }
 
 
+def synthesis_iterations(meta: dict) -> int | None:
+    """The synthesis iterations a set's method ran (``iterations`` in its ``meta.json``: the matchers of the DC/DSA,
+    MTT and DM families and the frozen-backbone family record it); None for a method without an iteration budget
+    (RDED, the BN family's stage schedule) or a set that does not record it."""
+    iterations = meta.get("iterations")
+    return iterations if isinstance(iterations, int) and not isinstance(iterations, bool) else None
+
+
 def metrics_record(cfg: DictConfig, inputs: EvalInputs, sets: dict[str, list[dict]], **fields) -> dict:
-    """The common keys of ``metrics.json`` (dataset, ipc, seeds, the set, its method, label, ``sets`` summarised);
-    ``fields`` are the evaluator's own (protocol, student, teacher, …), placed before ``sets``."""
+    """The common keys of ``metrics.json`` (dataset, ipc, seeds, the set, its method and iterations, label, ``sets``
+    summarised); ``fields`` are the evaluator's own (protocol, student, teacher, …), placed before ``sets``."""
     d = inputs.distilled
     return {
         "dataset": cfg.dataset.name,
@@ -33,6 +41,7 @@ def metrics_record(cfg: DictConfig, inputs: EvalInputs, sets: dict[str, list[dic
         "seeds": inputs.seeds,
         "distilled": inputs.source if d is not None else None,
         "method": d.meta.get("method") if d is not None else "random",
+        "synthesis_iterations": synthesis_iterations(d.meta) if d is not None else None,
         "label": cfg.get("label"),
         **({} if "expansion" in fields else {"expansion": "none"}),
         "sets": {name: summarize(runs) for name, runs in sets.items()},

@@ -42,6 +42,7 @@ class Cell:
     per_seed: dict[int, tuple[float, float]] = field(default_factory=dict)  # seed -> (last, best)
     seconds: list[float] = field(default_factory=list)
     runs: list[str] = field(default_factory=list)
+    iterations: set[int] = field(default_factory=set)  # the synthesis iterations of the distilled sets (metrics.json)
 
     @property
     def acc_last(self) -> list[float]:
@@ -138,6 +139,8 @@ def collect(paths: Iterable[Path]) -> list[Cell]:
             for seed, last, best in zip(seeds, s["acc_last"], s.get("acc_best", s["acc_last"])):
                 cell.per_seed[int(seed)] = (float(last), float(best))
             cell.seconds += list(s.get("seconds", []))
+            if set_name == "distilled" and isinstance(m.get("synthesis_iterations"), int):
+                cell.iterations.add(m["synthesis_iterations"])
             cell.runs.append(str(Path(path).parent))
     return sorted(cells.values(), key=lambda c: c.key)
 
@@ -154,21 +157,6 @@ def to_csv(cells: list[Cell]) -> str:
         w.writerow([c.dataset, c.ipc, c.protocol, c.student, c.method, len(c.acc_last), f"{mean:.2f}", f"{std:.2f}",
                     f"{best:.2f}", f"{secs:.1f}" if secs != "" else "", c.split])
     return buf.getvalue()
-
-
-def load_published(path: str | Path) -> dict[tuple[str, int, str], float]:
-    """``{(dataset, ipc, method): accuracy %}`` from a CSV with columns dataset, ipc, method, acc."""
-    p = Path(path)
-    if not p.is_file():
-        raise RetaError(f"published-numbers file {p} does not exist")
-    out = {}
-    with open(p, newline="") as fh:
-        for row in csv.DictReader(line for line in fh if not line.startswith("#")):
-            try:
-                out[(row["dataset"], int(row["ipc"]), row["method"])] = float(row["acc"])
-            except (KeyError, ValueError) as err:
-                raise RetaError(f"{p}: bad row {row} (need dataset, ipc, method, acc)") from err
-    return out
 
 
 def _split_note(split: str) -> str:
@@ -209,9 +197,10 @@ def to_markdown(cells: list[Cell], published: dict | None = None, side_by_side: 
                 else:
                     mean, std = c.mean_std()
                     row.append(f"{mean:.2f} ± {std:.2f} (n={len(c.acc_last)})")
-                if (published and (c is None or c.kind in ("distilled", "random")) and (dataset, i, m) in published
+                pub = (published or {}).get((dataset, i, m))
+                if (pub is not None and pub.applies_to(p) and (c is None or c.kind in ("distilled", "random"))
                         and (len(protos) == 1 or p == protos[0])):
-                    row[-1] += f" [paper {published[(dataset, i, m)]:.1f}]"
+                    row[-1] += f" [paper {pub.acc:.1f}]"
             table.append([m, *row])
         out.append(md_table(header, table))
         out.append("")
