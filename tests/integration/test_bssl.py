@@ -158,3 +158,16 @@ def test_the_full_data_key_names_a_committee_only_when_one_labels():
     without = dataclasses.replace(with_committee, committee=None, teacher_mode="eval")
     assert "committee" not in full_data_key({}, {}, without, 0, "test")["protocol"]
     assert full_data_key({}, {}, with_committee, 0, "test")["protocol"]["committee"]["split"] == 3
+
+
+def test_the_full_data_key_names_the_data_not_where_its_files_lie():
+    """Student-result cache entries are found again on another machine: the dataset's location (``root``, the
+    ``hint`` with its resolved data_dir) is not in the key, and a student given ``kwargs: null`` is the one with {}."""
+    protocol = dataclasses.replace(Protocol.from_cfg(KD), committee=None, teacher_mode="eval")
+    here = {"name": "fashion_mnist", "image_size": 28, "channels": 1, "mean": [0.286], "std": [0.353],
+            "num_classes": 10, "root": "/data/here", "hint": "files under /data/here/fashion_mnist", "download": False}
+    there = {**here, "root": None, "hint": "files under /elsewhere/fashion_mnist"}
+    key = full_data_key(here, {"name": "convnet", "kwargs": None}, protocol, 0, "test")
+    assert key == full_data_key(there, {"name": "convnet", "kwargs": {}}, protocol, 0, "test")
+    assert key != full_data_key({**here, "image_size": 32}, {"name": "convnet", "kwargs": {}}, protocol, 0, "test")
+    assert key != full_data_key(here, {"name": "convnet", "kwargs": {"width": 64}}, protocol, 0, "test")

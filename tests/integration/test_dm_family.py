@@ -97,7 +97,7 @@ def test_idm_stores_mosaics_and_evaluation_expands_them(tiny):
     assert (
         metrics["expansion"] == "quadrants" and metrics["ipc"] == 1 and set(metrics["sets"]) == {"random", "distilled"}
     )
-    assert metrics["synthesis_iterations"] == m["iterations"]  # the budget the set ran, for reta-report's published table
+    assert metrics["synthesis_iterations"] == m["iterations"]  # the budget the set ran (reta-report published=)
 
 
 def test_resume_continues_to_the_same_images(tiny, monkeypatch):

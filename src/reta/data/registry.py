@@ -21,6 +21,17 @@ from reta.errors import RetaError
 
 Loader = Callable[[DatasetSpec, str, "str | None"], ImageDataset]
 
+#: the dataset-config fields that fix the data a model sees, and so every cache key and resume fingerprint that names a
+#: dataset (teachers, backbones, synthesis runs, student results); where the files are found (``root``, ``hint``,
+#: ``download``) is not among them, so entries are found again on another machine
+IDENTITY_FIELDS = ("name", "image_size", "channels", "mean", "std", "num_classes")
+
+
+def dataset_identity(dataset_cfg: Any) -> dict:
+    """The :data:`IDENTITY_FIELDS` of a dataset config (a dict or DictConfig), in that order."""
+    return {k: dataset_cfg.get(k) for k in IDENTITY_FIELDS}
+
+
 FORMATS: dict[str, Loader] = {
     "idx": load_idx,
     "cifar10": load_cifar10,

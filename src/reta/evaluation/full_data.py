@@ -12,6 +12,7 @@ from pathlib import Path
 import torch
 
 from reta.data.base import ImageDataset
+from reta.data.registry import dataset_identity
 from reta.errors import RetaError
 from reta.evaluation.student_cache import cached_run
 from reta.training.student import Protocol
@@ -19,9 +20,12 @@ from reta.training.student import Protocol
 
 def full_data_key(dataset_cfg: Mapping, student_cfg: Mapping, protocol: Protocol, seed: int, eval_split: str,
                   teacher: Mapping | str | None = None) -> dict:
-    """Everything the full-data accuracy depends on (the cache key's content); ``teacher``: the labelling teacher's
-    identity (:func:`reta.evaluation.students.teacher_identity`), None for hard labels."""
-    return {"dataset": dict(dataset_cfg), "student": dict(student_cfg), "protocol": protocol_key(protocol),
+    """Everything the full-data accuracy depends on (the cache key's content): the dataset's identity (not where its
+    files are: :func:`reta.data.registry.dataset_identity`), the student (``kwargs: null`` read as ``{}``), the
+    protocol, seed, split and ``teacher``, the labelling teacher's identity
+    (:func:`reta.evaluation.students.teacher_identity`), None for hard labels."""
+    student = {**student_cfg, "kwargs": dict(student_cfg.get("kwargs") or {})}
+    return {"dataset": dataset_identity(dataset_cfg), "student": student, "protocol": protocol_key(protocol),
             "seed": int(seed), "eval_split": eval_split, "teacher": teacher}
 
 

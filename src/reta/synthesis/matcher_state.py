@@ -11,7 +11,7 @@ from dataclasses import asdict
 import torch
 
 from reta.data.expansion import make_mosaics
-from reta.data.registry import sample_per_class
+from reta.data.registry import dataset_identity, sample_per_class
 from reta.errors import RetaError
 from reta.utils.config import config_digest, plain
 
@@ -36,7 +36,7 @@ def fingerprint(cfg, spec) -> str:
     ds = plain(cfg.dataset)
     method = {k: v for k, v in asdict(spec).items() if k != "clamp_output"}  # the output, not the optimisation
     keep = {"method": method, "ipc": int(cfg.ipc), "seed": int(cfg.seed),
-            "dataset": {k: ds.get(k) for k in ("name", "image_size", "channels", "mean", "std", "num_classes")}}
+            "dataset": dataset_identity(ds)}
     return config_digest(keep)
 
 

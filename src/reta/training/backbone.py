@@ -31,6 +31,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from reta.data.augment import normalize
+from reta.data.registry import dataset_identity
 from reta.errors import RetaError
 from reta.models import build_model, features
 from reta.training.teacher import load_state_dict_file, load_weights, timestamp, write_cache_entry
@@ -106,7 +107,7 @@ class FrozenBackbone(nn.Module):
 
 def backbone_key(spec: BackboneSpec, dataset_cfg: Mapping, teacher_key: str | None = None) -> str:
     """12-hex digest of what determines φ's weights: dataset, source, model, seed, SSL recipe / weights origin."""
-    ds = {k: dataset_cfg[k] for k in ("name", "image_size", "channels", "mean", "std", "num_classes")}
+    ds = dataset_identity(dataset_cfg)
     d = asdict(spec)
     d.pop("probe")
     d.pop("name")

@@ -22,6 +22,7 @@ from torch.utils.data import DataLoader, TensorDataset
 from reta.data.augment import normalize, random_crop_flip, random_resized_crop_flip
 from reta.data.base import ImageDataset, TensorImageDataset
 from reta.data.loading import train_loader_kwargs
+from reta.data.registry import dataset_identity
 from reta.errors import CheckpointError
 from reta.models import build_model
 from reta.models.weights import read_state_dict
@@ -86,7 +87,7 @@ class TeacherModule(L.LightningModule):
 def cache_key(dataset_cfg: Mapping, model_cfg: Mapping, recipe: Recipe, seed: int) -> str:
     """12-hex digest of the weight-determining configuration."""
     payload = {
-        "dataset": {k: dataset_cfg[k] for k in ("name", "image_size", "channels", "mean", "std", "num_classes")},
+        "dataset": dataset_identity(dataset_cfg),
         "model": model_cfg,
         "recipe": recipe.__dict__,
         "seed": int(seed),

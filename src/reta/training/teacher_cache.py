@@ -24,7 +24,7 @@ import torch
 from omegaconf import DictConfig, open_dict
 from torch import nn
 
-from reta.data.registry import load_split
+from reta.data.registry import dataset_identity, load_split
 from reta.errors import CheckpointError, RetaError
 from reta.models import build_model
 from reta.training.common import build_logger, build_trainer, eval_device, seed_everything
@@ -127,7 +127,7 @@ def pretrained_entry(cfg: DictConfig, source: dict) -> Path:
     """Cache directory of a pretrained teacher: keyed by dataset + model + weight source (never by a machine path)."""
     ds, mc = plain(cfg.dataset), plain(cfg.model)
     payload = {
-        "dataset": {k: ds[k] for k in ("name", "image_size", "channels", "mean", "std", "num_classes")},
+        "dataset": dataset_identity(ds),
         "model": {"name": mc["name"], "kwargs": mc.get("kwargs") or {}},  # {kwargs: null} and {} are one model
         "weights": {k: v for k, v in source.items() if k != "file"},
     }

@@ -15,7 +15,7 @@ from dataclasses import asdict, dataclass
 import torch
 from torch.utils.data import DataLoader
 
-from reta.data.registry import sample_per_class
+from reta.data.registry import dataset_identity, sample_per_class
 from reta.errors import RetaError
 from reta.synthesis.checkpoint import PeriodicCheckpoint
 from reta.synthesis.frozen.augment import AugSpec
@@ -80,7 +80,7 @@ def spec_for(method_cfg, ipc: int) -> FrozenSpec:
 def fingerprint(cfg, spec: FrozenSpec, backbone_key: str) -> str:
     ds = plain(cfg.dataset)
     keep = {"method": asdict(spec), "ipc": int(cfg.ipc), "seed": int(cfg.seed), "backbone": backbone_key,
-            "dataset": {k: ds.get(k) for k in ("name", "image_size", "channels", "mean", "std", "num_classes")}}
+            "dataset": dataset_identity(ds)}
     return config_digest(keep)
 
 
