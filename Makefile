@@ -61,8 +61,8 @@ endif
 
 table2: install  ## Table 2, cross-architecture: RDED, EDC, CV-DD, FADRM+, RETA at IPC 10 × eval_pool=cross_arch (SCALE=cpu) → outputs/tables/table2/
 	$(BIN)/reta-run -m +experiment=table2_$(SCALE) $(ARGS)
-	test -f multirun/table2_$(SCALE)/random_ipc10/cross_arch.json || $(BIN)/reta-evaluate +experiment=table2_$(SCALE) \
-	  ipc=10 baseline=true seeds=[0,1,2] resume=true paths.output_dir=multirun/table2_$(SCALE)/random_ipc10
+	$(BIN)/reta-evaluate +experiment=table2_$(SCALE) ipc=10 baseline=true seeds=[0,1,2] resume=true \
+	  paths.output_dir=multirun/table2_$(SCALE)/random_ipc10
 	$(REPORT) inputs=[multirun/table2_$(SCALE)] out=$(TABLES)/table2/results_$(SCALE)
 
 table3: install  ## Table 3, the DRC/PTA ablation (SCALE=cpu) → outputs/tables/table3/
