@@ -8,8 +8,11 @@
 #   nice bash experiments/published/run.sh outputs/published                       # CELLS default: dsa_ipc1 dc_ipc1
 #   CELLS="dm_ipc1 mtt_ipc1" nice bash experiments/published/run.sh outputs/published
 #   CELLS=dsa_ipc10 DISTILL_EXTRA="method.iterations=100" … OUT   # a fraction of the budget: say so in the table
+#   CELLS=dsa_ipc1 SNAPSHOTS="100 200 500" … OUT   # accuracy against budget: those snapshots of the same run too
 # Variables: CELLS, RUNS, BIN (the reta-* commands, default .venv/bin), EXTRA (overrides for every command, e.g.
-# paths.cache_dir=…), DISTILL_EXTRA (reta-distill only), THREADS (default 1).
+# paths.cache_dir=…), DISTILL_EXTRA (reta-distill only), THREADS (default 1), SNAPSHOTS (iterations: the run also
+# writes the set after each, reta-distill snapshots=[…]; each is evaluated like the final set, as soon as it exists,
+# and collected as <cell>_it<N>, its row labelled <method>_it<N>).
 set -u
 cd "$(dirname "$0")/../.."
 O=${1:-outputs/published}
@@ -36,8 +39,18 @@ for cell in $CELLS; do
   read -r what p <<< "$(what_of "$m")"
   out=$O/$cell
   echo "$(date +%T) $cell: distil ($what ipc=$ipc), then evaluate (protocol=$p, seeds 0-2)"
-  [ -f "$out/distilled/meta.json" ] || $B/reta-distill $what ipc=$ipc seed=0 resume=true $C ${DISTILL_EXTRA:-} \
-    paths.output_dir=$out > "$out.distill.log" 2>&1 || { echo "FAILED distill $cell (log: $out.distill.log)"; continue; }
+  snaps=$(echo ${SNAPSHOTS:-} | tr ' ' ,)
+  [ -f "$out/distilled/meta.json" ] || $B/reta-distill $what ipc=$ipc seed=0 resume=true "snapshots=[$snaps]" $C \
+    ${DISTILL_EXTRA:-} paths.output_dir=$out > "$out.distill.log" 2>&1 || echo "FAILED distill $cell (log: $out.distill.log)"
+  for n in ${SNAPSHOTS:-}; do  # every snapshot written so far, even by a run stopped later
+    ev=$O/${cell}_it$n
+    [ -f "$out/snapshots/it$n/distilled/meta.json" ] && [ ! -f "$ev/metrics.json" ] && { $B/reta-evaluate protocol=$p \
+      ipc=$ipc seeds=[0,1,2] distilled=$out/snapshots/it$n/distilled label=${m}_it$n $C paths.output_dir=$ev \
+      > "$ev.eval.log" 2>&1 \
+      && $B/python experiments/collect_runs.py "${RUNS:-experiments/published/runs}" "$ev" \
+      || echo "FAILED evaluate ${cell} snapshot $n (log: $ev.eval.log)"; }
+  done
+  [ -f "$out/distilled/meta.json" ] || continue
   [ -f "$out/eval/metrics.json" ] || $B/reta-evaluate protocol=$p ipc=$ipc seeds=[0,1,2] distilled=$out/distilled $C \
     paths.output_dir=$out/eval > "$out.eval.log" 2>&1 || { echo "FAILED evaluate $cell (log: $out.eval.log)"; continue; }
   $B/python experiments/collect_runs.py "${RUNS:-experiments/published/runs}" "$out"

@@ -16,7 +16,8 @@ from reta.data.registry import load_split
 from reta.errors import RetaError
 from reta.synthesis.distributed import ShardInfo, init_distributed
 from reta.synthesis.registry import DistillContext, is_shardable, synthesis_function
-from reta.synthesis.runtime import SynthesisClock
+from reta.synthesis.runtime import SynthesisClock, optimisation_fields
+from reta.synthesis.snapshots import check_snapshots, snapshot_dir
 from reta.tracking import log_distilled_artifact
 from reta.training.common import configure_data, set_threads
 from reta.training.teacher_cache import TeacherLoader
@@ -38,8 +39,6 @@ def config_hash(cfg: DictConfig) -> str:
 
 #: the sections of :func:`resume_key` every run has (a family adds its ``resume_config`` sections)
 BASE = ("dataset", "model", "recipe", "teacher", "method", "ipc", "seed")
-#: method keys that change what a run logs, checkpoints or writes at the end, not its images: a resume may change them
-OUTPUT_ONLY = ("log_every", "checkpoint_every", "clamp_output")
 
 
 def resume_key(cfg: DictConfig) -> dict:
@@ -47,7 +46,7 @@ def resume_key(cfg: DictConfig) -> dict:
     loaded: dataset, teacher (model, recipe, ``teacher.seed`` / ``teacher.checkpoint``), method (without its logging
     and checkpoint cadence), ipc and seed, plus the sections the method's family declares in ``resume_config`` (the
     frozen family: ``backbone``). The method families check their own fingerprint again on load."""
-    method = {k: v for k, v in (plain(cfg.method) or {}).items() if k not in OUTPUT_ONLY}
+    method = optimisation_fields(plain(cfg.method) or {})
     teacher = plain(cfg.get("teacher")) or {}
     fn = synthesis_function(cfg.method)
     extra = getattr(getattr(fn, "func", fn), "resume_config", ())  # e.g. the frozen family's backbone
@@ -71,6 +70,7 @@ def check_method(cfg: DictConfig):
     if not isinstance(cfg.method.get("requires_teacher"), bool):
         raise RetaError("method.requires_teacher: missing; a method config declares whether the pipeline squeezes "
                         "the run's teacher first (true | false)")
+    check_snapshots(cfg, fn)
     check = getattr(getattr(fn, "func", fn), "check_config", None)
     if check is not None:
         check(cfg)
@@ -88,7 +88,7 @@ def preflight(cfg: DictConfig, out: Path) -> None:
     if resume and overwrite:
         raise RetaError("resume=true and overwrite=true exclude each other: resume continues the run in "
                         "paths.output_dir, overwrite replaces it")
-    check_writable_dir(out, ("distilled", "checkpoints"))
+    check_writable_dir(out, ("distilled", "checkpoints", "snapshots"))
     check_writable_cache(cfg)
     ckpts = out / "checkpoints"
     finished = (out / "distilled" / "meta.json").is_file()
@@ -181,40 +181,50 @@ def _run(cfg: DictConfig, shard: ShardInfo) -> dict:
     out = Path(shard.broadcast(str(output_dir(cfg))))  # sharded: every rank uses rank 0's run dir
     ckpt_dir = out / "checkpoints" / shard.checkpoint_subdir() if shard.sharded else out / "checkpoints"
     load = TeacherLoader(cfg, full_train, test)  # teachers: the whole training split (one cache entry)
+    ds = plain(cfg.dataset)
+    class_names = ds["class_names"] or train.class_names
+
+    def set_meta(result_meta: dict, seconds: float) -> dict:
+        return {
+            "dataset": ds["name"],
+            "num_classes": ds["num_classes"],
+            "ipc": ipc,
+            "mean": ds["mean"],
+            "std": ds["std"],
+            "method": cfg.method.name,
+            "method_config": plain(cfg.method),
+            "seed": int(cfg.seed),
+            "config_hash": config_hash(cfg),
+            "package_version": reta.__version__,
+            "synthesis_seconds": round(seconds, 2),  # all resumes together, without teacher_seconds
+            "teacher_seconds": round(load.seconds, 2),
+            "shards": shard.world,
+            "holdout_per_class": holdout,
+            **result_meta,
+        }
+
+    def save_snapshot(result, iteration: int) -> Path:
+        return save_distilled(snapshot_dir(out, iteration) / "distilled", result.images, result.labels,
+                              set_meta(result.meta, ctx.clock.elapsed()), result.soft_labels, class_names=class_names)
+
     ctx = DistillContext(train, test, out, ckpt_dir, load, shard=shard, teacher_timing=load.timing,
-                         clock=SynthesisClock(lambda: load.seconds))
+                         clock=SynthesisClock(lambda: load.seconds), save_snapshot=save_snapshot)
     if shard.is_main:
-        if cfg.get("overwrite", False) and (out / "checkpoints").is_dir():
-            shutil.rmtree(out / "checkpoints")  # the old run's state must not leak into this one
+        for old in ("checkpoints", "snapshots"):  # the old run's state and sets must not leak into this one
+            if cfg.get("overwrite", False) and (out / old).is_dir():
+                shutil.rmtree(out / old)
         record = out / "checkpoints" / RUN_RECORD
         if not (cfg.get("resume", False) and record.is_file()):
             atomic_write_json(record, {"key": resume_key(cfg)})
     ctx.clock.start()
     result = fn(cfg, ctx)
     seconds = ctx.clock.elapsed()  # with the seconds before any resume, without teacher_seconds
-    ds = plain(cfg.dataset)
-    meta = {
-        "dataset": ds["name"],
-        "num_classes": ds["num_classes"],
-        "ipc": ipc,
-        "mean": ds["mean"],
-        "std": ds["std"],
-        "method": cfg.method.name,
-        "method_config": plain(cfg.method),
-        "seed": int(cfg.seed),
-        "config_hash": config_hash(cfg),
-        "package_version": reta.__version__,
-        "synthesis_seconds": round(seconds, 2),  # all resumes together, without teacher_seconds
-        "teacher_seconds": round(load.seconds, 2),
-        "shards": shard.world,
-        "holdout_per_class": holdout,
-        **result.meta,
-    }
+    meta = set_meta(result.meta, seconds)
     if not shard.is_main:  # rank 0 writes the merged set
         return {"distilled": None, "rank": shard.rank, "shards": shard.world, "seconds": seconds,
                 "method": cfg.method.name, "ipc": ipc}
     path = save_distilled(out / "distilled", result.images, result.labels, meta, result.soft_labels,
-                          class_names=ds["class_names"] or train.class_names)
+                          class_names=class_names)
     print(f"distilled set ({cfg.method.name}, IPC {ipc}): {path}  grid: {path / 'grid.png'}")
     artifact = log_distilled_artifact(plain(cfg.logger), out, path, meta)
     return {"distilled": str(path), "seconds": seconds, "wandb_artifact": artifact,

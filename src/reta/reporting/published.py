@@ -71,18 +71,21 @@ def _budget(iterations: set[int], published: int | None) -> str:
     if published is None:
         return f"{ran} it"
     if max(iterations) < published:
-        return f"{ran} it (**{100 * max(iterations) / published:.0f} %** of {published})"
+        pct = 100 * max(iterations) / published
+        share = f"{pct:.0f}" if pct >= 1 else f"{pct:.2g}"
+        return f"{ran} it (**{share} %** of {published})"
     return f"{ran} it (published {published})"
 
 
 def comparison_table(cells: list, published: dict[tuple[str, int, str], Published]) -> str:
     """The "published vs reta" section: one row per distilled cell with a published number for its (dataset, IPC,
-    method) measured on test under the cell's protocol; the random subset of the same (dataset, IPC, protocol, student)
+    method) measured on test under the cell's protocol (labelled rows, e.g. the budget snapshots ``dsa_it100``, are
+    compared by their set's method); the random subset of the same (dataset, IPC, protocol, student)
     beside it. Empty when no cell has one."""
     random = {(c.dataset, c.ipc, c.protocol, c.student, c.split): c for c in cells if c.kind == "random"}
     rows = []
     for c in cells:
-        pub = published.get((c.dataset, c.ipc, c.method))
+        pub = published.get((c.dataset, c.ipc, c.set_method or c.method))  # a labelled row (a budget snapshot) too
         if c.kind != "distilled" or c.split != "test" or pub is None or not pub.applies_to(c.protocol):
             continue
         mean, std = c.mean_std()

@@ -43,6 +43,7 @@ class Cell:
     seconds: list[float] = field(default_factory=list)
     runs: list[str] = field(default_factory=list)
     iterations: set[int] = field(default_factory=set)  # the synthesis iterations of the distilled sets (metrics.json)
+    set_method: str = ""  # the distilled set's method (metrics.json ``method``), whatever the row's label
 
     @property
     def acc_last(self) -> list[float]:
@@ -133,7 +134,7 @@ def collect(paths: Iterable[Path]) -> list[Cell]:
         for set_name, s in sets.items():
             method = row_name(set_name, m.get("label") or m.get("method") or "distilled")
             cell = Cell(m["dataset"], int(m["ipc"]), m["protocol"], m["student"], method, m.get("eval_split", "test"),
-                        kind=set_name)
+                        kind=set_name, set_method=str(m.get("method") or ""))
             cell = cells.setdefault(cell.key, cell)
             seeds = m.get("seeds") or list(range(len(s["acc_last"])))
             for seed, last, best in zip(seeds, s["acc_last"], s.get("acc_best", s["acc_last"])):

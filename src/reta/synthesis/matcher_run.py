@@ -7,7 +7,8 @@ backward and the optimiser steps through the precision plugin. :func:`fit_matche
 ``<ckpt_dir>/last.ckpt`` under the one resume policy (:func:`reta.synthesis.runtime.resume_from`), runs the
 remaining iterations with a
 :class:`~reta.synthesis.checkpoint.PeriodicCheckpoint` every ``checkpoint_every`` iterations, and deletes the
-checkpoint once the run is finished (the distilled set is then the artifact).
+checkpoint once the run is finished (the distilled set is then the artifact). With ``snapshots=[…]`` the set so far is
+also written after those iterations (:mod:`reta.synthesis.snapshots`).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import logging
 import math
 import time
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import lightning as L
@@ -23,8 +25,9 @@ import torch
 
 from reta.errors import NonFiniteLossError, RetaError, load_failure
 from reta.synthesis.checkpoint import PeriodicCheckpoint
-from reta.synthesis.registry import DistillContext, SynthesisResult
+from reta.synthesis.registry import DistillContext, SynthesisResult, synthesis_function
 from reta.synthesis.runtime import resume_from
+from reta.synthesis.snapshots import SnapshotWriter, check_snapshots
 from reta.training.common import build_logger, build_trainer
 from reta.utils.config import plain
 from reta.utils.device import run_device
@@ -65,16 +68,21 @@ def load_resume(cfg, ctx: DistillContext, matcher, device: torch.device, name: s
 
 
 def fit_matcher(cfg, ctx: DistillContext, matcher, module: L.LightningModule, device: torch.device,
-                iterations: int, checkpoint_every: int, name: str) -> FitResult:
-    """Resume (see :func:`load_resume`), then fit ``module`` until ``matcher.iteration == iterations``."""
+                iterations: int, checkpoint_every: int, name: str, fields: Callable[[], dict]) -> FitResult:
+    """Resume (see :func:`load_resume`), then fit ``module`` until ``matcher.iteration == iterations``; ``fields()``
+    is the family's own ``meta.json`` block of the set as it stands (for the budget snapshots)."""
     resumed_from = load_resume(cfg, ctx, matcher, device, name)
     ckpt = ctx.ckpt_dir / CHECKPOINT_NAME
     ctx.ckpt_dir.mkdir(parents=True, exist_ok=True)
     logger = build_logger(plain(cfg.logger), str(ctx.out_dir), "distill")
+    callbacks: list[L.Callback] = [PeriodicCheckpoint(ckpt, checkpoint_every, iterations, final=False,
+                                                      clock=ctx.clock)]
+    at = check_snapshots(cfg, synthesis_function(cfg.method), iterations)
+    if at:
+        callbacks.append(SnapshotWriter(at, lambda: matcher.iteration,
+                                        lambda: snapshot_result(matcher, device, fields()), ctx.save_snapshot))
     trainer = build_trainer(plain(cfg.trainer), 1, logger, bool(cfg.get("progress_bar", False)), str(ctx.out_dir),
-                            callbacks=[PeriodicCheckpoint(ckpt, checkpoint_every, iterations, final=False,
-                                                          clock=ctx.clock)],
-                            log_every_n_steps=1)
+                            callbacks=callbacks, log_every_n_steps=1)
     start_it, t0 = matcher.iteration, time.perf_counter()
     if matcher.iteration < iterations:
         with warnings.catch_warnings():
@@ -105,6 +113,20 @@ def matcher_result(matcher, fit: FitResult, device: torch.device, fields: dict) 
         "loss_history": matcher.history,
         "resumed_from_iteration": fit.resumed_from,
     }
+    return _with_images(matcher, meta)
+
+
+def snapshot_result(matcher, device: torch.device, fields: dict) -> SynthesisResult:
+    """The set of a running matcher after ``matcher.iteration`` iterations, with the family's ``fields``: ``iterations``
+    is the snapshot's, ``snapshot_of`` the run's full budget."""
+    meta = {"iterations": matcher.iteration, "snapshot_of": matcher.spec.iterations, **fields, "device": str(device),
+            "loss_history": list(matcher.history)}
+    return _with_images(matcher, meta)
+
+
+def _with_images(matcher, meta: dict) -> SynthesisResult:
+    """The matcher's images (clamped to [0, 1] or not, as its spec says) and labels with ``meta`` completed."""
+    meta = dict(meta)
     if matcher.init_indices is not None:
         meta["init_indices"] = matcher.init_indices
     clamp = bool(matcher.spec.clamp_output)  # false: the optimised images as they are (the DC/DSA/MTT/DM references)

@@ -13,6 +13,7 @@ import torch
 from reta.data.expansion import make_mosaics
 from reta.data.registry import dataset_identity, sample_per_class
 from reta.errors import RetaError
+from reta.synthesis.runtime import optimisation_fields
 from reta.utils.config import config_digest, plain
 
 
@@ -34,7 +35,7 @@ def set_rng_state(gen: torch.Generator, st: dict) -> None:
 def fingerprint(cfg, spec) -> str:
     """Hash of everything a resumed run must share with the run that wrote the checkpoint."""
     ds = plain(cfg.dataset)
-    method = {k: v for k, v in asdict(spec).items() if k != "clamp_output"}  # the output, not the optimisation
+    method = optimisation_fields(asdict(spec))  # a resume may change the logging, checkpoint cadence and clamp
     keep = {"method": method, "ipc": int(cfg.ipc), "seed": int(cfg.seed),
             "dataset": dataset_identity(ds)}
     return config_digest(keep)

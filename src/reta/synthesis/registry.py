@@ -26,7 +26,8 @@ class DistillContext:
     teacher loader (``load_teacher(model_cfg) -> (module, meta)``, cached squeeze). Pretrained networks fetched
     another way (the IID pool) are fetched inside ``with ctx.teacher_timing():`` so their loading or squeezing is
     recorded as ``teacher_seconds``, not as synthesis time. ``clock`` times the synthesis across resumes: resume
-    checkpoints carry its seconds (:class:`reta.synthesis.runtime.SynthesisClock`)."""
+    checkpoints carry its seconds (:class:`reta.synthesis.runtime.SynthesisClock`). ``save_snapshot`` writes a budget
+    snapshot (:mod:`reta.synthesis.snapshots`)."""
 
     train: Any
     test: Any
@@ -36,6 +37,9 @@ class DistillContext:
     shard: Any = None  # reta.synthesis.distributed.ShardInfo of a sharded run (None = one process)
     teacher_timing: Callable[[], contextlib.AbstractContextManager] = contextlib.nullcontext
     clock: SynthesisClock = field(default_factory=SynthesisClock)
+    #: ``save_snapshot(result, iteration) -> path``: writes the set so far as a complete distilled set
+    #: (:mod:`reta.synthesis.snapshots`); given by the distill stage
+    save_snapshot: Callable[[Any, int], Path] | None = None
 
 
 @dataclass

@@ -30,6 +30,15 @@ from reta.errors import CheckpointError
 
 log = logging.getLogger(__name__)
 
+#: method keys that change what a run logs, checkpoints or writes at the end, not its images: a resume may change them,
+#: so they are left out of the distill stage's resume key and of every family's checkpoint fingerprint
+OUTPUT_ONLY = ("log_every", "checkpoint_every", "clamp_output")
+
+
+def optimisation_fields(method: dict) -> dict:
+    """``method`` (a plain dict of the method's settings) without the :data:`OUTPUT_ONLY` keys."""
+    return {k: v for k, v in method.items() if k not in OUTPUT_ONLY}
+
 #: Key of the synthesis seconds spent so far in every resume checkpoint.
 SECONDS_KEY = "synthesis_seconds"
 

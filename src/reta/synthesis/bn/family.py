@@ -34,7 +34,7 @@ from reta.synthesis.bn.stage_images import StageImageGrid
 from reta.synthesis.bn.step import AugmentSpec
 from reta.synthesis.distributed import ShardInfo, check_shardable
 from reta.synthesis.registry import DistillContext, SynthesisResult
-from reta.synthesis.runtime import resume_from
+from reta.synthesis.runtime import optimisation_fields, resume_from
 from reta.training.common import build_logger, build_trainer, seed_everything
 from reta.training.teacher_cache import teacher_specs
 from reta.utils.config import config_digest, per_ipc_override, plain
@@ -160,7 +160,7 @@ def teacher_record(label: str, meta: dict) -> dict:
 
 def fingerprint(cfg, method: BNMethodConfig, teachers: list[TeacherSlot]) -> str:
     payload = {
-        "method": {k: v for k, v in dataclasses.asdict(method).items() if k not in ("log_every", "checkpoint_every")},
+        "method": optimisation_fields(dataclasses.asdict(method)),
         "ipc": int(cfg.ipc), "seed": int(cfg.seed), "dataset": plain(cfg.dataset)["name"],
         "teachers": [teacher_id(t.meta) for t in teachers],
     }

@@ -51,6 +51,7 @@ from reta.synthesis.matcher_module import MatcherModule
 from reta.synthesis.matcher_run import fit_matcher, matcher_device, matcher_result
 from reta.synthesis.matcher_state import fingerprint
 from reta.synthesis.registry import DistillContext, SynthesisResult
+from reta.synthesis.snapshots import check_snapshots
 from reta.training.common import seed_everything
 from reta.utils.config import plain
 
@@ -77,26 +78,30 @@ def synthesize(cfg, ctx: DistillContext) -> SynthesisResult:
     matcher = DistributionMatcher(spec, ds, ipc, ctx.train, seed, device, pool)
     matcher.fingerprint = fingerprint(cfg, spec)
     module = MatcherModule(matcher)
-    fit = fit_matcher(cfg, ctx, matcher, module, device, spec.iterations, spec.checkpoint_every, spec.name)
-    fields = {
-        "expansion": spec.expansion,
-        "variant": spec.variant,
-        "feature_dtype": str(module.step_dtype).replace("torch.", "") if module.step_dtype is not None else None,
-        "iid": {
-            "lambda_cm": spec.iid.lambda_cm,
-            "kappa": spec.iid.kappa,
-            "inert": bool(wants_iid and inert),
-            "cm_active": matcher.use_cm,
-            "cc_active": matcher.use_cc,
-            "pool": pool_meta,
-        },
-    }
-    return matcher_result(matcher, fit, device, fields)
+
+    def fields() -> dict:
+        return {
+            "expansion": spec.expansion,
+            "variant": spec.variant,
+            "feature_dtype": str(module.step_dtype).replace("torch.", "") if module.step_dtype is not None else None,
+            "iid": {
+                "lambda_cm": spec.iid.lambda_cm,
+                "kappa": spec.iid.kappa,
+                "inert": bool(wants_iid and inert),
+                "cm_active": matcher.use_cm,
+                "cc_active": matcher.use_cc,
+                "pool": pool_meta,
+            },
+        }
+
+    fit = fit_matcher(cfg, ctx, matcher, module, device, spec.iterations, spec.checkpoint_every, spec.name, fields)
+    return matcher_result(matcher, fit, device, fields())
 
 
 def check_config(cfg) -> None:
-    """Validate ``cfg.method`` (keys, types, ranges, per-IPC block) before any work."""
-    DistributionSpec.from_cfg(cfg.method, int(cfg.ipc))
+    """Validate ``cfg.method`` (keys, types, ranges, per-IPC block) and ``snapshots`` before any work."""
+    check_snapshots(cfg, synthesize, DistributionSpec.from_cfg(cfg.method, int(cfg.ipc)).iterations)
 
 
 synthesize.check_config = check_config
+synthesize.snapshots = True  # writes budget snapshots (reta.synthesis.snapshots)

@@ -24,7 +24,7 @@ from reta.synthesis.frozen.module import FrozenSynthesisModule, load_checkpoint
 from reta.synthesis.frozen.pyramid import PixelImages, PyramidImages
 from reta.synthesis.frozen.statistics import real_statistics
 from reta.synthesis.registry import DistillContext, SynthesisResult
-from reta.synthesis.runtime import resume_from
+from reta.synthesis.runtime import optimisation_fields, resume_from
 from reta.synthesis.stream import StepStream
 from reta.training.backbone import get_backbone
 from reta.training.common import build_logger, build_trainer, seed_everything
@@ -79,8 +79,8 @@ def spec_for(method_cfg, ipc: int) -> FrozenSpec:
 
 def fingerprint(cfg, spec: FrozenSpec, backbone_key: str) -> str:
     ds = plain(cfg.dataset)
-    keep = {"method": asdict(spec), "ipc": int(cfg.ipc), "seed": int(cfg.seed), "backbone": backbone_key,
-            "dataset": dataset_identity(ds)}
+    keep = {"method": optimisation_fields(asdict(spec)), "ipc": int(cfg.ipc), "seed": int(cfg.seed),
+            "backbone": backbone_key, "dataset": dataset_identity(ds)}
     return config_digest(keep)
 
 

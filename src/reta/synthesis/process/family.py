@@ -20,6 +20,7 @@ from reta.synthesis.matcher_state import fingerprint
 from reta.synthesis.process.config import GradientSpec
 from reta.synthesis.process.gradient import GradientMatcher
 from reta.synthesis.registry import DistillContext, SynthesisResult
+from reta.synthesis.snapshots import check_snapshots
 from reta.training.common import seed_everything
 from reta.utils.config import plain
 
@@ -32,15 +33,19 @@ def synthesize(cfg, ctx: DistillContext) -> SynthesisResult:
     matcher = GradientMatcher(spec, plain(cfg.dataset), ipc, ctx.train, int(cfg.seed), device)
     matcher.fingerprint = fingerprint(cfg, spec)
     module = MatcherModule(matcher)
-    fit = fit_matcher(cfg, ctx, matcher, module, device, spec.iterations, spec.checkpoint_every, spec.name)
-    fields = {"loops": {"outer": spec.outer_loop, "inner": spec.inner_loop}, "siamese_dsa": spec.siamese,
-              "resolved_method": asdict(spec)}
-    return matcher_result(matcher, fit, device, fields)
+
+    def fields() -> dict:
+        return {"loops": {"outer": spec.outer_loop, "inner": spec.inner_loop}, "siamese_dsa": spec.siamese,
+                "resolved_method": asdict(spec)}
+
+    fit = fit_matcher(cfg, ctx, matcher, module, device, spec.iterations, spec.checkpoint_every, spec.name, fields)
+    return matcher_result(matcher, fit, device, fields())
 
 
 def check_config(cfg) -> None:
-    """Validate ``cfg.method`` (keys, types, ranges, per-IPC block) before any work."""
-    GradientSpec.from_cfg(cfg.method, int(cfg.ipc))
+    """Validate ``cfg.method`` (keys, types, ranges, per-IPC block) and ``snapshots`` before any work."""
+    check_snapshots(cfg, synthesize, GradientSpec.from_cfg(cfg.method, int(cfg.ipc)).iterations)
 
 
 synthesize.check_config = check_config
+synthesize.snapshots = True  # writes budget snapshots (reta.synthesis.snapshots)

@@ -16,6 +16,7 @@ from reta.synthesis.matcher_state import fingerprint
 from reta.synthesis.process.config import TrajectorySpec
 from reta.synthesis.process.trajectory import TrajectoryMatcher
 from reta.synthesis.registry import DistillContext, SynthesisResult
+from reta.synthesis.snapshots import check_snapshots
 from reta.training.common import seed_everything
 from reta.training.experts import expert_buffer
 from reta.utils.config import plain
@@ -31,19 +32,24 @@ def synthesize(cfg, ctx: DistillContext) -> SynthesisResult:
     matcher = TrajectoryMatcher(spec, plain(cfg.dataset), ipc, ctx.train, int(cfg.seed), device, experts)
     matcher.fingerprint = fingerprint(cfg, spec) + experts.entry.name
     module = MatcherModule(matcher)
-    fit = fit_matcher(cfg, ctx, matcher, module, device, spec.iterations, spec.checkpoint_every, spec.name)
-    fields = {
-        "syn_lr": float(matcher.syn_lr.detach()),
-        "experts": {"key": experts.entry.name, "recipe": experts.meta["recipe"],
-                    "test_acc": experts.meta["test_acc"], "build_seconds": experts.meta["build_seconds"]},
-        "resolved_method": asdict(spec),
-    }
-    return matcher_result(matcher, fit, device, fields)
+
+    def fields() -> dict:  # syn_lr as it stands: a snapshot's students train at the lr learnt so far
+        return {
+            "syn_lr": float(matcher.syn_lr.detach()),
+            "experts": {"key": experts.entry.name, "recipe": experts.meta["recipe"],
+                        "test_acc": experts.meta["test_acc"], "build_seconds": experts.meta["build_seconds"]},
+            "resolved_method": asdict(spec),
+        }
+
+    fit = fit_matcher(cfg, ctx, matcher, module, device, spec.iterations, spec.checkpoint_every, spec.name, fields)
+    return matcher_result(matcher, fit, device, fields())
 
 
 def check_config(cfg) -> None:
-    """Validate ``cfg.method`` (keys, types, ranges, per-IPC block, expert recipe) before any work."""
-    TrajectorySpec.from_cfg(cfg.method, int(cfg.ipc))
+    """Validate ``cfg.method`` (keys, types, ranges, per-IPC block, expert recipe) and ``snapshots`` before any
+    work."""
+    check_snapshots(cfg, synthesize, TrajectorySpec.from_cfg(cfg.method, int(cfg.ipc)).iterations)
 
 
 synthesize.check_config = check_config
+synthesize.snapshots = True  # writes budget snapshots (reta.synthesis.snapshots)
