@@ -25,9 +25,9 @@ O=${1:-outputs/bn_family_fmnist}
 B=${BIN:-.venv/bin}
 C="num_threads=1 progress_bar=false logger=none ${EXTRA:-}"
 E="${EVAL_EXTRA:-}"
-# a finished student, or a finished pool when EVAL_EXTRA has no resume=true: with it, reta-evaluate checks the pool
+# a finished student, or a finished pool when EVAL_EXTRA/EXTRA have no resume=true: with it, reta-evaluate checks the pool
 # again, keeps every student trained under today's settings and refuses (naming the folder) one trained under others
-finished() { [ -f "$1/metrics.json" ] || { [ -f "$1/cross_arch.json" ] && [[ " $E " != *" resume=true "* ]]; }; }
+finished() { [ -f "$1/metrics.json" ] || { [ -f "$1/cross_arch.json" ] && [[ " $E $C " != *" resume=true "* ]]; }; }
 PROTOCOLS=${PROTOCOLS:-kd}
 sfx() { [ "$1" = kd ] || echo "_$1"; }
 mkdir -p "$O"

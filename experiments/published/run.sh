@@ -27,7 +27,10 @@ what_of() {  # the distil overrides and the evaluation protocol of method $1
     mtt) echo "method=mtt dc_mtt" ;;
   esac
 }
-for cell in $CELLS; do  # every cell checked before any work
+for n in ${SNAPSHOTS:-}; do  # every snapshot iteration and every cell checked before any work
+  [[ $n =~ ^[1-9][0-9]*$ ]] || { echo "bad SNAPSHOTS entry '$n' (iterations separated by spaces, e.g. \"100 200 500\")"; exit 2; }
+done
+for cell in $CELLS; do
   ipc=${cell##*_ipc}
   if [ -z "$(what_of "${cell%_ipc*}")" ] || ! [[ $cell == *_ipc* && $ipc =~ ^[1-9][0-9]*$ ]]; then
     echo "unknown cell $cell (<method>_ipc<N>, method dc, dsa, mtt, dm, idm, dm_iid or idm_iid)"; exit 2
@@ -43,12 +46,14 @@ for cell in $CELLS; do
   [ -f "$out/distilled/meta.json" ] || $B/reta-distill $what ipc=$ipc seed=0 resume=true "snapshots=[$snaps]" $C \
     ${DISTILL_EXTRA:-} paths.output_dir=$out > "$out.distill.log" 2>&1 || echo "FAILED distill $cell (log: $out.distill.log)"
   for n in ${SNAPSHOTS:-}; do  # every snapshot written so far, even by a run stopped later
-    ev=$O/${cell}_it$n
-    [ -f "$out/snapshots/it$n/distilled/meta.json" ] && [ ! -f "$ev/metrics.json" ] && { $B/reta-evaluate protocol=$p \
-      ipc=$ipc seeds=[0,1,2] distilled=$out/snapshots/it$n/distilled label=${m}_it$n $C paths.output_dir=$ev \
-      > "$ev.eval.log" 2>&1 \
-      && $B/python experiments/collect_runs.py "${RUNS:-experiments/published/runs}" "$ev" \
-      || echo "FAILED evaluate ${cell} snapshot $n (log: $ev.eval.log)"; }
+    ev=$O/${cell}_it$n snap=$out/snapshots/it$n/distilled
+    if [ ! -f "$snap/meta.json" ]; then
+      [ -f "$out/distilled/meta.json" ] && echo "no snapshot at iteration $n in $out (asked for after the run passed it)"
+      continue
+    fi
+    [ -f "$ev/metrics.json" ] || $B/reta-evaluate protocol=$p ipc=$ipc seeds=[0,1,2] distilled=$snap label=${m}_it$n \
+      $C paths.output_dir=$ev > "$ev.eval.log" 2>&1 || { echo "FAILED evaluate $cell snapshot $n (log: $ev.eval.log)"; continue; }
+    $B/python experiments/collect_runs.py "${RUNS:-experiments/published/runs}" "$ev"
   done
   [ -f "$out/distilled/meta.json" ] || continue
   [ -f "$out/eval/metrics.json" ] || $B/reta-evaluate protocol=$p ipc=$ipc seeds=[0,1,2] distilled=$out/distilled $C \

@@ -92,10 +92,11 @@ def preflight(cfg: DictConfig, out: Path) -> None:
     check_writable_cache(cfg)
     ckpts = out / "checkpoints"
     finished = (out / "distilled" / "meta.json").is_file()
-    interrupted = ckpts.is_dir() and any(p.is_file() and p.name != RUN_RECORD for p in ckpts.rglob("*"))
+    interrupted = (ckpts.is_dir() and any(p.is_file() and p.name != RUN_RECORD for p in ckpts.rglob("*"))
+                   or (out / "snapshots").is_dir() and any((out / "snapshots").iterdir()))
     if (finished or interrupted) and not (resume or overwrite):
         what = (f"a finished distilled set{_describe_set(out / 'distilled' / 'meta.json')}" if finished
-                else "an interrupted run (checkpoints/)")
+                else "an interrupted run (checkpoints/ or snapshots/)")
         raise RetaError(f"paths.output_dir {out} already holds {what}; pass resume=true to continue that run, "
                         "overwrite=true to replace it, or choose another paths.output_dir")
     record = ckpts / RUN_RECORD

@@ -102,10 +102,20 @@ def test_mtt_resume_after_a_kill_gives_the_same_images(tiny, monkeypatch):
         distill.run(compose_cfg("distill", [*ov, *args, out_b]))
     assert (tmp_path / "b" / "checkpoints" / "last.ckpt").is_file()
     monkeypatch.setattr(trajectory.TrajectoryMatcher, "step", real_step)
-    resumed = load_distilled(distill.run(compose_cfg("distill", [*ov, *args, out_b, "resume=true"]))["distilled"])
+    # snapshots asked for on resume: iteration 2, where the run resumes, is written at the start, 3 on the way
+    resumed = load_distilled(distill.run(compose_cfg("distill", [*ov, *args, out_b, "resume=true",
+                                                                 "snapshots=[2,3]"]))["distilled"])
     assert resumed.meta["resumed_from_iteration"] == 2
     assert torch.equal(resumed.images, straight.images)
     assert resumed.meta["syn_lr"] == straight.meta["syn_lr"]
+    stopped = load_distilled(distill.run(compose_cfg("distill", [*ov, *args, "method.iterations=3",
+                                                                 f"paths.output_dir={tmp_path / 'c'}"]))["distilled"])
+    for n in (2, 3):
+        snap = load_distilled(tmp_path / "b" / "snapshots" / f"it{n}" / "distilled")
+        assert snap.meta["iterations"] == n and snap.meta["syn_lr"] > 0
+    snap3 = load_distilled(tmp_path / "b" / "snapshots" / "it3" / "distilled")
+    assert torch.equal(snap3.images, stopped.images) and snap3.meta["syn_lr"] == stopped.meta["syn_lr"], \
+        "a snapshot's students train at the lr learnt by then"
 
 
 @pytest.mark.parametrize(("arg", "line"), [

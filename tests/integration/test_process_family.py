@@ -70,7 +70,7 @@ def test_dc_resume_after_a_kill_gives_the_same_images(tiny, monkeypatch):
     monkeypatch.setattr(gradient.GradientMatcher, "step", real_step)
     with pytest.raises(RetaError, match="different configuration"):
         distill.run(compose_cfg("distill", [*ov, *args, out_b, "resume=true", "method.lr_img=0.3"]))
-    # the output clamp, the logging and the checkpoint cadence are not part of the optimisation: a resume may change them
+    # the output clamp, logging and checkpoint cadence are not part of the optimisation: a resume may change them
     resumed = load_distilled(distill.run(compose_cfg("distill", [*ov, *args, out_b, "resume=true",
                                                                  "method.clamp_output=true", "method.log_every=2",
                                                                  "method.checkpoint_every=3"]))["distilled"])

@@ -91,7 +91,7 @@ def test_an_interrupted_run_is_refused_without_resume(tiny):
     tmp_path, ov = tiny
     (tmp_path / "out" / "checkpoints").mkdir(parents=True)
     (tmp_path / "out" / "checkpoints" / "last.ckpt").write_bytes(b"x")
-    with pytest.raises(RetaError, match=r"already holds an interrupted run \(checkpoints/\)"):
+    with pytest.raises(RetaError, match=r"already holds an interrupted run \(checkpoints/ or snapshots/\)"):
         distill.run(compose_cfg("distill", [*ov, "method=random", "ipc=2"]))
 
 

@@ -53,11 +53,28 @@ def test_a_snapshot_is_evaluated_as_a_set_with_its_own_budget(tiny):
           f"paths.output_dir={tmp_path / 'eval'}"]
     metrics = evaluate.run(compose_cfg("evaluate", ev))
     assert metrics["method"] == "dc" and metrics["synthesis_iterations"] == 1
+    assert metrics["label"] == "dc_it1", "a snapshot's students get their own row, apart from the final set's"
 
 
-def test_overwrite_removes_the_old_runs_snapshots(tiny):
+def test_an_earlier_runs_snapshots_are_never_mixed_into_a_new_run(tiny, monkeypatch):
+    from reta.errors import RetaError
+    from reta.synthesis.process import gradient
+
     tmp_path, ov = tiny
-    _run(ov, [*DC, "method.iterations=3", "snapshots=[1,2]"], tmp_path / "a")
+    real_step = gradient.GradientMatcher.step
+
+    def crash_at_2(self):
+        if self.iteration == 2:
+            raise RuntimeError("killed")
+        return real_step(self)
+
+    monkeypatch.setattr(gradient.GradientMatcher, "step", crash_at_2)  # a run without checkpoints, killed
+    with pytest.raises(RuntimeError, match="killed"):
+        _run(ov, [*DC, "method.iterations=3", "method.checkpoint_every=0", "snapshots=[1]"], tmp_path / "a")
+    monkeypatch.setattr(gradient.GradientMatcher, "step", real_step)
+    assert [p.name for p in (tmp_path / "a" / "snapshots").iterdir()] == ["it1"]
+    with pytest.raises(RetaError, match=r"interrupted run \(checkpoints/ or snapshots/\)"):
+        _run(ov, [*DC, "method.iterations=3", "method.lr_img=50"], tmp_path / "a")
     _run(ov, [*DC, "method.iterations=3", "snapshots=[2]", "overwrite=true"], tmp_path / "a")
     assert [p.name for p in (tmp_path / "a" / "snapshots").iterdir()] == ["it2"]
 
@@ -66,6 +83,7 @@ def test_overwrite_removes_the_old_runs_snapshots(tiny):
     (["method=rded", "snapshots=[1]"], "error: snapshots=[1]: method rded writes its set only at the end"),
     (["method=dc", "method.iterations=3", "snapshots=[3]"], "error: snapshots=[3]: each must be below"),
     (["method=dc", "snapshots=[0,5]"], "error: snapshots must be a list of positive iteration counts"),
+    (["method=dc", "snapshots=100"], "error: snapshots must be a list of positive iteration counts"),
 ])
 def test_bad_snapshots_one_line_exit_2(tmp_path, args, says):
     out = tmp_path / "out"

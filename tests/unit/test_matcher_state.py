@@ -70,6 +70,7 @@ def test_another_fingerprint_is_refused_before_anything_is_restored():
     b = Toy(seed=2)
     b.fingerprint = "xyz"
     before = b.images.data.detach().clone()
-    with pytest.raises(RetaError, match=r"different configuration \(toy settings changed\)"):
+    with pytest.raises(RetaError, match=r"different configuration \(toy settings changed, or an earlier reta wrote "
+                                        r"it\); pass overwrite=true"):
         b.load_state_dict(a.state_dict())
     assert b.iteration == 0 and b.extra == 0 and torch.equal(b.images.data, before)

@@ -282,13 +282,16 @@ def test_a_teacher_of_another_model_is_not_replaced_silently(tmp_path):
     squeeze.preflight(compose_cfg("squeeze", [ov[0], ov[1], "model=convnet_tiny"]), out)  # the same model: fine
 
 
-@pytest.mark.parametrize("cells", ["dsa_ipc1 gm_ipc1", "dsa_ipc", "dm_ipcx", "dsa"])
-def test_the_published_cells_script_refuses_a_bad_cell_before_any_work(tmp_path, cells):
-    """experiments/published/run.sh: an unknown method or a cell without a positive IPC is one line and exit 2 before
-    the first cell runs and before the output folder exists."""
+@pytest.mark.parametrize(("cells", "snapshots", "says"), [
+    ("dsa_ipc1 gm_ipc1", "", "unknown cell"), ("dsa_ipc", "", "unknown cell"), ("dm_ipcx", "", "unknown cell"),
+    ("dsa", "", "unknown cell"), ("dsa_ipc1", "100,200", "bad SNAPSHOTS entry"), ("dsa_ipc1", "0100", "bad SNAPSHOTS"),
+])
+def test_the_published_cells_script_refuses_a_bad_cell_before_any_work(tmp_path, cells, snapshots, says):
+    """experiments/published/run.sh: an unknown method, a cell without a positive IPC or a snapshot iteration that is
+    not a positive integer is one line and exit 2 before the first cell runs and before the output folder exists."""
     script = Path(__file__).resolve().parents[2] / "experiments" / "published" / "run.sh"
     out = tmp_path / "published"
-    r = subprocess.run(["bash", str(script), str(out)], env={**os.environ, "CELLS": cells, "BIN": str(tmp_path)},
-                       capture_output=True, text=True, timeout=60)
-    assert r.returncode == 2 and r.stdout.count("\n") == 1 and r.stdout.startswith("unknown cell"), r.stdout + r.stderr
+    env = {**os.environ, "CELLS": cells, "SNAPSHOTS": snapshots, "BIN": str(tmp_path)}
+    r = subprocess.run(["bash", str(script), str(out)], env=env, capture_output=True, text=True, timeout=60)
+    assert r.returncode == 2 and r.stdout.count("\n") == 1 and r.stdout.startswith(says), r.stdout + r.stderr
     assert not out.exists()

@@ -120,7 +120,17 @@ def test_published_vs_reta_gives_the_difference_the_budget_and_only_the_publishe
     ]
     md = to_markdown(cells, published)
     assert md.count("[paper 70.6]") == 1, "the hard-label table of the same set gets no published number"
-    assert comparison_table([c for c in cells if c.protocol == "hard"], published) == ""
+    assert "Not compared (measured under another protocol than the published number's): dsa IPC 1 under hard " \
+        "(published under dc)." in table
+    hard_only = comparison_table([c for c in cells if c.protocol == "hard"], published)
+    assert "| fashion_mnist" not in hard_only and "dsa IPC 1 under hard" in hard_only
+    assert comparison_table([c for c in cells if c.method == "dm"], {}) == ""
+    _metrics(tmp_path / "dsa10b", 10, "dsa", [0.80], [0.84], protocol="dc", iterations=1000, seeds=[1])
+    mixed = comparison_table(collect(find_metrics([tmp_path])), published)
+    assert "| 100/1000 it (**mixed budgets**) |" in mixed, "runs of two budgets in one row must say so"
+    (tmp_path / "bad.csv").write_text("dataset,ipc,method,acc\nfashion_mnist,1,dc,70\nfashion_mnist,1,dc,71\n")
+    with pytest.raises(RetaError, match="two rows for fashion_mnist IPC 1 dc"):
+        load_published(tmp_path / "bad.csv")
     (tmp_path / "bad.csv").write_text("dataset,ipc,method,acc,seeds\n")
     with pytest.raises(RetaError, match=r"unknown columns \['seeds'\]"):
         load_published(tmp_path / "bad.csv")

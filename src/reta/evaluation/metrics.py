@@ -30,6 +30,14 @@ def synthesis_iterations(meta: dict) -> int | None:
     return iterations if isinstance(iterations, int) and not isinstance(iterations, bool) else None
 
 
+def default_label(meta: dict) -> str | None:
+    """The row name of a budget snapshot (:mod:`reta.synthesis.snapshots`) when ``label=`` is not given:
+    ``<method>_it<N>``, so its students never merge with the run's final set in ``reta-report``; None otherwise."""
+    if meta.get("snapshot_of") is None:
+        return None
+    return f"{meta.get('method')}_it{meta.get('iterations')}"
+
+
 def metrics_record(cfg: DictConfig, inputs: EvalInputs, sets: dict[str, list[dict]], **fields) -> dict:
     """The common keys of ``metrics.json`` (dataset, ipc, seeds, the set, its method and iterations, label, ``sets``
     summarised); ``fields`` are the evaluator's own (protocol, student, teacher, …), placed before ``sets``."""
@@ -42,7 +50,7 @@ def metrics_record(cfg: DictConfig, inputs: EvalInputs, sets: dict[str, list[dic
         "distilled": inputs.source if d is not None else None,
         "method": d.meta.get("method") if d is not None else "random",
         "synthesis_iterations": synthesis_iterations(d.meta) if d is not None else None,
-        "label": cfg.get("label"),
+        "label": cfg.get("label") or (default_label(d.meta) if d is not None else None),
         **({} if "expansion" in fields else {"expansion": "none"}),
         "sets": {name: summarize(runs) for name, runs in sets.items()},
     }

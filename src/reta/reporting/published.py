@@ -56,6 +56,8 @@ def load_published(path: str | Path) -> dict[tuple[str, int, str], Published]:
         for row in reader:
             try:
                 key = (row["dataset"], int(row["ipc"]), row["method"])
+                if key in out:
+                    raise RetaError(f"{p}: two rows for {key[0]} IPC {key[1]} {key[2]}")
                 out[key] = Published(float(row["acc"]), _optional(row, "std", float), _optional(row, "protocol", str),
                                      _optional(row, "iterations", int))
             except (KeyError, TypeError, ValueError) as err:
@@ -68,6 +70,8 @@ def _budget(iterations: set[int], published: int | None) -> str:
     if not iterations:
         return "–"
     ran = "/".join(str(i) for i in sorted(iterations))
+    if len(iterations) > 1:  # runs of different budgets in one row: label them apart (reta-evaluate label=…)
+        return f"{ran} it (**mixed budgets**)"
     if published is None:
         return f"{ran} it"
     if max(iterations) < published:
@@ -83,19 +87,24 @@ def comparison_table(cells: list, published: dict[tuple[str, int, str], Publishe
     compared by their set's method); the random subset of the same (dataset, IPC, protocol, student)
     beside it. Empty when no cell has one."""
     random = {(c.dataset, c.ipc, c.protocol, c.student, c.split): c for c in cells if c.kind == "random"}
-    rows = []
+    rows, missed = [], []
     for c in cells:
         pub = published.get((c.dataset, c.ipc, c.set_method or c.method))  # a labelled row (a budget snapshot) too
-        if c.kind != "distilled" or c.split != "test" or pub is None or not pub.applies_to(c.protocol):
+        if c.kind != "distilled" or c.split != "test" or pub is None:
+            continue
+        if not pub.applies_to(c.protocol):
+            missed.append(f"{c.method} IPC {c.ipc} under {c.protocol} (published under {pub.protocol})")
             continue
         mean, std = c.mean_std()
         base = random.get((c.dataset, c.ipc, c.protocol, c.student, c.split))
         rows.append([c.dataset, c.ipc, c.method, c.protocol, c.student, f"{mean:.2f} ± {std:.2f} (n={len(c.acc_last)})",
                      pub.text(), f"{mean - pub.acc:+.2f}", _budget(c.iterations, pub.iterations),
                      f"{base.mean_std()[0]:.2f} ± {base.mean_std()[1]:.2f}" if base else "–"])
-    if not rows:
+    if not rows and not missed:
         return ""
     header = ["dataset", "IPC", "method", "protocol", "student", "reta (%)", "published (%)", "Δ (reta − published)",
               "reta iterations", "random subset (%)"]
+    note = ("\nNot compared (measured under another protocol than the published number's): " + "; ".join(missed)
+            + ".\n") if missed else ""
     return ("### Published vs reta (last-epoch accuracy; published numbers as their sources report them)\n\n"
-            + md_table(header, rows) + "\n")
+            + (md_table(header, rows) + "\n" if rows else "") + note)

@@ -75,12 +75,13 @@ def fit_matcher(cfg, ctx: DistillContext, matcher, module: L.LightningModule, de
     ckpt = ctx.ckpt_dir / CHECKPOINT_NAME
     ctx.ckpt_dir.mkdir(parents=True, exist_ok=True)
     logger = build_logger(plain(cfg.logger), str(ctx.out_dir), "distill")
-    callbacks: list[L.Callback] = [PeriodicCheckpoint(ckpt, checkpoint_every, iterations, final=False,
-                                                      clock=ctx.clock)]
+    callbacks: list[L.Callback] = []
     at = check_snapshots(cfg, synthesis_function(cfg.method), iterations)
-    if at:
-        callbacks.append(SnapshotWriter(at, lambda: matcher.iteration,
-                                        lambda: snapshot_result(matcher, device, fields()), ctx.save_snapshot))
+    if at:  # before the checkpoint: a kill between the two re-runs that iteration, so its snapshot is not lost
+        callbacks.append(SnapshotWriter(at, lambda: matcher.iteration, lambda: snapshot_result(matcher, device,
+                                                                                              fields()),
+                                        ctx.save_snapshot, ctx.out_dir))
+    callbacks.append(PeriodicCheckpoint(ckpt, checkpoint_every, iterations, final=False, clock=ctx.clock))
     trainer = build_trainer(plain(cfg.trainer), 1, logger, bool(cfg.get("progress_bar", False)), str(ctx.out_dir),
                             callbacks=callbacks, log_every_n_steps=1)
     start_it, t0 = matcher.iteration, time.perf_counter()

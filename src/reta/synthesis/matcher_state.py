@@ -103,7 +103,8 @@ class MatcherState:
     def load_state_dict(self, st: dict) -> None:
         if st.get("fingerprint") != self.fingerprint:
             raise RetaError(f"resume: the checkpoint was written by a different configuration "
-                            f"({self.fingerprint_covers} changed); use another paths.output_dir or resume=false")
+                            f"({self.fingerprint_covers} changed, or an earlier reta wrote it); pass overwrite=true "
+                            "to start again, or another paths.output_dir")
         self.iteration = int(st["iteration"])
         self.images.load_state_dict(st["images"])
         self.opt.load_state_dict(st["opt"])

@@ -384,7 +384,8 @@ class SynthesisModule(L.LightningModule):
     def load_synthesis_state(self, state: dict) -> None:
         if state.get("fingerprint") != self.fingerprint:
             raise RetaError("resume: the checkpoint was written by a different configuration (method, ipc, seed, "
-                            "dataset or teachers changed); use another paths.output_dir or resume=false")
+                            "dataset or teachers changed, or an earlier reta wrote it); pass overwrite=true to start "
+                            "again, or another paths.output_dir")
         self.next_step = int(state["next_step"])
         if state.get("store") is not None:
             with torch.no_grad():
