@@ -53,6 +53,7 @@ def test_a_snapshot_is_evaluated_as_a_set_with_its_own_budget(tiny):
           f"paths.output_dir={tmp_path / 'eval'}"]
     metrics = evaluate.run(compose_cfg("evaluate", ev))
     assert metrics["method"] == "dc" and metrics["synthesis_iterations"] == 1
+    assert metrics["synthesis_scale"] == "paper"
     assert metrics["label"] == "dc_it1", "a snapshot's students get their own row, apart from the final set's"
 
 

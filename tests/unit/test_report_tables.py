@@ -10,7 +10,8 @@ from reta.errors import RetaError
 from reta.reporting.tables import collect, find_metrics, to_csv, to_markdown
 
 
-def _metrics(path, ipc, method, rand, dist=None, seeds=None, label=None, protocol="kd", split=None, iterations=None):
+def _metrics(path, ipc, method, rand, dist=None, seeds=None, label=None, protocol="kd", split=None, iterations=None,
+             scale=None):
     sets = {"random": {"acc_last": rand, "acc_best": [a + 0.01 for a in rand], "seconds": [1.0] * len(rand)}}
     if dist is not None:
         sets["distilled"] = {"acc_last": dist, "acc_best": dist}
@@ -21,6 +22,8 @@ def _metrics(path, ipc, method, rand, dist=None, seeds=None, label=None, protoco
         m["eval_split"] = split
     if iterations is not None:
         m["synthesis_iterations"] = iterations
+    if scale is not None:
+        m["synthesis_scale"] = scale
     (path / "metrics.json").write_text(json.dumps(m))
 
 
@@ -94,10 +97,11 @@ def test_published_column_and_sweep_plot(tmp_path):
 def test_published_vs_reta_gives_the_difference_the_budget_and_only_the_published_protocol(tmp_path):
     from reta.reporting.published import comparison_table, load_published
 
-    _metrics(tmp_path / "dsa1", 1, "dsa", [0.60, 0.62, 0.64], [0.70, 0.71, 0.72], protocol="dc", iterations=1000)
+    _metrics(tmp_path / "dsa1", 1, "dsa", [0.60, 0.62, 0.64], [0.70, 0.71, 0.72], protocol="dc", iterations=1000,
+             scale="paper")
     _metrics(tmp_path / "dsa10", 10, "dsa", [0.80], [0.83], protocol="dc", iterations=100)
     _metrics(tmp_path / "dsa1h", 1, "dsa", [0.50], [0.90], protocol="hard", iterations=1000)  # not the published one
-    _metrics(tmp_path / "dm1", 1, "dm", [0.60], [0.69], protocol="dc", iterations=20000)
+    _metrics(tmp_path / "dm1", 1, "dm", [0.60], [0.69], protocol="dc", iterations=20000, scale="cpu")
     _metrics(tmp_path / "snap", 1, "dsa", [0.60], [0.66], protocol="dc", iterations=500, label="dsa_it500")
     pub = tmp_path / "published.csv"
     pub.write_text("# sources\ndataset,ipc,method,acc,std,protocol,iterations\n"
@@ -110,13 +114,13 @@ def test_published_vs_reta_gives_the_difference_the_budget_and_only_the_publishe
     rows = [r for r in table.splitlines() if r.startswith("| fashion_mnist")]
     assert rows == [
         "| fashion_mnist | 1 | dm | dc | convnet | 69.00 ± 0.00 (n=1) | 70.7 | -1.70 | 20000 it (published 20000) "
-        "| 62.00 ± 1.63 |",  # the random subset of a (dataset, IPC, protocol, student) is one cell over its runs
+        "| **cpu** | 62.00 ± 1.63 |",  # the random subset of a (dataset, IPC, protocol, student) is one cell over its runs
         "| fashion_mnist | 1 | dsa | dc | convnet | 71.00 ± 0.82 (n=3) | 70.6 ± 0.6 | +0.40 | 1000 it (published 1000) "
-        "| 62.00 ± 1.63 |",
+        "| paper | 62.00 ± 1.63 |",
         "| fashion_mnist | 1 | dsa_it500 | dc | convnet | 66.00 ± 0.00 (n=1) | 70.6 ± 0.6 | -4.60 "
-        "| 500 it (**50 %** of 1000) | 62.00 ± 1.63 |",  # a budget snapshot of the same run: compared by its method
+        "| 500 it (**50 %** of 1000) | – | 62.00 ± 1.63 |",  # a budget snapshot of the same run: compared by its method
         "| fashion_mnist | 10 | dsa | dc | convnet | 83.00 ± 0.00 (n=1) | 84.6 ± 0.3 | -1.60 "
-        "| 100 it (**10 %** of 1000) | 80.00 ± 0.00 |",
+        "| 100 it (**10 %** of 1000) | – | 80.00 ± 0.00 |",
     ]
     md = to_markdown(cells, published)
     assert md.count("[paper 70.6]") == 1, "the hard-label table of the same set gets no published number"

@@ -50,6 +50,7 @@ def metrics_record(cfg: DictConfig, inputs: EvalInputs, sets: dict[str, list[dic
         "distilled": inputs.source if d is not None else None,
         "method": d.meta.get("method") if d is not None else "random",
         "synthesis_iterations": synthesis_iterations(d.meta) if d is not None else None,
+        "synthesis_scale": (d.meta.get("method_config") or {}).get("scale") if d is not None else None,
         "label": cfg.get("label") or (default_label(d.meta) if d is not None else None),
         **({} if "expansion" in fields else {"expansion": "none"}),
         "sets": {name: summarize(runs) for name, runs in sets.items()},

@@ -6,8 +6,9 @@ never compared with it) and ``iterations`` (the published synthesis budget). Emp
 published". Lines starting with ``#`` are comments (the sources).
 
 :func:`comparison_table` puts every cell that has a published number next to it: reta's mean ± std over student seeds,
-the published mean ± std, the difference, and the iterations reta's set ran against the published budget, so a cell
-run below the published budget says so in the table itself.
+the published mean ± std, the difference, the iterations reta's set ran against the published budget and the set's
+method setting (its ``scale`` label: ``paper`` or, in bold, ``cpu``), so a cell run below the published budget or at
+reta's CPU-scale setting says so in the table itself.
 """
 
 from __future__ import annotations
@@ -81,6 +82,13 @@ def _budget(iterations: set[int], published: int | None) -> str:
     return f"{ran} it (published {published})"
 
 
+def _scale(scales: set[str]) -> str:
+    """The sets' method scale labels; anything but the paper's in bold (a CPU-scale set is not the published method)."""
+    if not scales:
+        return "–"
+    return "/".join(s if s == "paper" else f"**{s}**" for s in sorted(scales))
+
+
 def comparison_table(cells: list, published: dict[tuple[str, int, str], Published]) -> str:
     """The "published vs reta" section: one row per distilled cell with a published number for its (dataset, IPC,
     method) measured on test under the cell's protocol (labelled rows, e.g. the budget snapshots ``dsa_it100``, are
@@ -98,12 +106,12 @@ def comparison_table(cells: list, published: dict[tuple[str, int, str], Publishe
         mean, std = c.mean_std()
         base = random.get((c.dataset, c.ipc, c.protocol, c.student, c.split))
         rows.append([c.dataset, c.ipc, c.method, c.protocol, c.student, f"{mean:.2f} ± {std:.2f} (n={len(c.acc_last)})",
-                     pub.text(), f"{mean - pub.acc:+.2f}", _budget(c.iterations, pub.iterations),
+                     pub.text(), f"{mean - pub.acc:+.2f}", _budget(c.iterations, pub.iterations), _scale(c.scales),
                      f"{base.mean_std()[0]:.2f} ± {base.mean_std()[1]:.2f}" if base else "–"])
     if not rows and not missed:
         return ""
     header = ["dataset", "IPC", "method", "protocol", "student", "reta (%)", "published (%)", "Δ (reta − published)",
-              "reta iterations", "random subset (%)"]
+              "reta iterations", "method setting", "random subset (%)"]
     note = ("\nNot compared (measured under another protocol than the published number's): " + "; ".join(missed)
             + ".\n") if missed else ""
     return ("### Published vs reta (last-epoch accuracy; published numbers as their sources report them)\n\n"

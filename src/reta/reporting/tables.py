@@ -44,6 +44,7 @@ class Cell:
     runs: list[str] = field(default_factory=list)
     iterations: set[int] = field(default_factory=set)  # the synthesis iterations of the distilled sets (metrics.json)
     set_method: str = ""  # the distilled set's method (metrics.json ``method``), whatever the row's label
+    scales: set[str] = field(default_factory=set)  # the sets' method scale labels (metrics.json ``synthesis_scale``)
 
     @property
     def acc_last(self) -> list[float]:
@@ -142,6 +143,8 @@ def collect(paths: Iterable[Path]) -> list[Cell]:
             cell.seconds += list(s.get("seconds", []))
             if set_name == "distilled" and isinstance(m.get("synthesis_iterations"), int):
                 cell.iterations.add(m["synthesis_iterations"])
+            if set_name == "distilled" and isinstance(m.get("synthesis_scale"), str):
+                cell.scales.add(m["synthesis_scale"])
             cell.runs.append(str(Path(path).parent))
     return sorted(cells.values(), key=lambda c: c.key)
 
