@@ -114,7 +114,7 @@ def test_published_vs_reta_gives_the_difference_the_budget_and_only_the_publishe
     rows = [r for r in table.splitlines() if r.startswith("| fashion_mnist")]
     assert rows == [
         "| fashion_mnist | 1 | dm | dc | convnet | 69.00 ± 0.00 (n=1) | 70.7 | -1.70 | 20000 it (published 20000) "
-        "| **cpu** | 62.00 ± 1.63 |",  # the random subset of a (dataset, IPC, protocol, student) is one cell over its runs
+        "| **cpu** | 62.00 ± 1.63 |",  # the random subset of a (dataset, IPC, protocol, student): one cell over runs
         "| fashion_mnist | 1 | dsa | dc | convnet | 71.00 ± 0.82 (n=3) | 70.6 ± 0.6 | +0.40 | 1000 it (published 1000) "
         "| paper | 62.00 ± 1.63 |",
         "| fashion_mnist | 1 | dsa_it500 | dc | convnet | 66.00 ± 0.00 (n=1) | 70.6 ± 0.6 | -4.60 "
