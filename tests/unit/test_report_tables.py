@@ -106,13 +106,14 @@ def test_published_vs_reta_gives_the_difference_the_budget_and_only_the_publishe
     pub = tmp_path / "published.csv"
     pub.write_text("# sources\ndataset,ipc,method,acc,std,protocol,iterations\n"
                    "fashion_mnist,1,dsa,70.6,0.6,dc,1000\nfashion_mnist,10,dsa,84.6,0.3,dc,1000\n"
-                   "fashion_mnist,1,dm,70.7,,,20000\n")
+                   "fashion_mnist,1,dm,70.7,,,20000\nfashion_mnist,1,random,51.4,3.8,dc,\n")
     published = load_published(pub)
     assert published[("fashion_mnist", 1, "dm")].std is None and published[("fashion_mnist", 1, "dm")].protocol is None
     cells = collect(find_metrics([tmp_path]))
     table = comparison_table(cells, published)
     rows = [r for r in table.splitlines() if r.startswith("| fashion_mnist")]
     assert rows == [
+        "| fashion_mnist | 1 | random | dc | convnet | 62.00 ± 1.63 (n=3) | 51.4 ± 3.8 | +10.60 | – | – | – |",
         "| fashion_mnist | 1 | dm | dc | convnet | 69.00 ± 0.00 (n=1) | 70.7 | -1.70 | 20000 it (published 20000) "
         "| **cpu** | 62.00 ± 1.63 |",  # the random subset of a (dataset, IPC, protocol, student): one cell over runs
         "| fashion_mnist | 1 | dsa | dc | convnet | 71.00 ± 0.82 (n=3) | 70.6 ± 0.6 | +0.40 | 1000 it (published 1000) "
@@ -125,7 +126,7 @@ def test_published_vs_reta_gives_the_difference_the_budget_and_only_the_publishe
     md = to_markdown(cells, published)
     assert md.count("[paper 70.6]") == 1, "the hard-label table of the same set gets no published number"
     assert "Not compared (measured under another protocol than the published number's): dsa IPC 1 under hard " \
-        "(published under dc)." in table
+        "(published under dc); random IPC 1 under hard (published under dc)." in table
     hard_only = comparison_table([c for c in cells if c.protocol == "hard"], published)
     assert "| fashion_mnist" not in hard_only and "dsa IPC 1 under hard" in hard_only
     assert comparison_table([c for c in cells if c.method == "dm"], {}) == ""

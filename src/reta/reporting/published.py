@@ -92,22 +92,25 @@ def _scale(scales: set[str]) -> str:
 def comparison_table(cells: list, published: dict[tuple[str, int, str], Published]) -> str:
     """The "published vs reta" section: one row per distilled cell with a published number for its (dataset, IPC,
     method) measured on test under the cell's protocol (labelled rows, e.g. the budget snapshots ``dsa_it100``, are
-    compared by their set's method); the random subset of the same (dataset, IPC, protocol, student)
+    compared by their set's method), and one per random-subset cell where the CSV has a ``random`` row (a check of
+    the evaluation protocol itself); the random subset of the same (dataset, IPC, protocol, student)
     beside it. Empty when no cell has one."""
     random = {(c.dataset, c.ipc, c.protocol, c.student, c.split): c for c in cells if c.kind == "random"}
     rows, missed = [], []
     for c in cells:
-        pub = published.get((c.dataset, c.ipc, c.set_method or c.method))  # a labelled row (a budget snapshot) too
-        if c.kind != "distilled" or c.split != "test" or pub is None:
+        method = "random" if c.kind == "random" else c.set_method or c.method  # labelled rows (snapshots) too
+        pub = published.get((c.dataset, c.ipc, method))
+        if c.kind not in ("distilled", "random") or c.split != "test" or pub is None:
             continue
         if not pub.applies_to(c.protocol):
             missed.append(f"{c.method} IPC {c.ipc} under {c.protocol} (published under {pub.protocol})")
             continue
         mean, std = c.mean_std()
-        base = random.get((c.dataset, c.ipc, c.protocol, c.student, c.split))
+        base = random.get((c.dataset, c.ipc, c.protocol, c.student, c.split)) if c.kind != "random" else None
         rows.append([c.dataset, c.ipc, c.method, c.protocol, c.student, f"{mean:.2f} ± {std:.2f} (n={len(c.acc_last)})",
                      pub.text(), f"{mean - pub.acc:+.2f}", _budget(c.iterations, pub.iterations), _scale(c.scales),
                      f"{base.mean_std()[0]:.2f} ± {base.mean_std()[1]:.2f}" if base else "–"])
+    rows.sort(key=lambda r: (r[0], r[1], r[2] != "random", r[2]))
     if not rows and not missed:
         return ""
     header = ["dataset", "IPC", "method", "protocol", "student", "reta (%)", "published (%)", "Δ (reta − published)",
