@@ -92,8 +92,9 @@ def preflight(cfg: DictConfig, out: Path) -> None:
     check_writable_cache(cfg)
     ckpts = out / "checkpoints"
     finished = (out / "distilled" / "meta.json").is_file()
-    interrupted = (ckpts.is_dir() and any(p.is_file() and p.name != RUN_RECORD for p in ckpts.rglob("*"))
-                   or (out / "snapshots").is_dir() and any((out / "snapshots").iterdir()))
+    snapshots = out / "snapshots"
+    interrupted = ((ckpts.is_dir() and any(p.is_file() and p.name != RUN_RECORD for p in ckpts.rglob("*")))
+                   or (snapshots.is_dir() and any(snapshots.iterdir())))
     if (finished or interrupted) and not (resume or overwrite):
         what = (f"a finished distilled set{_describe_set(out / 'distilled' / 'meta.json')}" if finished
                 else "an interrupted run (checkpoints/ or snapshots/)")

@@ -73,10 +73,11 @@ def _budget(iterations: set[int], published: int | None) -> str:
     ran = "/".join(str(i) for i in sorted(iterations))
     if len(iterations) > 1:  # runs of different budgets in one row: label them apart (reta-evaluate label=…)
         return f"{ran} it (**mixed budgets**)"
+    (n,) = iterations
     if published is None:
         return f"{ran} it"
-    if max(iterations) < published:
-        pct = 100 * max(iterations) / published
+    if n < published:
+        pct = 100 * n / published
         share = f"{pct:.0f}" if pct >= 1 else f"{pct:.2g}"
         return f"{ran} it (**{share} %** of {published})"
     return f"{ran} it (published {published})"
@@ -109,7 +110,7 @@ def comparison_table(cells: list, published: dict[tuple[str, int, str], Publishe
         base = random.get((c.dataset, c.ipc, c.protocol, c.student, c.split)) if c.kind != "random" else None
         rows.append([c.dataset, c.ipc, c.method, c.protocol, c.student, f"{mean:.2f} ± {std:.2f} (n={len(c.acc_last)})",
                      pub.text(), f"{mean - pub.acc:+.2f}", _budget(c.iterations, pub.iterations), _scale(c.scales),
-                     f"{base.mean_std()[0]:.2f} ± {base.mean_std()[1]:.2f}" if base else "–"])
+                     "{:.2f} ± {:.2f}".format(*base.mean_std()) if base else "–"])
     rows.sort(key=lambda r: (r[0], r[1], r[2] != "random", r[2]))
     if not rows and not missed:
         return ""

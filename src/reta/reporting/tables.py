@@ -141,10 +141,11 @@ def collect(paths: Iterable[Path]) -> list[Cell]:
             for seed, last, best in zip(seeds, s["acc_last"], s.get("acc_best", s["acc_last"])):
                 cell.per_seed[int(seed)] = (float(last), float(best))
             cell.seconds += list(s.get("seconds", []))
-            if set_name == "distilled" and isinstance(m.get("synthesis_iterations"), int):
-                cell.iterations.add(m["synthesis_iterations"])
-            if set_name == "distilled" and isinstance(m.get("synthesis_scale"), str):
-                cell.scales.add(m["synthesis_scale"])
+            if set_name == "distilled":
+                if isinstance(m.get("synthesis_iterations"), int):
+                    cell.iterations.add(m["synthesis_iterations"])
+                if isinstance(m.get("synthesis_scale"), str):
+                    cell.scales.add(m["synthesis_scale"])
             cell.runs.append(str(Path(path).parent))
     return sorted(cells.values(), key=lambda c: c.key)
 

@@ -78,9 +78,10 @@ def fit_matcher(cfg, ctx: DistillContext, matcher, module: L.LightningModule, de
     callbacks: list[L.Callback] = []
     at = check_snapshots(cfg, synthesis_function(cfg.method), iterations)
     if at:  # before the checkpoint: a kill between the two re-runs that iteration, so its snapshot is not lost
-        callbacks.append(SnapshotWriter(at, lambda: matcher.iteration, lambda: snapshot_result(matcher, device,
-                                                                                              fields()),
-                                        ctx.save_snapshot, ctx.out_dir))
+        def make():
+            return snapshot_result(matcher, device, fields())
+
+        callbacks.append(SnapshotWriter(at, lambda: matcher.iteration, make, ctx.save_snapshot, ctx.out_dir))
     callbacks.append(PeriodicCheckpoint(ckpt, checkpoint_every, iterations, final=False, clock=ctx.clock))
     trainer = build_trainer(plain(cfg.trainer), 1, logger, bool(cfg.get("progress_bar", False)), str(ctx.out_dir),
                             callbacks=callbacks, log_every_n_steps=1)

@@ -39,6 +39,7 @@ def optimisation_fields(method: dict) -> dict:
     """``method`` (a plain dict of the method's settings) without the :data:`OUTPUT_ONLY` keys."""
     return {k: v for k, v in method.items() if k not in OUTPUT_ONLY}
 
+
 #: Key of the synthesis seconds spent so far in every resume checkpoint.
 SECONDS_KEY = "synthesis_seconds"
 
