@@ -11,7 +11,7 @@ from reta.reporting.tables import collect, find_metrics, to_csv, to_markdown
 
 
 def _metrics(path, ipc, method, rand, dist=None, seeds=None, label=None, protocol="kd", split=None, iterations=None,
-             scale=None):
+             scale=None, settings=None):
     sets = {"random": {"acc_last": rand, "acc_best": [a + 0.01 for a in rand], "seconds": [1.0] * len(rand)}}
     if dist is not None:
         sets["distilled"] = {"acc_last": dist, "acc_best": dist}
@@ -24,6 +24,8 @@ def _metrics(path, ipc, method, rand, dist=None, seeds=None, label=None, protoco
         m["synthesis_iterations"] = iterations
     if scale is not None:
         m["synthesis_scale"] = scale
+    if settings is not None:  # {"protocol": …, "student": …} the students trained under
+        m["protocol_config"], m["student_config"] = settings["protocol"], settings["student"]
     (path / "metrics.json").write_text(json.dumps(m))
 
 
@@ -210,3 +212,35 @@ def test_every_set_kind_keeps_its_own_row_whatever_the_input_order(tmp_path, ord
     md = to_markdown(cells)
     assert "| full data | 80.00 ± 0.00 (n=1) |" in md and "| sfm | 5.30 ± 0.10 (n=2) |" in md
     assert "| sfm (inherited) | 11.21 ± 0.00 (n=2) |" in md
+
+
+def test_published_vs_reta_compares_only_students_trained_under_the_committed_protocol(tmp_path):
+    import copy
+
+    from reta.reporting.published import committed_protocol, comparison_table, load_published
+
+    dc = committed_protocol("dc")
+    assert dc["protocol"]["epochs"] == 1000 and dc["student"]["kwargs"]["width"] == 128
+    stored = {"protocol": {k: v for k, v in dc["protocol"].items()  # what metrics.json records: no capability keys
+                           if k not in ("evaluator", "requires_teacher", "student_addons")}, "student": dc["student"]}
+    short, narrow, tested_often = (copy.deepcopy(stored) for _ in range(3))
+    short["protocol"]["epochs"] = 300
+    narrow["student"]["kwargs"]["width"] = 64
+    del narrow["student"]["kwargs"]["first_padding"]
+    tested_often["protocol"]["eval_every"] = 100  # when students are also tested: not what they train on
+    _metrics(tmp_path / "ok", 1, "dsa", [0.60], [0.70], protocol="dc", settings=stored)
+    _metrics(tmp_path / "often", 1, "dsa", [0.60], [0.71], protocol="dc", settings=tested_often, seeds=[1])
+    _metrics(tmp_path / "short", 10, "dsa", [0.80], [0.83], protocol="dc", settings=short)
+    _metrics(tmp_path / "narrow", 50, "dsa", [0.80], [0.85], protocol="dc", settings=narrow)
+    pub = tmp_path / "published.csv"
+    pub.write_text("dataset,ipc,method,acc,std,protocol\nfashion_mnist,1,dsa,70.6,0.6,dc\n"
+                   "fashion_mnist,10,dsa,84.6,0.3,dc\nfashion_mnist,50,dsa,88.7,0.2,dc\n")
+    table = comparison_table(collect(find_metrics([tmp_path])), load_published(pub))
+    rows = [r for r in table.splitlines() if r.startswith("| fashion_mnist")]
+    assert [r.split(" | ")[2] for r in rows] == ["dsa"] and "70.50 ± 0.50 (n=2)" in rows[0]
+    assert "dsa IPC 10 under dc with protocol.epochs=300 (dc: 1000)" in table
+    assert "dsa IPC 50 under dc with student.kwargs.first_padding=unset (dc: \"dc\"), " \
+        "student.kwargs.width=64 (dc: 128)" in table
+    pub.write_text("dataset,ipc,method,acc,protocol\nfashion_mnist,1,dsa,70.6,dcc\n")
+    with pytest.raises(RetaError, match=r"unknown protocol\(s\) \['dcc'\]; valid: .*dc_noaug"):
+        load_published(pub)

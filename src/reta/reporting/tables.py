@@ -45,6 +45,7 @@ class Cell:
     iterations: set[int] = field(default_factory=set)  # the synthesis iterations of the distilled sets (metrics.json)
     set_method: str = ""  # the distilled set's method (metrics.json ``method``), whatever the row's label
     scales: set[str] = field(default_factory=set)  # the sets' method scale labels (metrics.json ``synthesis_scale``)
+    settings: set[str] = field(default_factory=set)  # JSON {"protocol": protocol_config, "student": student_config}
 
     @property
     def acc_last(self) -> list[float]:
@@ -141,6 +142,9 @@ def collect(paths: Iterable[Path]) -> list[Cell]:
             for seed, last, best in zip(seeds, s["acc_last"], s.get("acc_best", s["acc_last"])):
                 cell.per_seed[int(seed)] = (float(last), float(best))
             cell.seconds += list(s.get("seconds", []))
+            if isinstance(m.get("protocol_config"), dict):  # the settings the students trained under (older: none)
+                cell.settings.add(json.dumps({"protocol": m["protocol_config"], "student": m.get("student_config")},
+                                             sort_keys=True, default=str))
             if set_name == "distilled":
                 if isinstance(m.get("synthesis_iterations"), int):
                     cell.iterations.add(m["synthesis_iterations"])

@@ -4,6 +4,7 @@
 the ``model`` and ``recipe`` groups. :func:`group_option` composes such an option with Hydra's compose API: inside a
 running Hydra app it uses the app's config search path (so options a user adds through ``hydra.searchpath`` are
 found); in library use and tests it initialises Hydra on the packaged configs (``reta.conf``) for the call.
+:func:`composed_config` composes a whole primary config (``evaluate`` with ``protocol=dc``) the same way.
 """
 
 from __future__ import annotations
@@ -46,3 +47,16 @@ def group_option(group: str, name: str, where: str) -> dict:
         except HydraException as err:  # pragma: no cover - a broken config file
             raise RetaError(f"{where}: cannot compose {group}={name} ({str(err).splitlines()[0]})") from None
     return OmegaConf.to_container(cfg[group], resolve=True)
+
+
+def composed_config(config_name: str, overrides: list[str], keys: list[str], where: str) -> dict:
+    """The ``keys`` (top-level nodes, resolved) of the primary config ``config_name`` composed with ``overrides``:
+    what a command given those overrides would run with, e.g. ``evaluate`` with ``protocol=dc`` → its ``protocol``
+    and ``student``; a composition error → one line naming ``where``."""
+    with _hydra():
+        try:
+            cfg = compose(config_name=config_name, overrides=list(overrides))
+        except HydraException as err:
+            raise RetaError(f"{where}: cannot compose {config_name} with {overrides} "
+                            f"({str(err).splitlines()[0]})") from None
+    return {k: OmegaConf.to_container(cfg[k], resolve=True) for k in keys}
