@@ -217,12 +217,12 @@ def test_every_set_kind_keeps_its_own_row_whatever_the_input_order(tmp_path, ord
 def test_published_vs_reta_compares_only_students_trained_under_the_committed_protocol(tmp_path):
     import copy
 
+    from reta.evaluation import protocol_values
     from reta.reporting.published import committed_protocol, comparison_table, load_published
 
     dc = committed_protocol("dc")
     assert dc["protocol"]["epochs"] == 1000 and dc["student"]["kwargs"]["width"] == 128
-    stored = {"protocol": {k: v for k, v in dc["protocol"].items()  # what metrics.json records: no capability keys
-                           if k not in ("evaluator", "requires_teacher", "student_addons")}, "student": dc["student"]}
+    stored = {"protocol": protocol_values(dc["protocol"]), "student": dc["student"]}  # as metrics.json records them
     short, narrow, tested_often = (copy.deepcopy(stored) for _ in range(3))
     short["protocol"]["epochs"] = 300
     narrow["student"]["kwargs"]["width"] = 64

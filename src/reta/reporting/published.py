@@ -17,6 +17,7 @@ another student width) is listed below the table with the settings that differ.
 from __future__ import annotations
 
 import csv
+import functools
 import json
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -146,7 +147,8 @@ def comparison_table(cells: list, published: dict[tuple[str, int, str], Publishe
     beside it; a cell whose students trained under other settings than the published protocol's committed ones
     (``reference``) is listed below instead. Empty when no cell has one."""
     random = {(c.dataset, c.ipc, c.protocol, c.student, c.split): c for c in cells if c.kind == "random"}
-    rows, missed, altered, committed = [], [], [], {}
+    rows, missed, altered = [], [], []
+    committed = functools.cache(reference)  # composed once per protocol
     for c in cells:
         method = "random" if c.kind == "random" else c.set_method or c.method  # labelled rows (snapshots) too
         pub = published.get((c.dataset, c.ipc, method))
@@ -155,9 +157,7 @@ def comparison_table(cells: list, published: dict[tuple[str, int, str], Publishe
         if not pub.applies_to(c.protocol):
             missed.append(f"{c.method} IPC {c.ipc} under {c.protocol} (published under {pub.protocol})")
             continue
-        if c.settings and c.protocol not in committed:
-            committed[c.protocol] = reference(c.protocol)
-        changed = setting_differences(c.settings, committed[c.protocol], c.protocol) if c.settings else []
+        changed = setting_differences(c.settings, committed(c.protocol), c.protocol) if c.settings else []
         if changed:
             altered.append(f"{c.method} IPC {c.ipc} under {c.protocol} with {', '.join(changed)}")
             continue

@@ -38,25 +38,19 @@ def group_options(group: str) -> list[str]:
 
 def group_option(group: str, name: str, where: str) -> dict:
     """Option ``name`` of config group ``group`` as a plain dict; an unknown name → one line naming the valid ones."""
-    with _hydra() as gh:
-        options = sorted(gh.config_loader().get_group_options(group))
-        if not isinstance(name, str) or name not in options:
-            raise RetaError(f"{where}: unknown {group} config {name!r}; valid: {', '.join(options)}")
-        try:
-            cfg = compose(overrides=[f"+{group}={name}"])
-        except HydraException as err:  # pragma: no cover - a broken config file
-            raise RetaError(f"{where}: cannot compose {group}={name} ({str(err).splitlines()[0]})") from None
-    return OmegaConf.to_container(cfg[group], resolve=True)
+    options = group_options(group)
+    if not isinstance(name, str) or name not in options:
+        raise RetaError(f"{where}: unknown {group} config {name!r}; valid: {', '.join(options)}")
+    return composed_config(None, [f"+{group}={name}"], [group], where)[group]
 
 
-def composed_config(config_name: str, overrides: list[str], keys: list[str], where: str) -> dict:
-    """The ``keys`` (top-level nodes, resolved) of the primary config ``config_name`` composed with ``overrides``:
-    what a command given those overrides would run with, e.g. ``evaluate`` with ``protocol=dc`` → its ``protocol``
-    and ``student``; a composition error → one line naming ``where``."""
+def composed_config(config_name: str | None, overrides: list[str], keys: list[str], where: str) -> dict:
+    """The ``keys`` (top-level nodes, resolved) of the primary config ``config_name`` (None: no primary config)
+    composed with ``overrides``: what a command given those overrides would run with, e.g. ``evaluate`` with
+    ``protocol=dc`` → its ``protocol`` and ``student``; a composition error → one line naming ``where``."""
     with _hydra():
         try:
             cfg = compose(config_name=config_name, overrides=list(overrides))
-        except HydraException as err:
-            raise RetaError(f"{where}: cannot compose {config_name} with {overrides} "
-                            f"({str(err).splitlines()[0]})") from None
+        except HydraException as err:  # pragma: no cover - a broken config file
+            raise RetaError(f"{where}: cannot compose {' '.join(overrides)} ({str(err).splitlines()[0]})") from None
     return {k: OmegaConf.to_container(cfg[k], resolve=True) for k in keys}
