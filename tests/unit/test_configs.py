@@ -48,15 +48,16 @@ def test_protocol_selects_its_student():
 
 def test_dc_protocol_is_the_published_evaluation():
     """protocol=dc: the DC/DSA/DM evaluation (ConvNet-3 w128 padded to 32 px, SGD 0.01 m 0.9 wd 5e-4, batch 256,
-    1000 epochs with DSA, one test at the end); dc_noaug: 300 epochs without DSA; hard unchanged."""
+    Epoch 1000 run as 1001 epochs with DSA and the DC decay, one test at the end); dc_noaug: 301 without DSA; hard
+    unchanged."""
     dc = compose_cfg("evaluate", [*BASE, "protocol=dc"])
     p = dc.protocol
     assert (p.name, p.optimizer, p.lr, p.momentum, p.weight_decay, p.batch_size) == ("dc", "sgd", 0.01, 0.9, 5e-4, 256)
-    assert (p.epochs, p.dsa, p.schedule, p.eval_every) == (1000, True, "step_half", 1000)
+    assert (p.epochs, p.dsa, p.schedule, p.eval_every) == (1001, True, "step_dc", 1001)
     assert dc.student.kwargs.width == 128 and dc.student.kwargs.first_padding == "dc"
     assert dc.student.kwargs.norm == "instance" and dc.student.kwargs.pool == "avg"
     noaug = compose_cfg("evaluate", [*BASE, "protocol=dc_noaug"]).protocol
-    assert (noaug.name, noaug.epochs, noaug.dsa, noaug.eval_every) == ("dc_noaug", 300, False, 300)
+    assert (noaug.name, noaug.epochs, noaug.dsa, noaug.eval_every) == ("dc_noaug", 301, False, 301)
     hard = compose_cfg("evaluate", [*BASE, "protocol=hard"])
     assert hard.protocol.epochs == 300 and hard.student.kwargs.width == 64
 

@@ -20,7 +20,7 @@ from reta.utils.device import gpu_run
 log = logging.getLogger(__name__)
 
 OPTIMIZERS = ("sgd", "adam", "adamw")
-SCHEDULES = ("cosine", "step_half", "constant")
+SCHEDULES = ("cosine", "step_half", "step_dc", "constant")
 
 
 def set_threads(num_threads: int | None) -> None:
@@ -80,21 +80,50 @@ def make_optimizer(
     raise RetaError(f"unknown optimizer {name!r}; valid: {', '.join(OPTIMIZERS)}")
 
 
-def lr_lambda(schedule: str, total_steps: int, cosine_eta: float = 1.0):
+def decay_step(schedule: str, total_steps: int, steps_per_epoch: int = 1) -> int | None:
+    """The optimizer step from which a step schedule runs at 0.1 × the base LR (``None`` for the others).
+
+    ``step_half``: half of the steps. ``step_dc``: DC's ``evaluate_synset`` [code: VICO-UoE/DatasetCondensation
+    ``utils.py``], which runs ``Epoch + 1`` epochs (here ``epochs`` = Epoch + 1) and decays after epoch index
+    ``Epoch // 2 + 1``: the first ``(epochs − 1) // 2 + 2`` epochs at the base LR (1001 epochs: 502, then 499 at
+    0.1×; 301: 152, then 149).
+    """
+    if schedule == "step_half":
+        return max(int(total_steps), 1) // 2
+    if schedule == "step_dc":
+        spe = max(int(steps_per_epoch), 1)
+        epochs = max(int(total_steps), 1) // spe
+        return ((epochs - 1) // 2 + 2) * spe
+    return None
+
+
+def restart_at_decay(module: L.LightningModule, schedule: str, total_steps: int, steps_per_epoch: int) -> None:
+    """``step_dc``: clear the optimiser's state (momentum buffers) at the decay step, as DC's ``evaluate_synset``
+    recreates its optimiser with the decayed LR [code: VICO-UoE/DatasetCondensation ``utils.py``]; call it from
+    ``on_train_batch_start``. Other schedules keep the state."""
+    if schedule == "step_dc" and module.global_step == decay_step(schedule, total_steps, steps_per_epoch):
+        for opt in module.trainer.optimizers:
+            opt.state.clear()
+
+
+def lr_lambda(schedule: str, total_steps: int, cosine_eta: float = 1.0, steps_per_epoch: int = 1):
     """Multiplier of the base LR at optimizer step ``t``.
 
     ``cosine``: ½(1 + cos(π t / (T η))) — η = 1 decays to 0, η = 2 ends at ½ (FKD/FADRM student, docs/methods.md §5.1).
-    ``step_half``: ×0.1 after half of the steps (DC/DM ``evaluate_synset``, docs/methods.md §5.2). ``constant``: 1.
+    ``step_half`` / ``step_dc``: ×0.1 from :func:`decay_step` on (DC/DM ``evaluate_synset``, docs/methods.md §5.2;
+    ``step_dc`` is its exact epoch, and the student also restarts the optimiser there, as the reference recreates
+    it). ``constant``: 1.
     """
     if schedule not in SCHEDULES:
         raise RetaError(f"unknown schedule {schedule!r}; valid: {', '.join(SCHEDULES)}")
     total = max(int(total_steps), 1)
+    decay = decay_step(schedule, total, steps_per_epoch)
 
     def f(t: int) -> float:
         if schedule == "cosine":
             return 0.5 * (1.0 + math.cos(math.pi * min(t, total) / (total * cosine_eta)))
-        if schedule == "step_half":
-            return 0.1 if t >= total // 2 else 1.0
+        if decay is not None:
+            return 0.1 if t >= decay else 1.0
         return 1.0
 
     return f

@@ -37,7 +37,7 @@ from reta.data.augment import normalize
 from reta.data.base import ImageDataset
 from reta.errors import RetaError
 from reta.training.committee import check_priors
-from reta.training.common import OPTIMIZERS, lr_lambda, make_optimizer, test_accuracy
+from reta.training.common import OPTIMIZERS, lr_lambda, make_optimizer, restart_at_decay, test_accuracy
 from reta.training.soft_labels import (
     StoredBatch,
     apply_view,
@@ -251,13 +251,16 @@ class StudentModule(L.LightningModule):
             self.history.append((e, acc))
             self.log("test/acc", acc, prog_bar=True)
 
+    def on_train_batch_start(self, batch, batch_idx) -> None:
+        restart_at_decay(self, self.p.schedule, self.p.epochs * self.steps_per_epoch, self.steps_per_epoch)
+
     def configure_optimizers(self):
         p = self.p
         opt = make_optimizer(
             self.model.named_parameters(), p.optimizer, p.lr, p.weight_decay, p.momentum, p.decay_only_weights
         )
         total = p.epochs * self.steps_per_epoch
-        sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda(p.schedule, total, p.cosine_eta))
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda(p.schedule, total, p.cosine_eta, self.steps_per_epoch))
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
 
 

@@ -26,7 +26,7 @@ from reta.data.registry import dataset_identity
 from reta.errors import CheckpointError
 from reta.models import build_model
 from reta.models.weights import read_state_dict
-from reta.training.common import lr_lambda, make_optimizer, test_accuracy
+from reta.training.common import lr_lambda, make_optimizer, restart_at_decay, test_accuracy
 from reta.utils.config import config_digest
 from reta.utils.io import atomic_directory
 
@@ -77,10 +77,14 @@ class TeacherModule(L.LightningModule):
         self.log_dict({"train/loss": loss, "train/acc": acc}, prog_bar=True, on_step=False, on_epoch=True)
         return loss
 
+    def on_train_batch_start(self, batch, batch_idx) -> None:
+        restart_at_decay(self, self.recipe.schedule, self.recipe.epochs * self.steps_per_epoch, self.steps_per_epoch)
+
     def configure_optimizers(self):
         r = self.recipe
         opt = make_optimizer(self.model.named_parameters(), r.optimizer, r.lr, r.weight_decay, r.momentum)
-        sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda(r.schedule, r.epochs * self.steps_per_epoch))
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda(r.schedule, r.epochs * self.steps_per_epoch,
+                                                                     steps_per_epoch=self.steps_per_epoch))
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
 
 
