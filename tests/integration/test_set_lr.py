@@ -60,4 +60,4 @@ def test_a_set_without_a_positive_lr_is_refused_before_any_work(tiny, meta):
 def test_mtt_is_evaluated_with_dc_mtt(tmp_path):
     cfg = compose_cfg("pipeline", ["method=mtt", "protocol=dc_mtt", f"paths.output_dir={tmp_path}"])
     assert cfg.method.eval_protocol == "dc_mtt" and cfg.protocol.lr_source == "set"
-    assert cfg.protocol.epochs == 1000 and cfg.protocol.dsa is True and cfg.protocol.lr == 0.01
+    assert cfg.protocol.epochs == 1001 and cfg.protocol.dsa is True and cfg.protocol.lr == 0.01

@@ -221,7 +221,7 @@ def test_published_vs_reta_compares_only_students_trained_under_the_committed_pr
     from reta.reporting.published import committed_protocol, comparison_table, load_published
 
     dc = committed_protocol("dc")
-    assert dc["protocol"]["epochs"] == 1000 and dc["student"]["kwargs"]["width"] == 128
+    assert dc["protocol"]["epochs"] == 1001 and dc["student"]["kwargs"]["width"] == 128
     stored = {"protocol": protocol_values(dc["protocol"]), "student": dc["student"]}  # as metrics.json records them
     short, narrow, tested_often = (copy.deepcopy(stored) for _ in range(3))
     short["protocol"]["epochs"] = 300
@@ -238,7 +238,7 @@ def test_published_vs_reta_compares_only_students_trained_under_the_committed_pr
     table = comparison_table(collect(find_metrics([tmp_path])), load_published(pub))
     rows = [r for r in table.splitlines() if r.startswith("| fashion_mnist")]
     assert [r.split(" | ")[2] for r in rows] == ["dsa"] and "70.50 ± 0.50 (n=2)" in rows[0]
-    assert "dsa IPC 10 under dc with protocol.epochs=300 (dc: 1000)" in table
+    assert "dsa IPC 10 under dc with protocol.epochs=300 (dc: 1001)" in table
     assert "dsa IPC 50 under dc with student.kwargs.first_padding=unset (dc: \"dc\"), " \
         "student.kwargs.width=64 (dc: 128)" in table
     pub.write_text("dataset,ipc,method,acc,protocol\nfashion_mnist,1,dsa,70.6,dcc\n")
