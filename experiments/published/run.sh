@@ -12,7 +12,9 @@
 # Variables: CELLS, RUNS, BIN (the reta-* commands, default .venv/bin), EXTRA (overrides for every command, e.g.
 # paths.cache_dir=…), DISTILL_EXTRA (reta-distill only), THREADS (default 1), SNAPSHOTS (iterations: the run also
 # writes the set after each, reta-distill snapshots=[…]; each is evaluated like the final set, as soon as it exists,
-# and collected as <cell>_it<N>, its row labelled <method>_it<N>).
+# and collected as <cell>_it<N>, its row labelled <method>_it<N>), STATE (default experiments/published/state: a cell with
+# no checkpoint in OUT continues from the one saved there by save_state.sh, so a run outlives the machine it started
+# on), EVAL_ONLY=1 (evaluate and collect what exists, distil nothing: beside a running job, for its snapshots).
 set -u
 cd "$(dirname "$0")/../.."
 O=${1:-outputs/published}
@@ -43,7 +45,12 @@ for cell in $CELLS; do
   out=$O/$cell
   echo "$(date +%T) $cell: distil ($what ipc=$ipc), then evaluate (protocol=$p, seeds 0-2)"
   snaps=$(echo ${SNAPSHOTS:-} | tr ' ' ,)
-  [ -f "$out/distilled/meta.json" ] || $B/reta-distill $what ipc=$ipc seed=0 resume=true "snapshots=[$snaps]" $C \
+  st=${STATE:-experiments/published/state}/$cell
+  if [ ! -f "$out/distilled/meta.json" ] && [ ! -f "$out/checkpoints/last.ckpt" ] && [ -f "$st/checkpoints/last.ckpt" ]; then
+    echo "$(date +%T) $cell: continuing from the saved state in $st"
+    mkdir -p "$out" && cp -r "$st/." "$out/"
+  fi
+  [ -n "${EVAL_ONLY:-}" ] || [ -f "$out/distilled/meta.json" ] || $B/reta-distill $what ipc=$ipc seed=0 resume=true "snapshots=[$snaps]" $C \
     ${DISTILL_EXTRA:-} paths.output_dir=$out > "$out.distill.log" 2>&1 || echo "FAILED distill $cell (log: $out.distill.log)"
   for n in ${SNAPSHOTS:-}; do  # every snapshot written so far, even by a run stopped later
     ev=$O/${cell}_it$n snap=$out/snapshots/it$n/distilled

@@ -1,0 +1,63 @@
+"""experiments/published/save_state.sh and run.sh's STATE: a cell's resume state outlives the machine it ran on."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parents[2]
+SCRIPTS = ROOT / "experiments" / "published"
+
+
+def _cell(out: Path, name: str, *, ckpt: bytes | None = None, finished: bool = False, snapshot: bool = False):
+    d = out / name
+    (d / "checkpoints").mkdir(parents=True)
+    (d / "checkpoints" / "run.json").write_text('{"key": {"ipc": 1}}')
+    (d / "checkpoints" / "last.ckpt").write_bytes(ckpt or b"")
+    if snapshot:
+        (d / "snapshots" / "it5" / "distilled").mkdir(parents=True)
+        (d / "snapshots" / "it5" / "distilled" / "meta.json").write_text('{"iterations": 5}')
+    if finished:
+        (d / "distilled").mkdir()
+        (d / "distilled" / "meta.json").write_text("{}")
+    return d
+
+
+def test_saved_state_is_complete_checkpoints_only_and_run_sh_continues_from_it(tmp_path):
+    """save_state.sh copies an unfinished cell's checkpoint, run.json and snapshots; skips a checkpoint that is not a
+    complete archive (mid-write); removes the saved state of a finished cell. run.sh then restores a cell into an
+    output folder that has no checkpoint for it, and with EVAL_ONLY=1 distils nothing."""
+    torch.save({"iteration": 7, "images": torch.arange(6.0)}, tmp_path / "good.ckpt")
+    good = (tmp_path / "good.ckpt").read_bytes()
+    out, state = tmp_path / "out", tmp_path / "state"
+    _cell(out, "dsa_ipc1", ckpt=good, snapshot=True)
+    _cell(out, "dc_ipc1", ckpt=good[: len(good) // 2])
+    _cell(out, "dm_ipc1", ckpt=good, finished=True)
+    (state / "dm_ipc1" / "checkpoints").mkdir(parents=True)
+    env = {**os.environ, "STATE": str(state), "BIN": str(Path(sys.executable).parent)}
+    r = subprocess.run(["bash", str(SCRIPTS / "save_state.sh"), str(out)], env=env, capture_output=True, text=True,
+                       timeout=120)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert (state / "dsa_ipc1" / "checkpoints" / "last.ckpt").read_bytes() == good
+    assert (state / "dsa_ipc1" / "snapshots" / "it5" / "distilled" / "meta.json").is_file()
+    assert not (state / "dc_ipc1").exists() and "dc_ipc1: checkpoint is being written" in r.stdout
+    assert not (state / "dm_ipc1").exists()
+    assert sorted(p.name for p in state.iterdir()) == ["dsa_ipc1"]  # no temporary folders left
+
+    fake = tmp_path / "bin"
+    fake.mkdir()
+    (fake / "reta-distill").write_text(f"#!/bin/bash\ntouch {tmp_path}/distilled_called\n")
+    (fake / "reta-distill").chmod(0o755)
+    out2 = tmp_path / "out2"
+    env = {**os.environ, "STATE": str(state), "BIN": str(fake), "CELLS": "dsa_ipc1 dc_ipc1", "EVAL_ONLY": "1"}
+    r = subprocess.run(["bash", str(SCRIPTS / "run.sh"), str(out2)], env=env, capture_output=True, text=True,
+                       timeout=60)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert (out2 / "dsa_ipc1" / "checkpoints" / "last.ckpt").read_bytes() == good
+    assert (out2 / "dsa_ipc1" / "snapshots" / "it5" / "distilled" / "meta.json").is_file()
+    assert not (out2 / "dc_ipc1").exists()
+    assert not (tmp_path / "distilled_called").exists()
