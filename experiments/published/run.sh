@@ -13,8 +13,8 @@
 # paths.cache_dir=…), DISTILL_EXTRA (reta-distill only), THREADS (default 1), SNAPSHOTS (iterations: the run also
 # writes the set after each, reta-distill snapshots=[…]; each is evaluated like the final set, as soon as it exists,
 # and collected as <cell>_it<N>, its row labelled <method>_it<N>), STATE (default experiments/published/state: a cell with
-# no checkpoint in OUT continues from the one saved there by save_state.sh, so a run outlives the machine it started
-# on), EVAL_ONLY=1 (evaluate and collect what exists, distil nothing: beside a running job, for its snapshots).
+# no checkpoint in OUT continues from the one saved there by save_state.sh, and one with no cache in OUT gets the saved
+# expert buffer, so a run outlives the machine it started on), EVAL_ONLY=1 (evaluate and collect what exists, distil nothing: beside a running job, for its snapshots).
 set -u
 cd "$(dirname "$0")/../.."
 O=${1:-outputs/published}
@@ -46,12 +46,20 @@ for cell in $CELLS; do
   echo "$(date +%T) $cell: distil ($what ipc=$ipc), then evaluate (protocol=$p, seeds 0-2)"
   snaps=$(echo ${SNAPSHOTS:-} | tr ' ' ,)
   st=${STATE:-experiments/published/state}/$cell
-  if [ ! -f "$out/distilled/meta.json" ] && [ ! -f "$out/checkpoints/last.ckpt" ] && [ -f "$st/checkpoints/last.ckpt" ]; then
-    echo "$(date +%T) $cell: continuing from the saved state in $st"
-    mkdir -p "$out" && cp -r "$st/." "$out/"
+  if [ ! -f "$out/distilled/meta.json" ]; then  # restore what OUT lacks: the run's checkpoint, its expert buffer
+    if [ ! -f "$out/checkpoints/last.ckpt" ] && [ -f "$st/checkpoints/last.ckpt" ]; then
+      echo "$(date +%T) $cell: continuing from the saved state in $st"
+      mkdir -p "$out" && cp -r "$st/checkpoints" "$out/" && { [ ! -d "$st/snapshots" ] || cp -rn "$st/snapshots" "$out/"; }
+    fi
+    if [ ! -d "$out/cache" ] && [ -d "$st/cache" ]; then
+      echo "$(date +%T) $cell: expert buffer from the saved state in $st"
+      mkdir -p "$out" && cp -r "$st/cache" "$out/"
+    fi
   fi
+  # the cell's own cache (paths.cache_dir=OUT/<cell>/cache): an expert buffer lives with the run that needs it
   [ -n "${EVAL_ONLY:-}" ] || [ -f "$out/distilled/meta.json" ] || $B/reta-distill $what ipc=$ipc seed=0 resume=true "snapshots=[$snaps]" $C \
-    ${DISTILL_EXTRA:-} paths.output_dir=$out > "$out.distill.log" 2>&1 || echo "FAILED distill $cell (log: $out.distill.log)"
+    paths.cache_dir=$out/cache ${DISTILL_EXTRA:-} paths.output_dir=$out > "$out.distill.log" 2>&1 \
+    || echo "FAILED distill $cell (log: $out.distill.log)"
   for n in ${SNAPSHOTS:-}; do  # every snapshot written so far, even by a run stopped later
     ev=$O/${cell}_it$n snap=$out/snapshots/it$n/distilled
     if [ ! -f "$snap/meta.json" ]; then

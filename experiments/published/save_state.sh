@@ -1,9 +1,10 @@
 #!/bin/bash
 # Save the resume state of every unfinished cell under OUT (run.sh's output folder) into STATE (default
-# experiments/published/state/<cell>/: its checkpoints/last.ckpt and run.json, and its snapshots/), so that the run
-# continues on another machine: run.sh copies a cell's saved state back when OUT has no checkpoint for it. A cell whose
-# distilled set is finished has its saved state removed (its metrics are collected under runs/). A checkpoint is
-# copied only when it reads as a complete archive (it may be mid-write), and each cell's state is replaced atomically.
+# experiments/published/state/<cell>/: its checkpoints/last.ckpt and run.json, its snapshots/, and its expert buffer,
+# cache/experts/, finished or in progress), so that the run continues on another machine: run.sh copies a cell's saved
+# checkpoint back when OUT has no checkpoint for it, and its saved cache when OUT has none. A cell whose distilled set
+# is finished has its saved state removed (its metrics are collected under runs/). A checkpoint is copied only when it
+# reads as a complete archive (it may be mid-write), and each cell's state is replaced atomically.
 #   bash experiments/published/save_state.sh outputs/published && git add experiments/published/state
 set -u
 cd "$(dirname "$0")/../.."
@@ -12,20 +13,28 @@ S=${STATE:-experiments/published/state}
 B=${BIN:-.venv/bin}
 [ -d "$O" ] || { echo "no folder $O"; exit 2; }
 mkdir -p "$S"
-for ck in "$O"/*/checkpoints/last.ckpt; do
-  [ -f "$ck" ] || continue
-  out=${ck%/checkpoints/last.ckpt}; cell=${out##*/}
+for out in "$O"/*; do
+  cell=${out##*/}
+  [ -f "$out/checkpoints/last.ckpt" ] || [ -d "$out/cache/experts" ] || continue
   if [ -f "$out/distilled/meta.json" ]; then
     [ -d "$S/$cell" ] && rm -rf "${S:?}/$cell" && echo "$cell: finished, saved state removed"
     continue
   fi
   tmp=$(mktemp -d "$S/.$cell.XXXX")
-  chmod 755 "$tmp" && mkdir -p "$tmp/checkpoints"
-  cp "$ck" "$out/checkpoints/run.json" "$tmp/checkpoints/"
-  if ! $B/python -m zipfile -t "$tmp/checkpoints/last.ckpt" > /dev/null 2>&1; then
-    echo "$cell: checkpoint is being written, not saved this time"; rm -rf "$tmp"; continue
+  chmod 755 "$tmp"
+  if [ -f "$out/checkpoints/last.ckpt" ]; then
+    mkdir -p "$tmp/checkpoints" && cp "$out/checkpoints/last.ckpt" "$out/checkpoints/run.json" "$tmp/checkpoints/"
+    if ! $B/python -m zipfile -t "$tmp/checkpoints/last.ckpt" > /dev/null 2>&1; then
+      echo "$cell: checkpoint is being written, not saved this time"; rm -rf "$tmp"; continue
+    fi
   fi
   [ -d "$out/snapshots" ] && cp -r "$out/snapshots" "$tmp/"
+  # each expert (expert_<i>.pt) is written atomically once trained: the files are complete, the writers' temporary
+  # files and folders (.<name>.<hex>.tmp, .<name>.tmp-<tag>, .<name>.old-<tag>) are left out
+  if [ -d "$out/cache/experts" ]; then
+    mkdir -p "$tmp/cache" && cp -r "$out/cache/experts" "$tmp/cache/"
+    find "$tmp/cache" -depth \( -name '.*.tmp' -o -name '.*.tmp-*' -o -name '.*.old-*' \) -exec rm -rf {} +
+  fi
   rm -rf "${S:?}/.$cell.old"
   [ -d "$S/$cell" ] && mv "$S/$cell" "$S/.$cell.old"
   mv "$tmp" "$S/$cell" && rm -rf "${S:?}/.$cell.old"

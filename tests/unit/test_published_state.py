@@ -61,3 +61,42 @@ def test_saved_state_is_complete_checkpoints_only_and_run_sh_continues_from_it(t
     assert (out2 / "dsa_ipc1" / "snapshots" / "it5" / "distilled" / "meta.json").is_file()
     assert not (out2 / "dc_ipc1").exists()
     assert not (tmp_path / "distilled_called").exists()
+
+
+def test_an_expert_buffer_in_progress_is_saved_without_temporaries_and_restored_into_a_cell_without_cache(tmp_path):
+    """An MTT cell still building its expert buffer has no checkpoint: save_state.sh keeps its finished experts (and a
+    finished buffer) but not a writer's temporary files; run.sh restores them into a cell with no cache, points the
+    distillation at the cell's own cache, and leaves a cell that has a cache of its own as it is."""
+    out, state = tmp_path / "out", tmp_path / "state"
+    partial = out / "mtt_ipc1" / "cache" / "experts" / ".fashion_mnist_convnet_abc.partial"
+    partial.mkdir(parents=True)
+    torch.save({"params": torch.ones(4, 3), "test_acc": 0.5}, partial / "expert_0.pt")
+    (partial / ".expert_1.pt.0123456789ab.tmp").write_bytes(b"half")
+    (partial.parent / ".fashion_mnist_convnet_abc.tmp-0123456789ab").mkdir()
+    env = {**os.environ, "STATE": str(state), "BIN": str(Path(sys.executable).parent)}
+    r = subprocess.run(["bash", str(SCRIPTS / "save_state.sh"), str(out)], env=env, capture_output=True, text=True,
+                       timeout=120)
+    assert r.returncode == 0, r.stdout + r.stderr
+    saved = state / "mtt_ipc1" / "cache" / "experts"
+    assert sorted(str(p.relative_to(saved)) for p in saved.rglob("*")) == [
+        ".fashion_mnist_convnet_abc.partial", ".fashion_mnist_convnet_abc.partial/expert_0.pt"]
+    assert not (state / "mtt_ipc1" / "checkpoints").exists()
+
+    fake = tmp_path / "bin"
+    fake.mkdir()
+    (fake / "reta-distill").write_text(f'#!/bin/bash\necho "$@" >> {tmp_path}/distill_args\n')
+    (fake / "reta-distill").chmod(0o755)
+    out2 = tmp_path / "out2"
+    (out2 / "mtt_ipc10" / "cache").mkdir(parents=True)  # a cache of its own: nothing restored over it
+    (state / "mtt_ipc10" / "cache" / "experts").mkdir(parents=True)
+    (state / "mtt_ipc10" / "cache" / "experts" / "stale").write_text("x")
+    env = {**os.environ, "STATE": str(state), "BIN": str(fake), "CELLS": "mtt_ipc1 mtt_ipc10"}
+    r = subprocess.run(["bash", str(SCRIPTS / "run.sh"), str(out2)], env=env, capture_output=True, text=True,
+                       timeout=60)
+    assert r.returncode == 0, r.stdout + r.stderr
+    restored = out2 / "mtt_ipc1" / "cache" / "experts" / ".fashion_mnist_convnet_abc.partial" / "expert_0.pt"
+    assert torch.equal(torch.load(restored, weights_only=True)["params"], torch.ones(4, 3))
+    assert not (out2 / "mtt_ipc1" / "checkpoints").exists()
+    assert not (out2 / "mtt_ipc10" / "cache" / "experts").exists()
+    args = (tmp_path / "distill_args").read_text().splitlines()
+    assert [a for a in args[0].split() if a.startswith("paths.cache_dir=")] == [f"paths.cache_dir={out2}/mtt_ipc1/cache"]
