@@ -43,7 +43,11 @@ for cell in $CELLS; do
   m=${cell%_ipc*}; ipc=${cell##*_ipc}
   read -r what p <<< "$(what_of "$m")"
   out=$O/$cell
-  echo "$(date +%T) $cell: distil ($what ipc=$ipc), then evaluate (protocol=$p, seeds 0-2)"
+  if [ -n "${EVAL_ONLY:-}" ]; then
+    echo "$(date +%T) $cell: evaluate the sets that exist (protocol=$p, seeds 0-2), distil nothing"
+  else
+    echo "$(date +%T) $cell: distil ($what ipc=$ipc), then evaluate (protocol=$p, seeds 0-2)"
+  fi
   snaps=$(echo ${SNAPSHOTS:-} | tr ' ' ,)
   st=${STATE:-experiments/published/state}/$cell
   if [ ! -f "$out/distilled/meta.json" ]; then  # restore what OUT lacks: the run's checkpoint, its expert buffer

@@ -61,6 +61,7 @@ def test_saved_state_is_complete_checkpoints_only_and_run_sh_continues_from_it(t
     assert (out2 / "dsa_ipc1" / "snapshots" / "it5" / "distilled" / "meta.json").is_file()
     assert not (out2 / "dc_ipc1").exists()
     assert not (tmp_path / "distilled_called").exists()
+    assert "dsa_ipc1: evaluate the sets that exist" in r.stdout and "distil (" not in r.stdout
 
 
 def test_an_expert_buffer_in_progress_is_saved_without_temporaries_and_restored_into_a_cell_without_cache(tmp_path):
