@@ -15,11 +15,11 @@ B=${BIN:-.venv/bin}
 mkdir -p "$S"
 for out in "$O"/*; do
   cell=${out##*/}
-  [ -f "$out/checkpoints/last.ckpt" ] || [ -d "$out/cache/experts" ] || continue
-  if [ -f "$out/distilled/meta.json" ]; then
+  if [ -f "$out/distilled/meta.json" ]; then  # finished (a finished run has deleted its checkpoint)
     [ -d "$S/$cell" ] && rm -rf "${S:?}/$cell" && echo "$cell: finished, saved state removed"
     continue
   fi
+  [ -f "$out/checkpoints/last.ckpt" ] || [ -d "$out/cache/experts" ] || continue
   tmp=$(mktemp -d "$S/.$cell.XXXX")
   chmod 755 "$tmp"
   if [ -f "$out/checkpoints/last.ckpt" ]; then

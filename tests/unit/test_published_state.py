@@ -36,7 +36,7 @@ def test_saved_state_is_complete_checkpoints_only_and_run_sh_continues_from_it(t
     out, state = tmp_path / "out", tmp_path / "state"
     _cell(out, "dsa_ipc1", ckpt=good, snapshot=True)
     _cell(out, "dc_ipc1", ckpt=good[: len(good) // 2])
-    _cell(out, "dm_ipc1", ckpt=good, finished=True)
+    (_cell(out, "dm_ipc1", ckpt=good, finished=True) / "checkpoints" / "last.ckpt").unlink()  # as a finished run
     (state / "dm_ipc1" / "checkpoints").mkdir(parents=True)
     env = {**os.environ, "STATE": str(state), "BIN": str(Path(sys.executable).parent)}
     r = subprocess.run(["bash", str(SCRIPTS / "save_state.sh"), str(out)], env=env, capture_output=True, text=True,
