@@ -100,4 +100,5 @@ def test_an_expert_buffer_in_progress_is_saved_without_temporaries_and_restored_
     assert not (out2 / "mtt_ipc1" / "checkpoints").exists()
     assert not (out2 / "mtt_ipc10" / "cache" / "experts").exists()
     args = (tmp_path / "distill_args").read_text().splitlines()
-    assert [a for a in args[0].split() if a.startswith("paths.cache_dir=")] == [f"paths.cache_dir={out2}/mtt_ipc1/cache"]
+    cache = [a for a in args[0].split() if a.startswith("paths.cache_dir=")]
+    assert cache == [f"paths.cache_dir={out2}/mtt_ipc1/cache"]
