@@ -14,7 +14,8 @@
 # writes the set after each, reta-distill snapshots=[…]; each is evaluated like the final set, as soon as it exists,
 # and collected as <cell>_it<N>, its row labelled <method>_it<N>), STATE (default experiments/published/state: a cell with
 # no checkpoint in OUT continues from the one saved there by save_state.sh, and one with no cache in OUT gets the saved
-# expert buffer, so a run outlives the machine it started on), EVAL_ONLY=1 (evaluate and collect what exists, distil nothing: beside a running job, for its snapshots).
+# expert buffer, so a run outlives the machine it started on), EVAL_ONLY=1 (evaluate and collect what exists, distil
+# nothing: beside a running job, for its snapshots). Each cell distils with its own cache, OUT/<cell>/cache.
 set -u
 cd "$(dirname "$0")/../.."
 O=${1:-outputs/published}
