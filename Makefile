@@ -5,6 +5,9 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
+# pytest-xdist processes for make test (auto: one per core); --dist loadfile keeps each test file, and so its
+# module fixtures, in one worker; each test pins one torch thread (tests/conftest.py)
+TEST_WORKERS ?= auto
 
 SCALE ?= cpu
 DEMO_IPC ?= 5
@@ -40,8 +43,8 @@ fashion-mnist:  ## make sure the Debian package dataset-fashion-mnist is install
 demo: install  ## Fashion-MNIST, IPC 5, CPU: 3 quick FADRM+ teachers (cached) → RETA and FADRM+ sets → KD students vs a random subset → table + topology plot
 	BIN=$(BIN) DEMO_IPC=$(DEMO_IPC) DEMO_TEACHER_EPOCHS=$(DEMO_TEACHER_EPOCHS) bash scripts/demo.sh
 
-test: install  ## run the fast test suite
-	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
+test: install  ## run the fast test suite (one worker per core: TEST_WORKERS=1 for a single process)
+	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadfile $(PYTEST_ARGS)
 
 test-slow: install  ## run the slow checks only
 	$(BIN)/python -m pytest -q -m slow $(PYTEST_ARGS)
