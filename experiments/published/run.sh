@@ -10,12 +10,14 @@
 #   CELLS=dsa_ipc10 DISTILL_EXTRA="method.iterations=100" … OUT   # a fraction of the budget: say so in the table
 #   CELLS=dsa_ipc1 SNAPSHOTS="100 200 500" … OUT   # accuracy against budget: those snapshots of the same run too
 # Variables: CELLS, RUNS, BIN (the reta-* commands, default .venv/bin), EXTRA (overrides for every command, e.g.
-# paths.cache_dir=…), DISTILL_EXTRA (reta-distill only), THREADS (default 1), SNAPSHOTS (iterations: the run also
+# paths.data_dir=…), DISTILL_EXTRA (reta-distill only), THREADS (default 1), SNAPSHOTS (iterations: the run also
 # writes the set after each, reta-distill snapshots=[…]; each is evaluated like the final set, as soon as it exists,
 # and collected as <cell>_it<N>, its row labelled <method>_it<N>), STATE (default experiments/published/state: a cell with
 # no checkpoint in OUT continues from the one saved there by save_state.sh, and one with no cache in OUT gets the saved
 # expert buffer, so a run outlives the machine it started on), EVAL_ONLY=1 (evaluate and collect what exists, distil
-# nothing: beside a running job, for its snapshots). Each cell distils with its own cache, OUT/<cell>/cache.
+# nothing: beside a running job, for its snapshots). Each cell distils with its own cache, OUT/<cell>/cache; the
+# evaluations share OUT/eval_cache (the random-subset students, trained once per protocol, IPC and seed), which
+# save_state.sh keeps in STATE/random_students and run.sh restores, so a new machine does not train them again.
 set -u
 cd "$(dirname "$0")/../.."
 O=${1:-outputs/published}
@@ -40,6 +42,10 @@ for cell in $CELLS; do
   fi
 done
 mkdir -p "$O"
+EC=$O/eval_cache  # the evaluations' cache (paths.cache_dir of reta-evaluate)
+if [ -d "${STATE:-experiments/published/state}/random_students" ]; then  # saved random-subset students it lacks
+  mkdir -p "$EC/random_students" && cp -n "${STATE:-experiments/published/state}"/random_students/*.json "$EC/random_students/"
+fi
 for cell in $CELLS; do
   m=${cell%_ipc*}; ipc=${cell##*_ipc}
   read -r what p <<< "$(what_of "$m")"
@@ -72,11 +78,11 @@ for cell in $CELLS; do
       continue
     fi
     [ -f "$ev/metrics.json" ] || $B/reta-evaluate protocol=$p ipc=$ipc seeds=[0,1,2] distilled=$snap label=${m}_it$n \
-      $C paths.output_dir=$ev > "$ev.eval.log" 2>&1 || { echo "FAILED evaluate $cell snapshot $n (log: $ev.eval.log)"; continue; }
+      $C paths.cache_dir=$EC paths.output_dir=$ev > "$ev.eval.log" 2>&1 || { echo "FAILED evaluate $cell snapshot $n (log: $ev.eval.log)"; continue; }
     $B/python experiments/collect_runs.py "${RUNS:-experiments/published/runs}" "$ev"
   done
   [ -f "$out/distilled/meta.json" ] || continue
   [ -f "$out/eval/metrics.json" ] || $B/reta-evaluate protocol=$p ipc=$ipc seeds=[0,1,2] distilled=$out/distilled $C \
-    paths.output_dir=$out/eval > "$out.eval.log" 2>&1 || { echo "FAILED evaluate $cell (log: $out.eval.log)"; continue; }
+    paths.cache_dir=$EC paths.output_dir=$out/eval > "$out.eval.log" 2>&1 || { echo "FAILED evaluate $cell (log: $out.eval.log)"; continue; }
   $B/python experiments/collect_runs.py "${RUNS:-experiments/published/runs}" "$out"
 done

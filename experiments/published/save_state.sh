@@ -4,7 +4,8 @@
 # cache/experts/, finished or in progress), so that the run continues on another machine: run.sh copies a cell's saved
 # checkpoint back when OUT has no checkpoint for it, and its saved cache when OUT has none. A cell whose distilled set
 # is finished has its saved state removed (its metrics are collected under runs/). A checkpoint is copied only when it
-# reads as a complete archive (it may be mid-write), and each cell's state is replaced atomically.
+# reads as a complete archive (it may be mid-write), and each cell's state is replaced atomically. The random-subset
+# students of the evaluations (OUT/eval_cache/random_students, each a finished JSON result) go to STATE/random_students.
 #   bash experiments/published/save_state.sh outputs/published && git add experiments/published/state
 set -u
 cd "$(dirname "$0")/../.."
@@ -40,3 +41,8 @@ for out in "$O"/*; do
   mv "$tmp" "$S/$cell" && rm -rf "${S:?}/.$cell.old"
   echo "$cell: saved ($(du -sh "$S/$cell" | cut -f1))"
 done
+rs=$O/eval_cache/random_students  # cached results are written atomically: every *.json is complete
+if compgen -G "$rs/*.json" > /dev/null; then
+  mkdir -p "$S/random_students" && cp -u "$rs"/*.json "$S/random_students/"
+  echo "random_students: $(ls "$S/random_students" | wc -l) saved"
+fi

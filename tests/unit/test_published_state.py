@@ -102,3 +102,40 @@ def test_an_expert_buffer_in_progress_is_saved_without_temporaries_and_restored_
     args = (tmp_path / "distill_args").read_text().splitlines()
     cache = [a for a in args[0].split() if a.startswith("paths.cache_dir=")]
     assert cache == [f"paths.cache_dir={out2}/mtt_ipc1/cache"]
+
+
+def test_the_random_subset_students_are_saved_and_restored_for_the_evaluations(tmp_path):
+    """save_state.sh keeps the evaluations' cached random-subset students (OUT/eval_cache/random_students) in
+    STATE/random_students; run.sh restores those the output folder lacks, keeps the ones it has, and evaluates with
+    paths.cache_dir=OUT/eval_cache, so a new machine reads them instead of training them again."""
+    out, state = tmp_path / "out", tmp_path / "state"
+    (out / "eval_cache" / "random_students").mkdir(parents=True)
+    for name in ("fashion_mnist_aaa", "fashion_mnist_bbb"):
+        (out / "eval_cache" / "random_students" / f"{name}.json").write_text(f'{{"key": "{name}", "result": {{}}}}')
+    env = {**os.environ, "STATE": str(state), "BIN": str(Path(sys.executable).parent)}
+    r = subprocess.run(["bash", str(SCRIPTS / "save_state.sh"), str(out)], env=env, capture_output=True, text=True,
+                       timeout=120)
+    assert r.returncode == 0, r.stdout + r.stderr
+    saved = state / "random_students"
+    assert sorted(p.name for p in saved.iterdir()) == ["fashion_mnist_aaa.json", "fashion_mnist_bbb.json"]
+
+    fake = tmp_path / "bin"
+    fake.mkdir()
+    (fake / "reta-evaluate").write_text(f'#!/bin/bash\necho "$@" >> {tmp_path}/eval_args\nexit 1\n')
+    (fake / "reta-evaluate").chmod(0o755)
+    out2 = tmp_path / "out2"
+    (out2 / "dsa_ipc1" / "snapshots" / "it5" / "distilled").mkdir(parents=True)
+    (out2 / "dsa_ipc1" / "snapshots" / "it5" / "distilled" / "meta.json").write_text("{}")
+    (out2 / "eval_cache" / "random_students").mkdir(parents=True)
+    (out2 / "eval_cache" / "random_students" / "fashion_mnist_aaa.json").write_text("this machine's")
+    env = {**os.environ, "STATE": str(state), "BIN": str(fake), "CELLS": "dsa_ipc1", "SNAPSHOTS": "5",
+           "EVAL_ONLY": "1", "EXTRA": f"paths.cache_dir={tmp_path}/elsewhere"}
+    r = subprocess.run(["bash", str(SCRIPTS / "run.sh"), str(out2)], env=env, capture_output=True, text=True,
+                       timeout=60)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "FAILED evaluate dsa_ipc1 snapshot 5" in r.stdout  # the fake evaluation ran (and failed, as it should)
+    cache = out2 / "eval_cache" / "random_students"
+    assert (cache / "fashion_mnist_aaa.json").read_text() == "this machine's"
+    assert (cache / "fashion_mnist_bbb.json").read_text() == (saved / "fashion_mnist_bbb.json").read_text()
+    args = (tmp_path / "eval_args").read_text().split()
+    assert [a for a in args if a.startswith("paths.cache_dir=")][-1] == f"paths.cache_dir={out2}/eval_cache"
