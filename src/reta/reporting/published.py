@@ -125,9 +125,7 @@ def _budget(iterations: set[int], published: int | None) -> str:
     if published is None:
         return f"{ran} it"
     if n < published:
-        pct = 100 * n / published
-        share = f"{pct:.0f}" if pct >= 1 else f"{pct:.2g}"
-        return f"{ran} it (**{share} %** of {published})"
+        return f"{ran} it (**{100 * n / published:.3g} %** of {published})"
     return f"{ran} it (published {published})"
 
 
