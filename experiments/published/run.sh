@@ -42,9 +42,10 @@ for cell in $CELLS; do
   fi
 done
 mkdir -p "$O"
+SD=${STATE:-experiments/published/state}
 EC=$O/eval_cache  # the evaluations' cache (paths.cache_dir of reta-evaluate)
-if [ -d "${STATE:-experiments/published/state}/random_students" ]; then  # saved random-subset students it lacks
-  mkdir -p "$EC/random_students" && cp -n "${STATE:-experiments/published/state}"/random_students/*.json "$EC/random_students/"
+if [ -d "$SD/random_students" ]; then  # saved random-subset students it lacks
+  mkdir -p "$EC/random_students" && cp -n "$SD"/random_students/*.json "$EC/random_students/"
 fi
 for cell in $CELLS; do
   m=${cell%_ipc*}; ipc=${cell##*_ipc}
@@ -56,7 +57,7 @@ for cell in $CELLS; do
     echo "$(date +%T) $cell: distil ($what ipc=$ipc), then evaluate (protocol=$p, seeds 0-2)"
   fi
   snaps=$(echo ${SNAPSHOTS:-} | tr ' ' ,)
-  st=${STATE:-experiments/published/state}/$cell
+  st=$SD/$cell
   if [ ! -f "$out/distilled/meta.json" ]; then  # restore what OUT lacks: the run's checkpoint, its expert buffer
     if [ ! -f "$out/checkpoints/last.ckpt" ] && [ -f "$st/checkpoints/last.ckpt" ]; then
       echo "$(date +%T) $cell: continuing from the saved state in $st"
