@@ -80,8 +80,11 @@ def with_out(ov: list[str], out: Path) -> list[str]:
     return [o for o in ov if not o.startswith("paths.output_dir=")] + [f"paths.output_dir={out}"]
 
 
-def cli(module, args: list[str], monkeypatch, capsys) -> tuple[int, list[str], str]:
-    """Run a console script's ``main`` in-process (Hydra app, callbacks included); (exit code, error lines, stderr)."""
+def cli(module, args: list[str], monkeypatch, capsys, cwd: Path | None = None) -> tuple[int, list[str], str]:
+    """Run a console script's ``main`` in-process (Hydra app, callbacks included), in ``cwd`` when given;
+    (exit code, error lines, stderr)."""
+    if cwd is not None:
+        monkeypatch.chdir(cwd)
     monkeypatch.setattr(sys, "argv", ["reta", *args])
     code, handlers = 0, logging.root.handlers[:]
     try:

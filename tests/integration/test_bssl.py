@@ -13,6 +13,7 @@ import pytest
 import torch
 
 from reta import evaluate
+from reta.cli import evaluate as cli_evaluate
 from reta.errors import RetaError
 from reta.evaluation.full_data import full_data_key
 from reta.models import build_model
@@ -21,7 +22,7 @@ from reta.training.soft_labels import batch_loader, label_teacher, relabel, stor
 from reta.training.student import Protocol, StudentModule
 
 from fixtures import write_idx_dataset
-from helpers import compose_cfg, error_lines, fit_student_state, run_cli, tiny_overrides
+from helpers import cli, compose_cfg, fit_student_state, tiny_overrides
 
 MEAN, STD = [0.3], [0.3]
 ACC = [81.0, 88.0, 85.0]
@@ -142,14 +143,14 @@ def test_reta_evaluate_kd_bssl_labels_with_the_cached_committee(tiny):
     assert len(entries) == 2  # both committee teachers were squeezed into the cache, once each
 
 
-def test_kd_bssl_bad_values_are_one_line_and_exit_2(tmp_path):
+def test_kd_bssl_bad_values_are_one_line_and_exit_2(tmp_path, monkeypatch, capsys):
     for bad, says in [("protocol.committee.split=0", "split must be a positive number"),
                       ("protocol.committee.teachers=[convnet_nope]", "unknown model config 'convnet_nope'; valid:")]:
         out = tmp_path / "out"
-        proc = run_cli("reta-evaluate", ["protocol=kd_bssl", bad, f"paths.output_dir={out}", "logger=none"], tmp_path)
-        assert proc.returncode == 2, proc.stderr[-2000:]
-        lines = error_lines(proc)
-        assert len(lines) == 1 and says in lines[0], proc.stderr[-2000:]
+        code, lines, err = cli(cli_evaluate, ["protocol=kd_bssl", bad, f"paths.output_dir={out}", "logger=none"],
+                               monkeypatch, capsys, cwd=tmp_path)
+        assert code == 2, err[-2000:]
+        assert len(lines) == 1 and says in lines[0], err[-2000:]
         assert not out.exists() or not any(out.iterdir())
 
 

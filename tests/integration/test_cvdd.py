@@ -9,6 +9,7 @@ import torch
 from torch import nn
 
 from reta import distill
+from reta.cli import distill as cli_distill
 from reta.data.distilled import load_distilled
 from reta.errors import RetaError
 from reta.synthesis.bn.committee import CommitteeLoss, prior_weights
@@ -16,7 +17,7 @@ from reta.synthesis.bn.matching import TeacherSlot
 from reta.synthesis.bn.step import SynthesisStep
 
 from fixtures import write_idx_dataset
-from helpers import compose_cfg, error_lines, run_cli, tiny_overrides
+from helpers import cli, compose_cfg, tiny_overrides
 
 
 def test_weights_are_the_softmax_of_the_accuracies_over_the_temperature():
@@ -81,10 +82,10 @@ def test_reta_distill_cvdd_records_the_committee_weights(tiny):
     ("method.losses.0.voters=0", "voters must be an integer >= 1"),
     ("method.losses.0.selection=rotate", "needs voters: 1"),
 ])
-def test_bad_committee_values_are_one_line_and_exit_2(tmp_path, bad, says):
+def test_bad_committee_values_are_one_line_and_exit_2(tmp_path, monkeypatch, capsys, bad, says):
     out = tmp_path / "out"
-    proc = run_cli("reta-distill", ["method=cvdd", bad, f"paths.output_dir={out}", "logger=none"], tmp_path)
-    assert proc.returncode == 2, proc.stderr[-2000:]
-    lines = error_lines(proc)
-    assert len(lines) == 1 and says in lines[0], proc.stderr[-2000:]
+    code, lines, err = cli(cli_distill, ["method=cvdd", bad, f"paths.output_dir={out}", "logger=none"], monkeypatch,
+                           capsys, cwd=tmp_path)
+    assert code == 2, err[-2000:]
+    assert len(lines) == 1 and says in lines[0], err[-2000:]
     assert not (out / "distilled").exists() and not (out / "checkpoints").exists()

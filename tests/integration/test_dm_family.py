@@ -9,13 +9,14 @@ import pytest
 import torch
 
 from reta import distill, evaluate
+from reta.cli import distill as cli_distill
 from reta.data.distilled import load_distilled
 from reta.data.expansion import training_view
 from reta.errors import RetaError
 from reta.synthesis.dm import matcher as dm_matcher
 
 from fixtures import write_idx_dataset
-from helpers import compose_cfg, tiny_overrides
+from helpers import cli, compose_cfg, tiny_overrides
 
 # ConvNet-2 width 8 embedder, 4 real images per class per iteration, 3 iterations: seconds, not minutes
 SMALL = ["method.iterations=3", "method.batch_real=4", "method.embedder.kwargs.depth=2",
@@ -144,14 +145,10 @@ def test_dm_runs_under_lightning_with_csv_metrics_and_bf16(tiny):
     assert load_distilled(bf16["distilled"]).images.dtype == torch.float32  # the set format is unchanged
 
 
-@pytest.mark.slow  # console-script subprocess
-def test_a_wrong_type_on_the_command_line_is_one_line_and_exit_2(tmp_path):
-    from helpers import error_lines, run_cli
-
+def test_a_wrong_type_on_the_command_line_is_one_line_and_exit_2(tmp_path, monkeypatch, capsys):
     out = tmp_path / "out"
-    proc = run_cli(
-        "reta-distill", ["method=idm", "method.queue.lr=abc", f"paths.output_dir={out}", "logger=none"], tmp_path
-    )
-    assert proc.returncode == 2, proc.stderr[-2000:]
-    assert error_lines(proc) == ["error: method.queue.lr: Value 'abc' of type 'str' could not be converted to Float"]
+    code, errors, err = cli(cli_distill, ["method=idm", "method.queue.lr=abc", f"paths.output_dir={out}",
+                                          "logger=none"], monkeypatch, capsys, cwd=tmp_path)
+    assert code == 2, err[-2000:]
+    assert errors == ["error: method.queue.lr: Value 'abc' of type 'str' could not be converted to Float"]
     assert not (out / "distilled").exists() and not (out / "checkpoints").exists()

@@ -11,6 +11,7 @@ import pytest
 import torch
 
 from reta import distill, pipeline
+from reta.cli import evaluate as cli_evaluate
 from reta.data.distilled import load_distilled
 from reta.data.registry import load_split
 from reta.errors import RetaError
@@ -27,7 +28,7 @@ from reta.training.probe import (
 )
 
 from fixtures import write_idx_dataset
-from helpers import compose_cfg, error_lines, run_cli, tiny_overrides
+from helpers import cli, compose_cfg, tiny_overrides
 
 TINY_BACKBONE = ["backbone=random", "backbone.model.kwargs.depth=2", "backbone.model.kwargs.width=8",
                  "backbone.probe.epochs=2", "backbone.probe.batch_size=32", "backbone.probe.holdout=0.25"]
@@ -110,14 +111,13 @@ def test_pipeline_sfm_defaults_to_the_linear_probe_and_reports_full_random_disti
     assert not (tmp_path / "cache" / "teachers").exists(), "no teacher is trained for the frozen family"
 
 
-@pytest.mark.slow  # console-script subprocess, ~20 s
-def test_probe_refuses_a_set_made_for_another_backbone_in_one_line(tiny):
+def test_probe_refuses_a_set_made_for_another_backbone_in_one_line(tiny, monkeypatch, capsys):
     tmp_path, ov = tiny
     res = distill.run(compose_cfg("distill", [*ov, "method=sfm", "ipc=1", *SMALL]))
-    proc = run_cli("reta-evaluate", [*ov, "protocol=linear_probe", f"distilled={res['distilled']}", "backbone.seed=1",
-                                     f"paths.output_dir={tmp_path / 'ev'}", *PROBE], cwd=tmp_path)
-    assert proc.returncode == 2, proc.stderr[-2000:]
-    lines = error_lines(proc)
+    code, lines, err = cli(cli_evaluate, [*ov, "protocol=linear_probe", f"distilled={res['distilled']}",
+                                          "backbone.seed=1", f"paths.output_dir={tmp_path / 'ev'}", *PROBE],
+                           monkeypatch, capsys, cwd=tmp_path)
+    assert code == 2, err[-2000:]
     assert len(lines) == 1 and "was made for backbone random" in lines[0] and "cross_backbone" in lines[0]
     assert not (tmp_path / "ev" / "metrics.json").exists()
     with pytest.raises(RetaError, match=r"method: unknown keys \['iteratons'\]; valid: "):

@@ -9,12 +9,14 @@ import pytest
 import torch
 
 from reta import distill, experts
+from reta.cli import distill as cli_distill
+from reta.cli import experts as cli_experts
 from reta.data.distilled import load_distilled
 from reta.synthesis.process import trajectory
 from reta.training import experts as expert_cache
 
 from fixtures import write_idx_dataset
-from helpers import compose_cfg, error_lines, run_cli, tiny_overrides
+from helpers import cli, compose_cfg, tiny_overrides
 
 SMALL = ["method.iterations=3", "method.syn_steps=3", "method.max_start_epoch=2", "method.expert_epochs=1",
          "method.net.kwargs.depth=2", "method.net.kwargs.width=8", "method.experts.num_experts=2",
@@ -122,25 +124,21 @@ def test_mtt_resume_after_a_kill_gives_the_same_images(tiny, monkeypatch):
     ("+method.experts.num_expert=3", "error: method.experts: unknown key"),
     ("method.experts.epochs=2", "error: method.experts.epochs=2 is too short"),  # IPC 1: T+ 2, M 2 need 3
 ])
-def test_bad_mtt_keys_one_line_exit_2(tmp_path, arg, line):
+def test_bad_mtt_keys_one_line_exit_2(tmp_path, monkeypatch, capsys, arg, line):
     out = tmp_path / "out"
-    proc = run_cli("reta-distill", ["method=mtt", "ipc=1", arg, f"paths.output_dir={out}", "logger=none"], tmp_path)
-    assert proc.returncode == 2, proc.stderr[-2000:]
-    (err,) = error_lines(proc)
-    assert err.startswith(line), err
+    code, errors, err = cli(cli_distill, ["method=mtt", "ipc=1", arg, f"paths.output_dir={out}", "logger=none"],
+                            monkeypatch, capsys, cwd=tmp_path)
+    assert code == 2, err[-2000:]
+    (error,) = errors
+    assert error.startswith(line), error
     assert not (out / "distilled").exists() and not (tmp_path / "cache").exists()
 
 
-def test_reta_experts_bad_key_one_line_exit_2_writes_nothing(tmp_path):
-    import os
-    import subprocess
-    import sys
-
+def test_reta_experts_bad_key_one_line_exit_2_writes_nothing(tmp_path, monkeypatch, capsys):
     out = tmp_path / "out"
-    proc = subprocess.run([sys.executable, "-m", "reta.cli.experts", "method.experts.batch_size=0",
-                           f"paths.output_dir={out}", f"paths.cache_dir={tmp_path / 'cache'}", "logger=none"],
-                          cwd=tmp_path, capture_output=True, text=True, timeout=120,
-                          env={**os.environ, "OMP_NUM_THREADS": "1"})
-    assert proc.returncode == 2, proc.stderr[-2000:]
-    assert error_lines(proc) == ["error: method.experts: num_experts, epochs, batch_size must be >= 1 and lr > 0"]
+    code, errors, err = cli(cli_experts, ["method.experts.batch_size=0", f"paths.output_dir={out}",
+                                          f"paths.cache_dir={tmp_path / 'cache'}", "logger=none"],
+                            monkeypatch, capsys, cwd=tmp_path)
+    assert code == 2, err[-2000:]
+    assert errors == ["error: method.experts: num_experts, epochs, batch_size must be >= 1 and lr > 0"]
     assert not out.exists() and not (tmp_path / "cache").exists()

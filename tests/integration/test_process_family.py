@@ -7,12 +7,13 @@ import pytest
 import torch
 
 from reta import distill, evaluate
+from reta.cli import distill as cli_distill
 from reta.data.distilled import load_distilled, save_distilled
 from reta.errors import RetaError
 from reta.synthesis.process import gradient
 
 from fixtures import write_idx_dataset
-from helpers import compose_cfg, error_lines, run_cli, tiny_overrides
+from helpers import cli, compose_cfg, tiny_overrides
 
 # ConvNet-2 width 8, 4 real images per class, 3 iterations of 2 outer x 1 inner loops: seconds
 SMALL = ["method.iterations=3", "method.batch_real=4", "method.net.kwargs.depth=2", "method.net.kwargs.width=8",
@@ -101,10 +102,11 @@ def test_dc_keeps_the_optimised_pixels_unclamped_and_students_train_on_them(tiny
     ("+method.dsa.strategy=blur", "error: method.dsa: unknown DSA op(s)"),
     ("method.lr_img=abc", "error: method.lr_img: Value 'abc'"),
 ])
-def test_bad_method_keys_one_line_exit_2(tmp_path, arg, line):
+def test_bad_method_keys_one_line_exit_2(tmp_path, monkeypatch, capsys, arg, line):
     out = tmp_path / "out"
-    proc = run_cli("reta-distill", ["method=dc", arg, f"paths.output_dir={out}", "logger=none"], tmp_path)
-    assert proc.returncode == 2, proc.stderr[-2000:]
-    (err,) = error_lines(proc)
-    assert err.startswith(line), err
+    code, errors, err = cli(cli_distill, ["method=dc", arg, f"paths.output_dir={out}", "logger=none"], monkeypatch,
+                            capsys, cwd=tmp_path)
+    assert code == 2, err[-2000:]
+    (error,) = errors
+    assert error.startswith(line), error
     assert not (out / "distilled").exists() and not (out / "checkpoints").exists()

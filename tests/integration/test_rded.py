@@ -8,6 +8,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from reta import distill
+from reta.cli import distill as cli_distill
 from reta.data.augment import normalize
 from reta.data.distilled import load_distilled
 from reta.synthesis.bn.init import _pad_centre, build_patch_pool, rank_crops
@@ -16,7 +17,7 @@ from reta.training.soft_labels import apply_view, sample_view, shuffle_patches
 from reta.training.student import Protocol
 
 from fixtures import write_idx_dataset
-from helpers import compose_cfg, error_lines, run_cli, tiny_overrides
+from helpers import cli, compose_cfg, tiny_overrides
 
 
 class ToyImages:
@@ -126,10 +127,10 @@ def test_reta_distill_rded_writes_the_selected_crops(tiny, factor):
     ("edc", "method.losses.1.alpha=1.5", "alpha must be in [0, 1]"),
     ("cvdd", "+method.losses.0.temprature=3", "temprature"),
 ])
-def test_bad_keys_of_the_baselines_are_one_line_and_exit_2(tmp_path, method, bad, says):
+def test_bad_keys_of_the_baselines_are_one_line_and_exit_2(tmp_path, monkeypatch, capsys, method, bad, says):
     out = tmp_path / "out"
-    proc = run_cli("reta-distill", [f"method={method}", bad, f"paths.output_dir={out}", "logger=none"], tmp_path)
-    assert proc.returncode == 2, proc.stderr[-2000:]
-    lines = error_lines(proc)
-    assert len(lines) == 1 and says in lines[0], proc.stderr[-2000:]
+    code, lines, err = cli(cli_distill, [f"method={method}", bad, f"paths.output_dir={out}", "logger=none"],
+                           monkeypatch, capsys, cwd=tmp_path)
+    assert code == 2, err[-2000:]
+    assert len(lines) == 1 and says in lines[0], err[-2000:]
     assert not (out / "distilled").exists() and not (out / "checkpoints").exists()

@@ -8,10 +8,11 @@ import pytest
 import torch
 
 from reta import distill, evaluate
+from reta.cli import distill as cli_distill
 from reta.data.distilled import load_distilled
 
 from fixtures import write_idx_dataset
-from helpers import compose_cfg, error_lines, run_cli, tiny_overrides
+from helpers import cli, compose_cfg, tiny_overrides
 
 DC = ["method=dc", "ipc=1", "method.batch_real=4", "method.net.kwargs.depth=2", "method.net.kwargs.width=8",
       "method.outer_loop=2", "method.inner_loop=1", "method.batch_train=8", "method.log_every=1"]
@@ -86,10 +87,11 @@ def test_an_earlier_runs_snapshots_are_never_mixed_into_a_new_run(tiny, monkeypa
     (["method=dc", "snapshots=[0,5]"], "error: snapshots must be a list of positive iteration counts"),
     (["method=dc", "snapshots=100"], "error: snapshots must be a list of positive iteration counts"),
 ])
-def test_bad_snapshots_one_line_exit_2(tmp_path, args, says):
+def test_bad_snapshots_one_line_exit_2(tmp_path, monkeypatch, capsys, args, says):
     out = tmp_path / "out"
-    proc = run_cli("reta-distill", [*args, f"paths.output_dir={out}", "logger=none"], tmp_path)
-    assert proc.returncode == 2, proc.stderr[-2000:]
-    (err,) = error_lines(proc)
-    assert err.startswith(says), err
+    code, errors, err = cli(cli_distill, [*args, f"paths.output_dir={out}", "logger=none"], monkeypatch, capsys,
+                            cwd=tmp_path)
+    assert code == 2, err[-2000:]
+    (error,) = errors
+    assert error.startswith(says), error
     assert not out.exists() or not any(out.iterdir())

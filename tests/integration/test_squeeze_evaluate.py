@@ -8,11 +8,13 @@ import pytest
 import torch
 
 from reta import evaluate, squeeze
+from reta.cli import evaluate as cli_evaluate
+from reta.cli import squeeze as cli_squeeze
 from reta.data.distilled import save_distilled
 from reta.errors import CheckpointError, DatasetNotFoundError, RetaError
 
 from fixtures import write_idx_dataset
-from helpers import compose_cfg, error_lines, run_cli, tiny_overrides
+from helpers import cli, compose_cfg, run_cli, tiny_overrides
 
 
 @pytest.fixture()
@@ -111,26 +113,26 @@ def test_checkpoint_file_is_used_instead_of_training(tiny, tmp_path):
     assert not (tmp_path / "cache" / "teachers").exists()
 
 
-@pytest.mark.slow  # five console-script subprocesses, ~40 s
-def test_cli_one_line_errors_and_exit_codes(tmp_path):
+def test_cli_one_line_errors_and_exit_codes(tmp_path, monkeypatch, capsys):
     out = tmp_path / "run"
-    proc = run_cli("reta-evaluate", ["dataset=fmnist", f"paths.output_dir={out}"], tmp_path)
-    assert proc.returncode == 2 and len(error_lines(proc)) == 1 and "valid:" in proc.stderr
-    assert "fashion_mnist" in proc.stderr and not out.exists()
-    proc = run_cli("reta-evaluate", ["protocol=soft", f"paths.output_dir={out}"], tmp_path)
-    assert proc.returncode == 2 and "valid: " in proc.stderr and "hard, kd" in proc.stderr
-    proc = run_cli("reta-squeeze", ["model=resnet_9000", f"paths.output_dir={out}"], tmp_path)
-    assert proc.returncode == 2 and "unknown model" in proc.stderr
-    proc = run_cli("reta-evaluate", ["ipc=-1", f"paths.output_dir={out}", "logger=none"], tmp_path)
-    assert proc.returncode == 2 and error_lines(proc) == ["error: ipc must be a positive integer, got -1"]
+
+    def run(module, args):
+        return cli(module, args, monkeypatch, capsys, cwd=tmp_path)
+
+    code, errors, err = run(cli_evaluate, ["dataset=fmnist", f"paths.output_dir={out}"])
+    assert code == 2 and len(errors) == 1 and "valid:" in err
+    assert "fashion_mnist" in err and not out.exists()
+    code, errors, err = run(cli_evaluate, ["protocol=soft", f"paths.output_dir={out}"])
+    assert code == 2 and "valid: " in err and "hard, kd" in err
+    code, errors, err = run(cli_squeeze, ["model=resnet_9000", f"paths.output_dir={out}"])
+    assert code == 2 and "unknown model" in err
+    code, errors, err = run(cli_evaluate, ["ipc=-1", f"paths.output_dir={out}", "logger=none"])
+    assert code == 2 and errors == ["error: ipc must be a positive integer, got -1"]
     assert not (out / "metrics.json").exists()
-    proc = run_cli(
-        "reta-squeeze",
-        ["dataset=cifar10", f"paths.data_dir={tmp_path / 'empty'}", f"paths.output_dir={out}", "logger=none"],
-        tmp_path,
-    )
-    assert proc.returncode == 2 and len(error_lines(proc)) == 1 and "cifar10" in proc.stderr
-    assert "Traceback" not in proc.stderr
+    code, errors, err = run(cli_squeeze, ["dataset=cifar10", f"paths.data_dir={tmp_path / 'empty'}",
+                                          f"paths.output_dir={out}", "logger=none"])
+    assert code == 2 and len(errors) == 1 and "cifar10" in err
+    assert "Traceback" not in err
 
 
 @pytest.mark.slow  # console-script subprocess
