@@ -46,10 +46,6 @@ def run_cli(script: str, args: list[str], cwd: Path, timeout: int = 300) -> subp
     return subprocess.run([str(exe), *args], cwd=cwd, capture_output=True, text=True, timeout=timeout, env=env)
 
 
-def error_lines(proc: subprocess.CompletedProcess) -> list[str]:
-    return [line for line in proc.stderr.splitlines() if line.startswith("error:")]
-
-
 class KillAt(L.Callback):
     """Raises once at global step ``at_step`` (a stand-in for a killed process); the marker file makes it one-shot."""
 
